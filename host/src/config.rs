@@ -1,0 +1,55 @@
+//! Host configuration.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use tensorgate_protocol::Limits;
+
+use crate::executor::DeviceSpec;
+
+/// Everything the host needs to start.
+#[derive(Debug, Clone)]
+pub struct HostConfig {
+    /// UDP address to serve QUIC on (port 0 picks a free port).
+    pub listen: SocketAddr,
+    /// Model repository: `REPO/NAME/VERSION/{manifest.toml, model.pt, plugin.wasm}`.
+    pub repository: PathBuf,
+    /// Where the TLS certificate and key are kept (created on first start).
+    pub state_dir: PathBuf,
+    /// Extra DNS names or IPs for the self-signed certificate.
+    pub tls_names: Vec<String>,
+    /// Default device for models whose manifest says `auto`.
+    pub device: DeviceSpec,
+    /// Wire protocol limits.
+    pub limits: Limits,
+    /// Libtorch intra-op threads (0: libtorch's default).
+    pub intra_op_threads: usize,
+    /// Wall-clock budget of one plugin call.
+    pub plugin_call_timeout: Duration,
+    /// Linear-memory cap of one plugin instance (bytes).
+    pub plugin_memory_limit: usize,
+    /// Most concurrent requests (streams) per connection.
+    pub max_streams_per_connection: u32,
+    /// Connection idle timeout.
+    pub idle_timeout: Duration,
+}
+
+impl HostConfig {
+    /// Defaults for a host serving `repository`, keeping state in `state_dir`.
+    pub fn new(repository: impl Into<PathBuf>, state_dir: impl Into<PathBuf>) -> Self {
+        HostConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 7443)),
+            repository: repository.into(),
+            state_dir: state_dir.into(),
+            tls_names: Vec::new(),
+            device: DeviceSpec::Auto,
+            limits: Limits::default(),
+            intra_op_threads: 0,
+            plugin_call_timeout: Duration::from_secs(10),
+            plugin_memory_limit: 1 << 30,
+            max_streams_per_connection: 256,
+            idle_timeout: Duration::from_secs(60),
+        }
+    }
+}

@@ -1,0 +1,195 @@
+//! The model runner: one dedicated thread per loaded model owns the
+//! TorchScript module on its device, runs forwards under `no_grad`, and
+//! answers over a channel. Nothing else touches the module, so no lock is
+//! shared between models.
+
+use std::path::Path;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use tch::{CModule, Device, IValue};
+use tokio::sync::oneshot;
+
+use crate::tensor::{self, Tensor, TensorError};
+
+/// Where a model should run, as written in config and manifests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceSpec {
+    /// The first CUDA device when libtorch sees one, else the CPU.
+    Auto,
+    /// The CPU.
+    Cpu,
+    /// CUDA device N.
+    Cuda(usize),
+}
+
+impl std::str::FromStr for DeviceSpec {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(DeviceSpec::Auto),
+            "cpu" => Ok(DeviceSpec::Cpu),
+            "cuda" => Ok(DeviceSpec::Cuda(0)),
+            _ => s
+                .strip_prefix("cuda:")
+                .and_then(|n| n.parse().ok())
+                .map(DeviceSpec::Cuda)
+                .ok_or_else(|| format!("device `{s}` is not one of auto, cpu, cuda:N")),
+        }
+    }
+}
+
+impl DeviceSpec {
+    /// The libtorch device to use; `cuda:N` fails when that device is absent.
+    pub fn resolve(self) -> Result<Device, ModelError> {
+        match self {
+            DeviceSpec::Auto => Ok(Device::cuda_if_available()),
+            DeviceSpec::Cpu => Ok(Device::Cpu),
+            DeviceSpec::Cuda(n) => {
+                let count = tch::Cuda::device_count() as usize;
+                if n < count {
+                    Ok(Device::Cuda(n))
+                } else {
+                    Err(ModelError::Device(format!(
+                        "cuda:{n} requested but libtorch sees {count} CUDA device(s) \
+                         (a host built without the `cuda` feature sees none)"
+                    )))
+                }
+            }
+        }
+    }
+}
+
+/// Shows a device as `cpu` or `cuda:N`.
+pub fn device_name(d: Device) -> String {
+    match d {
+        Device::Cuda(n) => format!("cuda:{n}"),
+        _ => "cpu".to_string(),
+    }
+}
+
+/// Errors loading or running a model.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    /// The TorchScript file could not be loaded.
+    #[error("loading TorchScript model {path}: {reason}")]
+    Load {
+        /// File.
+        path: String,
+        /// libtorch's message.
+        reason: String,
+    },
+    /// The requested device is not available.
+    #[error("{0}")]
+    Device(String),
+    /// An input or output tensor was unusable.
+    #[error(transparent)]
+    Tensor(#[from] TensorError),
+    /// The forward pass failed.
+    #[error("forward failed: {0}")]
+    Forward(String),
+    /// The model returned something other than tensors.
+    #[error("model output must be a tensor or a tuple/list/dict of tensors, got {0}")]
+    Output(String),
+    /// The executor thread is gone (the model was unloaded).
+    #[error("model executor stopped")]
+    Stopped,
+}
+
+struct Job {
+    inputs: Vec<Tensor>,
+    reply: oneshot::Sender<Result<Vec<Tensor>, ModelError>>,
+}
+
+/// Handle to a model's executor thread. Dropping the last handle stops the
+/// thread and frees the model.
+pub struct ModelExecutor {
+    tx: mpsc::Sender<Job>,
+    device: Device,
+    load_time: Duration,
+}
+
+impl ModelExecutor {
+    /// Loads the TorchScript file at `path` on `device` in a new thread and
+    /// waits until it is ready.
+    pub fn load(name: &str, path: &Path, device: Device) -> Result<Self, ModelError> {
+        let (tx, rx) = mpsc::channel::<Job>();
+        let (ready_tx, ready_rx) = mpsc::sync_channel::<Result<Duration, ModelError>>(1);
+        let path_buf = path.to_path_buf();
+        std::thread::Builder::new()
+            .name(format!("model-{name}"))
+            .spawn(move || {
+                let _no_grad = tch::no_grad_guard();
+                let start = Instant::now();
+                let module = match CModule::load_on_device(&path_buf, device) {
+                    Ok(mut m) => {
+                        m.set_eval();
+                        m
+                    }
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(ModelError::Load {
+                            path: path_buf.display().to_string(),
+                            reason: e.to_string(),
+                        }));
+                        return;
+                    }
+                };
+                let _ = ready_tx.send(Ok(start.elapsed()));
+                while let Ok(job) = rx.recv() {
+                    let _ = job.reply.send(run(&module, device, &job.inputs));
+                }
+            })
+            .map_err(|e| ModelError::Load { path: path.display().to_string(), reason: e.to_string() })?;
+        let load_time = ready_rx.recv().map_err(|_| ModelError::Stopped)??;
+        Ok(ModelExecutor { tx, device, load_time })
+    }
+
+    /// Runs one forward pass on `inputs` (CPU tensors, batch dimension first).
+    pub async fn forward(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, ModelError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(Job { inputs, reply }).map_err(|_| ModelError::Stopped)?;
+        rx.await.map_err(|_| ModelError::Stopped)?
+    }
+
+    /// The device the model runs on.
+    pub fn device(&self) -> Device {
+        self.device
+    }
+
+    /// How long loading took.
+    pub fn load_time(&self) -> Duration {
+        self.load_time
+    }
+}
+
+fn run(module: &CModule, device: Device, inputs: &[Tensor]) -> Result<Vec<Tensor>, ModelError> {
+    let fwd = |e: tch::TchError| ModelError::Forward(e.to_string());
+    let ivalues = inputs
+        .iter()
+        .map(|t| Ok(IValue::Tensor(tensor::to_torch(t)?.f_to_device(device).map_err(fwd)?)))
+        .collect::<Result<Vec<_>, ModelError>>()?;
+    let out = module.forward_is(&ivalues).map_err(fwd)?;
+    let mut tensors = Vec::new();
+    flatten(out, &mut tensors)?;
+    tensors.iter().map(|t| tensor::from_torch(t).map_err(ModelError::from)).collect()
+}
+
+/// Flattens a tensor, or nested tuples/lists/dicts of tensors, in order.
+fn flatten(v: IValue, out: &mut Vec<tch::Tensor>) -> Result<(), ModelError> {
+    match v {
+        IValue::Tensor(t) => out.push(t),
+        IValue::TensorList(ts) => out.extend(ts),
+        IValue::Tuple(vs) | IValue::GenericList(vs) => {
+            for v in vs {
+                flatten(v, out)?;
+            }
+        }
+        IValue::GenericDict(kvs) => {
+            for (_, v) in kvs {
+                flatten(v, out)?;
+            }
+        }
+        other => return Err(ModelError::Output(format!("{other:?}").chars().take(80).collect())),
+    }
+    Ok(())
+}

@@ -1,0 +1,91 @@
+//! `tensorgate-host`: serve a model repository over QUIC.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use tensorgate_host::executor::DeviceSpec;
+use tensorgate_host::{Host, HostConfig};
+
+/// Serve TorchScript models with WebAssembly pre/post-processing over QUIC.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Args {
+    /// Model repository: REPO/NAME/VERSION/{manifest.toml, model.pt, plugin.wasm}.
+    #[arg(long, env = "TENSORGATE_REPO")]
+    repository: PathBuf,
+    /// UDP address to listen on (port 0: any free port).
+    #[arg(long, env = "TENSORGATE_LISTEN", default_value = "127.0.0.1:7443")]
+    listen: SocketAddr,
+    /// Directory for the TLS identity and runtime files.
+    #[arg(long, env = "TENSORGATE_STATE_DIR", default_value = "tensorgate-state")]
+    state_dir: PathBuf,
+    /// Default device for models: auto, cpu or cuda:N.
+    #[arg(long, env = "TENSORGATE_DEVICE", default_value = "auto")]
+    device: DeviceSpec,
+    /// Libtorch intra-op threads (0: libtorch's default).
+    #[arg(long, env = "TENSORGATE_THREADS", default_value_t = 0)]
+    threads: usize,
+    /// Extra DNS names or IPs for the self-signed certificate.
+    #[arg(long = "tls-name")]
+    tls_names: Vec<String>,
+    /// Plugin call budget in milliseconds.
+    #[arg(long, default_value_t = 10_000)]
+    plugin_timeout_ms: u64,
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    let mut config = HostConfig::new(&args.repository, &args.state_dir);
+    config.listen = args.listen;
+    config.device = args.device;
+    config.intra_op_threads = args.threads;
+    config.tls_names = args.tls_names;
+    config.plugin_call_timeout = Duration::from_millis(args.plugin_timeout_ms);
+
+    let host = Host::load(config).context("starting the host")?;
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(async move {
+        let running = host.serve()?;
+        let addr = running.addr();
+        println!("tensorgate-host listening on {addr}");
+        println!("certificate sha256 fingerprint: {}", running.fingerprint());
+        // Files for scripts: where to connect and what to pin.
+        std::fs::write(args.state_dir.join("listening"), addr.to_string())?;
+        std::fs::write(args.state_dir.join("fingerprint"), running.fingerprint())?;
+        shutdown_signal().await;
+        tracing::info!("shutting down");
+        let _ = std::fs::remove_file(args.state_dir.join("listening"));
+        running.shutdown().await;
+        anyhow::Ok(())
+    })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

@@ -1,0 +1,130 @@
+//! The path of one item through an application:
+//! preprocess (plugin) → forward (model executor) → postprocess (plugin).
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use tensorgate_protocol::{ErrorCode, ItemHead, Timings};
+
+use crate::plugin::{CallError, Item, Output, Tensor};
+use crate::repository::Application;
+use crate::tensor;
+
+/// Why an item failed, as sent to the client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ItemFailure {
+    /// Wire error code.
+    pub code: ErrorCode,
+    /// Message naming what was wrong.
+    pub message: String,
+}
+
+impl ItemFailure {
+    fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        ItemFailure { code, message: message.into() }
+    }
+}
+
+impl From<CallError> for ItemFailure {
+    fn from(e: CallError) -> Self {
+        let code = match e {
+            CallError::Plugin(_) => ErrorCode::PluginError,
+            _ => ErrorCode::PluginFailed,
+        };
+        ItemFailure::new(code, e.to_string())
+    }
+}
+
+/// Runs one item through `app`; `timings` (fresh per item) records where time went.
+pub async fn process_item(
+    app: &Arc<Application>,
+    head: ItemHead,
+    payload: Bytes,
+    timings: &mut Timings,
+) -> Result<Output, ItemFailure> {
+    *timings = Timings::default();
+    let result = run(app, head, payload, timings).await;
+    let counter = if result.is_ok() { &app.counters.items_ok } else { &app.counters.items_failed };
+    counter.fetch_add(1, Ordering::Relaxed);
+    result
+}
+
+async fn run(app: &Arc<Application>, head: ItemHead, payload: Bytes, timings: &mut Timings) -> Result<Output, ItemFailure> {
+    let item = Item {
+        data: payload.to_vec(),
+        content_type: head.content_type,
+        metadata: head.metadata.into_iter().collect(),
+    };
+    let queued = Instant::now();
+    let a = app.clone();
+    let (prepared, pre_us) = blocking(move || {
+        let t = Instant::now();
+        a.plugin.preprocess(&item).map(|p| (p, t.elapsed()))
+    })
+    .await??;
+    timings.preprocess_us = micros(pre_us);
+    validate_inputs(app, &prepared.inputs)?;
+
+    let t = Instant::now();
+    let outputs = app
+        .model
+        .forward(prepared.inputs)
+        .await
+        .map_err(|e| ItemFailure::new(ErrorCode::ModelError, e.to_string()))?;
+    timings.forward_us = micros(t.elapsed());
+
+    let a = app.clone();
+    let context = prepared.context;
+    let (output, post_us) = blocking(move || {
+        let t = Instant::now();
+        a.plugin.postprocess(&outputs, &context).map(|o| (o, t.elapsed()))
+    })
+    .await??;
+    timings.postprocess_us = micros(post_us);
+    let busy = timings.preprocess_us + timings.forward_us + timings.postprocess_us;
+    timings.queue_us = micros(queued.elapsed()).saturating_sub(busy);
+    Ok(output)
+}
+
+fn micros(d: std::time::Duration) -> u64 {
+    d.as_micros() as u64
+}
+
+async fn blocking<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> Result<R, ItemFailure> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ItemFailure::new(ErrorCode::Internal, format!("plugin worker failed: {e}")))
+}
+
+/// Checks the plugin's tensors against their bytes and the manifest's inputs.
+pub fn validate_inputs(app: &Application, inputs: &[Tensor]) -> Result<(), ItemFailure> {
+    let bad = |m: String| ItemFailure::new(ErrorCode::PluginFailed, format!("plugin returned invalid model inputs: {m}"));
+    if inputs.is_empty() {
+        return Err(bad("no tensors".into()));
+    }
+    let declared = &app.manifest.inputs;
+    if !declared.is_empty() && declared.len() != inputs.len() {
+        return Err(bad(format!("{} tensors, manifest declares {}", inputs.len(), declared.len())));
+    }
+    let batch = inputs[0].shape.first().copied();
+    for (i, t) in inputs.iter().enumerate() {
+        tensor::validate(t).map_err(|e| bad(format!("input {i}: {e}")))?;
+        if t.shape.first().copied() != batch || batch == Some(0) {
+            return Err(bad(format!("input {i} has shape {:?}; all inputs need the same batch size >= 1", t.shape)));
+        }
+        if let Some(decl) = declared.get(i) {
+            let want: crate::plugin::Dtype = decl.dtype.into();
+            let shape_ok = decl.shape.len() == t.shape.len()
+                && decl.shape.iter().zip(&t.shape).all(|(&d, &s)| d == -1 || d as u64 == s);
+            if want != t.dtype || !shape_ok {
+                return Err(bad(format!(
+                    "input `{}` is {:?} {:?}, manifest declares {:?} {:?}",
+                    decl.name, t.dtype, t.shape, decl.dtype, decl.shape
+                )));
+            }
+        }
+    }
+    Ok(())
+}

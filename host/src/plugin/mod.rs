@@ -1,0 +1,135 @@
+//! The plugin boundary: wasmtime component runtime, host imports, and a pool
+//! of instances per application.
+//!
+//! One `bindgen!` from `wit/tensorgate.wit`, the host state in [`HostState`],
+//! all `Linker` wiring in [`PluginEngine::linker`].
+
+mod pool;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::{Config, Engine, StoreLimits, StoreLimitsBuilder};
+
+pub use pool::{CallError, PluginInstance, PluginPool};
+
+wasmtime::component::bindgen!({
+    world: "application",
+    path: "../wit",
+});
+
+pub use tensorgate::plugin::types::{
+    Dtype, Item, LogLevel, Manifest as PluginManifest, Output, PluginError, PluginInfo, Prepared,
+    Tensor, TensorSpec,
+};
+
+/// State of one plugin instance's store: what the host imports can see.
+pub struct HostState {
+    app: Arc<str>,
+    manifest: Arc<PluginManifest>,
+    limits: StoreLimits,
+}
+
+impl tensorgate::plugin::types::Host for HostState {}
+
+impl tensorgate::plugin::host::Host for HostState {
+    fn log(&mut self, level: LogLevel, message: String) {
+        let app = &*self.app;
+        match level {
+            LogLevel::Trace => tracing::trace!(target: "plugin", app, "{message}"),
+            LogLevel::Debug => tracing::debug!(target: "plugin", app, "{message}"),
+            LogLevel::Info => tracing::info!(target: "plugin", app, "{message}"),
+            LogLevel::Warn => tracing::warn!(target: "plugin", app, "{message}"),
+            LogLevel::Error => tracing::error!(target: "plugin", app, "{message}"),
+        }
+    }
+
+    fn get_manifest(&mut self) -> PluginManifest {
+        (*self.manifest).clone()
+    }
+}
+
+/// Errors loading a plugin.
+#[derive(Debug, thiserror::Error)]
+pub enum PluginLoadError {
+    /// The component failed to compile or link.
+    #[error("plugin {path}: {reason}")]
+    Compile {
+        /// File.
+        path: String,
+        /// Cause, with wasmtime's context.
+        reason: String,
+    },
+}
+
+/// The process-wide wasmtime engine plus the epoch ticker that enforces
+/// per-call time budgets.
+#[derive(Clone)]
+pub struct PluginEngine {
+    engine: Engine,
+    linker: Arc<Linker<HostState>>,
+}
+
+/// Granularity of plugin call budgets.
+pub const EPOCH_TICK: Duration = Duration::from_millis(5);
+
+impl PluginEngine {
+    /// Creates the engine and starts its epoch ticker thread.
+    pub fn new() -> anyhow::Result<Self> {
+        let mut config = Config::new();
+        config.wasm_component_model(true);
+        config.epoch_interruption(true);
+        let engine = Engine::new(&config)?;
+        let weak = engine.weak();
+        std::thread::Builder::new().name("wasm-epoch".into()).spawn(move || {
+            while let Some(engine) = weak.upgrade() {
+                engine.increment_epoch();
+                drop(engine);
+                std::thread::sleep(EPOCH_TICK);
+            }
+        })?;
+        let linker = Arc::new(Self::linker(&engine)?);
+        Ok(PluginEngine { engine, linker })
+    }
+
+    /// All host imports, wired in one place.
+    fn linker(engine: &Engine) -> anyhow::Result<Linker<HostState>> {
+        let mut linker = Linker::new(engine);
+        Application::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)?;
+        Ok(linker)
+    }
+
+    /// Compiles and links the component at `path` for application `app`, and
+    /// returns a pool of its instances.
+    pub fn load(
+        &self,
+        app: &str,
+        path: &std::path::Path,
+        manifest: PluginManifest,
+        call_timeout: Duration,
+        memory_limit: usize,
+    ) -> Result<PluginPool, PluginLoadError> {
+        let err = |e: wasmtime::Error| PluginLoadError::Compile {
+            path: path.display().to_string(),
+            reason: format!("{e:#}"),
+        };
+        let component = Component::from_file(&self.engine, path).map_err(err)?;
+        let pre = self.linker.instantiate_pre(&component).map_err(err)?;
+        let pre = ApplicationPre::new(pre).map_err(err)?;
+        let app: Arc<str> = Arc::from(app);
+        let manifest = Arc::new(manifest);
+        let new_state = Box::new(move || HostState {
+            app: app.clone(),
+            manifest: manifest.clone(),
+            limits: StoreLimitsBuilder::new().memory_size(memory_limit).instances(16).tables(64).build(),
+        });
+        Ok(PluginPool::new(self.engine.clone(), pre, new_state, call_timeout))
+    }
+}
+
+impl HostState {
+    fn limiter(&mut self) -> &mut StoreLimits {
+        &mut self.limits
+    }
+}

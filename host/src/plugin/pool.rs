@@ -1,0 +1,107 @@
+//! A pool of instances of one plugin. An instance serves one call at a time;
+//! one that trapped is discarded and replaced from the pre-instantiated
+//! template.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use wasmtime::{Engine, Store, Trap};
+
+use super::{Application, ApplicationPre, HostState, Item, Output, PluginError, PluginInfo, Prepared, Tensor, EPOCH_TICK};
+
+/// Why a plugin call produced no result.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    /// The plugin returned its own error for this item.
+    #[error("plugin error [{}]: {}", .0.code, .0.message)]
+    Plugin(PluginError),
+    /// The plugin trapped (panic, unreachable, out-of-bounds access).
+    #[error("plugin trapped: {0}")]
+    Trapped(String),
+    /// The call ran past its time budget.
+    #[error("plugin timeout: call exceeded {0:?}")]
+    Timeout(Duration),
+    /// The plugin could not be instantiated.
+    #[error("plugin instantiation failed: {0}")]
+    Instantiate(String),
+}
+
+/// One live instance with its own store.
+pub struct PluginInstance {
+    store: Store<HostState>,
+    bindings: Application,
+}
+
+/// Instances of one plugin, created on demand and reused.
+pub struct PluginPool {
+    engine: Engine,
+    pre: ApplicationPre<HostState>,
+    new_state: Box<dyn Fn() -> HostState + Send + Sync>,
+    idle: Mutex<Vec<PluginInstance>>,
+    call_timeout: Duration,
+}
+
+impl PluginPool {
+    pub(super) fn new(
+        engine: Engine,
+        pre: ApplicationPre<HostState>,
+        new_state: Box<dyn Fn() -> HostState + Send + Sync>,
+        call_timeout: Duration,
+    ) -> Self {
+        PluginPool { engine, pre, new_state, idle: Mutex::new(Vec::new()), call_timeout }
+    }
+
+    fn instantiate(&self) -> Result<PluginInstance, CallError> {
+        let mut store = Store::new(&self.engine, (self.new_state)());
+        store.limiter(|s| s.limiter());
+        let bindings = self.pre.instantiate(&mut store).map_err(|e| CallError::Instantiate(format!("{e:#}")))?;
+        Ok(PluginInstance { store, bindings })
+    }
+
+    /// Runs `f` on an idle instance (creating one if none is idle). An
+    /// instance whose call trapped or timed out is dropped, not reused.
+    fn with_instance<R>(
+        &self,
+        f: impl FnOnce(&Application, &mut Store<HostState>) -> wasmtime::Result<R>,
+    ) -> Result<R, CallError> {
+        let idle = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let mut inst = match idle {
+            Some(inst) => inst,
+            None => self.instantiate()?,
+        };
+        let ticks = (self.call_timeout.as_micros() / EPOCH_TICK.as_micros()).max(1) as u64 + 1;
+        inst.store.set_epoch_deadline(ticks);
+        match f(&inst.bindings, &mut inst.store) {
+            Ok(r) => {
+                self.idle.lock().unwrap_or_else(|p| p.into_inner()).push(inst);
+                Ok(r)
+            }
+            Err(e) => Err(match e.downcast_ref::<Trap>() {
+                Some(Trap::Interrupt) => CallError::Timeout(self.call_timeout),
+                _ => CallError::Trapped(format!("{e:#}")),
+            }),
+        }
+    }
+
+    /// Calls `describe`.
+    pub fn describe(&self) -> Result<PluginInfo, CallError> {
+        self.with_instance(|b, s| b.tensorgate_plugin_plugin().call_describe(s))
+    }
+
+    /// Calls `preprocess` on one item.
+    pub fn preprocess(&self, item: &Item) -> Result<Prepared, CallError> {
+        self.with_instance(|b, s| b.tensorgate_plugin_plugin().call_preprocess(s, item))?
+            .map_err(CallError::Plugin)
+    }
+
+    /// Calls `postprocess` on one item's model outputs.
+    pub fn postprocess(&self, outputs: &[Tensor], context: &[u8]) -> Result<Output, CallError> {
+        self.with_instance(|b, s| b.tensorgate_plugin_plugin().call_postprocess(s, outputs, context))?
+            .map_err(CallError::Plugin)
+    }
+
+    /// Instances currently idle in the pool.
+    pub fn idle_instances(&self) -> usize {
+        self.idle.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+}

@@ -1,0 +1,271 @@
+//! `manifest.toml`: what an application bundle is and what it may use.
+
+use std::path::Path;
+
+use serde::Deserialize;
+
+use crate::plugin::{Dtype, PluginManifest, TensorSpec};
+
+/// A parsed, validated manifest.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    /// Application name; must equal the bundle's directory name.
+    pub name: String,
+    /// Version; must equal the version directory's name.
+    pub version: u64,
+    /// One-line description.
+    #[serde(default)]
+    pub description: String,
+    /// Class labels, in model output order.
+    #[serde(default)]
+    pub labels: Vec<String>,
+    /// The TorchScript model.
+    #[serde(default)]
+    pub model: ModelSection,
+    /// The plugin component and its limits.
+    #[serde(default)]
+    pub plugin: PluginSection,
+    /// Model inputs, in forward-argument order.
+    #[serde(default)]
+    pub inputs: Vec<TensorDecl>,
+    /// Model outputs, in order.
+    #[serde(default)]
+    pub outputs: Vec<TensorDecl>,
+    /// Free parameters for the plugin.
+    #[serde(default)]
+    pub params: toml::Table,
+}
+
+/// `[model]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSection {
+    /// TorchScript file in the bundle.
+    #[serde(default = "default_model_file")]
+    pub file: String,
+    /// `auto`, `cpu` or `cuda:N`; the host's default when absent.
+    pub device: Option<String>,
+}
+
+impl Default for ModelSection {
+    fn default() -> Self {
+        ModelSection { file: default_model_file(), device: None }
+    }
+}
+
+/// `[plugin]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginSection {
+    /// Component file in the bundle.
+    #[serde(default = "default_plugin_file")]
+    pub file: String,
+    /// Wall-clock budget of one plugin call (ms); the host's default when absent.
+    pub timeout_ms: Option<u64>,
+    /// Linear-memory cap per instance (MiB); the host's default when absent.
+    pub memory_mb: Option<u64>,
+}
+
+impl Default for PluginSection {
+    fn default() -> Self {
+        PluginSection { file: default_plugin_file(), timeout_ms: None, memory_mb: None }
+    }
+}
+
+fn default_model_file() -> String {
+    "model.pt".into()
+}
+fn default_plugin_file() -> String {
+    "plugin.wasm".into()
+}
+
+/// One declared tensor: `{ name = "x", dtype = "f32", shape = [-1, 16] }`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TensorDecl {
+    /// Name.
+    pub name: String,
+    /// `f32`, `f64`, `i64`, `i32`, `u8` or `bool`.
+    pub dtype: DtypeName,
+    /// Dimensions; -1 marks a dynamic one (the batch dimension first).
+    pub shape: Vec<i64>,
+}
+
+/// A dtype as written in a manifest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DtypeName {
+    /// 32-bit float.
+    F32,
+    /// 64-bit float.
+    F64,
+    /// 64-bit signed integer.
+    I64,
+    /// 32-bit signed integer.
+    I32,
+    /// Byte.
+    U8,
+    /// Boolean (one byte).
+    Bool,
+}
+
+impl From<DtypeName> for Dtype {
+    fn from(d: DtypeName) -> Dtype {
+        match d {
+            DtypeName::F32 => Dtype::F32,
+            DtypeName::F64 => Dtype::F64,
+            DtypeName::I64 => Dtype::I64,
+            DtypeName::I32 => Dtype::I32,
+            DtypeName::U8 => Dtype::U8,
+            DtypeName::Bool => Dtype::Boolean,
+        }
+    }
+}
+
+/// A manifest that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    /// The file could not be read.
+    #[error("{path}: {source}")]
+    Io {
+        /// File.
+        path: String,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// TOML syntax or schema error (the message names the field and line).
+    #[error("{path}: {message}")]
+    Parse {
+        /// File.
+        path: String,
+        /// What was wrong, with its location.
+        message: String,
+    },
+    /// A field has an invalid value.
+    #[error("{path}: field `{field}`: {message}")]
+    Field {
+        /// File.
+        path: String,
+        /// Field name.
+        field: &'static str,
+        /// What was wrong.
+        message: String,
+    },
+}
+
+impl Manifest {
+    /// Parses manifest text; `path` is used in error messages only.
+    pub fn parse(text: &str, path: &str) -> Result<Self, ManifestError> {
+        let m: Manifest = toml::from_str(text)
+            .map_err(|e| ManifestError::Parse { path: path.into(), message: e.to_string().trim().to_string() })?;
+        let field = |field, message: String| ManifestError::Field { path: path.into(), field, message };
+        if m.name.is_empty() || !m.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+            return Err(field("name", format!("`{}` must be non-empty [A-Za-z0-9_-]", m.name)));
+        }
+        if let Some(d) = &m.model.device {
+            d.parse::<crate::executor::DeviceSpec>().map_err(|e| field("model.device", e))?;
+        }
+        for (list, name) in [(&m.inputs, "inputs"), (&m.outputs, "outputs")] {
+            for t in list {
+                if t.shape.iter().any(|&d| d < -1 || d == 0) {
+                    return Err(field(name, format!("tensor `{}` has shape {:?}: dims must be > 0 or -1", t.name, t.shape)));
+                }
+            }
+        }
+        for (file, name) in [(&m.model.file, "model.file"), (&m.plugin.file, "plugin.file")] {
+            if file.contains('/') || file.contains('\\') || file.starts_with('.') {
+                return Err(field(name, format!("`{file}` must be a plain file name inside the bundle")));
+            }
+        }
+        Ok(m)
+    }
+
+    /// Reads and parses `dir/manifest.toml`.
+    pub fn load(dir: &Path) -> Result<Self, ManifestError> {
+        let path = dir.join("manifest.toml");
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(&path).map_err(|source| ManifestError::Io { path: shown.clone(), source })?;
+        Self::parse(&text, &shown)
+    }
+
+    /// The manifest as the plugin sees it through `get-manifest`.
+    pub fn for_plugin(&self) -> PluginManifest {
+        let spec = |t: &TensorDecl| TensorSpec { name: t.name.clone(), dtype: t.dtype.into(), shape: t.shape.clone() };
+        PluginManifest {
+            name: self.name.clone(),
+            version: self.version,
+            description: self.description.clone(),
+            labels: self.labels.clone(),
+            inputs: self.inputs.iter().map(spec).collect(),
+            outputs: self.outputs.iter().map(spec).collect(),
+            params: self
+                .params
+                .iter()
+                .map(|(k, v)| {
+                    let text = match v {
+                        toml::Value::String(s) => s.clone(),
+                        other => serde_json::to_string(other).unwrap_or_default(),
+                    };
+                    (k.clone(), text)
+                })
+                .collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+        name = "tabular"
+        version = 3
+        labels = ["a", "b"]
+        [[inputs]]
+        name = "x"
+        dtype = "f32"
+        shape = [-1, 4]
+        [params]
+        features = ["p", "q"]
+        scale = 2.5
+        mode = "fast"
+    "#;
+
+    #[test]
+    fn parses_and_exposes_params_as_text() {
+        let m = Manifest::parse(GOOD, "m.toml").unwrap();
+        assert_eq!(m.version, 3);
+        assert_eq!(m.model.file, "model.pt");
+        let p = m.for_plugin();
+        let get = |k: &str| p.params.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone());
+        assert_eq!(get("features").as_deref(), Some(r#"["p","q"]"#));
+        assert_eq!(get("scale").as_deref(), Some("2.5"));
+        assert_eq!(get("mode").as_deref(), Some("fast"));
+        assert_eq!(p.inputs[0].shape, vec![-1, 4]);
+    }
+
+    #[test]
+    fn unknown_field_is_named() {
+        let err = Manifest::parse("name = \"a\"\nversion = 1\nlabelz = []\n", "m.toml").unwrap_err();
+        assert!(err.to_string().contains("labelz"), "{err}");
+    }
+
+    #[test]
+    fn wrong_type_is_named() {
+        let err = Manifest::parse("name = \"a\"\nversion = \"one\"\n", "m.toml").unwrap_err();
+        assert!(err.to_string().contains("version"), "{err}");
+    }
+
+    #[test]
+    fn bad_dtype_and_device_and_file_are_named() {
+        let e = Manifest::parse("name='a'\nversion=1\n[[inputs]]\nname='x'\ndtype='f16'\nshape=[1]\n", "m").unwrap_err();
+        assert!(e.to_string().contains("f16"), "{e}");
+        let e = Manifest::parse("name='a'\nversion=1\n[model]\ndevice='tpu'\n", "m").unwrap_err();
+        assert!(e.to_string().contains("model.device"), "{e}");
+        let e = Manifest::parse("name='a'\nversion=1\n[model]\nfile='../x.pt'\n", "m").unwrap_err();
+        assert!(e.to_string().contains("model.file"), "{e}");
+        let e = Manifest::parse("name='a b'\nversion=1\n", "m").unwrap_err();
+        assert!(e.to_string().contains("`name`"), "{e}");
+    }
+}

@@ -1,0 +1,283 @@
+//! One request on one bidirectional stream: decode frames, run items
+//! concurrently, write each reply as it completes, close with a summary.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use tensorgate_protocol::{
+    compress, encode, encode_item_frame, Compression, ErrorCode, Frame, FrameDecoder, FrameKind, Item,
+    ItemError, ItemHead, ModelStatus, PredictHeader, ProtocolError, RequestError, RequestHeader, RequestState,
+    StatusReply, Summary, Timings,
+};
+use tokio::task::JoinSet;
+use tracing::Instrument;
+
+use super::Shared;
+use crate::pipeline::{process_item, ItemFailure};
+use crate::plugin::Output;
+use crate::repository::Application;
+
+/// Payloads smaller than this are never compressed.
+const COMPRESS_MIN_BYTES: usize = 1024;
+/// zstd level for replies (see docs/protocol.md for the measurement).
+const COMPRESS_LEVEL: i32 = 1;
+/// Largest read from the stream at once.
+const READ_CHUNK: usize = 1 << 20;
+
+type Done = (u32, Result<Output, ItemFailure>, Timings);
+
+/// Why serving a stream stopped early.
+enum Abort {
+    /// The request broke the protocol: answer with a `RequestError`.
+    Reject(ErrorCode, String),
+    /// The client went away (reset, stop, connection lost): nothing to answer.
+    Gone,
+}
+
+impl From<ProtocolError> for Abort {
+    fn from(e: ProtocolError) -> Self {
+        Abort::Reject(e.code(), e.to_string())
+    }
+}
+
+impl From<quinn::WriteError> for Abort {
+    fn from(_: quinn::WriteError) -> Self {
+        Abort::Gone
+    }
+}
+
+pub(crate) async fn serve_stream(shared: Arc<Shared>, mut send: quinn::SendStream, mut recv: quinn::RecvStream) {
+    let span = tracing::info_span!("request", stream = %send.id(), model = tracing::field::Empty, request_id = tracing::field::Empty);
+    async {
+        let mut req = Request::new(shared);
+        match req.run(&mut send, &mut recv).await {
+            Ok(()) => {}
+            Err(Abort::Reject(code, message)) => {
+                tracing::warn!(%code, "request rejected: {message}");
+                let _ = recv.stop(0u32.into());
+                let mut out = BytesMut::new();
+                encode(&Frame::RequestError(RequestError { code, message }), &mut out);
+                let _ = send.write_all(&out).await;
+            }
+            Err(Abort::Gone) => {
+                tracing::info!(cancelled = req.tasks.len(), "client went away; remaining items cancelled");
+                return;
+            }
+        }
+        let _ = send.finish();
+        // Let the peer read what was written before the stream is dropped.
+        let _ = tokio::time::timeout(Duration::from_secs(5), send.stopped()).await;
+    }
+    .instrument(span)
+    .await
+}
+
+struct Request {
+    shared: Arc<Shared>,
+    state: RequestState,
+    decoder: FrameDecoder,
+    app: Option<Arc<Application>>,
+    header: Option<PredictHeader>,
+    tasks: JoinSet<Done>,
+    received: Instant,
+    deadline: Option<tokio::time::Instant>,
+    summary: Summary,
+}
+
+impl Request {
+    fn new(shared: Arc<Shared>) -> Self {
+        let limits = shared.config.limits;
+        Request {
+            shared,
+            state: RequestState::new(limits),
+            decoder: FrameDecoder::new(limits),
+            app: None,
+            header: None,
+            tasks: JoinSet::new(),
+            received: Instant::now(),
+            deadline: None,
+            summary: Summary::default(),
+        }
+    }
+
+    async fn run(&mut self, send: &mut quinn::SendStream, recv: &mut quinn::RecvStream) -> Result<(), Abort> {
+        let mut reading = true;
+        loop {
+            if !reading && self.tasks.is_empty() {
+                break;
+            }
+            tokio::select! {
+                chunk = recv.read_chunk(READ_CHUNK, true), if reading => {
+                    match chunk {
+                        Ok(Some(chunk)) => {
+                            self.decoder.feed(&chunk.bytes);
+                            while let Some(frame) = self.decoder.decode()? {
+                                if let Some(reply) = self.on_frame(frame)? {
+                                    // A status request: answered, nothing else to do.
+                                    send.write_all(&reply).await?;
+                                    return Ok(());
+                                }
+                            }
+                            if self.state.ended() {
+                                reading = false;
+                            }
+                        }
+                        Ok(None) => {
+                            self.decoder.finish()?;
+                            if !self.state.ended() {
+                                return Err(ProtocolError::Truncated("stream finished before End").into());
+                            }
+                            reading = false;
+                        }
+                        Err(_) => return Err(Abort::Gone),
+                    }
+                }
+                Some(done) = self.tasks.join_next(), if !self.tasks.is_empty() => {
+                    match done {
+                        Ok(done) => self.reply(send, done).await?,
+                        Err(e) => return Err(Abort::Reject(ErrorCode::Internal, format!("item task failed: {e}"))),
+                    }
+                }
+            }
+        }
+        self.summary.elapsed_us = self.received.elapsed().as_micros() as u64;
+        let mut out = BytesMut::new();
+        encode(&Frame::Summary(std::mem::take(&mut self.summary)), &mut out);
+        send.write_all(&out).await?;
+        Ok(())
+    }
+
+    /// Acts on one client frame; returns a complete reply for `status`.
+    fn on_frame(&mut self, frame: Frame) -> Result<Option<Bytes>, Abort> {
+        match self.state.on_frame(frame)? {
+            Frame::Header(RequestHeader::Predict(h)) => {
+                let span = tracing::Span::current();
+                span.record("model", h.model.as_str());
+                span.record("request_id", h.request_id.as_str());
+                let app = self
+                    .shared
+                    .repo
+                    .resolve(&h.model, h.version)
+                    .map_err(|e| Abort::Reject(ErrorCode::UnknownModel, e.to_string()))?;
+                self.summary = Summary {
+                    request_id: h.request_id.clone(),
+                    model: app.name().to_string(),
+                    version: app.version(),
+                    ..Summary::default()
+                };
+                self.deadline = h.deadline_ms.map(|ms| tokio::time::Instant::now() + Duration::from_millis(ms));
+                self.app = Some(app);
+                self.header = Some(h);
+            }
+            Frame::Header(RequestHeader::Status) => {}
+            Frame::Item(item) => self.spawn_item(item)?,
+            Frame::End => {
+                if self.header.is_none() {
+                    let mut out = BytesMut::new();
+                    encode(&Frame::Status(self.status()), &mut out);
+                    return Ok(Some(out.freeze()));
+                }
+            }
+            other => {
+                let kind = other.kind().name();
+                return Err(Abort::Reject(ErrorCode::BadRequest, format!("unexpected {kind} frame from a client")));
+            }
+        }
+        Ok(None)
+    }
+
+    fn spawn_item(&mut self, item: Item) -> Result<(), Abort> {
+        let Some(app) = self.app.clone() else {
+            return Err(Abort::Reject(ErrorCode::Internal, "item before a routed header".into()));
+        };
+        let index = item.head.index;
+        let payload = item.decompressed(self.shared.config.limits.max_item_bytes);
+        let head = ItemHead { compression: Compression::None, ..item.head };
+        let deadline = self.deadline;
+        self.tasks.spawn(
+            async move {
+                let mut timings = Timings::default();
+                let payload = match payload {
+                    Ok(p) => p,
+                    Err(e) => return (index, Err(ItemFailure { code: e.code(), message: e.to_string() }), timings),
+                };
+                let work = process_item(&app, head, payload, &mut timings);
+                let result = match deadline {
+                    Some(d) => match tokio::time::timeout_at(d, work).await {
+                        Ok(r) => r,
+                        Err(_) => Err(ItemFailure {
+                            code: ErrorCode::DeadlineExceeded,
+                            message: "request deadline passed before the item finished".into(),
+                        }),
+                    },
+                    None => work.await,
+                };
+                (index, result, timings)
+            }
+            .in_current_span(),
+        );
+        Ok(())
+    }
+
+    async fn reply(&mut self, send: &mut quinn::SendStream, (index, result, t): Done) -> Result<(), Abort> {
+        let s = &mut self.summary.timings;
+        s.queue_us += t.queue_us;
+        s.preprocess_us += t.preprocess_us;
+        s.forward_us += t.forward_us;
+        s.postprocess_us += t.postprocess_us;
+        match result {
+            Ok(output) => {
+                self.summary.ok += 1;
+                let accept_zstd = self.header.as_ref().is_some_and(|h| h.accept.contains(&Compression::Zstd));
+                let mut payload = Bytes::from(output.data);
+                let mut compression = Compression::None;
+                if accept_zstd && payload.len() >= COMPRESS_MIN_BYTES {
+                    let packed = compress(&payload, COMPRESS_LEVEL);
+                    if !packed.is_empty() && packed.len() < payload.len() {
+                        payload = packed;
+                        compression = Compression::Zstd;
+                    }
+                }
+                let head = ItemHead {
+                    index,
+                    content_type: output.content_type,
+                    metadata: output.metadata.into_iter().collect(),
+                    compression,
+                };
+                let frame_head = encode_item_frame(FrameKind::Result, &head, payload.len());
+                send.write_all(&frame_head).await?;
+                send.write_all(&payload).await?;
+            }
+            Err(failure) => {
+                self.summary.failed += 1;
+                tracing::debug!(index, code = %failure.code, "item failed: {}", failure.message);
+                let mut out = BytesMut::new();
+                encode(&Frame::ItemError(ItemError { index, code: failure.code, message: failure.message }), &mut out);
+                send.write_all(&out).await?;
+            }
+        }
+        Ok(())
+    }
+
+    fn status(&self) -> StatusReply {
+        StatusReply {
+            host_version: env!("CARGO_PKG_VERSION").to_string(),
+            uptime_s: self.shared.started.elapsed().as_secs(),
+            models: self
+                .shared
+                .repo
+                .all()
+                .iter()
+                .map(|a| ModelStatus {
+                    name: a.name().to_string(),
+                    version: a.version(),
+                    description: a.manifest.description.clone(),
+                    device: a.device(),
+                    items_ok: a.counters.items_ok.load(std::sync::atomic::Ordering::Relaxed),
+                    items_failed: a.counters.items_failed.load(std::sync::atomic::Ordering::Relaxed),
+                })
+                .collect(),
+        }
+    }
+}

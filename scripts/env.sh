@@ -1,0 +1,7 @@
+# Shared settings for the scripts; sourced, not run.
+export TENSORGATE_CACHE="${TENSORGATE_CACHE:-$HOME/.cache/tensorgate}"
+export TORCH_VERSION=2.13.0
+export LIBTORCH_DIR="$TENSORGATE_CACHE/libtorch-$TORCH_VERSION"
+# Where scripts/build-plugins assembles NAME/VERSION/{manifest.toml,model.pt,plugin.wasm}.
+export TENSORGATE_REPO="${TENSORGATE_REPO:-$ROOT/target/repository}"
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"

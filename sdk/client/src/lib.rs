@@ -1,0 +1,347 @@
+//! tensorgate client: connect to a host over QUIC, submit items, read
+//! results as they stream back. No libtorch, no wasmtime.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), tensorgate_client::ClientError> {
+//! use tensorgate_client::{Client, Trust, Submission, Input};
+//! let client = Client::connect("127.0.0.1:7443".parse().unwrap(), Trust::Fingerprint("ab12…".into())).await?;
+//! let reply = client.predict(Submission::new("tabular", vec![Input::json(br#"{"keys":[],"values":[]}"#.to_vec())])).await?;
+//! for outcome in reply.outcomes { println!("{:?}", outcome.map(|r| r.payload.len())); }
+//! # Ok(()) }
+//! ```
+
+mod tls;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use tensorgate_protocol::{
+    encode, Compression, ErrorCode, Frame, FrameDecoder, Item, ItemHead, Limits, PredictHeader, ProtocolError,
+    ReplyState, RequestHeader, StatusReply, Summary,
+};
+
+pub use tensorgate_protocol as protocol;
+
+/// How the client decides to trust the host's certificate.
+#[derive(Debug, Clone)]
+pub enum Trust {
+    /// Pin the SHA-256 fingerprint (hex) the host printed at start.
+    Fingerprint(String),
+    /// Verify the certificate chain against the CA certificates in this PEM file.
+    CaFile(PathBuf),
+}
+
+/// Errors from the client.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// TLS setup failed (bad CA file, bad fingerprint syntax).
+    #[error("TLS setup: {0}")]
+    Tls(String),
+    /// Connecting failed (includes certificate rejection).
+    #[error("connecting to {addr}: {reason}")]
+    Connect {
+        /// Host address.
+        addr: SocketAddr,
+        /// Cause.
+        reason: String,
+    },
+    /// The connection or stream broke.
+    #[error("connection: {0}")]
+    Connection(String),
+    /// The host's reply broke the protocol.
+    #[error("protocol: {0}")]
+    Protocol(#[from] ProtocolError),
+    /// The host rejected the whole request.
+    #[error("request failed [{code}]: {message}")]
+    Request {
+        /// Error code.
+        code: ErrorCode,
+        /// Host's message.
+        message: String,
+    },
+    /// The host closed the stream without a final frame.
+    #[error("host closed the stream before the summary")]
+    Incomplete,
+}
+
+impl From<quinn::WriteError> for ClientError {
+    fn from(e: quinn::WriteError) -> Self {
+        ClientError::Connection(e.to_string())
+    }
+}
+
+impl From<quinn::ReadError> for ClientError {
+    fn from(e: quinn::ReadError) -> Self {
+        ClientError::Connection(e.to_string())
+    }
+}
+
+/// One item to submit.
+#[derive(Debug, Clone)]
+pub struct Input {
+    /// Payload bytes.
+    pub payload: Bytes,
+    /// Content type, e.g. `application/json`.
+    pub content_type: String,
+    /// Metadata handed to the plugin.
+    pub metadata: BTreeMap<String, String>,
+}
+
+impl Input {
+    /// An item of `content_type`.
+    pub fn new(payload: impl Into<Bytes>, content_type: &str) -> Self {
+        Input { payload: payload.into(), content_type: content_type.to_string(), metadata: BTreeMap::new() }
+    }
+
+    /// A JSON item.
+    pub fn json(payload: impl Into<Bytes>) -> Self {
+        Self::new(payload, "application/json")
+    }
+
+    /// Adds a metadata entry.
+    pub fn with_meta(mut self, key: &str, value: &str) -> Self {
+        self.metadata.insert(key.to_string(), value.to_string());
+        self
+    }
+}
+
+/// A predict request: a model and its items.
+#[derive(Debug, Clone)]
+pub struct Submission {
+    /// Header fields (model, version, request id, accepted compression, deadline).
+    pub header: PredictHeader,
+    /// Items, indexed in order from 0.
+    pub items: Vec<Input>,
+}
+
+impl Submission {
+    /// Items for the newest version of `model`, accepting zstd replies.
+    pub fn new(model: &str, items: Vec<Input>) -> Self {
+        Submission {
+            header: PredictHeader {
+                model: model.to_string(),
+                accept: vec![Compression::Zstd],
+                ..PredictHeader::default()
+            },
+            items,
+        }
+    }
+
+    /// Pins a version.
+    pub fn version(mut self, version: u64) -> Self {
+        self.header.version = Some(version);
+        self
+    }
+}
+
+/// A successful item's reply.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ItemReply {
+    /// Item index.
+    pub index: u32,
+    /// Content type set by the plugin.
+    pub content_type: String,
+    /// Metadata set by the plugin.
+    pub metadata: BTreeMap<String, String>,
+    /// Payload, decompressed.
+    pub payload: Bytes,
+}
+
+/// A failed item.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("item {index} failed [{code}]: {message}")]
+pub struct ItemFailed {
+    /// Item index.
+    pub index: u32,
+    /// Error code.
+    pub code: ErrorCode,
+    /// Host's message.
+    pub message: String,
+}
+
+/// One event of a streamed reply.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// An item finished.
+    Item(Result<ItemReply, ItemFailed>),
+    /// All items finished.
+    Summary(Summary),
+}
+
+/// All replies of a request, in input order.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    /// One outcome per input, in input order.
+    pub outcomes: Vec<Result<ItemReply, ItemFailed>>,
+    /// The host's summary.
+    pub summary: Summary,
+}
+
+/// A connection to a host.
+pub struct Client {
+    endpoint: quinn::Endpoint,
+    conn: quinn::Connection,
+    limits: Limits,
+}
+
+impl Client {
+    /// Connects to `addr`, trusting the host as `trust` says.
+    pub async fn connect(addr: SocketAddr, trust: Trust) -> Result<Self, ClientError> {
+        let crypto = tls::client_config(&trust)?;
+        let quic = quinn::crypto::rustls::QuicClientConfig::try_from(crypto)
+            .map_err(|e| ClientError::Tls(e.to_string()))?;
+        let bind: SocketAddr = if addr.is_ipv6() { "[::]:0" } else { "0.0.0.0:0" }
+            .parse()
+            .map_err(|e: std::net::AddrParseError| ClientError::Tls(e.to_string()))?;
+        let mut endpoint = quinn::Endpoint::client(bind).map_err(|e| ClientError::Connect { addr, reason: e.to_string() })?;
+        endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(quic)));
+        let conn = endpoint
+            .connect(addr, "localhost")
+            .map_err(|e| ClientError::Connect { addr, reason: e.to_string() })?
+            .await
+            .map_err(|e| ClientError::Connect { addr, reason: e.to_string() })?;
+        Ok(Client { endpoint, conn, limits: Limits::default() })
+    }
+
+    /// Submits a request and collects every reply, in input order.
+    pub async fn predict(&self, submission: Submission) -> Result<Reply, ClientError> {
+        let n = submission.items.len();
+        let mut outcomes: Vec<Option<Result<ItemReply, ItemFailed>>> = vec![None; n];
+        let summary = self
+            .predict_stream(submission, |event| {
+                if let Event::Item(outcome) = event {
+                    let index = match &outcome {
+                        Ok(r) => r.index,
+                        Err(e) => e.index,
+                    } as usize;
+                    if let Some(slot) = outcomes.get_mut(index) {
+                        *slot = Some(outcome);
+                    }
+                }
+            })
+            .await?;
+        let outcomes = outcomes
+            .into_iter()
+            .enumerate()
+            .map(|(i, o)| {
+                o.unwrap_or_else(|| {
+                    Err(ItemFailed { index: i as u32, code: ErrorCode::Internal, message: "no reply for this item".into() })
+                })
+            })
+            .collect();
+        Ok(Reply { outcomes, summary })
+    }
+
+    /// Submits a request and calls `on_event` for each reply as it arrives
+    /// (completion order), then returns the summary.
+    pub async fn predict_stream(
+        &self,
+        submission: Submission,
+        mut on_event: impl FnMut(Event),
+    ) -> Result<Summary, ClientError> {
+        let (mut send, mut recv) = self.conn.open_bi().await.map_err(|e| ClientError::Connection(e.to_string()))?;
+        let Submission { header, items } = submission;
+        let writer = async move {
+            let mut out = BytesMut::new();
+            encode(&Frame::Header(RequestHeader::Predict(header)), &mut out);
+            send.write_all(&out).await?;
+            for (index, input) in items.into_iter().enumerate() {
+                let head = ItemHead {
+                    index: index as u32,
+                    content_type: input.content_type,
+                    metadata: input.metadata,
+                    compression: Compression::None,
+                };
+                let frame_head = tensorgate_protocol::encode_item_frame(
+                    tensorgate_protocol::FrameKind::Item,
+                    &head,
+                    input.payload.len(),
+                );
+                send.write_all(&frame_head).await?;
+                send.write_all(&input.payload).await?;
+            }
+            let mut out = BytesMut::new();
+            encode(&Frame::End, &mut out);
+            send.write_all(&out).await?;
+            send.finish().map_err(|e| ClientError::Connection(e.to_string()))?;
+            Ok::<_, ClientError>(())
+        };
+        let limits = self.limits;
+        let reader = async move {
+            let mut decoder = FrameDecoder::new(limits);
+            let mut state = ReplyState::new();
+            loop {
+                while let Some(frame) = decoder.decode()? {
+                    match state.on_frame(frame)? {
+                        Frame::Result(item) => on_event(Event::Item(Ok(item_reply(item, limits)?))),
+                        Frame::ItemError(e) => {
+                            on_event(Event::Item(Err(ItemFailed { index: e.index, code: e.code, message: e.message })))
+                        }
+                        Frame::Summary(s) => {
+                            on_event(Event::Summary(s.clone()));
+                            return Ok(s);
+                        }
+                        Frame::RequestError(e) => return Err(ClientError::Request { code: e.code, message: e.message }),
+                        _ => return Err(ClientError::Incomplete),
+                    }
+                }
+                match recv.read_chunk(1 << 20, true).await? {
+                    Some(chunk) => decoder.feed(&chunk.bytes),
+                    None => return Err(ClientError::Incomplete),
+                }
+            }
+        };
+        // Write and read concurrently: replies stream back while items are still going out.
+        let (written, summary) = tokio::join!(writer, reader);
+        match (written, summary) {
+            (_, Ok(s)) => Ok(s),
+            (_, Err(e @ ClientError::Request { .. })) => Err(e),
+            (Err(e), _) => Err(e),
+            (Ok(()), Err(e)) => Err(e),
+        }
+    }
+
+    /// Opens a raw bidirectional stream, for tools and tests that speak the
+    /// protocol themselves.
+    pub async fn open_raw(&self) -> Result<(quinn::SendStream, quinn::RecvStream), ClientError> {
+        self.conn.open_bi().await.map_err(|e| ClientError::Connection(e.to_string()))
+    }
+
+    /// Asks the host for its status.
+    pub async fn status(&self) -> Result<StatusReply, ClientError> {
+        let (mut send, mut recv) = self.conn.open_bi().await.map_err(|e| ClientError::Connection(e.to_string()))?;
+        let mut out = BytesMut::new();
+        encode(&Frame::Header(RequestHeader::Status), &mut out);
+        encode(&Frame::End, &mut out);
+        send.write_all(&out).await?;
+        send.finish().map_err(|e| ClientError::Connection(e.to_string()))?;
+        let mut decoder = FrameDecoder::new(self.limits);
+        loop {
+            if let Some(frame) = decoder.decode()? {
+                return match frame {
+                    Frame::Status(s) => Ok(s),
+                    Frame::RequestError(e) => Err(ClientError::Request { code: e.code, message: e.message }),
+                    other => Err(ProtocolError::UnexpectedFrame { got: other.kind().name(), state: "in a status reply" }.into()),
+                };
+            }
+            match recv.read_chunk(1 << 20, true).await? {
+                Some(chunk) => decoder.feed(&chunk.bytes),
+                None => return Err(ClientError::Incomplete),
+            }
+        }
+    }
+
+    /// Closes the connection and waits briefly for the host to acknowledge.
+    pub async fn close(self) {
+        self.conn.close(0u32.into(), b"done");
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), self.endpoint.wait_idle()).await;
+    }
+}
+
+fn item_reply(item: Item, limits: Limits) -> Result<ItemReply, ClientError> {
+    let payload = item.decompressed(limits.max_item_bytes)?;
+    Ok(ItemReply { index: item.head.index, content_type: item.head.content_type, metadata: item.head.metadata, payload })
+}

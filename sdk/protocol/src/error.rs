@@ -1,0 +1,130 @@
+//! Protocol errors and the error codes carried on the wire.
+
+use serde::{Deserialize, Serialize};
+
+/// Machine-readable error code carried in `ItemError` and `RequestError` frames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The request or item was malformed.
+    BadRequest,
+    /// No application with the requested name (or version) is loaded.
+    UnknownModel,
+    /// The plugin rejected the item (its `plugin-error`).
+    PluginError,
+    /// The plugin trapped, ran out of time or of memory.
+    PluginFailed,
+    /// The model's forward pass failed.
+    ModelError,
+    /// A configured limit was exceeded; the message names it.
+    LimitExceeded,
+    /// The host is overloaded; retry later.
+    Busy,
+    /// The item's deadline passed before it was processed.
+    DeadlineExceeded,
+    /// The credentials presented do not allow this operation.
+    Forbidden,
+    /// The operation is not supported by this host.
+    Unsupported,
+    /// An unexpected failure inside the host.
+    Internal,
+    /// A code this version does not know (sent by a newer peer).
+    #[serde(other)]
+    Unknown,
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s = match self {
+            ErrorCode::BadRequest => "bad_request",
+            ErrorCode::UnknownModel => "unknown_model",
+            ErrorCode::PluginError => "plugin_error",
+            ErrorCode::PluginFailed => "plugin_failed",
+            ErrorCode::ModelError => "model_error",
+            ErrorCode::LimitExceeded => "limit_exceeded",
+            ErrorCode::Busy => "busy",
+            ErrorCode::DeadlineExceeded => "deadline_exceeded",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::Unsupported => "unsupported",
+            ErrorCode::Internal => "internal",
+            ErrorCode::Unknown => "unknown",
+        };
+        f.write_str(s)
+    }
+}
+
+/// A violation of the protocol found while decoding or sequencing frames.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ProtocolError {
+    /// The frame kind byte is not one this version knows.
+    #[error("unknown frame kind 0x{0:02x}")]
+    UnknownFrameKind(u8),
+    /// A frame is larger than the limit for its kind.
+    #[error("{kind} frame of {len} bytes exceeds limit {limit_name} = {limit}")]
+    FrameTooLarge {
+        /// Frame kind name.
+        kind: &'static str,
+        /// Declared body length.
+        len: u64,
+        /// Name of the limit that was exceeded.
+        limit_name: &'static str,
+        /// Value of the limit.
+        limit: u64,
+    },
+    /// A decompressed item exceeds `max_item_bytes`.
+    #[error("item {index} decompresses past limit max_item_bytes = {limit}")]
+    DecompressedTooLarge {
+        /// Item index.
+        index: u32,
+        /// Value of the limit.
+        limit: u64,
+    },
+    /// A request carries more items than `max_items_per_request`.
+    #[error("request has more than max_items_per_request = {limit} items")]
+    TooManyItems {
+        /// Value of the limit.
+        limit: u32,
+    },
+    /// A frame body could not be decoded.
+    #[error("malformed {kind} frame: {reason}")]
+    Malformed {
+        /// Frame kind name.
+        kind: &'static str,
+        /// What was wrong.
+        reason: String,
+    },
+    /// A frame arrived where the protocol does not allow it.
+    #[error("unexpected {got} frame {state}")]
+    UnexpectedFrame {
+        /// Frame kind name received.
+        got: &'static str,
+        /// Where in the exchange it arrived.
+        state: &'static str,
+    },
+    /// Two items of one request carry the same index.
+    #[error("duplicate item index {0}")]
+    DuplicateIndex(u32),
+    /// The stream ended in the middle of a frame or before the exchange was complete.
+    #[error("stream ended early: {0}")]
+    Truncated(&'static str),
+    /// Zstd decompression failed.
+    #[error("item {index}: zstd decompression failed: {reason}")]
+    Decompress {
+        /// Item index.
+        index: u32,
+        /// Decoder message.
+        reason: String,
+    },
+}
+
+impl ProtocolError {
+    /// The wire error code a host answers this violation with.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            ProtocolError::FrameTooLarge { .. }
+            | ProtocolError::DecompressedTooLarge { .. }
+            | ProtocolError::TooManyItems { .. } => ErrorCode::LimitExceeded,
+            _ => ErrorCode::BadRequest,
+        }
+    }
+}

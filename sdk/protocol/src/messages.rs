@@ -1,0 +1,238 @@
+//! The messages carried in frames.
+//!
+//! Headers, errors and summaries are MessagePack maps with named fields, so
+//! that any language's MessagePack library reads them; item payloads travel
+//! as raw bytes next to a small MessagePack head and are never re-encoded.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{ErrorCode, ProtocolError};
+
+/// Compression applied to one item or result payload.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Compression {
+    /// Raw bytes.
+    #[default]
+    None,
+    /// A zstd frame.
+    Zstd,
+}
+
+/// The first frame on a stream: what the client asks for.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum RequestHeader {
+    /// Run items through an application; `Item` frames and `End` follow.
+    Predict(PredictHeader),
+    /// Ask for the host's status; `End` follows immediately.
+    Status,
+}
+
+/// Header of a predict request.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PredictHeader {
+    /// Application (model) name.
+    pub model: String,
+    /// Version to use; the newest ready version when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<u64>,
+    /// Client-chosen id echoed in logs and the summary.
+    #[serde(default)]
+    pub request_id: String,
+    /// Compressions the client accepts for result payloads.
+    #[serde(default)]
+    pub accept: Vec<Compression>,
+    /// Milliseconds from receipt after which unfinished items fail.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline_ms: Option<u64>,
+}
+
+/// Head of an `Item` frame; the payload follows it in the same frame.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ItemHead {
+    /// Index of the item within the request, unique per request.
+    pub index: u32,
+    /// MIME-like content type of the payload, e.g. `application/json`.
+    #[serde(default)]
+    pub content_type: String,
+    /// Free-form string metadata handed to the plugin.
+    #[serde(default)]
+    pub metadata: BTreeMap<String, String>,
+    /// Compression of the payload bytes as sent.
+    #[serde(default)]
+    pub compression: Compression,
+}
+
+/// One item of a request, or one result: a head and its payload.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Item {
+    /// Index, content type, metadata and compression.
+    pub head: ItemHead,
+    /// Payload bytes, as sent (possibly compressed).
+    pub payload: Bytes,
+}
+
+impl Item {
+    /// The payload with its compression removed, refusing to produce more than
+    /// `max_bytes` (so a zstd bomb is stopped before memory is spent).
+    pub fn decompressed(&self, max_bytes: u64) -> Result<Bytes, ProtocolError> {
+        match self.head.compression {
+            Compression::None => Ok(self.payload.clone()),
+            Compression::Zstd => {
+                let index = self.head.index;
+                let cap = usize::try_from(max_bytes).unwrap_or(usize::MAX);
+                // The frame header may state the content size: refuse early.
+                if let Ok(Some(n)) = zstd::zstd_safe::get_frame_content_size(&self.payload) {
+                    if n > max_bytes {
+                        return Err(ProtocolError::DecompressedTooLarge { index, limit: max_bytes });
+                    }
+                }
+                decompress_capped(&self.payload, cap).map_err(|e| match e {
+                    CapError::TooLarge => {
+                        ProtocolError::DecompressedTooLarge { index, limit: max_bytes }
+                    }
+                    CapError::Zstd(reason) => ProtocolError::Decompress { index, reason },
+                })
+            }
+        }
+    }
+}
+
+enum CapError {
+    TooLarge,
+    Zstd(String),
+}
+
+/// Streams the decompression so that at most `cap` bytes are ever allocated.
+fn decompress_capped(data: &[u8], cap: usize) -> Result<Bytes, CapError> {
+    use std::io::Read;
+    let mut decoder = zstd::stream::read::Decoder::new(data).map_err(|e| CapError::Zstd(e.to_string()))?;
+    let mut out = Vec::with_capacity(data.len().saturating_mul(4).min(cap));
+    let mut limited = (&mut decoder).take(cap as u64 + 1);
+    limited.read_to_end(&mut out).map_err(|e| CapError::Zstd(e.to_string()))?;
+    if out.len() > cap {
+        return Err(CapError::TooLarge);
+    }
+    Ok(Bytes::from(out))
+}
+
+/// Compresses `data` with zstd at `level`.
+pub fn compress(data: &[u8], level: i32) -> Bytes {
+    // Compressing into memory cannot fail except on allocation failure.
+    Bytes::from(zstd::bulk::compress(data, level).unwrap_or_default())
+}
+
+/// The failure of one item; its siblings are unaffected.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ItemError {
+    /// Index of the failed item.
+    pub index: u32,
+    /// Error code.
+    pub code: ErrorCode,
+    /// Human-readable message naming what was wrong.
+    pub message: String,
+}
+
+/// The failure of a whole request (nothing else follows on the stream).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RequestError {
+    /// Error code.
+    pub code: ErrorCode,
+    /// Human-readable message naming what was wrong.
+    pub message: String,
+}
+
+/// Server-side time spent on a request, summed over its items (microseconds).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Timings {
+    /// Waiting in queues.
+    pub queue_us: u64,
+    /// In the plugin's `preprocess`.
+    pub preprocess_us: u64,
+    /// In the model's forward pass.
+    pub forward_us: u64,
+    /// In the plugin's `postprocess`.
+    pub postprocess_us: u64,
+}
+
+/// The last frame of a predict reply.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Summary {
+    /// The request id from the header.
+    #[serde(default)]
+    pub request_id: String,
+    /// Application name that served the request.
+    #[serde(default)]
+    pub model: String,
+    /// Version that served the request.
+    #[serde(default)]
+    pub version: u64,
+    /// Items answered with a result.
+    pub ok: u32,
+    /// Items answered with an error.
+    pub failed: u32,
+    /// Server-side time split.
+    #[serde(default)]
+    pub timings: Timings,
+    /// Wall time from header receipt to summary (microseconds).
+    #[serde(default)]
+    pub elapsed_us: u64,
+}
+
+/// One loaded application, as listed by `status`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ModelStatus {
+    /// Application name.
+    pub name: String,
+    /// Version.
+    pub version: u64,
+    /// Description from the manifest.
+    #[serde(default)]
+    pub description: String,
+    /// Device the model runs on (`cpu`, `cuda:0`).
+    #[serde(default)]
+    pub device: String,
+    /// Items served so far.
+    #[serde(default)]
+    pub items_ok: u64,
+    /// Items failed so far.
+    #[serde(default)]
+    pub items_failed: u64,
+}
+
+/// Reply to a `status` request.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StatusReply {
+    /// Host software version.
+    pub host_version: String,
+    /// Seconds since the host started.
+    pub uptime_s: u64,
+    /// Loaded applications.
+    pub models: Vec<ModelStatus>,
+}
+
+/// One decoded frame.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Frame {
+    /// Client: request header.
+    Header(RequestHeader),
+    /// Client: one item.
+    Item(Item),
+    /// Client: no more items.
+    End,
+    /// Host: the result of one item.
+    Result(Item),
+    /// Host: the failure of one item.
+    ItemError(ItemError),
+    /// Host: the last frame of a predict reply.
+    Summary(Summary),
+    /// Host: the whole request failed.
+    RequestError(RequestError),
+    /// Host: reply to `status`.
+    Status(StatusReply),
+}

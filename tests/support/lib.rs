@@ -1,0 +1,63 @@
+//! Shared helpers for the end-to-end tests: a real host on 127.0.0.1 with an
+//! ephemeral port, serving the repository that `scripts/setup` assembled.
+
+use std::path::PathBuf;
+
+use tensorgate_client::{Client, Trust};
+use tensorgate_host::{Host, HostConfig, RunningHost};
+
+/// Workspace root.
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The repository built by `scripts/build-plugins` (or `$TENSORGATE_REPO`).
+pub fn repository() -> PathBuf {
+    let repo = std::env::var_os("TENSORGATE_REPO").map(PathBuf::from).unwrap_or_else(|| root().join("target/repository"));
+    assert!(
+        repo.join("tabular/1/plugin.wasm").exists(),
+        "{} has no built plugins: run scripts/setup (or scripts/build-plugins) first",
+        repo.display()
+    );
+    repo
+}
+
+/// A host serving on loopback; stops when dropped via [`TestHost::stop`].
+pub struct TestHost {
+    /// The serving host.
+    pub host: RunningHost,
+    _state: tempfile::TempDir,
+}
+
+impl TestHost {
+    /// Starts a host on 127.0.0.1:0 over `repo`, with `tweak` applied to its config.
+    pub async fn start_with(repo: PathBuf, tweak: impl FnOnce(&mut HostConfig) + Send + 'static) -> TestHost {
+        let state = tempfile::tempdir().expect("temp dir");
+        let mut config = HostConfig::new(repo, state.path());
+        config.listen = "127.0.0.1:0".parse().expect("addr");
+        config.intra_op_threads = 1;
+        tweak(&mut config);
+        let host = tokio::task::spawn_blocking(move || Host::load(config))
+            .await
+            .expect("load task")
+            .expect("host loads");
+        TestHost { host: host.serve().expect("host serves"), _state: state }
+    }
+
+    /// Starts a host over the standard repository.
+    pub async fn start() -> TestHost {
+        Self::start_with(repository(), |_| {}).await
+    }
+
+    /// A client that pins this host's certificate.
+    pub async fn client(&self) -> Client {
+        Client::connect(self.host.addr(), Trust::Fingerprint(self.host.fingerprint().to_string()))
+            .await
+            .expect("client connects")
+    }
+
+    /// Shuts the host down.
+    pub async fn stop(self) {
+        self.host.shutdown().await;
+    }
+}
