@@ -44,9 +44,12 @@ impl TestHost {
         TestHost { host: host.serve().expect("host serves"), _state: state }
     }
 
-    /// Starts a host over the standard repository.
+    /// Starts a host over the standard repository, every bundle of which must load.
     pub async fn start() -> TestHost {
-        Self::start_with(repository(), |_| {}).await
+        let host = Self::start_with(repository(), |_| {}).await;
+        let failures = host.host.repository().failures();
+        assert!(failures.is_empty(), "bundles failed to load: {failures:#?}");
+        host
     }
 
     /// A client that pins this host's certificate.

@@ -17,6 +17,7 @@ pub use pool::{CallError, PluginInstance, PluginPool};
 wasmtime::component::bindgen!({
     world: "application",
     path: "../wit",
+    additional_derives: [PartialEq],
 });
 
 pub use tensorgate::plugin::types::{
@@ -53,6 +54,9 @@ impl tensorgate::plugin::host::Host for HostState {
 /// Errors loading a plugin.
 #[derive(Debug, thiserror::Error)]
 pub enum PluginLoadError {
+    /// The wasmtime engine could not be created.
+    #[error("wasm engine: {0}")]
+    Engine(String),
     /// The component failed to compile or link.
     #[error("plugin {path}: {reason}")]
     Compile {
@@ -76,11 +80,12 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(5);
 
 impl PluginEngine {
     /// Creates the engine and starts its epoch ticker thread.
-    pub fn new() -> anyhow::Result<Self> {
+    pub fn new() -> Result<Self, PluginLoadError> {
+        let engine_err = |e: String| PluginLoadError::Engine(e);
         let mut config = Config::new();
         config.wasm_component_model(true);
         config.epoch_interruption(true);
-        let engine = Engine::new(&config)?;
+        let engine = Engine::new(&config).map_err(|e| engine_err(format!("{e:#}")))?;
         let weak = engine.weak();
         std::thread::Builder::new().name("wasm-epoch".into()).spawn(move || {
             while let Some(engine) = weak.upgrade() {
@@ -88,13 +93,13 @@ impl PluginEngine {
                 drop(engine);
                 std::thread::sleep(EPOCH_TICK);
             }
-        })?;
-        let linker = Arc::new(Self::linker(&engine)?);
+        }).map_err(|e| engine_err(e.to_string()))?;
+        let linker = Arc::new(Self::linker(&engine).map_err(|e| engine_err(format!("{e:#}")))?);
         Ok(PluginEngine { engine, linker })
     }
 
     /// All host imports, wired in one place.
-    fn linker(engine: &Engine) -> anyhow::Result<Linker<HostState>> {
+    fn linker(engine: &Engine) -> wasmtime::Result<Linker<HostState>> {
         let mut linker = Linker::new(engine);
         Application::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)?;
         Ok(linker)

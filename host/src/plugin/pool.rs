@@ -54,8 +54,14 @@ impl PluginPool {
     fn instantiate(&self) -> Result<PluginInstance, CallError> {
         let mut store = Store::new(&self.engine, (self.new_state)());
         store.limiter(|s| s.limiter());
+        store.set_epoch_deadline(self.budget_ticks());
         let bindings = self.pre.instantiate(&mut store).map_err(|e| CallError::Instantiate(format!("{e:#}")))?;
         Ok(PluginInstance { store, bindings })
+    }
+
+    /// The call budget in epoch ticks (rounded up, plus one for the partial tick).
+    fn budget_ticks(&self) -> u64 {
+        (self.call_timeout.as_micros().div_ceil(EPOCH_TICK.as_micros())).max(1) as u64 + 1
     }
 
     /// Runs `f` on an idle instance (creating one if none is idle). An
@@ -69,8 +75,7 @@ impl PluginPool {
             Some(inst) => inst,
             None => self.instantiate()?,
         };
-        let ticks = (self.call_timeout.as_micros() / EPOCH_TICK.as_micros()).max(1) as u64 + 1;
-        inst.store.set_epoch_deadline(ticks);
+        inst.store.set_epoch_deadline(self.budget_ticks());
         match f(&inst.bindings, &mut inst.store) {
             Ok(r) => {
                 self.idle.lock().unwrap_or_else(|p| p.into_inner()).push(inst);

@@ -67,7 +67,7 @@ impl Host {
             tch::set_num_threads(config.intra_op_threads as i32);
         }
         let identity = Identity::load_or_create(&config.state_dir.join("tls"), &config.tls_names)?;
-        let engine = PluginEngine::new().map_err(|e| StartError::Engine(format!("{e:#}")))?;
+        let engine = PluginEngine::new().map_err(|e| StartError::Engine(e.to_string()))?;
         let repo = Repository::load_dir(&config.repository, &engine, &config).map_err(|source| {
             StartError::Repository { path: config.repository.display().to_string(), source }
         })?;

@@ -52,9 +52,14 @@ enum Command {
     },
     /// Show the host's version, uptime and loaded models.
     Status,
+    /// Load generator: send requests of one payload file and report latency
+    /// percentiles and throughput.
+    Bench(bench::BenchArgs),
 }
 
-fn content_type_for(path: &Path) -> &'static str {
+mod bench;
+
+pub(crate) fn content_type_for(path: &Path) -> &'static str {
     match path.extension().and_then(|e| e.to_str()).map(|e| e.to_ascii_lowercase()).as_deref() {
         Some("json") => "application/json",
         Some("npy") => "application/x-npy",
@@ -82,6 +87,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     };
     let client = Client::connect(cli.conn.host, trust).await?;
     let code = match cli.command {
+        Command::Bench(args) => {
+            let client = std::sync::Arc::new(client);
+            bench::run(client.clone(), args).await?;
+            if let Ok(client) = std::sync::Arc::try_unwrap(client) {
+                client.close().await;
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
         Command::Status => {
             let status = client.status().await?;
             println!("{}", serde_json::to_string_pretty(&status)?);

@@ -1,0 +1,114 @@
+//! `tensorgate bench`: a closed-loop load generator over one connection.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::Args;
+use hdrhistogram::Histogram;
+use tensorgate_client::{Client, Input, Submission};
+use tensorgate_protocol::Timings;
+
+/// Options of `tensorgate bench`.
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// Application (model) name.
+    #[arg(long)]
+    model: String,
+    /// Payload file sent as every item.
+    #[arg(long)]
+    file: PathBuf,
+    /// Requests to time (after warm-up).
+    #[arg(long, default_value_t = 2000)]
+    requests: u64,
+    /// Untimed warm-up requests.
+    #[arg(long, default_value_t = 200)]
+    warmup: u64,
+    /// Concurrent requests in flight (streams on one connection).
+    #[arg(long, default_value_t = 1)]
+    concurrency: u64,
+    /// Items per request.
+    #[arg(long, default_value_t = 1)]
+    items: usize,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+struct Worker {
+    hist: Histogram<u64>,
+    errors: u64,
+    server: Timings,
+}
+
+pub async fn run(client: Arc<Client>, args: BenchArgs) -> anyhow::Result<()> {
+    let data = bytes::Bytes::from(std::fs::read(&args.file).with_context(|| format!("reading {}", args.file.display()))?);
+    let input = Input::new(data, crate::content_type_for(&args.file));
+    let make = |n: usize| Submission::new(&args.model, vec![input.clone(); n]);
+    for _ in 0..args.warmup {
+        client.predict(make(args.items)).await?;
+    }
+    let per_worker = args.requests.div_ceil(args.concurrency.max(1));
+    let start = Instant::now();
+    let mut handles = Vec::new();
+    for _ in 0..args.concurrency.max(1) {
+        let client = client.clone();
+        let sub = make(args.items);
+        handles.push(tokio::spawn(async move {
+            let mut w = Worker { hist: Histogram::new(3)?, errors: 0, server: Timings::default() };
+            for _ in 0..per_worker {
+                let t = Instant::now();
+                match client.predict(sub.clone()).await {
+                    Ok(reply) => {
+                        w.hist.record(t.elapsed().as_nanos() as u64)?;
+                        w.errors += reply.summary.failed as u64;
+                        let s = reply.summary.timings;
+                        w.server.queue_us += s.queue_us;
+                        w.server.preprocess_us += s.preprocess_us;
+                        w.server.forward_us += s.forward_us;
+                        w.server.postprocess_us += s.postprocess_us;
+                    }
+                    Err(_) => w.errors += 1,
+                }
+            }
+            anyhow::Ok(w)
+        }));
+    }
+    let mut hist = Histogram::<u64>::new(3)?;
+    let (mut errors, mut server) = (0, Timings::default());
+    for h in handles {
+        let w = h.await??;
+        hist.add(&w.hist)?;
+        errors += w.errors;
+        server.queue_us += w.server.queue_us;
+        server.preprocess_us += w.server.preprocess_us;
+        server.forward_us += w.server.forward_us;
+        server.postprocess_us += w.server.postprocess_us;
+    }
+    let elapsed = start.elapsed();
+    let n = hist.len().max(1);
+    let us = |q: f64| Duration::from_nanos(hist.value_at_quantile(q)).as_secs_f64() * 1e6;
+    let per_item = |v: u64| v as f64 / (n as f64 * args.items as f64);
+    let report = serde_json::json!({
+        "model": args.model,
+        "requests": hist.len(),
+        "items_per_request": args.items,
+        "concurrency": args.concurrency,
+        "errors": errors,
+        "seconds": elapsed.as_secs_f64(),
+        "requests_per_s": hist.len() as f64 / elapsed.as_secs_f64(),
+        "items_per_s": (hist.len() * args.items as u64) as f64 / elapsed.as_secs_f64(),
+        "latency_us": { "p50": us(0.5), "p90": us(0.9), "p99": us(0.99), "max": hist.max() as f64 / 1e3 },
+        "server_us_per_item": {
+            "queue": per_item(server.queue_us), "preprocess": per_item(server.preprocess_us),
+            "forward": per_item(server.forward_us), "postprocess": per_item(server.postprocess_us),
+        },
+    });
+    if args.json {
+        println!("{report}");
+    } else {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    }
+    Ok(())
+}
