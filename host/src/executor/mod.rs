@@ -135,7 +135,7 @@ impl ModelExecutor {
                     }
                 };
                 let _ = ready_tx.send(Ok(start.elapsed()));
-                while let Ok(job) = rx.recv() {
+                while let Some(job) = next_job(&rx) {
                     let _ = job.reply.send(run(&module, device, &job.inputs));
                 }
             })
@@ -159,6 +159,23 @@ impl ModelExecutor {
     /// How long loading took.
     pub fn load_time(&self) -> Duration {
         self.load_time
+    }
+}
+
+/// How long an idle executor polls for the next job before sleeping: a job
+/// arriving within this window skips a thread wake-up (tens of µs).
+const SPIN: Duration = Duration::from_micros(50);
+
+/// The next job, polling briefly before blocking; `None` when all handles are gone.
+fn next_job(rx: &mpsc::Receiver<Job>) -> Option<Job> {
+    let start = Instant::now();
+    loop {
+        match rx.try_recv() {
+            Ok(job) => return Some(job),
+            Err(mpsc::TryRecvError::Disconnected) => return None,
+            Err(mpsc::TryRecvError::Empty) if start.elapsed() < SPIN => std::hint::spin_loop(),
+            Err(mpsc::TryRecvError::Empty) => return rx.recv().ok(),
+        }
     }
 }
 

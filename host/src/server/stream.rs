@@ -22,6 +22,8 @@ use crate::repository::Application;
 const COMPRESS_MIN_BYTES: usize = 1024;
 /// zstd level for replies (see docs/protocol.md for the measurement).
 const COMPRESS_LEVEL: i32 = 1;
+/// Payloads up to this size are copied into the coalesced write buffer.
+const COPY_MAX_BYTES: usize = 64 * 1024;
 /// Largest read from the stream at once.
 const READ_CHUNK: usize = 1 << 20;
 
@@ -83,6 +85,7 @@ struct Request {
     received: Instant,
     deadline: Option<tokio::time::Instant>,
     summary: Summary,
+    out: BytesMut,
 }
 
 impl Request {
@@ -98,6 +101,7 @@ impl Request {
             received: Instant::now(),
             deadline: None,
             summary: Summary::default(),
+            out: BytesMut::new(),
         }
     }
 
@@ -134,17 +138,29 @@ impl Request {
                     }
                 }
                 Some(done) = self.tasks.join_next(), if !self.tasks.is_empty() => {
-                    match done {
-                        Ok(done) => self.reply(send, done).await?,
-                        Err(e) => return Err(Abort::Reject(ErrorCode::Internal, format!("item task failed: {e}"))),
+                    self.reply(send, done).await?;
+                    // Coalesce every other reply that is already done (and the
+                    // summary, if this was the last) into one write.
+                    while let Some(done) = self.tasks.try_join_next() {
+                        self.reply(send, done).await?;
                     }
+                    if !reading && self.tasks.is_empty() {
+                        break;
+                    }
+                    self.flush(send).await?;
                 }
             }
         }
         self.summary.elapsed_us = self.received.elapsed().as_micros() as u64;
-        let mut out = BytesMut::new();
-        encode(&Frame::Summary(std::mem::take(&mut self.summary)), &mut out);
-        send.write_all(&out).await?;
+        encode(&Frame::Summary(std::mem::take(&mut self.summary)), &mut self.out);
+        self.flush(send).await
+    }
+
+    async fn flush(&mut self, send: &mut quinn::SendStream) -> Result<(), Abort> {
+        if !self.out.is_empty() {
+            send.write_all(&self.out).await?;
+            self.out.clear();
+        }
         Ok(())
     }
 
@@ -220,7 +236,15 @@ impl Request {
         Ok(())
     }
 
-    async fn reply(&mut self, send: &mut quinn::SendStream, (index, result, t): Done) -> Result<(), Abort> {
+    /// Encodes one item's reply into the output buffer; a large payload is
+    /// written straight to the stream after the buffered frames, uncopied.
+    async fn reply(
+        &mut self,
+        send: &mut quinn::SendStream,
+        done: Result<Done, tokio::task::JoinError>,
+    ) -> Result<(), Abort> {
+        let (index, result, t) =
+            done.map_err(|e| Abort::Reject(ErrorCode::Internal, format!("item task failed: {e}")))?;
         let s = &mut self.summary.timings;
         s.queue_us += t.queue_us;
         s.preprocess_us += t.preprocess_us;
@@ -245,16 +269,18 @@ impl Request {
                     metadata: output.metadata.into_iter().collect(),
                     compression,
                 };
-                let frame_head = encode_item_frame(FrameKind::Result, &head, payload.len());
-                send.write_all(&frame_head).await?;
-                send.write_all(&payload).await?;
+                self.out.extend_from_slice(&encode_item_frame(FrameKind::Result, &head, payload.len()));
+                if payload.len() <= COPY_MAX_BYTES {
+                    self.out.extend_from_slice(&payload);
+                } else {
+                    self.flush(send).await?;
+                    send.write_all(&payload).await?;
+                }
             }
             Err(failure) => {
                 self.summary.failed += 1;
                 tracing::debug!(index, code = %failure.code, "item failed: {}", failure.message);
-                let mut out = BytesMut::new();
-                encode(&Frame::ItemError(ItemError { index, code: failure.code, message: failure.message }), &mut out);
-                send.write_all(&out).await?;
+                encode(&Frame::ItemError(ItemError { index, code: failure.code, message: failure.message }), &mut self.out);
             }
         }
         Ok(())

@@ -25,6 +25,9 @@ use tensorgate_protocol::{
 
 pub use tensorgate_protocol as protocol;
 
+/// Payloads up to this size are copied into the coalesced write buffer.
+const COPY_MAX_BYTES: usize = 64 * 1024;
+
 /// How the client decides to trust the host's certificate.
 #[derive(Debug, Clone)]
 pub enum Trust {
@@ -245,9 +248,10 @@ impl Client {
         let (mut send, mut recv) = self.conn.open_bi().await.map_err(|e| ClientError::Connection(e.to_string()))?;
         let Submission { header, items } = submission;
         let writer = async move {
+            // Small frames are coalesced into one write; large payloads go
+            // straight to the stream, uncopied.
             let mut out = BytesMut::new();
             encode(&Frame::Header(RequestHeader::Predict(header)), &mut out);
-            send.write_all(&out).await?;
             for (index, input) in items.into_iter().enumerate() {
                 let head = ItemHead {
                     index: index as u32,
@@ -260,10 +264,19 @@ impl Client {
                     &head,
                     input.payload.len(),
                 );
-                send.write_all(&frame_head).await?;
-                send.write_all(&input.payload).await?;
+                out.extend_from_slice(&frame_head);
+                if input.payload.len() <= COPY_MAX_BYTES {
+                    out.extend_from_slice(&input.payload);
+                } else {
+                    send.write_all(&out).await?;
+                    out.clear();
+                    send.write_all(&input.payload).await?;
+                }
+                if out.len() >= COPY_MAX_BYTES {
+                    send.write_all(&out).await?;
+                    out.clear();
+                }
             }
-            let mut out = BytesMut::new();
             encode(&Frame::End, &mut out);
             send.write_all(&out).await?;
             send.finish().map_err(|e| ClientError::Connection(e.to_string()))?;
