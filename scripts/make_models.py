@@ -12,6 +12,7 @@ libtorch:
 import json
 import pathlib
 import random
+from typing import Dict, Tuple
 
 import torch
 
@@ -75,6 +76,50 @@ def tabular():
     print(f"tabular: {len(cases)} reference cases")
 
 
+class PlaneStats(torch.nn.Module):
+    """Cheap per-plane summary of a wire-plane image [N, wires, ticks]:
+    lit-pixel count, charge sum and per-wire maximum. Used to measure how
+    fast whole events move through the host."""
+
+    def forward(self, plane: torch.Tensor) -> Dict[str, torch.Tensor]:
+        lit = (plane > 0.0).sum(dim=(1, 2))
+        return {"lit": lit, "charge": plane.sum(dim=(1, 2)), "wire_max": plane.amax(dim=2)}
+
+
+class MultiIO(torch.nn.Module):
+    """Two inputs, a tuple of two outputs: shows models with several inputs and outputs."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = torch.nn.Linear(4, 3)
+        self.b = torch.nn.Linear(3, 3)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        h = torch.tanh(self.a(x) + self.b(y))
+        return h, (x.sum(dim=1) * y.sum(dim=1)).to(torch.float64)
+
+
+def tensors_bundles():
+    import numpy as np
+
+    base = ROOT / "plugins" / "tensors" / "bundles"
+    stats = torch.jit.script(PlaneStats().eval())
+    stats.save(str(base / "plane-stats" / "model.pt"))
+
+    torch.manual_seed(11)
+    multi = torch.jit.script(MultiIO().eval())
+    multi.save(str(base / "multi-io" / "model.pt"))
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(3, 4)).astype(np.float32)
+    y = rng.normal(size=(3, 3)).astype(np.float32)
+    np.savez(base / "multi-io" / "sample.npz", x=x, y=y)
+    with torch.no_grad():
+        h, s = multi(torch.from_numpy(x), torch.from_numpy(y))
+    np.savez(base / "multi-io" / "reference.npz", h=h.numpy(), s=s.numpy())
+    print("tensors: plane-stats, multi-io")
+
+
 if __name__ == "__main__":
     torch.set_num_threads(1)
     tabular()
+    tensors_bundles()

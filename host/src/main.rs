@@ -8,6 +8,7 @@ use anyhow::Context;
 use clap::Parser;
 use tensorgate_host::executor::DeviceSpec;
 use tensorgate_host::{Host, HostConfig};
+use tensorgate_protocol::Limits;
 
 /// Serve TorchScript models with WebAssembly pre/post-processing over QUIC.
 #[derive(Parser, Debug)]
@@ -34,6 +35,24 @@ struct Args {
     /// Plugin call budget in milliseconds.
     #[arg(long, default_value_t = 10_000)]
     plugin_timeout_ms: u64,
+    /// Most items in one request.
+    #[arg(long, default_value_t = Limits::default().max_items_per_request)]
+    max_items_per_request: u32,
+    /// Largest header/control frame body in bytes.
+    #[arg(long, default_value_t = Limits::default().max_header_bytes)]
+    max_header_bytes: u32,
+    /// Largest item frame as sent (compressed) in bytes.
+    #[arg(long, default_value_t = Limits::default().max_frame_bytes)]
+    max_frame_bytes: u64,
+    /// Largest item payload after decompression in bytes.
+    #[arg(long, default_value_t = Limits::default().max_item_bytes)]
+    max_item_bytes: u64,
+    /// Most concurrent requests (streams) per connection.
+    #[arg(long, default_value_t = 256)]
+    max_streams_per_connection: u32,
+    /// Close connections idle for this many seconds.
+    #[arg(long, default_value_t = 60)]
+    idle_timeout_s: u64,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -51,6 +70,14 @@ fn main() -> anyhow::Result<()> {
     config.intra_op_threads = args.threads;
     config.tls_names = args.tls_names;
     config.plugin_call_timeout = Duration::from_millis(args.plugin_timeout_ms);
+    config.limits = Limits {
+        max_header_bytes: args.max_header_bytes,
+        max_frame_bytes: args.max_frame_bytes,
+        max_item_bytes: args.max_item_bytes,
+        max_items_per_request: args.max_items_per_request,
+    };
+    config.max_streams_per_connection = args.max_streams_per_connection;
+    config.idle_timeout = Duration::from_secs(args.idle_timeout_s);
 
     let host = Host::load(config).context("starting the host")?;
     let rt = tokio::runtime::Runtime::new()?;
@@ -60,8 +87,9 @@ fn main() -> anyhow::Result<()> {
         println!("tensorgate-host listening on {addr}");
         println!("certificate sha256 fingerprint: {}", running.fingerprint());
         // Files for scripts: where to connect and what to pin.
-        std::fs::write(args.state_dir.join("listening"), addr.to_string())?;
+        // The fingerprint first: `listening` appearing means both are there.
         std::fs::write(args.state_dir.join("fingerprint"), running.fingerprint())?;
+        std::fs::write(args.state_dir.join("listening"), addr.to_string())?;
         shutdown_signal().await;
         tracing::info!("shutting down");
         let _ = std::fs::remove_file(args.state_dir.join("listening"));

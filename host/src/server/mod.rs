@@ -4,6 +4,7 @@
 mod stream;
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -50,7 +51,16 @@ pub(crate) struct Shared {
     pub(crate) config: HostConfig,
     pub(crate) repo: Arc<Repository>,
     pub(crate) started: Instant,
+    /// Items cancelled because their client went away or their request failed.
+    pub(crate) items_cancelled: AtomicU64,
+    /// Streams refused by the per-connection limit.
+    pub(crate) streams_refused: AtomicU64,
 }
+
+/// QUIC lets a client open this many streams beyond the limit, so that the
+/// extra ones get an explicit `limit_exceeded` reply instead of silently
+/// waiting for stream credit; past that, QUIC flow control holds them back.
+const STREAM_HEADROOM: u32 = 16;
 
 /// A host with its repository loaded, not yet serving.
 pub struct Host {
@@ -71,7 +81,13 @@ impl Host {
         let repo = Repository::load_dir(&config.repository, &engine, &config).map_err(|source| {
             StartError::Repository { path: config.repository.display().to_string(), source }
         })?;
-        let shared = Arc::new(Shared { config, repo: Arc::new(repo), started: Instant::now() });
+        let shared = Arc::new(Shared {
+            config,
+            repo: Arc::new(repo),
+            started: Instant::now(),
+            items_cancelled: AtomicU64::new(0),
+            streams_refused: AtomicU64::new(0),
+        });
         Ok(Host { shared, identity, _engine: engine })
     }
 
@@ -100,7 +116,7 @@ impl Host {
         let crypto = QuicServerConfig::try_from(tls).map_err(|e| StartError::TlsConfig(e.to_string()))?;
         let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
         let mut transport = quinn::TransportConfig::default();
-        transport.max_concurrent_bidi_streams(config.max_streams_per_connection.into());
+        transport.max_concurrent_bidi_streams(config.max_streams_per_connection.saturating_add(STREAM_HEADROOM).into());
         transport.max_concurrent_uni_streams(0u32.into());
         transport.max_idle_timeout(quinn::IdleTimeout::try_from(config.idle_timeout).ok());
         server.transport_config(Arc::new(transport));
@@ -129,16 +145,38 @@ impl Host {
 async fn serve_connection(shared: Arc<Shared>, conn: quinn::Connection) {
     let remote = conn.remote_address();
     tracing::debug!(%remote, "connection open");
+    let active = Arc::new(AtomicU32::new(0));
+    let limit = shared.config.max_streams_per_connection;
     loop {
         match conn.accept_bi().await {
             Ok((send, recv)) => {
-                tokio::spawn(stream::serve_stream(shared.clone(), send, recv));
+                if active.fetch_add(1, Ordering::AcqRel) >= limit {
+                    active.fetch_sub(1, Ordering::AcqRel);
+                    shared.streams_refused.fetch_add(1, Ordering::Relaxed);
+                    tokio::spawn(stream::refuse_stream(send, recv, limit));
+                    continue;
+                }
+                let guard = StreamSlot(active.clone());
+                let shared = shared.clone();
+                tokio::spawn(async move {
+                    stream::serve_stream(shared, send, recv).await;
+                    drop(guard);
+                });
             }
             Err(e) => {
                 tracing::debug!(%remote, "connection closed: {e}");
                 return;
             }
         }
+    }
+}
+
+/// Frees a connection's stream slot when its request ends.
+struct StreamSlot(Arc<AtomicU32>);
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 

@@ -6,9 +6,9 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use tensorgate_protocol::{
-    compress, encode, encode_item_frame, Compression, ErrorCode, Frame, FrameDecoder, FrameKind, Item,
+    encode, encode_item_frame, maybe_compress, Compression, ErrorCode, Frame, FrameDecoder, FrameKind, Item,
     ItemError, ItemHead, ModelStatus, PredictHeader, ProtocolError, RequestError, RequestHeader, RequestState,
-    StatusReply, Summary, Timings,
+    StatusReply, Summary, Timings, ZSTD_LEVEL,
 };
 use tokio::task::JoinSet;
 use tracing::Instrument;
@@ -18,10 +18,6 @@ use crate::pipeline::{process_item, ItemFailure};
 use crate::plugin::Output;
 use crate::repository::Application;
 
-/// Payloads smaller than this are never compressed.
-const COMPRESS_MIN_BYTES: usize = 1024;
-/// zstd level for replies (see docs/protocol.md for the measurement).
-const COMPRESS_LEVEL: i32 = 1;
 /// Payloads up to this size are copied into the coalesced write buffer.
 const COPY_MAX_BYTES: usize = 64 * 1024;
 /// Largest read from the stream at once.
@@ -56,6 +52,7 @@ pub(crate) async fn serve_stream(shared: Arc<Shared>, mut send: quinn::SendStrea
         match req.run(&mut send, &mut recv).await {
             Ok(()) => {}
             Err(Abort::Reject(code, message)) => {
+                req.cancel_remaining();
                 tracing::warn!(%code, "request rejected: {message}");
                 let _ = recv.stop(0u32.into());
                 let mut out = BytesMut::new();
@@ -63,7 +60,8 @@ pub(crate) async fn serve_stream(shared: Arc<Shared>, mut send: quinn::SendStrea
                 let _ = send.write_all(&out).await;
             }
             Err(Abort::Gone) => {
-                tracing::info!(cancelled = req.tasks.len(), "client went away; remaining items cancelled");
+                let cancelled = req.cancel_remaining();
+                tracing::info!(cancelled, "client went away; remaining items cancelled");
                 return;
             }
         }
@@ -154,6 +152,14 @@ impl Request {
         self.summary.elapsed_us = self.received.elapsed().as_micros() as u64;
         encode(&Frame::Summary(std::mem::take(&mut self.summary)), &mut self.out);
         self.flush(send).await
+    }
+
+    /// Aborts the items still running; returns how many there were.
+    fn cancel_remaining(&mut self) -> usize {
+        let n = self.tasks.len();
+        self.tasks.abort_all();
+        self.shared.items_cancelled.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+        n
     }
 
     async fn flush(&mut self, send: &mut quinn::SendStream) -> Result<(), Abort> {
@@ -254,15 +260,11 @@ impl Request {
             Ok(output) => {
                 self.summary.ok += 1;
                 let accept_zstd = self.header.as_ref().is_some_and(|h| h.accept.contains(&Compression::Zstd));
-                let mut payload = Bytes::from(output.data);
-                let mut compression = Compression::None;
-                if accept_zstd && payload.len() >= COMPRESS_MIN_BYTES {
-                    let packed = compress(&payload, COMPRESS_LEVEL);
-                    if !packed.is_empty() && packed.len() < payload.len() {
-                        payload = packed;
-                        compression = Compression::Zstd;
-                    }
-                }
+                let (payload, compression) = if accept_zstd {
+                    maybe_compress(Bytes::from(output.data), ZSTD_LEVEL)
+                } else {
+                    (Bytes::from(output.data), Compression::None)
+                };
                 let head = ItemHead {
                     index,
                     content_type: output.content_type,
@@ -304,6 +306,19 @@ impl Request {
                     items_failed: a.counters.items_failed.load(std::sync::atomic::Ordering::Relaxed),
                 })
                 .collect(),
+            items_cancelled: self.shared.items_cancelled.load(std::sync::atomic::Ordering::Relaxed),
+            streams_refused: self.shared.streams_refused.load(std::sync::atomic::Ordering::Relaxed),
         }
     }
+}
+
+/// Answers a stream over the connection's limit with `limit_exceeded`.
+pub(crate) async fn refuse_stream(mut send: quinn::SendStream, mut recv: quinn::RecvStream, limit: u32) {
+    let _ = recv.stop(0u32.into());
+    let mut out = BytesMut::new();
+    let message = format!("connection has max_streams_per_connection = {limit} requests open");
+    encode(&Frame::RequestError(RequestError { code: ErrorCode::LimitExceeded, message }), &mut out);
+    let _ = send.write_all(&out).await;
+    let _ = send.finish();
+    let _ = tokio::time::timeout(Duration::from_secs(5), send.stopped()).await;
 }

@@ -118,6 +118,8 @@ pub struct Submission {
     pub header: PredictHeader,
     /// Items, indexed in order from 0.
     pub items: Vec<Input>,
+    /// zstd level for item payloads; `None` sends them raw.
+    pub compress: Option<i32>,
 }
 
 impl Submission {
@@ -130,7 +132,16 @@ impl Submission {
                 ..PredictHeader::default()
             },
             items,
+            compress: Some(tensorgate_protocol::ZSTD_LEVEL),
         }
+    }
+
+    /// Turns compression off both ways: items are sent raw and replies are
+    /// requested raw.
+    pub fn uncompressed(mut self) -> Self {
+        self.compress = None;
+        self.header.accept.clear();
+        self
     }
 
     /// Pins a version.
@@ -246,31 +257,30 @@ impl Client {
         mut on_event: impl FnMut(Event),
     ) -> Result<Summary, ClientError> {
         let (mut send, mut recv) = self.conn.open_bi().await.map_err(|e| ClientError::Connection(e.to_string()))?;
-        let Submission { header, items } = submission;
+        let Submission { header, items, compress } = submission;
         let writer = async move {
             // Small frames are coalesced into one write; large payloads go
             // straight to the stream, uncopied.
             let mut out = BytesMut::new();
             encode(&Frame::Header(RequestHeader::Predict(header)), &mut out);
             for (index, input) in items.into_iter().enumerate() {
-                let head = ItemHead {
-                    index: index as u32,
-                    content_type: input.content_type,
-                    metadata: input.metadata,
-                    compression: Compression::None,
+                let (payload, compression) = match compress {
+                    Some(level) => tensorgate_protocol::maybe_compress(input.payload, level),
+                    None => (input.payload, Compression::None),
                 };
+                let head = ItemHead { index: index as u32, content_type: input.content_type, metadata: input.metadata, compression };
                 let frame_head = tensorgate_protocol::encode_item_frame(
                     tensorgate_protocol::FrameKind::Item,
                     &head,
-                    input.payload.len(),
+                    payload.len(),
                 );
                 out.extend_from_slice(&frame_head);
-                if input.payload.len() <= COPY_MAX_BYTES {
-                    out.extend_from_slice(&input.payload);
+                if payload.len() <= COPY_MAX_BYTES {
+                    out.extend_from_slice(&payload);
                 } else {
                     send.write_all(&out).await?;
                     out.clear();
-                    send.write_all(&input.payload).await?;
+                    send.write_all(&payload).await?;
                 }
                 if out.len() >= COPY_MAX_BYTES {
                     send.write_all(&out).await?;

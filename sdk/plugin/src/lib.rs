@@ -26,6 +26,7 @@ pub mod bindings {
 }
 
 mod manifest;
+pub mod npy;
 mod tensor;
 
 use serde::{de::DeserializeOwned, Serialize};

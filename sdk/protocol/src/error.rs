@@ -107,6 +107,12 @@ pub enum ProtocolError {
     /// The stream ended in the middle of a frame or before the exchange was complete.
     #[error("stream ended early: {0}")]
     Truncated(&'static str),
+    /// The item names a compression this version does not know.
+    #[error("item {index}: unsupported compression (this host knows none and zstd)")]
+    UnsupportedCompression {
+        /// Item index.
+        index: u32,
+    },
     /// Zstd decompression failed.
     #[error("item {index}: zstd decompression failed: {reason}")]
     Decompress {

@@ -20,6 +20,10 @@ pub enum Compression {
     None,
     /// A zstd frame.
     Zstd,
+    /// A compression this version does not know (named by a newer peer):
+    /// ignored in `accept`, an item error on an item.
+    #[serde(other)]
+    Unsupported,
 }
 
 /// The first frame on a stream: what the client asks for.
@@ -98,6 +102,7 @@ impl Item {
                     CapError::Zstd(reason) => ProtocolError::Decompress { index, reason },
                 })
             }
+            Compression::Unsupported => Err(ProtocolError::UnsupportedCompression { index: self.head.index }),
         }
     }
 }
@@ -120,10 +125,27 @@ fn decompress_capped(data: &[u8], cap: usize) -> Result<Bytes, CapError> {
     Ok(Bytes::from(out))
 }
 
+/// Default zstd level for payloads (chosen by measurement: docs/protocol.md).
+pub const ZSTD_LEVEL: i32 = 1;
+/// Payloads smaller than this are never worth compressing.
+pub const COMPRESS_MIN_BYTES: usize = 1024;
+
 /// Compresses `data` with zstd at `level`.
 pub fn compress(data: &[u8], level: i32) -> Bytes {
     // Compressing into memory cannot fail except on allocation failure.
     Bytes::from(zstd::bulk::compress(data, level).unwrap_or_default())
+}
+
+/// `data` compressed with zstd at `level` when that is worth it (at least
+/// [`COMPRESS_MIN_BYTES`] and smaller once compressed); otherwise unchanged.
+pub fn maybe_compress(data: Bytes, level: i32) -> (Bytes, Compression) {
+    if data.len() >= COMPRESS_MIN_BYTES {
+        let packed = compress(&data, level);
+        if !packed.is_empty() && packed.len() < data.len() {
+            return (packed, Compression::Zstd);
+        }
+    }
+    (data, Compression::None)
 }
 
 /// The failure of one item; its siblings are unaffected.
@@ -179,7 +201,7 @@ pub struct Summary {
     /// Server-side time split.
     #[serde(default)]
     pub timings: Timings,
-    /// Wall time from header receipt to summary (microseconds).
+    /// Wall time from the stream's acceptance to the summary (microseconds).
     #[serde(default)]
     pub elapsed_us: u64,
 }
@@ -214,6 +236,13 @@ pub struct StatusReply {
     pub uptime_s: u64,
     /// Loaded applications.
     pub models: Vec<ModelStatus>,
+    /// Items whose work was cancelled because their client went away or
+    /// their request was rejected mid-stream.
+    #[serde(default)]
+    pub items_cancelled: u64,
+    /// Streams refused because a connection had `max_streams_per_connection` open.
+    #[serde(default)]
+    pub streams_refused: u64,
 }
 
 /// One decoded frame.

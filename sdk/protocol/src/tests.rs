@@ -45,6 +45,7 @@ fn all_frames() -> Vec<Frame> {
             host_version: "0.1.0".into(),
             uptime_s: 5,
             models: vec![ModelStatus { name: "tabular".into(), version: 1, ..Default::default() }],
+            ..Default::default()
         }),
     ]
 }

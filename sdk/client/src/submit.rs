@@ -1,0 +1,205 @@
+//! `tensorgate submit`: files in, one JSON line (or one output file) per item out.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use anyhow::{bail, Context};
+use clap::{Args, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::json;
+use tensorgate_client::{Client, ClientError, Event, Input, Submission};
+
+/// Compression switch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum OnOff {
+    /// Compress items and accept compressed replies.
+    On,
+    /// Send and receive raw bytes.
+    Off,
+}
+
+/// Options of `tensorgate submit`.
+#[derive(Args, Debug)]
+pub struct SubmitArgs {
+    /// Application (model) name.
+    #[arg(long)]
+    model: String,
+    /// Version (default: the newest).
+    #[arg(long)]
+    version: Option<u64>,
+    /// Content type of every item (default: from each file's extension).
+    #[arg(long)]
+    content_type: Option<String>,
+    /// zstd compression of items and replies.
+    #[arg(long, value_enum, default_value = "on")]
+    compress: OnOff,
+    /// Requests in flight at once (the items are split between them).
+    #[arg(long, default_value_t = 1)]
+    concurrency: usize,
+    /// Items per request (default: all items split evenly over --concurrency requests).
+    #[arg(long)]
+    items_per_request: Option<usize>,
+    /// Write each result's payload to DIR/<input stem>.<ext> instead of printing it.
+    #[arg(long)]
+    output_dir: Option<PathBuf>,
+    /// No progress bar.
+    #[arg(long, short)]
+    quiet: bool,
+    /// Input files, directories (their files, sorted) or quoted glob patterns.
+    #[arg(required = true)]
+    inputs: Vec<String>,
+}
+
+/// Expands paths, directories and glob patterns into a sorted file list.
+fn expand(inputs: &[String]) -> anyhow::Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    for input in inputs {
+        let path = Path::new(input);
+        if path.is_dir() {
+            let mut inside: Vec<PathBuf> = std::fs::read_dir(path)
+                .with_context(|| format!("reading directory {input}"))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.is_file())
+                .collect();
+            inside.sort();
+            files.extend(inside);
+        } else if path.exists() {
+            files.push(path.to_path_buf());
+        } else if input.contains(['*', '?', '[']) {
+            let before = files.len();
+            for entry in glob::glob(input).with_context(|| format!("bad glob pattern {input}"))? {
+                let p = entry?;
+                if p.is_file() {
+                    files.push(p);
+                }
+            }
+            if files.len() == before {
+                bail!("pattern {input} matches no file");
+            }
+        } else {
+            bail!("no such file or directory: {input}");
+        }
+    }
+    Ok(files)
+}
+
+fn extension_for(content_type: &str) -> &'static str {
+    match content_type {
+        t if t.contains("json") => "json",
+        "application/x-npy" => "npy",
+        "application/x-npz" => "npz",
+        "image/png" => "png",
+        t if t.starts_with("text/") => "txt",
+        _ => "bin",
+    }
+}
+
+struct Totals {
+    ok: u64,
+    failed: u64,
+}
+
+pub async fn run(client: Arc<Client>, args: SubmitArgs) -> anyhow::Result<ExitCode> {
+    let files = Arc::new(expand(&args.inputs)?);
+    if let Some(dir) = &args.output_dir {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let n = files.len();
+    let per_request = args.items_per_request.unwrap_or_else(|| n.div_ceil(args.concurrency.max(1))).max(1);
+    let pb = if args.quiet || n < 2 {
+        ProgressBar::hidden()
+    } else {
+        let pb = ProgressBar::new(n as u64);
+        pb.set_style(
+            ProgressStyle::with_template("{bar:40} {pos}/{len} items {per_sec} eta {eta} {msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        pb
+    };
+    let totals = Arc::new(Mutex::new(Totals { ok: 0, failed: 0 }));
+    let start = Instant::now();
+    let semaphore = Arc::new(tokio::sync::Semaphore::new(args.concurrency.max(1)));
+    let args = Arc::new(args);
+    let mut tasks = tokio::task::JoinSet::new();
+    for first in (0..n).step_by(per_request) {
+        let last = (first + per_request).min(n);
+        let mut items = Vec::with_capacity(last - first);
+        for f in &files[first..last] {
+            let data = std::fs::read(f).with_context(|| format!("reading {}", f.display()))?;
+            let ct = args.content_type.as_deref().unwrap_or_else(|| crate::content_type_for(f));
+            items.push(Input::new(data, ct).with_meta("filename", &f.display().to_string()));
+        }
+        let mut sub = Submission::new(&args.model, items);
+        if let Some(v) = args.version {
+            sub = sub.version(v);
+        }
+        if args.compress == OnOff::Off {
+            sub = sub.uncompressed();
+        }
+        let permit = semaphore.clone().acquire_owned().await?;
+        let (client, files, args, totals, pb) = (client.clone(), files.clone(), args.clone(), totals.clone(), pb.clone());
+        tasks.spawn(async move {
+            let _permit = permit;
+            let mut answered = 0usize;
+            let result = client
+                .predict_stream(sub, |event| {
+                    let Event::Item(outcome) = event else { return };
+                    answered += 1;
+                    let line = match outcome {
+                        Ok(r) => {
+                            let global = first + r.index as usize;
+                            let file = &files[global.min(files.len() - 1)];
+                            totals.lock().unwrap_or_else(|p| p.into_inner()).ok += 1;
+                            match &args.output_dir {
+                                Some(dir) => {
+                                    let stem = file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| global.to_string());
+                                    let out = dir.join(format!("{stem}.{}", extension_for(&r.content_type)));
+                                    match std::fs::write(&out, &r.payload) {
+                                        Ok(()) => json!({ "index": global, "file": file, "ok": true, "output": out }),
+                                        Err(e) => json!({ "index": global, "file": file, "ok": true, "error": format!("writing {}: {e}", out.display()) }),
+                                    }
+                                }
+                                None => {
+                                    let result = if r.content_type.contains("json") {
+                                        serde_json::from_slice(&r.payload).unwrap_or_else(|_| json!(String::from_utf8_lossy(&r.payload)))
+                                    } else {
+                                        json!({ "bytes": r.payload.len(), "content_type": r.content_type })
+                                    };
+                                    json!({ "index": global, "file": file, "ok": true, "result": result })
+                                }
+                            }
+                        }
+                        Err(e) => {
+                            let global = first + e.index as usize;
+                            totals.lock().unwrap_or_else(|p| p.into_inner()).failed += 1;
+                            json!({ "index": global, "file": files.get(global), "ok": false, "code": e.code, "error": e.message })
+                        }
+                    };
+                    pb.suspend(|| println!("{line}"));
+                    pb.inc(1);
+                })
+                .await;
+            if let Err(e) = result {
+                // The whole request failed: every item of it not yet answered is reported failed.
+                let code = match &e {
+                    ClientError::Request { code, .. } => json!(code),
+                    _ => json!("connection"),
+                };
+                pb.suspend(|| {
+                    println!("{}", json!({ "items": [first, last], "ok": false, "code": code, "error": e.to_string() }))
+                });
+                totals.lock().unwrap_or_else(|p| p.into_inner()).failed += (last - first - answered) as u64;
+            }
+        });
+    }
+    while let Some(joined) = tasks.join_next().await {
+        joined?;
+    }
+    pb.finish_and_clear();
+    let t = totals.lock().unwrap_or_else(|p| p.into_inner());
+    let secs = start.elapsed().as_secs_f64();
+    eprintln!("{} ok, {} failed, {} items in {:.2} s ({:.1} items/s)", t.ok, t.failed, n, secs, n as f64 / secs.max(1e-9));
+    Ok(if t.failed > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}

@@ -1,0 +1,201 @@
+//! NumPy `.npy` and (uncompressed) `.npz` reading and writing, so plugins
+//! take and give arrays exactly as `numpy.save`/`numpy.savez` write them.
+
+use crate::{Dtype, PluginError, Tensor};
+
+const MAGIC: &[u8] = b"\x93NUMPY";
+
+fn err(message: impl Into<String>) -> PluginError {
+    PluginError::new("npy", message)
+}
+
+fn descr_dtype(descr: &str) -> Result<Dtype, PluginError> {
+    Ok(match descr {
+        "<f4" => Dtype::F32,
+        "<f8" => Dtype::F64,
+        "<i8" => Dtype::I64,
+        "<i4" => Dtype::I32,
+        "|u1" | "<u1" => Dtype::U8,
+        "|b1" => Dtype::Boolean,
+        other => return Err(err(format!("unsupported dtype '{other}' (use little-endian f4, f8, i8, i4, u1 or b1)"))),
+    })
+}
+
+fn dtype_descr(d: Dtype) -> &'static str {
+    match d {
+        Dtype::F32 => "<f4",
+        Dtype::F64 => "<f8",
+        Dtype::I64 => "<i8",
+        Dtype::I32 => "<i4",
+        Dtype::U8 => "|u1",
+        Dtype::Boolean => "|b1",
+    }
+}
+
+/// Value of `'key': value` in the npy header dict (a small Python literal).
+fn header_field<'a>(header: &'a str, key: &str) -> Result<&'a str, PluginError> {
+    let pat = format!("'{key}':");
+    let start = header.find(&pat).ok_or_else(|| err(format!("npy header has no '{key}'")))? + pat.len();
+    let rest = header[start..].trim_start();
+    let end = if rest.starts_with('(') {
+        rest.find(')').map(|i| i + 1)
+    } else if rest.starts_with('\'') {
+        rest[1..].find('\'').map(|i| i + 2)
+    } else {
+        rest.find([',', '}'])
+    }
+    .ok_or_else(|| err(format!("npy header field '{key}' is unterminated")))?;
+    Ok(rest[..end].trim())
+}
+
+/// Parses a `.npy` file into a tensor (C order only).
+pub fn parse_npy(bytes: &[u8]) -> Result<Tensor, PluginError> {
+    if bytes.len() < 10 || &bytes[..6] != MAGIC {
+        return Err(err("not a .npy file (bad magic)"));
+    }
+    let (header_len, offset) = match bytes[6] {
+        1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
+        2 | 3 if bytes.len() >= 12 => (u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize, 12),
+        v => return Err(err(format!("unsupported .npy version {v}"))),
+    };
+    let end = (offset as usize).checked_add(header_len).filter(|&e| e <= bytes.len()).ok_or_else(|| err("npy header runs past the end"))?;
+    let header = std::str::from_utf8(&bytes[offset..end]).map_err(|_| err("npy header is not text"))?;
+    let dtype = descr_dtype(header_field(header, "descr")?.trim_matches('\''))?;
+    if header_field(header, "fortran_order")? != "False" {
+        return Err(err("Fortran-order arrays are not supported; save a C-contiguous array"));
+    }
+    let shape_text = header_field(header, "shape")?.trim_start_matches('(').trim_end_matches(')');
+    let shape = shape_text
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse::<u64>().map_err(|_| err(format!("bad shape entry '{s}'"))))
+        .collect::<Result<Vec<u64>, _>>()?;
+    let data = bytes[end..].to_vec();
+    let t = Tensor { dtype, shape, data };
+    let want = t.numel() * t.dtype.size();
+    if t.data.len() != want {
+        return Err(err(format!("npy data is {} bytes, shape {:?} of {:?} needs {want}", t.data.len(), t.shape, t.dtype)));
+    }
+    Ok(t)
+}
+
+/// Writes a tensor as a version-1 `.npy` file.
+pub fn write_npy(t: &Tensor) -> Vec<u8> {
+    let shape = match t.shape.len() {
+        1 => format!("({},)", t.shape[0]),
+        _ => format!("({})", t.shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")),
+    };
+    let mut header = format!("{{'descr': '{}', 'fortran_order': False, 'shape': {shape}, }}", dtype_descr(t.dtype));
+    // Pad so that the data starts on a 64-byte boundary, header ends with '\n'.
+    let total = 10 + header.len() + 1;
+    header.push_str(&" ".repeat((64 - total % 64) % 64));
+    header.push('\n');
+    let mut out = Vec::with_capacity(10 + header.len() + t.data.len());
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&[1, 0]);
+    out.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    out.extend_from_slice(header.as_bytes());
+    out.extend_from_slice(&t.data);
+    out
+}
+
+/// Parses an uncompressed `.npz` (as `numpy.savez` writes) into named tensors, in archive order.
+pub fn parse_npz(bytes: &[u8]) -> Result<Vec<(String, Tensor)>, PluginError> {
+    let mut out = Vec::new();
+    let mut pos = 0usize;
+    let u16_at = |p: usize| u16::from_le_bytes([bytes[p], bytes[p + 1]]) as usize;
+    let u32_at = |p: usize| u32::from_le_bytes([bytes[p], bytes[p + 1], bytes[p + 2], bytes[p + 3]]) as usize;
+    while pos + 30 <= bytes.len() && bytes[pos..pos + 4] == [0x50, 0x4b, 0x03, 0x04] {
+        let method = u16_at(pos + 8);
+        let flags = u16_at(pos + 6);
+        let mut size = u32_at(pos + 18);
+        let name_len = u16_at(pos + 26);
+        let extra_len = u16_at(pos + 28);
+        let name_start = pos + 30;
+        let data_start = name_start + name_len + extra_len;
+        if data_start > bytes.len() {
+            return Err(err("npz entry header runs past the end"));
+        }
+        let name = String::from_utf8_lossy(&bytes[name_start..name_start + name_len]).into_owned();
+        if method != 0 {
+            return Err(err(format!("npz entry '{name}' is compressed; use numpy.savez, not savez_compressed")));
+        }
+        if flags & 0x08 != 0 || size == 0xffff_ffff {
+            // Sizes in a data descriptor or zip64 extra field: find them in the extra field.
+            size = zip64_size(&bytes[name_start + name_len..data_start]).unwrap_or(size);
+        }
+        let data_end = data_start.checked_add(size).filter(|&e| e <= bytes.len()).ok_or_else(|| err(format!("npz entry '{name}' runs past the end")))?;
+        let tensor = parse_npy(&bytes[data_start..data_end]).map_err(|e| err(format!("npz entry '{name}': {}", e.message)))?;
+        out.push((name.trim_end_matches(".npy").to_string(), tensor));
+        pos = data_end;
+    }
+    if out.is_empty() {
+        return Err(err("not an .npz archive (no entries)"));
+    }
+    Ok(out)
+}
+
+fn zip64_size(extra: &[u8]) -> Option<usize> {
+    let mut p = 0;
+    while p + 4 <= extra.len() {
+        let id = u16::from_le_bytes([extra[p], extra[p + 1]]);
+        let len = u16::from_le_bytes([extra[p + 2], extra[p + 3]]) as usize;
+        if id == 1 && len >= 16 && p + 4 + 16 <= extra.len() {
+            let b = &extra[p + 4..p + 12];
+            return Some(u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]) as usize);
+        }
+        p += 4 + len;
+    }
+    None
+}
+
+/// Writes named tensors as an uncompressed `.npz` that `numpy.load` reads.
+pub fn write_npz(entries: &[(String, Tensor)]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut central = Vec::new();
+    for (name, t) in entries {
+        let file = format!("{name}.npy");
+        let data = write_npy(t);
+        let crc = crc32(&data);
+        let offset = out.len() as u32;
+        let mut local = Vec::with_capacity(30 + file.len());
+        local.extend_from_slice(&[0x50, 0x4b, 0x03, 0x04, 20, 0, 0, 0, 0, 0, 0, 0, 0x21, 0]);
+        local.extend_from_slice(&crc.to_le_bytes());
+        local.extend_from_slice(&(data.len() as u32).to_le_bytes());
+        local.extend_from_slice(&(data.len() as u32).to_le_bytes());
+        local.extend_from_slice(&(file.len() as u16).to_le_bytes());
+        local.extend_from_slice(&0u16.to_le_bytes());
+        out.extend_from_slice(&local);
+        out.extend_from_slice(file.as_bytes());
+        out.extend_from_slice(&data);
+        central.extend_from_slice(&[0x50, 0x4b, 0x01, 0x02, 20, 0, 20, 0, 0, 0, 0, 0, 0, 0, 0x21, 0]);
+        central.extend_from_slice(&crc.to_le_bytes());
+        central.extend_from_slice(&(data.len() as u32).to_le_bytes());
+        central.extend_from_slice(&(data.len() as u32).to_le_bytes());
+        central.extend_from_slice(&(file.len() as u16).to_le_bytes());
+        central.extend_from_slice(&[0; 12]);
+        central.extend_from_slice(&offset.to_le_bytes());
+        central.extend_from_slice(file.as_bytes());
+    }
+    let cd_offset = out.len() as u32;
+    out.extend_from_slice(&central);
+    out.extend_from_slice(&[0x50, 0x4b, 0x05, 0x06, 0, 0, 0, 0]);
+    out.extend_from_slice(&(entries.len() as u16).to_le_bytes());
+    out.extend_from_slice(&(entries.len() as u16).to_le_bytes());
+    out.extend_from_slice(&(central.len() as u32).to_le_bytes());
+    out.extend_from_slice(&cd_offset.to_le_bytes());
+    out.extend_from_slice(&0u16.to_le_bytes());
+    out
+}
+
+fn crc32(data: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in data {
+        crc ^= b as u32;
+        for _ in 0..8 {
+            crc = (crc >> 1) ^ (0xEDB8_8320 & (!(crc & 1)).wrapping_add(1));
+        }
+    }
+    !crc
+}

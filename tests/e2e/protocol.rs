@@ -1,0 +1,244 @@
+//! Wire protocol v1 against a real host: many items, cancellation, limits,
+//! malformed input. Each violation must fail only its own request (or item)
+//! with an error that names what was wrong, while the host keeps serving.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use serde_json::Value;
+use tensorgate_client::protocol::{
+    compress, encode, encode_item_frame, Compression, ErrorCode, Frame, FrameDecoder, FrameKind, ItemHead, Limits,
+    PredictHeader, RequestHeader,
+};
+use tensorgate_client::{Client, Event, Input, Submission};
+use tensorgate_tests::{repository, root, TestHost};
+
+fn cases() -> Vec<Value> {
+    let text = std::fs::read_to_string(root().join("plugins/tabular/reference.json")).unwrap();
+    let v: Value = serde_json::from_str(&text).unwrap();
+    v["cases"].as_array().unwrap().clone()
+}
+
+fn good_item() -> Input {
+    Input::json(serde_json::to_vec(&cases()[0]["request"]).unwrap())
+}
+
+/// Header + items as raw bytes (no End), for tests that misbehave on purpose.
+fn raw_request(model: &str, items: &[(u32, Bytes, Compression)]) -> BytesMut {
+    let mut out = BytesMut::new();
+    encode(&Frame::Header(RequestHeader::Predict(PredictHeader { model: model.into(), ..Default::default() })), &mut out);
+    for (index, payload, compression) in items {
+        let head = ItemHead { index: *index, content_type: "application/json".into(), compression: *compression, ..Default::default() };
+        out.extend_from_slice(&encode_item_frame(FrameKind::Item, &head, payload.len()));
+        out.extend_from_slice(payload);
+    }
+    out
+}
+
+/// Reads frames from `recv` until the stream ends.
+async fn read_frames(recv: &mut quinn::RecvStream) -> Vec<Frame> {
+    let bytes = tokio::time::timeout(Duration::from_secs(10), recv.read_to_end(64 << 20)).await.expect("reply in time").expect("read");
+    let mut dec = FrameDecoder::new(Limits::default());
+    dec.feed(&bytes);
+    let mut frames = Vec::new();
+    while let Some(f) = dec.decode().expect("host sends valid frames") {
+        frames.push(f);
+    }
+    frames
+}
+
+async fn assert_still_serving(host: &TestHost) {
+    let other = host.client().await;
+    let reply = other.predict(Submission::new("tabular", vec![good_item()])).await.expect("host still serves");
+    assert_eq!(reply.summary.ok, 1);
+    other.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn thousand_items_each_answered_exactly_once_and_mapped_right() {
+    let host = TestHost::start().await;
+    let client = host.client().await;
+    let cases = cases();
+    let items: Vec<Input> = (0..1000).map(|i| Input::json(serde_json::to_vec(&cases[i % cases.len()]["request"]).unwrap())).collect();
+    let mut seen: HashMap<u32, f64> = HashMap::new();
+    let mut order = Vec::new();
+    let summary = client
+        .predict_stream(Submission::new("tabular", items), |event| {
+            if let Event::Item(outcome) = event {
+                let r = outcome.expect("item ok");
+                let v: Value = serde_json::from_slice(&r.payload).unwrap();
+                assert!(seen.insert(r.index, v["w"].as_f64().unwrap()).is_none(), "index {} answered twice", r.index);
+                order.push(r.index);
+            }
+        })
+        .await
+        .unwrap();
+    assert_eq!(summary.ok, 1000);
+    assert_eq!(seen.len(), 1000);
+    for (i, w) in &seen {
+        let want = cases[*i as usize % cases.len()]["scores"]["w"].as_f64().unwrap();
+        assert!((w - want).abs() < 1e-5, "item {i} got the result of another input");
+    }
+    assert!(summary.timings.preprocess_us > 0 && summary.timings.postprocess_us > 0);
+    client.close().await;
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn client_cancelling_mid_stream_cancels_the_remaining_work() {
+    let host = TestHost::start().await;
+    let client = host.client().await;
+    let item = Bytes::from(serde_json::to_vec(&cases()[0]["request"]).unwrap());
+    let items: Vec<(u32, Bytes, Compression)> = (0..3000).map(|i| (i, item.clone(), Compression::None)).collect();
+    let (mut send, mut recv) = client.open_raw().await.unwrap();
+    send.write_all(&raw_request("tabular", &items)).await.unwrap();
+    // Wait for the first reply, then walk away.
+    let mut first = [0u8; 1];
+    recv.read_exact(&mut first).await.unwrap();
+    send.reset(0u32.into()).unwrap();
+    recv.stop(0u32.into()).unwrap();
+    let mut cancelled = 0;
+    for _ in 0..100 {
+        cancelled = client.status().await.unwrap().items_cancelled;
+        if cancelled > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(cancelled > 0, "host reports no cancelled items");
+    let status = client.status().await.unwrap();
+    let tabular = &status.models[0];
+    assert!(tabular.items_ok < 3000, "all items ran although the client left");
+    assert_still_serving(&host).await;
+    client.close().await;
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn oversized_item_is_refused_naming_the_limit() {
+    let host = TestHost::start_with(repository(), |c| c.limits.max_frame_bytes = 4096).await;
+    let client = host.client().await;
+    let (mut send, mut recv) = client.open_raw().await.unwrap();
+    let big = Bytes::from(vec![b' '; 8192]);
+    let _ = send.write_all(&raw_request("tabular", &[(0, big, Compression::None)])).await;
+    let frames = read_frames(&mut recv).await;
+    match frames.as_slice() {
+        [Frame::RequestError(e)] => {
+            assert_eq!(e.code, ErrorCode::LimitExceeded);
+            assert!(e.message.contains("max_frame_bytes = 4096"), "{}", e.message);
+        }
+        other => panic!("expected one RequestError, got {other:?}"),
+    }
+    assert_still_serving(&host).await;
+    client.close().await;
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn zstd_bomb_fails_its_item_only() {
+    let host = TestHost::start_with(repository(), |c| c.limits.max_item_bytes = 1 << 20).await;
+    let client = host.client().await;
+    let bomb = compress(&vec![b' '; 64 << 20], 3); // 64 MiB of spaces in ~2 KiB
+    assert!(bomb.len() < 64 * 1024);
+    let good = Bytes::from(serde_json::to_vec(&cases()[0]["request"]).unwrap());
+    let (mut send, mut recv) = client.open_raw().await.unwrap();
+    let mut req = raw_request("tabular", &[(0, bomb, Compression::Zstd), (1, good, Compression::None)]);
+    encode(&Frame::End, &mut req);
+    send.write_all(&req).await.unwrap();
+    send.finish().unwrap();
+    let frames = read_frames(&mut recv).await;
+    let mut errors = 0;
+    for f in &frames {
+        match f {
+            Frame::ItemError(e) => {
+                errors += 1;
+                assert_eq!((e.index, e.code), (0, ErrorCode::LimitExceeded));
+                assert!(e.message.contains("max_item_bytes"), "{}", e.message);
+            }
+            Frame::Result(r) => assert_eq!(r.head.index, 1),
+            Frame::Summary(s) => assert_eq!((s.ok, s.failed), (1, 1)),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(errors, 1);
+    assert_still_serving(&host).await;
+    client.close().await;
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn compressed_items_are_decompressed() {
+    let host = TestHost::start().await;
+    let client = host.client().await;
+    // Pad the JSON past the compression threshold so the client compresses it.
+    let mut padded = serde_json::to_vec(&cases()[3]["request"]).unwrap();
+    padded.extend(std::iter::repeat_n(b' ', 4096));
+    let reply = client.predict(Submission::new("tabular", vec![Input::json(padded.clone())])).await.unwrap();
+    let raw = client.predict(Submission::new("tabular", vec![Input::json(padded)]).uncompressed()).await.unwrap();
+    let a = &reply.outcomes[0].as_ref().unwrap().payload;
+    let b = &raw.outcomes[0].as_ref().unwrap().payload;
+    assert_eq!(a, b, "compressed and raw submissions give the same result");
+    client.close().await;
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn streams_past_the_limit_are_refused_naming_it() {
+    let host = TestHost::start_with(repository(), |c| c.max_streams_per_connection = 2).await;
+    let client = host.client().await;
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let (mut send, recv) = client.open_raw().await.unwrap();
+        send.write_all(&raw_request("tabular", &[])).await.unwrap(); // header, no End: stays open
+        held.push((send, recv));
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (mut send, mut recv) = client.open_raw().await.unwrap();
+    send.write_all(&raw_request("tabular", &[])).await.unwrap();
+    let frames = read_frames(&mut recv).await;
+    match frames.as_slice() {
+        [Frame::RequestError(e)] => {
+            assert_eq!(e.code, ErrorCode::LimitExceeded);
+            assert!(e.message.contains("max_streams_per_connection = 2"), "{}", e.message);
+        }
+        other => panic!("expected one RequestError, got {other:?}"),
+    }
+    drop(held);
+    assert_still_serving(&host).await;
+    client.close().await;
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn malformed_header_is_a_bad_request() {
+    let host = TestHost::start().await;
+    let client = host.client().await;
+    let (mut send, mut recv) = client.open_raw().await.unwrap();
+    let body = [0x81u8, 0xa2, b'o', b'p', 0xa4, b'n', b'o', b'p', b'e']; // {"op": "nope"}
+    let mut bytes = vec![FrameKind::Header as u8];
+    bytes.extend_from_slice(&(body.len() as u32).to_le_bytes());
+    bytes.extend_from_slice(&body);
+    send.write_all(&bytes).await.unwrap();
+    send.finish().unwrap();
+    match read_frames(&mut recv).await.as_slice() {
+        [Frame::RequestError(e)] => {
+            assert_eq!(e.code, ErrorCode::BadRequest);
+            assert!(e.message.contains("malformed Header frame"), "{}", e.message);
+        }
+        other => panic!("expected one RequestError, got {other:?}"),
+    }
+    assert_still_serving(&host).await;
+    client.close().await;
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unknown_model_connection_keeps_working() {
+    let host = TestHost::start().await;
+    let client: Client = host.client().await;
+    assert!(client.predict(Submission::new("nope", vec![good_item()])).await.is_err());
+    assert_eq!(client.predict(Submission::new("tabular", vec![good_item()])).await.unwrap().summary.ok, 1);
+    client.close().await;
+    host.stop().await;
+}
