@@ -40,7 +40,30 @@ fn plane(wires: usize, ticks: usize) -> Vec<f32> {
     v
 }
 
+/// With `--write-plane PATH WIRES TICKS`, writes one plane as `.npy`.
+/// With `--write-event DIR`, writes a 3-plane event (U, V: 2400 wires; Y:
+/// 3456 wires; 1008 ticks, f32) as `.npy` files instead of benchmarking.
 fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(dir) = args.iter().position(|a| a == "--write-event").and_then(|i| args.get(i + 1)) {
+        std::fs::create_dir_all(dir).expect("create event dir");
+        for (name, wires) in [("plane-u", 2400u64), ("plane-v", 2400), ("plane-y", 3456)] {
+            let data: Vec<u8> = plane(wires as usize, 1008).iter().flat_map(|x| x.to_le_bytes()).collect();
+            let t = tensorgate_plugin::Tensor { dtype: tensorgate_plugin::Dtype::F32, shape: vec![1, wires, 1008], data };
+            let path = std::path::Path::new(dir).join(format!("{name}.npy"));
+            std::fs::write(&path, tensorgate_plugin::npy::write_npy(&t)).expect("write plane");
+            println!("{}", path.display());
+        }
+        return;
+    }
+    if let Some(i) = args.iter().position(|a| a == "--write-plane") {
+        let get = |k: usize| args.get(i + k).expect("--write-plane PATH WIRES TICKS");
+        let (wires, ticks): (usize, usize) = (get(2).parse().expect("wires"), get(3).parse().expect("ticks"));
+        let data: Vec<u8> = plane(wires, ticks).iter().flat_map(|x| x.to_le_bytes()).collect();
+        let t = tensorgate_plugin::Tensor { dtype: tensorgate_plugin::Dtype::F32, shape: vec![1, wires as u64, ticks as u64], data };
+        std::fs::write(get(1), tensorgate_plugin::npy::write_npy(&t)).expect("write plane");
+        return;
+    }
     let (wires, ticks) = (3456, 1008);
     let data: Vec<u8> = plane(wires, ticks).iter().flat_map(|x| x.to_le_bytes()).collect();
     let zeros = data.chunks_exact(4).filter(|c| c == &[0, 0, 0, 0]).count() as f64 / (wires * ticks) as f64;

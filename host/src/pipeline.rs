@@ -53,7 +53,8 @@ pub async fn process_item(
 
 async fn run(app: &Arc<Application>, head: ItemHead, payload: Bytes, timings: &mut Timings) -> Result<Output, ItemFailure> {
     let item = Item {
-        data: payload.to_vec(),
+        // Free when the payload is uniquely owned (e.g. just decompressed).
+        data: Vec::from(payload),
         content_type: head.content_type,
         metadata: head.metadata.into_iter().collect(),
     };
@@ -67,13 +68,13 @@ async fn run(app: &Arc<Application>, head: ItemHead, payload: Bytes, timings: &m
     timings.preprocess_us = micros(pre_us);
     validate_inputs(app, &prepared.inputs)?;
 
-    let t = Instant::now();
-    let outputs = app
+    let forward = app
         .model
         .forward(prepared.inputs)
         .await
         .map_err(|e| ItemFailure::new(ErrorCode::ModelError, e.to_string()))?;
-    timings.forward_us = micros(t.elapsed());
+    timings.forward_us = micros(forward.run_time);
+    let outputs = forward.outputs;
 
     let a = app.clone();
     let context = prepared.context;

@@ -98,7 +98,16 @@ pub enum ModelError {
 
 struct Job {
     inputs: Vec<Tensor>,
-    reply: oneshot::Sender<Result<Vec<Tensor>, ModelError>>,
+    reply: oneshot::Sender<Result<Forward, ModelError>>,
+}
+
+/// A finished forward pass.
+pub struct Forward {
+    /// Output tensors, flattened in order (tuples, lists, dict values).
+    pub outputs: Vec<Tensor>,
+    /// Time spent running it (input copy, forward, output copy), excluding
+    /// the wait for the executor.
+    pub run_time: Duration,
 }
 
 /// Handle to a model's executor thread. Dropping the last handle stops the
@@ -136,7 +145,9 @@ impl ModelExecutor {
                 };
                 let _ = ready_tx.send(Ok(start.elapsed()));
                 while let Some(job) = next_job(&rx) {
-                    let _ = job.reply.send(run(&module, device, &job.inputs));
+                    let start = Instant::now();
+                    let result = run(&module, device, &job.inputs).map(|outputs| Forward { outputs, run_time: start.elapsed() });
+                    let _ = job.reply.send(result);
                 }
             })
             .map_err(|e| ModelError::Load { path: path.display().to_string(), reason: e.to_string() })?;
@@ -145,7 +156,7 @@ impl ModelExecutor {
     }
 
     /// Runs one forward pass on `inputs` (CPU tensors, batch dimension first).
-    pub async fn forward(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, ModelError> {
+    pub async fn forward(&self, inputs: Vec<Tensor>) -> Result<Forward, ModelError> {
         let (reply, rx) = oneshot::channel();
         self.tx.send(Job { inputs, reply }).map_err(|_| ModelError::Stopped)?;
         rx.await.map_err(|_| ModelError::Stopped)?

@@ -115,7 +115,7 @@ impl Host {
         tls.max_early_data_size = 0;
         let crypto = QuicServerConfig::try_from(tls).map_err(|e| StartError::TlsConfig(e.to_string()))?;
         let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
-        let mut transport = quinn::TransportConfig::default();
+        let mut transport = tensorgate_client::transport_config();
         transport.max_concurrent_bidi_streams(config.max_streams_per_connection.saturating_add(STREAM_HEADROOM).into());
         transport.max_concurrent_uni_streams(0u32.into());
         transport.max_idle_timeout(quinn::IdleTimeout::try_from(config.idle_timeout).ok());

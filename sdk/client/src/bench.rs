@@ -16,9 +16,9 @@ pub struct BenchArgs {
     /// Application (model) name.
     #[arg(long)]
     model: String,
-    /// Payload file sent as every item.
-    #[arg(long)]
-    file: PathBuf,
+    /// Payload file(s): each request carries one item per file (times --items).
+    #[arg(long, required = true)]
+    file: Vec<PathBuf>,
     /// Requests to time (after warm-up).
     #[arg(long, default_value_t = 2000)]
     requests: u64,
@@ -28,9 +28,12 @@ pub struct BenchArgs {
     /// Concurrent requests in flight (streams on one connection).
     #[arg(long, default_value_t = 1)]
     concurrency: u64,
-    /// Items per request.
+    /// Copies of the file set per request.
     #[arg(long, default_value_t = 1)]
     items: usize,
+    /// Send and receive raw bytes (no zstd).
+    #[arg(long)]
+    no_compress: bool,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     json: bool,
@@ -43,9 +46,17 @@ struct Worker {
 }
 
 pub async fn run(client: Arc<Client>, args: BenchArgs) -> anyhow::Result<()> {
-    let data = bytes::Bytes::from(std::fs::read(&args.file).with_context(|| format!("reading {}", args.file.display()))?);
-    let input = Input::new(data, crate::content_type_for(&args.file));
-    let make = |n: usize| Submission::new(&args.model, vec![input.clone(); n]);
+    let mut inputs = Vec::new();
+    for f in &args.file {
+        let data = bytes::Bytes::from(std::fs::read(f).with_context(|| format!("reading {}", f.display()))?);
+        inputs.push(Input::new(data, crate::content_type_for(f)));
+    }
+    let raw_bytes: usize = inputs.iter().map(|i| i.payload.len()).sum::<usize>() * args.items;
+    let make = |n: usize| {
+        let items = (0..n).flat_map(|_| inputs.iter().cloned()).collect();
+        let sub = Submission::new(&args.model, items);
+        if args.no_compress { sub.uncompressed() } else { sub }
+    };
     for _ in 0..args.warmup {
         client.predict(make(args.items)).await?;
     }
@@ -89,16 +100,19 @@ pub async fn run(client: Arc<Client>, args: BenchArgs) -> anyhow::Result<()> {
     let elapsed = start.elapsed();
     let n = hist.len().max(1);
     let us = |q: f64| Duration::from_nanos(hist.value_at_quantile(q)).as_secs_f64() * 1e6;
-    let per_item = |v: u64| v as f64 / (n as f64 * args.items as f64);
+    let items_per_request = args.items * inputs.len();
+    let per_item = |v: u64| v as f64 / (n as f64 * items_per_request as f64);
     let report = serde_json::json!({
         "model": args.model,
         "requests": hist.len(),
-        "items_per_request": args.items,
+        "items_per_request": items_per_request,
+        "compress": !args.no_compress,
+        "raw_mb_per_s": (hist.len() as f64 * raw_bytes as f64) / elapsed.as_secs_f64() / 1e6,
         "concurrency": args.concurrency,
         "errors": errors,
         "seconds": elapsed.as_secs_f64(),
         "requests_per_s": hist.len() as f64 / elapsed.as_secs_f64(),
-        "items_per_s": (hist.len() * args.items as u64) as f64 / elapsed.as_secs_f64(),
+        "items_per_s": (hist.len() * items_per_request as u64) as f64 / elapsed.as_secs_f64(),
         "latency_us": { "p50": us(0.5), "p90": us(0.9), "p99": us(0.99), "max": hist.max() as f64 / 1e3 },
         "server_us_per_item": {
             "queue": per_item(server.queue_us), "preprocess": per_item(server.preprocess_us),

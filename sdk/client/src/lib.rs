@@ -28,6 +28,24 @@ pub use tensorgate_protocol as protocol;
 /// Payloads up to this size are copied into the coalesced write buffer.
 const COPY_MAX_BYTES: usize = 64 * 1024;
 
+/// QUIC transport settings for tensorgate traffic, shared by client and host:
+/// flow-control windows sized for events of tens of MB, and path-MTU discovery
+/// allowed up to jumbo datagrams (it probes, so ordinary 1500-byte paths are
+/// unaffected; loopback and jumbo-frame networks send far fewer packets).
+pub fn transport_config() -> quinn::TransportConfig {
+    let mut t = quinn::TransportConfig::default();
+    t.stream_receive_window((16u32 << 20).into());
+    t.receive_window((64u32 << 20).into());
+    t.send_window(64 << 20);
+    let mut mtu = quinn::MtuDiscoveryConfig::default();
+    mtu.upper_bound(MTU_UPPER_BOUND);
+    t.mtu_discovery_config(Some(mtu));
+    t
+}
+
+/// Largest UDP payload path-MTU discovery tries (a 9000-byte jumbo frame less headers).
+pub const MTU_UPPER_BOUND: u16 = 8952;
+
 /// How the client decides to trust the host's certificate.
 #[derive(Debug, Clone)]
 pub enum Trust {
@@ -211,7 +229,9 @@ impl Client {
             .parse()
             .map_err(|e: std::net::AddrParseError| ClientError::Tls(e.to_string()))?;
         let mut endpoint = quinn::Endpoint::client(bind).map_err(|e| ClientError::Connect { addr, reason: e.to_string() })?;
-        endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(quic)));
+        let mut client_config = quinn::ClientConfig::new(Arc::new(quic));
+        client_config.transport_config(Arc::new(transport_config()));
+        endpoint.set_default_client_config(client_config);
         let conn = endpoint
             .connect(addr, "localhost")
             .map_err(|e| ClientError::Connect { addr, reason: e.to_string() })?

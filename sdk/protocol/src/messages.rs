@@ -89,10 +89,16 @@ impl Item {
             Compression::Zstd => {
                 let index = self.head.index;
                 let cap = usize::try_from(max_bytes).unwrap_or(usize::MAX);
-                // The frame header may state the content size: refuse early.
+                // The frame header may state the content size: refuse early,
+                // else decompress in one pass into a buffer of exactly that size.
                 if let Ok(Some(n)) = zstd::zstd_safe::get_frame_content_size(&self.payload) {
                     if n > max_bytes {
                         return Err(ProtocolError::DecompressedTooLarge { index, limit: max_bytes });
+                    }
+                    if zstd::zstd_safe::find_frame_compressed_size(&self.payload) == Ok(self.payload.len()) {
+                        return zstd::bulk::decompress(&self.payload, n as usize)
+                            .map(Bytes::from)
+                            .map_err(|e| ProtocolError::Decompress { index, reason: e.to_string() });
                     }
                 }
                 decompress_capped(&self.payload, cap).map_err(|e| match e {
@@ -116,6 +122,11 @@ enum CapError {
 fn decompress_capped(data: &[u8], cap: usize) -> Result<Bytes, CapError> {
     use std::io::Read;
     let mut decoder = zstd::stream::read::Decoder::new(data).map_err(|e| CapError::Zstd(e.to_string()))?;
+    // A frame may ask for a window (decoder memory) far larger than its
+    // content: allow no more than the output cap needs, but at least the 8 MiB
+    // that zstd's streaming levels 1-19 use, and at most its default 128 MiB.
+    let window_log = (usize::BITS - cap.max(1).saturating_sub(1).leading_zeros()).clamp(23, 27);
+    decoder.window_log_max(window_log).map_err(|e| CapError::Zstd(e.to_string()))?;
     let mut out = Vec::with_capacity(data.len().saturating_mul(4).min(cap));
     let mut limited = (&mut decoder).take(cap as u64 + 1);
     limited.read_to_end(&mut out).map_err(|e| CapError::Zstd(e.to_string()))?;
@@ -126,7 +137,7 @@ fn decompress_capped(data: &[u8], cap: usize) -> Result<Bytes, CapError> {
 }
 
 /// Default zstd level for payloads (chosen by measurement: docs/protocol.md).
-pub const ZSTD_LEVEL: i32 = 1;
+pub const ZSTD_LEVEL: i32 = -1;
 /// Payloads smaller than this are never worth compressing.
 pub const COMPRESS_MIN_BYTES: usize = 1024;
 

@@ -301,3 +301,16 @@ fn in_memory_exchange() {
     assert_eq!(indices, vec![1, 0]);
     assert!(client_state.done());
 }
+
+#[test]
+fn zstd_frame_asking_for_a_huge_window_is_refused() {
+    // Found by cargo fuzz (fuzz/regressions/zstd-window-128mib): a 20-byte
+    // zstd frame declaring a 128 MiB window made the decoder allocate it.
+    let input = include_bytes!("../fuzz/regressions/zstd-window-128mib");
+    let mut dec = FrameDecoder::new(Limits { max_item_bytes: 1 << 20, ..Limits::default() });
+    dec.feed(&input[1..]); // the fuzz input's first byte picks chunk sizes
+    match dec.decode().unwrap() {
+        Some(Frame::Item(item)) => assert!(matches!(item.decompressed(1 << 20), Err(ProtocolError::Decompress { .. }))),
+        other => panic!("{other:?}"),
+    }
+}
