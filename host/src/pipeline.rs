@@ -60,7 +60,8 @@ async fn run(app: &Arc<Application>, head: ItemHead, payload: Bytes, timings: &m
     };
     let queued = Instant::now();
     let a = app.clone();
-    let (prepared, pre_us) = blocking(move || {
+    let bytes = item.data.len();
+    let (prepared, pre_us) = blocking(app, bytes, move || {
         let t = Instant::now();
         a.plugin.preprocess(&item).map(|p| (p, t.elapsed()))
     })
@@ -78,7 +79,8 @@ async fn run(app: &Arc<Application>, head: ItemHead, payload: Bytes, timings: &m
 
     let a = app.clone();
     let context = prepared.context;
-    let (output, post_us) = blocking(move || {
+    let bytes = outputs.iter().map(|t| t.data.len()).sum::<usize>() + context.len();
+    let (output, post_us) = blocking(app, bytes, move || {
         let t = Instant::now();
         a.plugin.postprocess(&outputs, &context).map(|o| (o, t.elapsed()))
     })
@@ -93,12 +95,23 @@ fn micros(d: std::time::Duration) -> u64 {
     d.as_micros() as u64
 }
 
-/// Runs a synchronous plugin call on this worker thread, telling the runtime
-/// to move its other tasks elsewhere meanwhile (far cheaper than a hop to the
-/// blocking pool for the microsecond calls that dominate).
-async fn blocking<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> Result<R, ItemFailure> {
-    Ok(tokio::task::block_in_place(f))
+/// Runs a synchronous plugin call. Calls expected to be short (the plugin's
+/// recent average is under [`INLINE_CALL_MAX`] and the data is small) run
+/// right here on the async worker: a hand-off costs more than the call. Others
+/// run under `block_in_place`, which moves this worker's other tasks away
+/// first, so a slow plugin never stalls unrelated requests.
+async fn blocking<R: Send + 'static>(app: &Application, bytes: usize, f: impl FnOnce() -> R + Send + 'static) -> Result<R, ItemFailure> {
+    if bytes <= INLINE_BYTES_MAX && app.plugin.average_call() <= INLINE_CALL_MAX {
+        Ok(f())
+    } else {
+        Ok(tokio::task::block_in_place(f))
+    }
 }
+
+/// Plugin calls whose recent average is at most this run inline.
+pub const INLINE_CALL_MAX: std::time::Duration = std::time::Duration::from_micros(100);
+/// ... and only when the item or outputs are at most this large.
+pub const INLINE_BYTES_MAX: usize = 64 * 1024;
 
 /// Checks the plugin's tensors against their bytes and the manifest's inputs.
 pub fn validate_inputs(app: &Application, inputs: &[Tensor]) -> Result<(), ItemFailure> {

@@ -2,8 +2,9 @@
 //! one that trapped is discarded and replaced from the pre-instantiated
 //! template.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use wasmtime::{Engine, Store, Trap};
 
@@ -39,6 +40,8 @@ pub struct PluginPool {
     new_state: Box<dyn Fn() -> HostState + Send + Sync>,
     idle: Mutex<Vec<PluginInstance>>,
     call_timeout: Duration,
+    /// Moving average of call durations (ns), to decide where calls run.
+    average_ns: AtomicU64,
 }
 
 impl PluginPool {
@@ -48,7 +51,7 @@ impl PluginPool {
         new_state: Box<dyn Fn() -> HostState + Send + Sync>,
         call_timeout: Duration,
     ) -> Self {
-        PluginPool { engine, pre, new_state, idle: Mutex::new(Vec::new()), call_timeout }
+        PluginPool { engine, pre, new_state, idle: Mutex::new(Vec::new()), call_timeout, average_ns: AtomicU64::new(0) }
     }
 
     fn instantiate(&self) -> Result<PluginInstance, CallError> {
@@ -76,7 +79,10 @@ impl PluginPool {
             None => self.instantiate()?,
         };
         inst.store.set_epoch_deadline(self.budget_ticks());
-        match f(&inst.bindings, &mut inst.store) {
+        let start = Instant::now();
+        let result = f(&inst.bindings, &mut inst.store);
+        self.record(start.elapsed());
+        match result {
             Ok(r) => {
                 self.idle.lock().unwrap_or_else(|p| p.into_inner()).push(inst);
                 Ok(r)
@@ -103,6 +109,19 @@ impl PluginPool {
     pub fn postprocess(&self, outputs: &[Tensor], context: &[u8]) -> Result<Output, CallError> {
         self.with_instance(|b, s| b.tensorgate_plugin_plugin().call_postprocess(s, outputs, context))?
             .map_err(CallError::Plugin)
+    }
+
+    fn record(&self, took: Duration) {
+        let ns = took.as_nanos().min(u64::MAX as u128) as u64;
+        let old = self.average_ns.load(Ordering::Relaxed);
+        // Exponential moving average, weight 1/8; a racing update just loses one sample.
+        let new = if old == 0 { ns } else { old - old / 8 + ns / 8 };
+        self.average_ns.store(new, Ordering::Relaxed);
+    }
+
+    /// Recent average duration of a call to this plugin (zero before the first).
+    pub fn average_call(&self) -> Duration {
+        Duration::from_nanos(self.average_ns.load(Ordering::Relaxed))
     }
 
     /// Instances currently idle in the pool.
