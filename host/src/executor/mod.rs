@@ -3,14 +3,20 @@
 //! answers over a channel. Nothing else touches the module, so no lock is
 //! shared between models.
 
+mod batch;
+
+use std::collections::VecDeque;
 use std::path::Path;
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use tch::{CModule, Device, IValue};
 use tokio::sync::oneshot;
 
 use crate::tensor::{self, Tensor, TensorError};
+
+pub use batch::BatchPolicy;
 
 /// Where a model should run, as written in config and manifests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,9 +111,11 @@ struct Job {
 pub struct Forward {
     /// Output tensors, flattened in order (tuples, lists, dict values).
     pub outputs: Vec<Tensor>,
-    /// Time spent running it (input copy, forward, output copy), excluding
-    /// the wait for the executor.
+    /// Time spent running the forward this item was part of (input copy,
+    /// forward, output copy), excluding the wait for the executor.
     pub run_time: Duration,
+    /// Rows in that forward (all items batched with this one).
+    pub batch_rows: usize,
 }
 
 /// Handle to a model's executor thread. Dropping the last handle stops the
@@ -116,13 +124,25 @@ pub struct ModelExecutor {
     tx: mpsc::Sender<Job>,
     device: Device,
     load_time: Duration,
+    stats: Arc<ExecutorStats>,
+}
+
+/// Counters of an executor, for status and metrics.
+#[derive(Debug, Default)]
+pub struct ExecutorStats {
+    /// Forward passes run.
+    pub forwards: AtomicU64,
+    /// Rows run through them (forward_rows / forwards = mean batch size).
+    pub rows: AtomicU64,
 }
 
 impl ModelExecutor {
     /// Loads the TorchScript file at `path` on `device` in a new thread and
     /// waits until it is ready.
-    pub fn load(name: &str, path: &Path, device: Device) -> Result<Self, ModelError> {
+    pub fn load(name: &str, path: &Path, device: Device, policy: BatchPolicy) -> Result<Self, ModelError> {
         let (tx, rx) = mpsc::channel::<Job>();
+        let stats = Arc::new(ExecutorStats::default());
+        let thread_stats = stats.clone();
         let (ready_tx, ready_rx) = mpsc::sync_channel::<Result<Duration, ModelError>>(1);
         let path_buf = path.to_path_buf();
         std::thread::Builder::new()
@@ -144,15 +164,14 @@ impl ModelExecutor {
                     }
                 };
                 let _ = ready_tx.send(Ok(start.elapsed()));
-                while let Some(job) = next_job(&rx) {
-                    let start = Instant::now();
-                    let result = run(&module, device, &job.inputs).map(|outputs| Forward { outputs, run_time: start.elapsed() });
-                    let _ = job.reply.send(result);
+                let mut held = VecDeque::new();
+                while let Some(batch) = next_batch(&rx, &mut held, policy) {
+                    run_batch(&module, device, batch, &thread_stats);
                 }
             })
             .map_err(|e| ModelError::Load { path: path.display().to_string(), reason: e.to_string() })?;
         let load_time = ready_rx.recv().map_err(|_| ModelError::Stopped)??;
-        Ok(ModelExecutor { tx, device, load_time })
+        Ok(ModelExecutor { tx, device, load_time, stats })
     }
 
     /// Runs one forward pass on `inputs` (CPU tensors, batch dimension first).
@@ -165,6 +184,11 @@ impl ModelExecutor {
     /// The device the model runs on.
     pub fn device(&self) -> Device {
         self.device
+    }
+
+    /// Forward and row counters.
+    pub fn stats(&self) -> &ExecutorStats {
+        &self.stats
     }
 
     /// How long loading took.
@@ -187,6 +211,74 @@ fn next_job(rx: &mpsc::Receiver<Job>) -> Option<Job> {
             Err(mpsc::TryRecvError::Empty) if start.elapsed() < SPIN => std::hint::spin_loop(),
             Err(mpsc::TryRecvError::Empty) => return rx.recv().ok(),
         }
+    }
+}
+
+/// The next group of compatible jobs: the oldest held or queued job, plus
+/// those queued behind it (or arriving within `max_delay`) up to `max_batch`
+/// rows. A job that does not fit is held for the next batch, in order.
+fn next_batch(rx: &mpsc::Receiver<Job>, held: &mut VecDeque<Job>, policy: BatchPolicy) -> Option<Vec<Job>> {
+    let first = match held.pop_front() {
+        Some(job) => job,
+        None => next_job(rx)?,
+    };
+    let mut rows = batch::rows(&first.inputs);
+    let mut jobs = vec![first];
+    let deadline = Instant::now() + policy.max_delay;
+    while rows < policy.max_batch {
+        let next = match held.pop_front() {
+            Some(job) => job,
+            None => match rx.try_recv() {
+                Ok(job) => job,
+                Err(_) => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        break;
+                    }
+                    match rx.recv_timeout(left) {
+                        Ok(job) => job,
+                        Err(_) => break,
+                    }
+                }
+            },
+        };
+        let n = batch::rows(&next.inputs);
+        if rows + n > policy.max_batch || !batch::compatible(&jobs[0].inputs, &next.inputs) {
+            held.push_front(next);
+            break;
+        }
+        rows += n;
+        jobs.push(next);
+    }
+    Some(jobs)
+}
+
+/// Runs a group of jobs as one forward and answers each with its rows. If the
+/// batched forward fails, or its outputs lack the batch dimension, each job
+/// runs alone so that only a bad item fails.
+fn run_batch(module: &CModule, device: Device, jobs: Vec<Job>, stats: &ExecutorStats) {
+    if jobs.len() > 1 {
+        let start = Instant::now();
+        let inputs: Vec<&[Tensor]> = jobs.iter().map(|j| j.inputs.as_slice()).collect();
+        let counts: Vec<usize> = inputs.iter().map(|i| batch::rows(i)).collect();
+        let rows = counts.iter().sum();
+        if let Some(parts) = run(module, device, &batch::concat(&inputs)).ok().and_then(|out| batch::split(out, &counts)) {
+            let run_time = start.elapsed();
+            stats.forwards.fetch_add(1, Ordering::Relaxed);
+            stats.rows.fetch_add(rows as u64, Ordering::Relaxed);
+            for (job, outputs) in jobs.into_iter().zip(parts) {
+                let _ = job.reply.send(Ok(Forward { outputs, run_time, batch_rows: rows }));
+            }
+            return;
+        }
+    }
+    for job in jobs {
+        let start = Instant::now();
+        let rows = batch::rows(&job.inputs);
+        stats.forwards.fetch_add(1, Ordering::Relaxed);
+        stats.rows.fetch_add(rows as u64, Ordering::Relaxed);
+        let result = run(module, device, &job.inputs).map(|outputs| Forward { outputs, run_time: start.elapsed(), batch_rows: rows });
+        let _ = job.reply.send(result);
     }
 }
 

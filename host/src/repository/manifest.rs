@@ -46,12 +46,47 @@ pub struct ModelSection {
     pub file: String,
     /// `auto`, `cpu` or `cuda:N`; the host's default when absent.
     pub device: Option<String>,
+    /// Whether items from different requests may share a forward pass.
+    #[serde(default = "default_true")]
+    pub batching: bool,
+    /// Most rows in one forward pass.
+    #[serde(default = "default_max_batch")]
+    pub max_batch: usize,
+    /// How long (µs) a batch that is not full may wait for more items.
+    #[serde(default)]
+    pub max_delay_us: u64,
 }
 
 impl Default for ModelSection {
     fn default() -> Self {
-        ModelSection { file: default_model_file(), device: None }
+        ModelSection {
+            file: default_model_file(),
+            device: None,
+            batching: true,
+            max_batch: default_max_batch(),
+            max_delay_us: 0,
+        }
     }
+}
+
+impl ModelSection {
+    /// The executor's batching policy.
+    pub fn batch_policy(&self) -> crate::executor::BatchPolicy {
+        if !self.batching {
+            return crate::executor::BatchPolicy::OFF;
+        }
+        crate::executor::BatchPolicy {
+            max_batch: self.max_batch.max(1),
+            max_delay: std::time::Duration::from_micros(self.max_delay_us),
+        }
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_max_batch() -> usize {
+    crate::executor::BatchPolicy::default().max_batch
 }
 
 /// `[plugin]`.
@@ -162,6 +197,12 @@ impl Manifest {
         let field = |field, message: String| ManifestError::Field { path: path.into(), field, message };
         if m.name.is_empty() || !m.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
             return Err(field("name", format!("`{}` must be non-empty [A-Za-z0-9_-]", m.name)));
+        }
+        if m.model.max_batch == 0 {
+            return Err(field("model.max_batch", "must be at least 1".into()));
+        }
+        if m.model.max_delay_us > 1_000_000 {
+            return Err(field("model.max_delay_us", format!("{} µs is over the 1 s maximum", m.model.max_delay_us)));
         }
         if let Some(d) = &m.model.device {
             d.parse::<crate::executor::DeviceSpec>().map_err(|e| field("model.device", e))?;

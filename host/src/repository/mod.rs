@@ -95,7 +95,12 @@ impl Application {
             Some(d) => d.parse::<DeviceSpec>().unwrap_or(config.device),
             None => config.device,
         };
-        let model = ModelExecutor::load(&manifest.name, &dir.join(&manifest.model.file), device.resolve()?)?;
+        let model = ModelExecutor::load(
+            &manifest.name,
+            &dir.join(&manifest.model.file),
+            device.resolve()?,
+            manifest.model.batch_policy(),
+        )?;
         Ok(Application { manifest, info, plugin, model, dir: dir.to_path_buf(), load_time: start.elapsed(), counters: Counters::default() })
     }
 

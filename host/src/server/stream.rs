@@ -304,6 +304,8 @@ impl Request {
                     device: a.device(),
                     items_ok: a.counters.items_ok.load(std::sync::atomic::Ordering::Relaxed),
                     items_failed: a.counters.items_failed.load(std::sync::atomic::Ordering::Relaxed),
+                    forwards: a.model.stats().forwards.load(std::sync::atomic::Ordering::Relaxed),
+                    forward_rows: a.model.stats().rows.load(std::sync::atomic::Ordering::Relaxed),
                 })
                 .collect(),
             items_cancelled: self.shared.items_cancelled.load(std::sync::atomic::Ordering::Relaxed),

@@ -236,6 +236,12 @@ pub struct ModelStatus {
     /// Items failed so far.
     #[serde(default)]
     pub items_failed: u64,
+    /// Forward passes run so far.
+    #[serde(default)]
+    pub forwards: u64,
+    /// Rows run through them (`forward_rows / forwards` is the mean batch size).
+    #[serde(default)]
+    pub forward_rows: u64,
 }
 
 /// Reply to a `status` request.
