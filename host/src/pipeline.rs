@@ -8,6 +8,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use tensorgate_protocol::{ErrorCode, ItemHead, Timings};
 
+use crate::executor::ModelError;
 use crate::plugin::{CallError, Item, Output, Tensor};
 use crate::repository::Application;
 use crate::tensor;
@@ -19,11 +20,32 @@ pub struct ItemFailure {
     pub code: ErrorCode,
     /// Message naming what was wrong.
     pub message: String,
+    /// For `busy`: suggested wait before retrying (milliseconds).
+    pub retry_after_ms: Option<u64>,
 }
 
 impl ItemFailure {
-    fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        ItemFailure { code, message: message.into() }
+    /// A failure with no retry hint.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        ItemFailure { code, message: message.into(), retry_after_ms: None }
+    }
+
+    fn deadline(stage: &str) -> Self {
+        ItemFailure::new(ErrorCode::DeadlineExceeded, format!("deadline passed before {stage}; item dropped"))
+    }
+}
+
+impl From<ModelError> for ItemFailure {
+    fn from(e: ModelError) -> Self {
+        match e {
+            ModelError::Busy { retry_after, .. } => ItemFailure {
+                code: ErrorCode::Busy,
+                message: e.to_string(),
+                retry_after_ms: Some(retry_after.as_millis().max(1) as u64),
+            },
+            ModelError::DeadlineExceeded => ItemFailure::deadline("the forward pass"),
+            other => ItemFailure::new(ErrorCode::ModelError, other.to_string()),
+        }
     }
 }
 
@@ -37,21 +59,34 @@ impl From<CallError> for ItemFailure {
     }
 }
 
-/// Runs one item through `app`; `timings` (fresh per item) records where time went.
+/// Runs one item through `app`; `timings` (fresh per item) records where
+/// time went. An item whose `deadline` has passed is dropped before
+/// preprocess and before the forward pass.
 pub async fn process_item(
     app: &Arc<Application>,
     head: ItemHead,
     payload: Bytes,
+    deadline: Option<Instant>,
     timings: &mut Timings,
 ) -> Result<Output, ItemFailure> {
     *timings = Timings::default();
-    let result = run(app, head, payload, timings).await;
+    let result = run(app, head, payload, deadline, timings).await;
     let counter = if result.is_ok() { &app.counters.items_ok } else { &app.counters.items_failed };
     counter.fetch_add(1, Ordering::Relaxed);
     result
 }
 
-async fn run(app: &Arc<Application>, head: ItemHead, payload: Bytes, timings: &mut Timings) -> Result<Output, ItemFailure> {
+async fn run(
+    app: &Arc<Application>,
+    head: ItemHead,
+    payload: Bytes,
+    deadline: Option<Instant>,
+    timings: &mut Timings,
+) -> Result<Output, ItemFailure> {
+    let expired = || deadline.is_some_and(|d| Instant::now() >= d);
+    if expired() {
+        return Err(ItemFailure::deadline("preprocess"));
+    }
     let item = Item {
         // Free when the payload is uniquely owned (e.g. just decompressed).
         data: Vec::from(payload),
@@ -69,11 +104,10 @@ async fn run(app: &Arc<Application>, head: ItemHead, payload: Bytes, timings: &m
     timings.preprocess_us = micros(pre_us);
     validate_inputs(app, &prepared.inputs)?;
 
-    let forward = app
-        .model
-        .forward(prepared.inputs)
-        .await
-        .map_err(|e| ItemFailure::new(ErrorCode::ModelError, e.to_string()))?;
+    if expired() {
+        return Err(ItemFailure::deadline("the forward pass"));
+    }
+    let forward = app.model.forward(prepared.inputs, deadline).await?;
     timings.forward_us = micros(forward.run_time);
     let outputs = forward.outputs;
 

@@ -64,3 +64,28 @@ impl TestHost {
         self.host.shutdown().await;
     }
 }
+
+/// A copy of the standard repository in a temporary directory, with
+/// `edit(app_name, manifest_text)` applied to each manifest.
+pub fn repository_with(edit: impl Fn(&str, &mut String)) -> tempfile::TempDir {
+    let copy = tempfile::tempdir().expect("temp dir");
+    let src = repository();
+    for app in std::fs::read_dir(&src).expect("repository") {
+        let app = app.expect("entry").path();
+        let name = app.file_name().expect("name").to_string_lossy().into_owned();
+        for version in std::fs::read_dir(&app).expect("app dir") {
+            let version = version.expect("entry").path();
+            let dest = copy.path().join(&name).join(version.file_name().expect("version"));
+            std::fs::create_dir_all(&dest).expect("mkdir");
+            for file in std::fs::read_dir(&version).expect("bundle") {
+                let file = file.expect("entry").path();
+                std::fs::copy(&file, dest.join(file.file_name().expect("file"))).expect("copy");
+            }
+            let manifest = dest.join("manifest.toml");
+            let mut text = std::fs::read_to_string(&manifest).expect("manifest");
+            edit(&name, &mut text);
+            std::fs::write(&manifest, text).expect("write manifest");
+        }
+    }
+    copy
+}

@@ -14,18 +14,23 @@ pub struct BatchPolicy {
     /// "take what is already queued": under load, items queue while the
     /// previous forward runs, so batches form without adding latency.
     pub max_delay: Duration,
+    /// Most items waiting for the executor; beyond it items fail at once with `busy`.
+    pub max_queue: usize,
 }
 
 impl BatchPolicy {
     /// One item per forward.
-    pub const OFF: BatchPolicy = BatchPolicy { max_batch: 1, max_delay: Duration::ZERO };
+    pub const OFF: BatchPolicy = BatchPolicy { max_batch: 1, max_delay: Duration::ZERO, max_queue: DEFAULT_MAX_QUEUE };
 }
 
 impl Default for BatchPolicy {
     fn default() -> Self {
-        BatchPolicy { max_batch: 32, max_delay: Duration::ZERO }
+        BatchPolicy { max_batch: 32, max_delay: Duration::ZERO, max_queue: DEFAULT_MAX_QUEUE }
     }
 }
+
+/// Default bound of a model's queue (items).
+pub const DEFAULT_MAX_QUEUE: usize = 4096;
 
 /// Rows an item's inputs contribute (its leading dimension).
 pub fn rows(inputs: &[Tensor]) -> usize {

@@ -7,7 +7,7 @@ mod batch;
 
 use std::collections::VecDeque;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
@@ -100,10 +100,24 @@ pub enum ModelError {
     /// The executor thread is gone (the model was unloaded).
     #[error("model executor stopped")]
     Stopped,
+    /// The model's queue is full.
+    #[error("model queue is full ({queued} items waiting, limit max_queue = {limit}); retry in ~{} ms", .retry_after.as_millis().max(1))]
+    Busy {
+        /// Items waiting.
+        queued: usize,
+        /// The limit.
+        limit: usize,
+        /// Estimated time for the queue to drain.
+        retry_after: Duration,
+    },
+    /// The item's deadline passed while it waited for the executor.
+    #[error("deadline passed while waiting for the model")]
+    DeadlineExceeded,
 }
 
 struct Job {
     inputs: Vec<Tensor>,
+    deadline: Option<Instant>,
     reply: oneshot::Sender<Result<Forward, ModelError>>,
 }
 
@@ -125,6 +139,7 @@ pub struct ModelExecutor {
     device: Device,
     load_time: Duration,
     stats: Arc<ExecutorStats>,
+    max_queue: usize,
 }
 
 /// Counters of an executor, for status and metrics.
@@ -134,6 +149,24 @@ pub struct ExecutorStats {
     pub forwards: AtomicU64,
     /// Rows run through them (forward_rows / forwards = mean batch size).
     pub rows: AtomicU64,
+    /// Time spent in forward passes (ns).
+    pub busy_ns: AtomicU64,
+    /// Items queued for the executor and not yet taken.
+    pub queued: AtomicUsize,
+}
+
+impl ExecutorStats {
+    fn ran(&self, rows: usize, took: Duration) {
+        self.forwards.fetch_add(1, Ordering::Relaxed);
+        self.rows.fetch_add(rows as u64, Ordering::Relaxed);
+        self.busy_ns.fetch_add(took.as_nanos() as u64, Ordering::Relaxed);
+    }
+
+    /// Estimated time to run `rows` more rows, from the average so far.
+    fn estimate(&self, rows: usize) -> Duration {
+        let done = self.rows.load(Ordering::Relaxed).max(1);
+        Duration::from_nanos(self.busy_ns.load(Ordering::Relaxed) / done * rows as u64)
+    }
 }
 
 impl ModelExecutor {
@@ -165,19 +198,29 @@ impl ModelExecutor {
                 };
                 let _ = ready_tx.send(Ok(start.elapsed()));
                 let mut held = VecDeque::new();
-                while let Some(batch) = next_batch(&rx, &mut held, policy) {
+                while let Some(batch) = next_batch(&rx, &mut held, policy, &thread_stats) {
                     run_batch(&module, device, batch, &thread_stats);
                 }
             })
             .map_err(|e| ModelError::Load { path: path.display().to_string(), reason: e.to_string() })?;
         let load_time = ready_rx.recv().map_err(|_| ModelError::Stopped)??;
-        Ok(ModelExecutor { tx, device, load_time, stats })
+        Ok(ModelExecutor { tx, device, load_time, stats, max_queue: policy.max_queue.max(1) })
     }
 
     /// Runs one forward pass on `inputs` (CPU tensors, batch dimension first).
-    pub async fn forward(&self, inputs: Vec<Tensor>) -> Result<Forward, ModelError> {
+    /// Fails at once with `Busy` when `max_queue` items are already waiting,
+    /// and with `DeadlineExceeded` if `deadline` passes before it is run.
+    pub async fn forward(&self, inputs: Vec<Tensor>, deadline: Option<Instant>) -> Result<Forward, ModelError> {
+        let queued = self.stats.queued.fetch_add(1, Ordering::AcqRel);
+        if queued >= self.max_queue {
+            self.stats.queued.fetch_sub(1, Ordering::AcqRel);
+            return Err(ModelError::Busy { queued, limit: self.max_queue, retry_after: self.stats.estimate(queued) });
+        }
         let (reply, rx) = oneshot::channel();
-        self.tx.send(Job { inputs, reply }).map_err(|_| ModelError::Stopped)?;
+        if self.tx.send(Job { inputs, deadline, reply }).is_err() {
+            self.stats.queued.fetch_sub(1, Ordering::AcqRel);
+            return Err(ModelError::Stopped);
+        }
         rx.await.map_err(|_| ModelError::Stopped)?
     }
 
@@ -217,10 +260,30 @@ fn next_job(rx: &mpsc::Receiver<Job>) -> Option<Job> {
 /// The next group of compatible jobs: the oldest held or queued job, plus
 /// those queued behind it (or arriving within `max_delay`) up to `max_batch`
 /// rows. A job that does not fit is held for the next batch, in order.
-fn next_batch(rx: &mpsc::Receiver<Job>, held: &mut VecDeque<Job>, policy: BatchPolicy) -> Option<Vec<Job>> {
-    let first = match held.pop_front() {
-        Some(job) => job,
-        None => next_job(rx)?,
+fn next_batch(
+    rx: &mpsc::Receiver<Job>,
+    held: &mut VecDeque<Job>,
+    policy: BatchPolicy,
+    stats: &ExecutorStats,
+) -> Option<Vec<Job>> {
+    // Every job taken off the channel leaves the queue count; expired ones are answered here.
+    let live = |job: Job| -> Option<Job> {
+        stats.queued.fetch_sub(1, Ordering::AcqRel);
+        if job.deadline.is_some_and(|d| Instant::now() >= d) {
+            let _ = job.reply.send(Err(ModelError::DeadlineExceeded));
+            return None;
+        }
+        Some(job)
+    };
+    let first = loop {
+        match held.pop_front() {
+            Some(job) => break job,
+            None => {
+                if let Some(job) = live(next_job(rx)?) {
+                    break job;
+                }
+            }
+        }
     };
     let mut rows = batch::rows(&first.inputs);
     let mut jobs = vec![first];
@@ -229,14 +292,20 @@ fn next_batch(rx: &mpsc::Receiver<Job>, held: &mut VecDeque<Job>, policy: BatchP
         let next = match held.pop_front() {
             Some(job) => job,
             None => match rx.try_recv() {
-                Ok(job) => job,
+                Ok(job) => match live(job) {
+                    Some(job) => job,
+                    None => continue,
+                },
                 Err(_) => {
                     let left = deadline.saturating_duration_since(Instant::now());
                     if left.is_zero() {
                         break;
                     }
                     match rx.recv_timeout(left) {
-                        Ok(job) => job,
+                        Ok(job) => match live(job) {
+                            Some(job) => job,
+                            None => continue,
+                        },
                         Err(_) => break,
                     }
                 }
@@ -264,8 +333,7 @@ fn run_batch(module: &CModule, device: Device, jobs: Vec<Job>, stats: &ExecutorS
         let rows = counts.iter().sum();
         if let Some(parts) = run(module, device, &batch::concat(&inputs)).ok().and_then(|out| batch::split(out, &counts)) {
             let run_time = start.elapsed();
-            stats.forwards.fetch_add(1, Ordering::Relaxed);
-            stats.rows.fetch_add(rows as u64, Ordering::Relaxed);
+            stats.ran(rows, run_time);
             for (job, outputs) in jobs.into_iter().zip(parts) {
                 let _ = job.reply.send(Ok(Forward { outputs, run_time, batch_rows: rows }));
             }
@@ -275,9 +343,10 @@ fn run_batch(module: &CModule, device: Device, jobs: Vec<Job>, stats: &ExecutorS
     for job in jobs {
         let start = Instant::now();
         let rows = batch::rows(&job.inputs);
-        stats.forwards.fetch_add(1, Ordering::Relaxed);
-        stats.rows.fetch_add(rows as u64, Ordering::Relaxed);
-        let result = run(module, device, &job.inputs).map(|outputs| Forward { outputs, run_time: start.elapsed(), batch_rows: rows });
+        let result = run(module, device, &job.inputs);
+        let run_time = start.elapsed();
+        stats.ran(rows, run_time);
+        let result = result.map(|outputs| Forward { outputs, run_time, batch_rows: rows });
         let _ = job.reply.send(result);
     }
 }

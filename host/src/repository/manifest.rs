@@ -55,6 +55,9 @@ pub struct ModelSection {
     /// How long (µs) a batch that is not full may wait for more items.
     #[serde(default)]
     pub max_delay_us: u64,
+    /// Most items waiting for the model; more fail at once with `busy`.
+    #[serde(default = "default_max_queue")]
+    pub max_queue: usize,
 }
 
 impl Default for ModelSection {
@@ -65,6 +68,7 @@ impl Default for ModelSection {
             batching: true,
             max_batch: default_max_batch(),
             max_delay_us: 0,
+            max_queue: default_max_queue(),
         }
     }
 }
@@ -72,16 +76,21 @@ impl Default for ModelSection {
 impl ModelSection {
     /// The executor's batching policy.
     pub fn batch_policy(&self) -> crate::executor::BatchPolicy {
+        let max_queue = self.max_queue.max(1);
         if !self.batching {
-            return crate::executor::BatchPolicy::OFF;
+            return crate::executor::BatchPolicy { max_queue, ..crate::executor::BatchPolicy::OFF };
         }
         crate::executor::BatchPolicy {
             max_batch: self.max_batch.max(1),
             max_delay: std::time::Duration::from_micros(self.max_delay_us),
+            max_queue,
         }
     }
 }
 
+fn default_max_queue() -> usize {
+    crate::executor::BatchPolicy::default().max_queue
+}
 fn default_true() -> bool {
     true
 }

@@ -222,16 +222,16 @@ impl Request {
                 let mut timings = Timings::default();
                 let payload = match payload {
                     Ok(p) => p,
-                    Err(e) => return (index, Err(ItemFailure { code: e.code(), message: e.to_string() }), timings),
+                    Err(e) => return (index, Err(ItemFailure::new(e.code(), e.to_string())), timings),
                 };
-                let work = process_item(&app, head, payload, &mut timings);
+                let work = process_item(&app, head, payload, deadline.map(|d| d.into_std()), &mut timings);
                 let result = match deadline {
                     Some(d) => match tokio::time::timeout_at(d, work).await {
                         Ok(r) => r,
-                        Err(_) => Err(ItemFailure {
-                            code: ErrorCode::DeadlineExceeded,
-                            message: "request deadline passed before the item finished".into(),
-                        }),
+                        Err(_) => Err(ItemFailure::new(
+                            ErrorCode::DeadlineExceeded,
+                            "request deadline passed before the item finished",
+                        )),
                     },
                     None => work.await,
                 };
@@ -282,7 +282,15 @@ impl Request {
             Err(failure) => {
                 self.summary.failed += 1;
                 tracing::debug!(index, code = %failure.code, "item failed: {}", failure.message);
-                encode(&Frame::ItemError(ItemError { index, code: failure.code, message: failure.message }), &mut self.out);
+                encode(
+                    &Frame::ItemError(ItemError {
+                        index,
+                        code: failure.code,
+                        message: failure.message,
+                        retry_after_ms: failure.retry_after_ms,
+                    }),
+                    &mut self.out,
+                );
             }
         }
         Ok(())

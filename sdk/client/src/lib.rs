@@ -192,6 +192,8 @@ pub struct ItemFailed {
     pub code: ErrorCode,
     /// Host's message.
     pub message: String,
+    /// For `busy`: the host's suggested wait before retrying (milliseconds).
+    pub retry_after_ms: Option<u64>,
 }
 
 /// One event of a streamed reply.
@@ -262,7 +264,12 @@ impl Client {
             .enumerate()
             .map(|(i, o)| {
                 o.unwrap_or_else(|| {
-                    Err(ItemFailed { index: i as u32, code: ErrorCode::Internal, message: "no reply for this item".into() })
+                    Err(ItemFailed {
+                        index: i as u32,
+                        code: ErrorCode::Internal,
+                        message: "no reply for this item".into(),
+                        retry_after_ms: None,
+                    })
                 })
             })
             .collect();
@@ -321,7 +328,12 @@ impl Client {
                     match state.on_frame(frame)? {
                         Frame::Result(item) => on_event(Event::Item(Ok(item_reply(item, limits)?))),
                         Frame::ItemError(e) => {
-                            on_event(Event::Item(Err(ItemFailed { index: e.index, code: e.code, message: e.message })))
+                            on_event(Event::Item(Err(ItemFailed {
+                                index: e.index,
+                                code: e.code,
+                                message: e.message,
+                                retry_after_ms: e.retry_after_ms,
+                            })))
                         }
                         Frame::Summary(s) => {
                             on_event(Event::Summary(s.clone()));

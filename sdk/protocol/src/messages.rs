@@ -168,6 +168,9 @@ pub struct ItemError {
     pub code: ErrorCode,
     /// Human-readable message naming what was wrong.
     pub message: String,
+    /// For `busy`: a suggested wait before retrying (milliseconds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after_ms: Option<u64>,
 }
 
 /// The failure of a whole request (nothing else follows on the stream).

@@ -30,7 +30,7 @@ fn all_frames() -> Vec<Frame> {
         Frame::Item(item(1, b"")),
         Frame::End,
         Frame::Result(item(0, &[0, 1, 2, 255])),
-        Frame::ItemError(ItemError { index: 1, code: ErrorCode::PluginError, message: "missing key `x`".into() }),
+        Frame::ItemError(ItemError { index: 1, code: ErrorCode::PluginError, message: "missing key `x`".into(), retry_after_ms: None }),
         Frame::Summary(Summary {
             request_id: "r1".into(),
             model: "tabular".into(),
