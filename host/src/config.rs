@@ -33,6 +33,8 @@ pub struct HostConfig {
     pub max_streams_per_connection: u32,
     /// Connection idle timeout.
     pub idle_timeout: Duration,
+    /// Serve Prometheus metrics over HTTP here (off when `None`).
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl HostConfig {
@@ -50,6 +52,7 @@ impl HostConfig {
             plugin_memory_limit: 1 << 30,
             max_streams_per_connection: 256,
             idle_timeout: Duration::from_secs(60),
+            metrics_listen: None,
         }
     }
 }

@@ -11,6 +11,7 @@
 
 pub mod config;
 pub mod executor;
+pub mod metrics;
 pub mod pipeline;
 pub mod plugin;
 pub mod repository;

@@ -50,6 +50,9 @@ struct Args {
     /// Most concurrent requests (streams) per connection.
     #[arg(long, default_value_t = 256)]
     max_streams_per_connection: u32,
+    /// Serve Prometheus metrics at http://ADDR/metrics (off by default).
+    #[arg(long, env = "TENSORGATE_METRICS_LISTEN")]
+    metrics_listen: Option<SocketAddr>,
     /// Close connections idle for this many seconds.
     #[arg(long, default_value_t = 60)]
     idle_timeout_s: u64,
@@ -78,6 +81,7 @@ fn main() -> anyhow::Result<()> {
     };
     config.max_streams_per_connection = args.max_streams_per_connection;
     config.idle_timeout = Duration::from_secs(args.idle_timeout_s);
+    config.metrics_listen = args.metrics_listen;
 
     let host = Host::load(config).context("starting the host")?;
     let rt = tokio::runtime::Runtime::new()?;

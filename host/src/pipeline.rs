@@ -9,6 +9,7 @@ use bytes::Bytes;
 use tensorgate_protocol::{ErrorCode, ItemHead, Timings};
 
 use crate::executor::ModelError;
+use crate::metrics;
 use crate::plugin::{CallError, Item, Output, Tensor};
 use crate::repository::Application;
 use crate::tensor;
@@ -70,9 +71,16 @@ pub async fn process_item(
     timings: &mut Timings,
 ) -> Result<Output, ItemFailure> {
     *timings = Timings::default();
+    let start = Instant::now();
     let result = run(app, head, payload, deadline, timings).await;
     let counter = if result.is_ok() { &app.counters.items_ok } else { &app.counters.items_failed };
     counter.fetch_add(1, Ordering::Relaxed);
+    let status = match &result {
+        Ok(_) => "ok".to_string(),
+        Err(f) => f.code.to_string(),
+    };
+    metrics::item(app.name(), &status, timings, start.elapsed());
+    metrics::plugin_instances(app.name(), app.plugin.idle_instances());
     result
 }
 

@@ -176,6 +176,7 @@ impl ModelExecutor {
         let (tx, rx) = mpsc::channel::<Job>();
         let stats = Arc::new(ExecutorStats::default());
         let thread_stats = stats.clone();
+        let model_name = name.to_string();
         let (ready_tx, ready_rx) = mpsc::sync_channel::<Result<Duration, ModelError>>(1);
         let path_buf = path.to_path_buf();
         std::thread::Builder::new()
@@ -199,7 +200,8 @@ impl ModelExecutor {
                 let _ = ready_tx.send(Ok(start.elapsed()));
                 let mut held = VecDeque::new();
                 while let Some(batch) = next_batch(&rx, &mut held, policy, &thread_stats) {
-                    run_batch(&module, device, batch, &thread_stats);
+                    let rows = run_batch(&module, device, batch, &thread_stats);
+                    crate::metrics::forward(&model_name, rows, thread_stats.queued.load(Ordering::Relaxed));
                 }
             })
             .map_err(|e| ModelError::Load { path: path.display().to_string(), reason: e.to_string() })?;
@@ -325,7 +327,8 @@ fn next_batch(
 /// Runs a group of jobs as one forward and answers each with its rows. If the
 /// batched forward fails, or its outputs lack the batch dimension, each job
 /// runs alone so that only a bad item fails.
-fn run_batch(module: &CModule, device: Device, jobs: Vec<Job>, stats: &ExecutorStats) {
+/// Returns the rows of the last forward pass.
+fn run_batch(module: &CModule, device: Device, jobs: Vec<Job>, stats: &ExecutorStats) -> usize {
     if jobs.len() > 1 {
         let start = Instant::now();
         let inputs: Vec<&[Tensor]> = jobs.iter().map(|j| j.inputs.as_slice()).collect();
@@ -337,9 +340,10 @@ fn run_batch(module: &CModule, device: Device, jobs: Vec<Job>, stats: &ExecutorS
             for (job, outputs) in jobs.into_iter().zip(parts) {
                 let _ = job.reply.send(Ok(Forward { outputs, run_time, batch_rows: rows }));
             }
-            return;
+            return rows;
         }
     }
+    let mut last = 0;
     for job in jobs {
         let start = Instant::now();
         let rows = batch::rows(&job.inputs);
@@ -348,7 +352,9 @@ fn run_batch(module: &CModule, device: Device, jobs: Vec<Job>, stats: &ExecutorS
         stats.ran(rows, run_time);
         let result = result.map(|outputs| Forward { outputs, run_time, batch_rows: rows });
         let _ = job.reply.send(result);
+        last = rows;
     }
+    last
 }
 
 fn run(module: &CModule, device: Device, inputs: &[Tensor]) -> Result<Vec<Tensor>, ModelError> {

@@ -36,6 +36,9 @@ pub enum StartError {
     /// The wasmtime engine could not be created.
     #[error("wasm engine: {0}")]
     Engine(String),
+    /// The metrics exporter could not start.
+    #[error(transparent)]
+    Metrics(#[from] crate::metrics::MetricsError),
     /// Binding the UDP socket failed.
     #[error("binding {addr}: {source}")]
     Bind {
@@ -104,6 +107,10 @@ impl Host {
     /// Binds the QUIC endpoint and starts serving. Must run inside a tokio runtime.
     pub fn serve(self) -> Result<RunningHost, StartError> {
         let config = &self.shared.config;
+        if let Some(addr) = config.metrics_listen {
+            crate::metrics::install(addr)?;
+            tracing::info!(%addr, "metrics at http://{addr}/metrics");
+        }
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut tls = rustls::ServerConfig::builder_with_provider(provider)
             .with_protocol_versions(&[&rustls::version::TLS13])

@@ -49,9 +49,12 @@ pub(crate) async fn serve_stream(shared: Arc<Shared>, mut send: quinn::SendStrea
     let span = tracing::info_span!("request", stream = %send.id(), model = tracing::field::Empty, request_id = tracing::field::Empty);
     async {
         let mut req = Request::new(shared);
-        match req.run(&mut send, &mut recv).await {
+        let outcome = req.run(&mut send, &mut recv).await;
+        let model = req.header.as_ref().map(|h| h.model.clone()).unwrap_or_else(|| "-".into());
+        match outcome {
             Ok(()) => {}
             Err(Abort::Reject(code, message)) => {
+                crate::metrics::request(&model, &code.to_string());
                 req.cancel_remaining();
                 tracing::warn!(%code, "request rejected: {message}");
                 let _ = recv.stop(0u32.into());
@@ -60,6 +63,7 @@ pub(crate) async fn serve_stream(shared: Arc<Shared>, mut send: quinn::SendStrea
                 let _ = send.write_all(&out).await;
             }
             Err(Abort::Gone) => {
+                crate::metrics::request(&model, "cancelled");
                 let cancelled = req.cancel_remaining();
                 tracing::info!(cancelled, "client went away; remaining items cancelled");
                 return;
@@ -150,6 +154,9 @@ impl Request {
             }
         }
         self.summary.elapsed_us = self.received.elapsed().as_micros() as u64;
+        if let Some(h) = &self.header {
+            crate::metrics::request(&h.model, if self.summary.failed == 0 { "ok" } else { "partial" });
+        }
         encode(&Frame::Summary(std::mem::take(&mut self.summary)), &mut self.out);
         self.flush(send).await
     }
@@ -217,6 +224,7 @@ impl Request {
         let payload = item.decompressed(self.shared.config.limits.max_item_bytes);
         let head = ItemHead { compression: Compression::None, ..item.head };
         let deadline = self.deadline;
+        let span = tracing::debug_span!("item", index);
         self.tasks.spawn(
             async move {
                 let mut timings = Timings::default();
@@ -237,7 +245,7 @@ impl Request {
                 };
                 (index, result, timings)
             }
-            .in_current_span(),
+            .instrument(span),
         );
         Ok(())
     }

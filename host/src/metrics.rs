@@ -1,0 +1,107 @@
+//! Prometheus metrics: per-model item and request counts by status, the time
+//! split of every item (queue, preprocess, forward, postprocess, end to end),
+//! batch sizes, queue depth and plugin instances, served over HTTP on their
+//! own port (`--metrics-listen`; off unless configured).
+
+use std::net::SocketAddr;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use metrics_exporter_prometheus::PrometheusBuilder;
+use tensorgate_protocol::Timings;
+
+/// Metric names, in one place.
+pub mod names {
+    /// Counter: items answered, labels `model`, `status` (`ok` or an error code).
+    pub const ITEMS: &str = "tensorgate_items_total";
+    /// Counter: requests finished, labels `model`, `status`.
+    pub const REQUESTS: &str = "tensorgate_requests_total";
+    /// Histograms (seconds), label `model`.
+    pub const QUEUE: &str = "tensorgate_queue_seconds";
+    /// Time in `preprocess`.
+    pub const PREPROCESS: &str = "tensorgate_preprocess_seconds";
+    /// Time in the forward pass.
+    pub const FORWARD: &str = "tensorgate_forward_seconds";
+    /// Time in `postprocess`.
+    pub const POSTPROCESS: &str = "tensorgate_postprocess_seconds";
+    /// Item end to end inside the host.
+    pub const ITEM: &str = "tensorgate_item_seconds";
+    /// Histogram: rows per forward pass, label `model`.
+    pub const BATCH_ROWS: &str = "tensorgate_batch_rows";
+    /// Gauge: items waiting for the model, label `model`.
+    pub const QUEUE_DEPTH: &str = "tensorgate_queue_depth";
+    /// Gauge: idle plugin instances, label `model`.
+    pub const PLUGIN_INSTANCES: &str = "tensorgate_plugin_instances";
+}
+
+/// Errors starting the exporter.
+#[derive(Debug, thiserror::Error)]
+pub enum MetricsError {
+    /// Building or binding the exporter failed.
+    #[error("metrics exporter on {addr}: {reason}")]
+    Install {
+        /// Address.
+        addr: SocketAddr,
+        /// Cause.
+        reason: String,
+    },
+    /// A recorder is already installed in this process on another address.
+    #[error("metrics exporter already running on {0}")]
+    AlreadyInstalled(SocketAddr),
+}
+
+static INSTALLED: OnceLock<SocketAddr> = OnceLock::new();
+
+/// Installs the Prometheus recorder and its HTTP listener on `addr` (once per
+/// process). Must run inside a tokio runtime.
+pub fn install(addr: SocketAddr) -> Result<(), MetricsError> {
+    if let Some(existing) = INSTALLED.get() {
+        return if *existing == addr { Ok(()) } else { Err(MetricsError::AlreadyInstalled(*existing)) };
+    }
+    let buckets = [
+        20e-6, 50e-6, 100e-6, 200e-6, 500e-6, 1e-3, 2e-3, 5e-3, 10e-3, 20e-3, 50e-3, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0,
+    ];
+    let rows = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0];
+    let err = |reason: String| MetricsError::Install { addr, reason };
+    PrometheusBuilder::new()
+        .with_http_listener(addr)
+        .set_buckets(&buckets)
+        .map_err(|e| err(e.to_string()))?
+        .set_buckets_for_metric(metrics_exporter_prometheus::Matcher::Full(names::BATCH_ROWS.into()), &rows)
+        .map_err(|e| err(e.to_string()))?
+        .install()
+        .map_err(|e| err(e.to_string()))?;
+    let _ = INSTALLED.set(addr);
+    Ok(())
+}
+
+/// Records one finished item (stage times only when it succeeded).
+pub fn item(model: &str, status: &str, t: &Timings, total: Duration) {
+    let model = model.to_string();
+    metrics::counter!(names::ITEMS, "model" => model.clone(), "status" => status.to_string()).increment(1);
+    metrics::histogram!(names::ITEM, "model" => model.clone()).record(total.as_secs_f64());
+    // Stage times only for items that went through every stage.
+    if status == "ok" {
+        let secs = |us: u64| us as f64 / 1e6;
+        metrics::histogram!(names::QUEUE, "model" => model.clone()).record(secs(t.queue_us));
+        metrics::histogram!(names::PREPROCESS, "model" => model.clone()).record(secs(t.preprocess_us));
+        metrics::histogram!(names::FORWARD, "model" => model.clone()).record(secs(t.forward_us));
+        metrics::histogram!(names::POSTPROCESS, "model" => model).record(secs(t.postprocess_us));
+    }
+}
+
+/// Records one finished request.
+pub fn request(model: &str, status: &str) {
+    metrics::counter!(names::REQUESTS, "model" => model.to_string(), "status" => status.to_string()).increment(1);
+}
+
+/// Records one forward pass of `rows` rows and the queue left behind it.
+pub fn forward(model: &str, rows: usize, queued: usize) {
+    metrics::histogram!(names::BATCH_ROWS, "model" => model.to_string()).record(rows as f64);
+    metrics::gauge!(names::QUEUE_DEPTH, "model" => model.to_string()).set(queued as f64);
+}
+
+/// Records the idle plugin instances of a model.
+pub fn plugin_instances(model: &str, idle: usize) {
+    metrics::gauge!(names::PLUGIN_INSTANCES, "model" => model.to_string()).set(idle as f64);
+}
