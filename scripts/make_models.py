@@ -119,7 +119,28 @@ def tensors_bundles():
     print("tensors: plane-stats, multi-io")
 
 
+class Slow(torch.nn.Module):
+    """A deliberately slow model (~100 chained 256x256 matmuls per row) for
+    tests that need one model to be busy while another serves."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.eye(256) * 0.999)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for _ in range(100):
+            x = torch.tanh(x @ self.w)
+        return x.sum(dim=1)
+
+
+def test_apps():
+    slow = torch.jit.script(Slow().eval())
+    slow.save(str(ROOT / "tests" / "apps" / "slow" / "model.pt"))
+    print("tests/apps: slow")
+
+
 if __name__ == "__main__":
     torch.set_num_threads(1)
     tabular()
     tensors_bundles()
+    test_apps()

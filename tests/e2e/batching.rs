@@ -98,3 +98,78 @@ async fn a_model_that_opts_out_runs_one_item_per_forward() {
     client.close().await;
     host.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_slow_model_does_not_hold_up_a_fast_one() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    // The standard repository plus the test-only `slow` application.
+    let repo = tensorgate_tests::repository_with(|_, _| {});
+    let slow_dir = repo.path().join("slow/1");
+    std::fs::create_dir_all(&slow_dir).unwrap();
+    for f in ["manifest.toml", "model.pt"] {
+        std::fs::copy(root().join("tests/apps/slow").join(f), slow_dir.join(f)).unwrap();
+    }
+    std::fs::copy(repo.path().join("multi-io/1/plugin.wasm"), slow_dir.join("plugin.wasm")).unwrap();
+    let host = TestHost::start_with(repo.path().to_path_buf(), |_| {}).await;
+    assert!(host.host.repository().failures().is_empty(), "{:?}", host.host.repository().failures());
+    let client = Arc::new(host.client().await);
+
+    let x = Tensor { dtype: Dtype::F32, shape: vec![1, 256], data: 0.5f32.to_le_bytes().repeat(256) };
+    let slow_items = vec![Input::new(write_npy(&x), "application/x-npy"); 300];
+    let slow_done = Arc::new(AtomicBool::new(false));
+    let slow = {
+        let (client, done) = (client.clone(), slow_done.clone());
+        tokio::spawn(async move {
+            let reply = client.predict(Submission::new("slow", slow_items)).await.unwrap();
+            done.store(true, Ordering::SeqCst);
+            reply
+        })
+    };
+    // Wait until the slow model is busy, then use the fast one.
+    loop {
+        let s = client.status().await.unwrap();
+        if s.models.iter().any(|m| m.name == "slow" && m.forwards > 0) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    for item in tabular_items(20) {
+        let reply = client.predict(Submission::new("tabular", vec![item])).await.unwrap();
+        assert_eq!(reply.summary.ok, 1);
+    }
+    assert!(!slow_done.load(Ordering::SeqCst), "the fast model's 20 requests waited for the slow model's 300 items");
+    let slow_reply = slow.await.unwrap();
+    assert_eq!(slow_reply.summary.ok, 300);
+    client.status().await.unwrap();
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_model_instances_share_the_queue() {
+    let repo = tensorgate_tests::repository_with(|name, text| {
+        if name == "tabular" {
+            *text = text.replace("max_batch = 64", "max_batch = 4\ninstances = 2");
+        }
+    });
+    let host = TestHost::start_with(repo.path().to_path_buf(), |_| {}).await;
+    let client = host.client().await;
+    let items = tabular_items(400);
+    let mut alone = Vec::new();
+    for item in items.iter().take(8) {
+        alone.push(client.predict(Submission::new("tabular", vec![item.clone()])).await.unwrap().outcomes[0].clone().unwrap().payload);
+    }
+    let reply = client.predict(Submission::new("tabular", items)).await.unwrap();
+    assert_eq!(reply.summary.ok, 400);
+    for (i, want) in alone.iter().enumerate() {
+        let got: serde_json::Value = serde_json::from_slice(&reply.outcomes[i].as_ref().unwrap().payload).unwrap();
+        let want: serde_json::Value = serde_json::from_slice(want).unwrap();
+        for label in ["qcd", "top", "w", "z"] {
+            assert!((got[label].as_f64().unwrap() - want[label].as_f64().unwrap()).abs() <= 1e-6, "item {i} {label}");
+        }
+    }
+    let m = client.status().await.unwrap().models.into_iter().find(|m| m.name == "tabular").unwrap();
+    assert_eq!(m.forward_rows, 408);
+    client.close().await;
+    host.stop().await;
+}

@@ -1,14 +1,14 @@
-//! The model runner: one dedicated thread per loaded model owns the
-//! TorchScript module on its device, runs forwards under `no_grad`, and
-//! answers over a channel. Nothing else touches the module, so no lock is
-//! shared between models.
+//! The model runner: dedicated threads per loaded model (one per model
+//! instance, `[model] instances`), each owning its own copy of the
+//! TorchScript module on the model's device, run forwards under `no_grad`
+//! and answer over a channel. Nothing is shared between models.
 
 mod batch;
 
 use std::collections::VecDeque;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tch::{CModule, Device, IValue};
@@ -172,40 +172,59 @@ impl ExecutorStats {
 impl ModelExecutor {
     /// Loads the TorchScript file at `path` on `device` in a new thread and
     /// waits until it is ready.
-    pub fn load(name: &str, path: &Path, device: Device, policy: BatchPolicy) -> Result<Self, ModelError> {
+    pub fn load(
+        name: &str,
+        path: &Path,
+        device: Device,
+        policy: BatchPolicy,
+        instances: usize,
+    ) -> Result<Self, ModelError> {
         let (tx, rx) = mpsc::channel::<Job>();
+        // The instances share one queue; whoever holds the lock forms the next
+        // batch, then releases it while running its forward pass.
+        let queue = Arc::new(Mutex::new((rx, VecDeque::new())));
         let stats = Arc::new(ExecutorStats::default());
-        let thread_stats = stats.clone();
-        let model_name = name.to_string();
-        let (ready_tx, ready_rx) = mpsc::sync_channel::<Result<Duration, ModelError>>(1);
-        let path_buf = path.to_path_buf();
-        std::thread::Builder::new()
-            .name(format!("model-{name}"))
-            .spawn(move || {
-                let _no_grad = tch::no_grad_guard();
-                let start = Instant::now();
-                let module = match CModule::load_on_device(&path_buf, device) {
-                    Ok(mut m) => {
-                        m.set_eval();
-                        m
+        let (ready_tx, ready_rx) = mpsc::sync_channel::<Result<Duration, ModelError>>(instances.max(1));
+        for i in 0..instances.max(1) {
+            let (queue, stats, ready_tx) = (queue.clone(), stats.clone(), ready_tx.clone());
+            let model_name = name.to_string();
+            let path_buf = path.to_path_buf();
+            std::thread::Builder::new()
+                .name(format!("model-{name}-{i}"))
+                .spawn(move || {
+                    let _no_grad = tch::no_grad_guard();
+                    let start = Instant::now();
+                    let module = match CModule::load_on_device(&path_buf, device) {
+                        Ok(mut m) => {
+                            m.set_eval();
+                            m
+                        }
+                        Err(e) => {
+                            let _ = ready_tx.send(Err(ModelError::Load {
+                                path: path_buf.display().to_string(),
+                                reason: e.to_string(),
+                            }));
+                            return;
+                        }
+                    };
+                    let _ = ready_tx.send(Ok(start.elapsed()));
+                    loop {
+                        let batch = {
+                            let mut guard = queue.lock().unwrap_or_else(|p| p.into_inner());
+                            let (rx, held) = &mut *guard;
+                            next_batch(rx, held, policy, &stats)
+                        };
+                        let Some(batch) = batch else { break };
+                        let rows = run_batch(&module, device, batch, &stats);
+                        crate::metrics::forward(&model_name, rows, stats.queued.load(Ordering::Relaxed));
                     }
-                    Err(e) => {
-                        let _ = ready_tx.send(Err(ModelError::Load {
-                            path: path_buf.display().to_string(),
-                            reason: e.to_string(),
-                        }));
-                        return;
-                    }
-                };
-                let _ = ready_tx.send(Ok(start.elapsed()));
-                let mut held = VecDeque::new();
-                while let Some(batch) = next_batch(&rx, &mut held, policy, &thread_stats) {
-                    let rows = run_batch(&module, device, batch, &thread_stats);
-                    crate::metrics::forward(&model_name, rows, thread_stats.queued.load(Ordering::Relaxed));
-                }
-            })
-            .map_err(|e| ModelError::Load { path: path.display().to_string(), reason: e.to_string() })?;
-        let load_time = ready_rx.recv().map_err(|_| ModelError::Stopped)??;
+                })
+                .map_err(|e| ModelError::Load { path: path.display().to_string(), reason: e.to_string() })?;
+        }
+        let mut load_time = Duration::ZERO;
+        for _ in 0..instances.max(1) {
+            load_time = load_time.max(ready_rx.recv().map_err(|_| ModelError::Stopped)??);
+        }
         Ok(ModelExecutor { tx, device, load_time, stats, max_queue: policy.max_queue.max(1) })
     }
 

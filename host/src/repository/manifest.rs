@@ -58,6 +58,9 @@ pub struct ModelSection {
     /// Most items waiting for the model; more fail at once with `busy`.
     #[serde(default = "default_max_queue")]
     pub max_queue: usize,
+    /// Copies of the model, each on its own executor thread.
+    #[serde(default = "default_instances")]
+    pub instances: usize,
 }
 
 impl Default for ModelSection {
@@ -69,6 +72,7 @@ impl Default for ModelSection {
             max_batch: default_max_batch(),
             max_delay_us: 0,
             max_queue: default_max_queue(),
+            instances: default_instances(),
         }
     }
 }
@@ -88,6 +92,9 @@ impl ModelSection {
     }
 }
 
+fn default_instances() -> usize {
+    1
+}
 fn default_max_queue() -> usize {
     crate::executor::BatchPolicy::default().max_queue
 }
@@ -206,6 +213,9 @@ impl Manifest {
         let field = |field, message: String| ManifestError::Field { path: path.into(), field, message };
         if m.name.is_empty() || !m.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
             return Err(field("name", format!("`{}` must be non-empty [A-Za-z0-9_-]", m.name)));
+        }
+        if !(1..=64).contains(&m.model.instances) {
+            return Err(field("model.instances", format!("{} is not in 1..=64", m.model.instances)));
         }
         if m.model.max_batch == 0 {
             return Err(field("model.max_batch", "must be at least 1".into()));

@@ -100,6 +100,7 @@ impl Application {
             &dir.join(&manifest.model.file),
             device.resolve()?,
             manifest.model.batch_policy(),
+            manifest.model.instances,
         )?;
         Ok(Application { manifest, info, plugin, model, dir: dir.to_path_buf(), load_time: start.elapsed(), counters: Counters::default() })
     }

@@ -322,6 +322,9 @@ impl Request {
                     items_failed: a.counters.items_failed.load(std::sync::atomic::Ordering::Relaxed),
                     forwards: a.model.stats().forwards.load(std::sync::atomic::Ordering::Relaxed),
                     forward_rows: a.model.stats().rows.load(std::sync::atomic::Ordering::Relaxed),
+                    forward_us: a.model.stats().busy_ns.load(std::sync::atomic::Ordering::Relaxed) / 1000,
+                    queued: a.model.stats().queued.load(std::sync::atomic::Ordering::Relaxed) as u64,
+                    plugin_instances: a.plugin.idle_instances() as u64,
                 })
                 .collect(),
             items_cancelled: self.shared.items_cancelled.load(std::sync::atomic::Ordering::Relaxed),

@@ -92,11 +92,16 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Models => {
             let status = client.status().await?;
-            println!("{:<20} {:>7} {:<8} {:>10} {:>10}  DESCRIPTION", "NAME", "VERSION", "DEVICE", "OK", "FAILED");
+            println!(
+                "{:<16} {:>7} {:<7} {:>9} {:>7} {:>6} {:>10} {:>6}  DESCRIPTION",
+                "NAME", "VERSION", "DEVICE", "OK", "FAILED", "QUEUED", "BATCH_MEAN", "FWD_MS"
+            );
             for m in status.models {
+                let batch = m.forward_rows as f64 / m.forwards.max(1) as f64;
+                let fwd_ms = m.forward_us as f64 / 1e3 / m.forwards.max(1) as f64;
                 println!(
-                    "{:<20} {:>7} {:<8} {:>10} {:>10}  {}",
-                    m.name, m.version, m.device, m.items_ok, m.items_failed, m.description
+                    "{:<16} {:>7} {:<7} {:>9} {:>7} {:>6} {:>10.1} {:>6.2}  {}",
+                    m.name, m.version, m.device, m.items_ok, m.items_failed, m.queued, batch, fwd_ms, m.description
                 );
             }
             ExitCode::SUCCESS

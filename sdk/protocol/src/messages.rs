@@ -245,6 +245,15 @@ pub struct ModelStatus {
     /// Rows run through them (`forward_rows / forwards` is the mean batch size).
     #[serde(default)]
     pub forward_rows: u64,
+    /// Total time in forward passes (microseconds).
+    #[serde(default)]
+    pub forward_us: u64,
+    /// Items waiting for the model now.
+    #[serde(default)]
+    pub queued: u64,
+    /// Idle plugin instances now.
+    #[serde(default)]
+    pub plugin_instances: u64,
 }
 
 /// Reply to a `status` request.
