@@ -6,18 +6,11 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 ROUNDS=${1:-5}
 REQUESTS=${2:-5000}
-BIN="$ROOT/target/release"
-[ -x "$BIN/tensorgate-host" ] && [ -x "$BIN/bare-forward" ] || { echo "run scripts/setup first" >&2; exit 1; }
-REPO="${TENSORGATE_REPO:-$ROOT/target/repository}"
-STATE=$(mktemp -d)
-OUT=$(mktemp)
-trap 'kill $HOST_PID 2>/dev/null; rm -rf "$STATE" "$OUT"' EXIT
-"$BIN/tensorgate-host" --repository "$REPO" --listen 127.0.0.1:0 --state-dir "$STATE" 2>/dev/null >/dev/null &
-HOST_PID=$!
-for _ in $(seq 100); do [ -f "$STATE/listening" ] && break; sleep 0.1; done
-export TENSORGATE_HOST=$(cat "$STATE/listening") TENSORGATE_FINGERPRINT=$(cat "$STATE/fingerprint")
+# shellcheck source=bench/common.sh
+. "$ROOT/bench/common.sh"
+OUT="$WORK/out"
+start_host
 SAMPLE="$ROOT/plugins/tabular/samples/jet-0.json"
-echo "machine: $(nproc) cores, load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 for r in $(seq "$ROUNDS"); do
     "$BIN/bare-forward" --model "$REPO/tabular/1/model.pt" --shape 1,16 --threads 1 | sed 's/^/bare1 /' >> "$OUT"
     "$BIN/tensorgate" bench --model tabular --file "$SAMPLE" --requests "$REQUESTS" --concurrency 1 --json | sed 's/^/c1 /' >> "$OUT"

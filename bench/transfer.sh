@@ -8,18 +8,11 @@
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 ROUNDS=${1:-3}
-BIN="$ROOT/target/release"
-[ -x "$BIN/tensorgate-host" ] && [ -x "$BIN/zstd-levels" ] || { echo "run scripts/setup first" >&2; exit 1; }
-REPO="${TENSORGATE_REPO:-$ROOT/target/repository}"
-WORK=$(mktemp -d)
-trap 'kill $HOST_PID 2>/dev/null; rm -rf "$WORK"' EXIT
+# shellcheck source=bench/common.sh
+. "$ROOT/bench/common.sh"
 "$BIN/zstd-levels" --write-event "$WORK/event" >/dev/null
 "$BIN/zstd-levels" --write-plane "$WORK/plane-1mib.npy" 512 512
-"$BIN/tensorgate-host" --repository "$REPO" --listen 127.0.0.1:0 --state-dir "$WORK/state" 2>/dev/null >/dev/null &
-HOST_PID=$!
-for _ in $(seq 100); do [ -f "$WORK/state/listening" ] && break; sleep 0.1; done
-export TENSORGATE_HOST=$(cat "$WORK/state/listening") TENSORGATE_FINGERPRINT=$(cat "$WORK/state/fingerprint")
-echo "machine: $(nproc) cores, load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
+start_host
 EVENT=(--file "$WORK/event/plane-u.npy" --file "$WORK/event/plane-v.npy" --file "$WORK/event/plane-y.npy")
 for r in $(seq "$ROUNDS"); do
     for z in "" --no-compress; do
