@@ -103,6 +103,9 @@ struct Totals {
 
 pub async fn run(client: Arc<Client>, args: SubmitArgs) -> anyhow::Result<ExitCode> {
     let files = Arc::new(expand(&args.inputs)?);
+    if files.is_empty() {
+        bail!("no input files in {:?}", args.inputs);
+    }
     if let Some(dir) = &args.output_dir {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
