@@ -116,7 +116,7 @@ async fn a_slow_model_does_not_hold_up_a_fast_one() {
     let client = Arc::new(host.client().await);
 
     let x = Tensor { dtype: Dtype::F32, shape: vec![1, 256], data: 0.5f32.to_le_bytes().repeat(256) };
-    let slow_items = vec![Input::new(write_npy(&x), "application/x-npy"); 1000];
+    let slow_items = vec![Input::new(write_npy(&x), "application/x-npy"); 500];
     let slow_done = Arc::new(AtomicBool::new(false));
     let slow = {
         let (client, done) = (client.clone(), slow_done.clone());
@@ -138,9 +138,9 @@ async fn a_slow_model_does_not_hold_up_a_fast_one() {
         let reply = client.predict(Submission::new("tabular", vec![item])).await.unwrap();
         assert_eq!(reply.summary.ok, 1);
     }
-    assert!(!slow_done.load(Ordering::SeqCst), "the fast model's 20 requests waited for the slow model's 1000 items");
+    assert!(!slow_done.load(Ordering::SeqCst), "the fast model's 20 requests waited for the slow model's 500 items");
     let slow_reply = slow.await.unwrap();
-    assert_eq!(slow_reply.summary.ok, 1000);
+    assert_eq!(slow_reply.summary.ok, 500);
     client.status().await.unwrap();
     host.stop().await;
 }
