@@ -6,12 +6,22 @@ WORK=$(mktemp -d)
 HOST_PID=""
 trap '[ -n "$HOST_PID" ] && kill $HOST_PID 2>/dev/null; rm -rf "$WORK"' EXIT
 
-# Starts a host over $REPO on an ephemeral loopback port and points the CLI at it.
+# Starts a host over $1 (default $REPO) on an ephemeral loopback port and
+# points the CLI at it; extra arguments go to the host.
 start_host() {
-    "$BIN/tensorgate-host" --repository "$REPO" --listen 127.0.0.1:0 --state-dir "$WORK/state" "$@" >/dev/null 2>&1 &
+    local repo=${1:-$REPO}
+    [ $# -gt 0 ] && shift
+    local state
+    state=$(mktemp -d "$WORK/state.XXXX")
+    "$BIN/tensorgate-host" --repository "$repo" --listen 127.0.0.1:0 --state-dir "$state" "$@" >/dev/null 2>&1 &
     HOST_PID=$!
-    for _ in $(seq 300); do [ -f "$WORK/state/listening" ] && break; sleep 0.1; done
-    [ -f "$WORK/state/listening" ] || { echo "host did not start" >&2; exit 1; }
-    export TENSORGATE_HOST=$(cat "$WORK/state/listening") TENSORGATE_FINGERPRINT=$(cat "$WORK/state/fingerprint")
+    for _ in $(seq 300); do [ -f "$state/listening" ] && break; sleep 0.1; done
+    [ -f "$state/listening" ] || { echo "host did not start" >&2; exit 1; }
+    export TENSORGATE_HOST=$(cat "$state/listening") TENSORGATE_FINGERPRINT=$(cat "$state/fingerprint")
     echo "machine: $(nproc) cores, load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
+}
+
+stop_host() {
+    kill "$HOST_PID" 2>/dev/null && wait "$HOST_PID" 2>/dev/null
+    HOST_PID=""
 }

@@ -99,8 +99,56 @@ class MultiIO(torch.nn.Module):
         return h, (x.sum(dim=1) * y.sum(dim=1)).to(torch.float64)
 
 
+class PatchCNN(torch.nn.Module):
+    """Small conv net: 64x64 wire-plane patches -> background/track/shower scores."""
+
+    def __init__(self):
+        super().__init__()
+        self.features = torch.nn.Sequential(
+            torch.nn.Conv2d(1, 16, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
+            torch.nn.Conv2d(16, 32, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
+            torch.nn.Conv2d(32, 64, 3, padding=1), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
+        )
+        self.head = torch.nn.Linear(64, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.head(self.features(x).flatten(1)), dim=1)
+
+
+def patches(n: int, seed: int):
+    """n synthetic 1x64x64 patches: empty, a straight track, or a shower-like blob."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    out = np.zeros((n, 1, 64, 64), dtype=np.float32)
+    for i in range(n):
+        kind = i % 3
+        if kind == 1:
+            r0, slope = rng.uniform(8, 56), rng.uniform(-0.8, 0.8)
+            for c in range(64):
+                r = int(r0 + slope * (c - 32))
+                if 0 <= r < 64:
+                    out[i, 0, r, c] = rng.uniform(20, 80)
+        elif kind == 2:
+            cr, cc = rng.uniform(16, 48, size=2)
+            for _ in range(150):
+                r, c = int(rng.normal(cr, 5)), int(rng.normal(cc, 5))
+                if 0 <= r < 64 and 0 <= c < 64:
+                    out[i, 0, r, c] = rng.uniform(10, 60)
+    return out
+
+
 def tensors_bundles():
     import numpy as np
+
+    torch.manual_seed(3)
+    cnn = torch.jit.script(PatchCNN().eval())
+    cnn_dir = ROOT / "plugins" / "tensors" / "bundles" / "patch-cnn"
+    cnn.save(str(cnn_dir / "model.pt"))
+    sample = patches(3, seed=9)
+    np.save(cnn_dir / "sample.npy", sample)
+    with torch.no_grad():
+        np.save(cnn_dir / "reference.npy", cnn(torch.from_numpy(sample)).numpy())
 
     base = ROOT / "plugins" / "tensors" / "bundles"
     stats = torch.jit.script(PlaneStats().eval())

@@ -93,3 +93,38 @@ async fn bad_arrays_are_clear_item_errors() {
     client.close().await;
     host.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn conv_net_matches_pytorch() {
+    use tensorgate_plugin::npy::parse_npy;
+    let host = TestHost::start().await;
+    let client = host.client().await;
+    let dir = root().join("plugins/tensors/bundles/patch-cnn");
+    let sample = std::fs::read(dir.join("sample.npy")).unwrap();
+    let want = parse_npy(&std::fs::read(dir.join("reference.npy")).unwrap()).unwrap();
+    // Once as one 3-patch item, once as three 1-patch items (batched together by the host).
+    let whole = client.predict(Submission::new("patch-cnn", vec![Input::new(sample.clone(), "application/x-npy")])).await.unwrap();
+    let got = parse_npz(&whole.outcomes[0].as_ref().expect("ok").payload).unwrap();
+    assert_eq!((got[0].0.as_str(), got[0].1.shape.clone()), ("scores", vec![3, 3]));
+    for (g, w) in f32s(&got[0].1).iter().zip(f32s(&want)) {
+        assert!((g - w).abs() <= 1e-5, "host {g} vs pytorch {w}");
+    }
+    let all = parse_npy(&sample).unwrap();
+    let row = all.data.len() / 3;
+    let singles: Vec<Input> = (0..3)
+        .map(|i| {
+            let t = Tensor { dtype: Dtype::F32, shape: vec![1, 1, 64, 64], data: all.data[i * row..(i + 1) * row].to_vec() };
+            Input::new(write_npy(&t), "application/x-npy")
+        })
+        .collect();
+    let split = client.predict(Submission::new("patch-cnn", singles)).await.unwrap();
+    let wanted = f32s(&want);
+    for (i, outcome) in split.outcomes.iter().enumerate() {
+        let got = parse_npz(&outcome.as_ref().expect("ok").payload).unwrap();
+        for (g, w) in f32s(&got[0].1).iter().zip(&wanted[i * 3..i * 3 + 3]) {
+            assert!((g - w).abs() <= 1e-5, "patch {i}: host {g} vs pytorch {w}");
+        }
+    }
+    client.close().await;
+    host.stop().await;
+}
