@@ -33,6 +33,9 @@ pub struct HostConfig {
     pub max_streams_per_connection: u32,
     /// Connection idle timeout.
     pub idle_timeout: Duration,
+    /// Most items of one request being processed at once; the host reads no
+    /// further items of that request until some finish.
+    pub max_items_in_flight: usize,
     /// Serve Prometheus metrics over HTTP here (off when `None`).
     pub metrics_listen: Option<SocketAddr>,
 }
@@ -52,6 +55,7 @@ impl HostConfig {
             plugin_memory_limit: 1 << 30,
             max_streams_per_connection: 256,
             idle_timeout: Duration::from_secs(60),
+            max_items_in_flight: 1024,
             metrics_listen: None,
         }
     }

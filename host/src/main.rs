@@ -50,6 +50,9 @@ struct Args {
     /// Most concurrent requests (streams) per connection.
     #[arg(long, default_value_t = 256)]
     max_streams_per_connection: u32,
+    /// Most items of one request processed at once (reading pauses beyond it).
+    #[arg(long, default_value_t = 1024)]
+    max_items_in_flight: usize,
     /// Serve Prometheus metrics at http://ADDR/metrics (off by default).
     #[arg(long, env = "TENSORGATE_METRICS_LISTEN")]
     metrics_listen: Option<SocketAddr>,
@@ -82,6 +85,7 @@ fn main() -> anyhow::Result<()> {
     config.max_streams_per_connection = args.max_streams_per_connection;
     config.idle_timeout = Duration::from_secs(args.idle_timeout_s);
     config.metrics_listen = args.metrics_listen;
+    config.max_items_in_flight = args.max_items_in_flight.max(1);
 
     let host = Host::load(config).context("starting the host")?;
     let rt = tokio::runtime::Runtime::new()?;

@@ -103,14 +103,7 @@ async fn a_model_that_opts_out_runs_one_item_per_forward() {
 async fn a_slow_model_does_not_hold_up_a_fast_one() {
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;
-    // The standard repository plus the test-only `slow` application.
-    let repo = tensorgate_tests::repository_with(|_, _| {});
-    let slow_dir = repo.path().join("slow/1");
-    std::fs::create_dir_all(&slow_dir).unwrap();
-    for f in ["manifest.toml", "model.pt"] {
-        std::fs::copy(root().join("tests/apps/slow").join(f), slow_dir.join(f)).unwrap();
-    }
-    std::fs::copy(repo.path().join("multi-io/1/plugin.wasm"), slow_dir.join("plugin.wasm")).unwrap();
+    let repo = tensorgate_tests::repository_with_slow();
     let host = TestHost::start_with(repo.path().to_path_buf(), |_| {}).await;
     assert!(host.host.repository().failures().is_empty(), "{:?}", host.host.repository().failures());
     let client = Arc::new(host.client().await);

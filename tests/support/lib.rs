@@ -89,3 +89,16 @@ pub fn repository_with(edit: impl Fn(&str, &mut String)) -> tempfile::TempDir {
     }
     copy
 }
+
+/// The standard repository plus the test-only `slow` application
+/// (`tests/apps/slow`: a deliberately slow model behind the generic tensors plugin).
+pub fn repository_with_slow() -> tempfile::TempDir {
+    let repo = repository_with(|_, _| {});
+    let dir = repo.path().join("slow/1");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    for f in ["manifest.toml", "model.pt"] {
+        std::fs::copy(root().join("tests/apps/slow").join(f), dir.join(f)).expect("copy slow app");
+    }
+    std::fs::copy(repo.path().join("multi-io/1/plugin.wasm"), dir.join("plugin.wasm")).expect("copy tensors plugin");
+    repo
+}

@@ -114,7 +114,10 @@ impl Request {
                 break;
             }
             tokio::select! {
-                chunk = recv.read_chunk(READ_CHUNK, true), if reading => {
+                // At most `max_items_in_flight` items of one request are held at
+                // once; past that the host stops reading and QUIC flow control
+                // makes the client wait, so memory stays bounded.
+                chunk = recv.read_chunk(READ_CHUNK, true), if reading && self.tasks.len() < self.shared.config.max_items_in_flight => {
                     match chunk {
                         Ok(Some(chunk)) => {
                             self.decoder.feed(&chunk.bytes);
