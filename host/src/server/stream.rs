@@ -108,36 +108,35 @@ impl Request {
     }
 
     async fn run(&mut self, send: &mut quinn::SendStream, recv: &mut quinn::RecvStream) -> Result<(), Abort> {
+        // At most `max_items_in_flight` items of one request are held at once:
+        // past that the host decodes and reads nothing more, and QUIC flow
+        // control makes the client wait, so memory stays bounded.
+        let max = self.shared.config.max_items_in_flight;
         let mut reading = true;
         loop {
+            while self.tasks.len() < max && !self.state.ended() {
+                let Some(frame) = self.decoder.decode()? else { break };
+                if let Some(reply) = self.on_frame(frame)? {
+                    // A status request: answered, nothing else to do.
+                    send.write_all(&reply).await?;
+                    return Ok(());
+                }
+            }
+            if self.state.ended() {
+                reading = false;
+            }
             if !reading && self.tasks.is_empty() {
                 break;
             }
+            // Read only when no whole frame is waiting to be decoded.
+            let want_bytes = reading && self.tasks.len() < max && self.decoder.needed() > 0;
             tokio::select! {
-                // At most `max_items_in_flight` items of one request are held at
-                // once; past that the host stops reading and QUIC flow control
-                // makes the client wait, so memory stays bounded.
-                chunk = recv.read_chunk(READ_CHUNK, true), if reading && self.tasks.len() < self.shared.config.max_items_in_flight => {
+                chunk = recv.read_chunk(READ_CHUNK, true), if want_bytes => {
                     match chunk {
-                        Ok(Some(chunk)) => {
-                            self.decoder.feed(&chunk.bytes);
-                            while let Some(frame) = self.decoder.decode()? {
-                                if let Some(reply) = self.on_frame(frame)? {
-                                    // A status request: answered, nothing else to do.
-                                    send.write_all(&reply).await?;
-                                    return Ok(());
-                                }
-                            }
-                            if self.state.ended() {
-                                reading = false;
-                            }
-                        }
+                        Ok(Some(chunk)) => self.decoder.feed(&chunk.bytes),
                         Ok(None) => {
                             self.decoder.finish()?;
-                            if !self.state.ended() {
-                                return Err(ProtocolError::Truncated("stream finished before End").into());
-                            }
-                            reading = false;
+                            return Err(ProtocolError::Truncated("stream finished before End").into());
                         }
                         Err(_) => return Err(Abort::Gone),
                     }
