@@ -124,6 +124,15 @@ impl PluginPool {
         Duration::from_nanos(self.average_ns.load(Ordering::Relaxed))
     }
 
+    /// Creates instances until `n` are idle (pre-warming the pool).
+    pub fn warm(&self, n: usize) -> Result<(), CallError> {
+        while self.idle_instances() < n {
+            let inst = self.instantiate()?;
+            self.idle.lock().unwrap_or_else(|p| p.into_inner()).push(inst);
+        }
+        Ok(())
+    }
+
     /// Instances currently idle in the pool.
     pub fn idle_instances(&self) -> usize {
         self.idle.lock().unwrap_or_else(|p| p.into_inner()).len()

@@ -1,0 +1,34 @@
+//! Memory cost of plugin instances: loads one application's plugin, then
+//! grows its instance pool and reports the process RSS per extra instance.
+//! Usage: plugin-memory REPO/NAME/VERSION [INSTANCES]
+
+use std::time::Duration;
+
+use tensorgate_host::plugin::PluginEngine;
+use tensorgate_host::repository::Manifest;
+
+fn rss_kb() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()))
+        .unwrap_or(0)
+}
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let dir = std::path::PathBuf::from(args.get(1).ok_or_else(|| anyhow::anyhow!("usage: plugin-memory BUNDLE_DIR [N]"))?);
+    let n: usize = args.get(2).map(|s| s.parse()).transpose()?.unwrap_or(100);
+    let manifest = Manifest::load(&dir)?;
+    let engine = PluginEngine::new()?;
+    let pool = engine.load(&manifest.name, &dir.join(&manifest.plugin.file), manifest.for_plugin(), Duration::from_secs(10), 1 << 30)?;
+    pool.describe()?; // one instance, used once
+    let base = rss_kb();
+    pool.warm(n + 1)?;
+    let grown = rss_kb();
+    let per = (grown.saturating_sub(base)) as f64 / n as f64;
+    println!(
+        "{}",
+        serde_json::json!({ "app": manifest.name, "instances_added": n, "rss_before_kb": base, "rss_after_kb": grown, "kb_per_instance": per })
+    );
+    Ok(())
+}
