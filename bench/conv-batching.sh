@@ -43,13 +43,10 @@ for r in $(seq "$ROUNDS"); do
     done
 done
 echo "machine: $(nproc) cores, load average at end: $(cut -d' ' -f1-3 /proc/loadavg); libtorch threads: $THREADS"
-python3 - "$WORK/out" <<'PY'
-import json, statistics, sys
-rows = {}
-for line in open(sys.argv[1]):
-    tag, js = line.split(" ", 1)
-    rows.setdefault(tag, []).append(json.loads(js))
-med = statistics.median
+PYTHONPATH="$ROOT/bench" python3 - "$WORK/out" <<'PY'
+import sys
+from tagged import load, med
+rows = load(sys.argv[1])
 print(f"rounds: {len(rows['on-1'])} (medians across rounds); items/s, single-patch requests")
 print("| concurrency / batch | batching off | batching on | on/off | bare tch loop at batch = c | on / bare |")
 print("|---|---|---|---|---|---|")

@@ -16,13 +16,10 @@ for r in $(seq "$ROUNDS"); do
     "$BIN/tensorgate" bench --model tabular --file "$SAMPLE" --requests "$REQUESTS" --concurrency 1 --json | sed 's/^/c1 /' >> "$OUT"
     "$BIN/tensorgate" bench --model tabular --file "$SAMPLE" --requests $((REQUESTS * 4)) --concurrency 64 --json | sed 's/^/c64 /' >> "$OUT"
 done
-python3 - "$OUT" <<'PY'
-import json, statistics, sys
-rows = {}
-for line in open(sys.argv[1]):
-    tag, js = line.split(" ", 1)
-    rows.setdefault(tag, []).append(json.loads(js))
-med = lambda xs: statistics.median(xs)
+PYTHONPATH="$ROOT/bench" python3 - "$OUT" <<'PY'
+import sys
+from tagged import load, med
+rows = load(sys.argv[1])
 b = rows["bare1"]; c1 = rows["c1"]; c64 = rows["c64"]
 print(f"rounds: {len(c1)} (medians across rounds)")
 print("| measurement | p50 µs | p90 µs | p99 µs | req/s |")

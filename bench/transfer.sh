@@ -21,13 +21,10 @@ for r in $(seq "$ROUNDS"); do
         "$BIN/tensorgate" bench --model plane-stats --file "$WORK/plane-1mib.npy" --items 100 --requests 5 --warmup 1 $z --json | sed "s/^/mib100-$tag /" >> "$WORK/out"
     done
 done
-python3 - "$WORK/out" <<'PY'
-import json, statistics, sys
-rows = {}
-for line in open(sys.argv[1]):
-    tag, js = line.split(" ", 1)
-    rows.setdefault(tag, []).append(json.loads(js))
-med = statistics.median
+PYTHONPATH="$ROOT/bench" python3 - "$WORK/out" <<'PY'
+import sys
+from tagged import load, med
+rows = load(sys.argv[1])
 print(f"rounds: {len(rows['event-zstd'])} (medians across rounds)")
 print("| request | zstd | raw MB/s | requests/s | p50 ms |")
 print("|---|---|---|---|---|")
