@@ -19,7 +19,7 @@ fn main() -> anyhow::Result<()> {
     let dir = std::path::PathBuf::from(args.get(1).ok_or_else(|| anyhow::anyhow!("usage: plugin-memory BUNDLE_DIR [N]"))?);
     let n: usize = args.get(2).map(|s| s.parse()).transpose()?.unwrap_or(100);
     let manifest = Manifest::load(&dir)?;
-    let engine = PluginEngine::new()?;
+    let engine = PluginEngine::new(None)?;
     let pool = engine.load(&manifest.name, &dir.join(&manifest.plugin.file), manifest.for_plugin(), Duration::from_secs(10), 1 << 30)?;
     pool.describe()?; // one instance, used once
     let base = rss_kb();

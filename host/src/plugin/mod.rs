@@ -6,8 +6,12 @@
 
 mod pool;
 
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
+
+use sha2::{Digest, Sha256};
 
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Engine, StoreLimits, StoreLimitsBuilder};
@@ -73,14 +77,18 @@ pub enum PluginLoadError {
 pub struct PluginEngine {
     engine: Engine,
     linker: Arc<Linker<HostState>>,
+    cache: Option<PathBuf>,
 }
 
 /// Granularity of plugin call budgets.
 pub const EPOCH_TICK: Duration = Duration::from_millis(5);
 
 impl PluginEngine {
-    /// Creates the engine and starts its epoch ticker thread.
-    pub fn new() -> Result<Self, PluginLoadError> {
+    /// Creates the engine and starts its epoch ticker thread. Compiled
+    /// plugins are cached in `cache` (when given), keyed by the component's
+    /// SHA-256 and the engine's compatibility hash, so a restart or a reload
+    /// of an unchanged plugin skips compilation.
+    pub fn new(cache: Option<PathBuf>) -> Result<Self, PluginLoadError> {
         let engine_err = |e: String| PluginLoadError::Engine(e);
         let mut config = Config::new();
         config.wasm_component_model(true);
@@ -95,7 +103,7 @@ impl PluginEngine {
             }
         }).map_err(|e| engine_err(e.to_string()))?;
         let linker = Arc::new(Self::linker(&engine).map_err(|e| engine_err(format!("{e:#}")))?);
-        Ok(PluginEngine { engine, linker })
+        Ok(PluginEngine { engine, linker, cache })
     }
 
     /// All host imports, wired in one place.
@@ -119,7 +127,14 @@ impl PluginEngine {
             path: path.display().to_string(),
             reason: format!("{e:#}"),
         };
-        let component = Component::from_file(&self.engine, path).map_err(err)?;
+        let bytes = std::fs::read(path).map_err(|e| PluginLoadError::Compile {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        let (component, from_cache) = match &self.cache {
+            Some(dir) => self.cached_compile(dir, &bytes).map_err(err)?,
+            None => (Component::new(&self.engine, &bytes).map_err(err)?, false),
+        };
         let pre = self.linker.instantiate_pre(&component).map_err(err)?;
         let pre = ApplicationPre::new(pre).map_err(err)?;
         let app: Arc<str> = Arc::from(app);
@@ -129,7 +144,38 @@ impl PluginEngine {
             manifest: manifest.clone(),
             limits: StoreLimitsBuilder::new().memory_size(memory_limit).instances(16).tables(64).build(),
         });
-        Ok(PluginPool::new(self.engine.clone(), pre, new_state, call_timeout))
+        Ok(PluginPool::new(self.engine.clone(), pre, new_state, call_timeout, from_cache))
+    }
+
+    /// The compiled component for `bytes`, from the cache when present and
+    /// valid (a stale or corrupt entry is recompiled and replaced); the flag
+    /// says whether compilation was skipped.
+    fn cached_compile(&self, dir: &Path, bytes: &[u8]) -> wasmtime::Result<(Component, bool)> {
+        let mut compat = std::collections::hash_map::DefaultHasher::new();
+        self.engine.precompile_compatibility_hash().hash(&mut compat);
+        let key = format!("{}-{:016x}", hex::encode(Sha256::digest(bytes)), compat.finish());
+        let file = dir.join(format!("{key}.cwasm"));
+        if file.exists() {
+            // SAFETY: the cache directory is the host's own state directory and
+            // holds only files this function wrote with `precompile_component`;
+            // wasmtime still checks the header and the engine compatibility.
+            match unsafe { Component::deserialize_file(&self.engine, &file) } {
+                Ok(c) => return Ok((c, true)),
+                Err(e) => tracing::warn!(file = %file.display(), "discarding unusable compiled plugin: {e:#}"),
+            }
+        }
+        let compiled = self.engine.precompile_component(bytes)?;
+        let tmp = dir.join(format!("{key}.tmp{}", std::process::id()));
+        let write = std::fs::create_dir_all(dir)
+            .and_then(|()| std::fs::write(&tmp, &compiled))
+            .and_then(|()| std::fs::rename(&tmp, &file));
+        if let Err(e) = write {
+            let _ = std::fs::remove_file(&tmp);
+            tracing::warn!(dir = %dir.display(), "cannot cache the compiled plugin: {e}");
+        }
+        // SAFETY: `compiled` was produced just now by this engine.
+        let component = unsafe { Component::deserialize(&self.engine, &compiled)? };
+        Ok((component, false))
     }
 }
 

@@ -42,6 +42,7 @@ pub struct PluginPool {
     call_timeout: Duration,
     /// Moving average of call durations (ns), to decide where calls run.
     average_ns: AtomicU64,
+    from_cache: bool,
 }
 
 impl PluginPool {
@@ -50,8 +51,17 @@ impl PluginPool {
         pre: ApplicationPre<HostState>,
         new_state: Box<dyn Fn() -> HostState + Send + Sync>,
         call_timeout: Duration,
+        from_cache: bool,
     ) -> Self {
-        PluginPool { engine, pre, new_state, idle: Mutex::new(Vec::new()), call_timeout, average_ns: AtomicU64::new(0) }
+        PluginPool {
+            engine,
+            pre,
+            new_state,
+            idle: Mutex::new(Vec::new()),
+            call_timeout,
+            average_ns: AtomicU64::new(0),
+            from_cache,
+        }
     }
 
     fn instantiate(&self) -> Result<PluginInstance, CallError> {
@@ -122,6 +132,11 @@ impl PluginPool {
     /// Recent average duration of a call to this plugin (zero before the first).
     pub fn average_call(&self) -> Duration {
         Duration::from_nanos(self.average_ns.load(Ordering::Relaxed))
+    }
+
+    /// Whether the compiled component came from the cache (no compilation).
+    pub fn from_cache(&self) -> bool {
+        self.from_cache
     }
 
     /// Creates instances until `n` are idle (pre-warming the pool).

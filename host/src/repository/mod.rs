@@ -162,7 +162,8 @@ impl Repository {
                     Ok(app) => {
                         tracing::info!(
                             app = app.name(), version = app.version(), device = %app.device(),
-                            load_ms = app.load_time.as_secs_f64() * 1e3, "loaded"
+                            load_ms = app.load_time.as_secs_f64() * 1e3,
+                            plugin_from_cache = app.plugin.from_cache(), "loaded"
                         );
                         repo.insert(Arc::new(app));
                     }

@@ -80,7 +80,8 @@ impl Host {
             tch::set_num_threads(config.intra_op_threads as i32);
         }
         let identity = Identity::load_or_create(&config.state_dir.join("tls"), &config.tls_names)?;
-        let engine = PluginEngine::new().map_err(|e| StartError::Engine(e.to_string()))?;
+        let engine = PluginEngine::new(Some(config.state_dir.join("compiled")))
+            .map_err(|e| StartError::Engine(e.to_string()))?;
         let repo = Repository::load_dir(&config.repository, &engine, &config).map_err(|source| {
             StartError::Repository { path: config.repository.display().to_string(), source }
         })?;
