@@ -102,14 +102,9 @@ async fn run(
         metadata: head.metadata.into_iter().collect(),
     };
     let queued = Instant::now();
-    let a = app.clone();
-    let bytes = item.data.len();
-    let (prepared, pre_us) = blocking(app, bytes, move || {
-        let t = Instant::now();
-        a.plugin.preprocess(&item).map(|p| (p, t.elapsed()))
-    })
-    .await??;
-    timings.preprocess_us = micros(pre_us);
+    let t = Instant::now();
+    let prepared = call_plugin(app, item.data.len(), || app.plugin.preprocess(&item))?;
+    timings.preprocess_us = micros(t.elapsed());
     validate_inputs(app, &prepared.inputs)?;
 
     if expired() {
@@ -119,15 +114,11 @@ async fn run(
     timings.forward_us = micros(forward.run_time);
     let outputs = forward.outputs;
 
-    let a = app.clone();
     let context = prepared.context;
     let bytes = outputs.iter().map(|t| t.data.len()).sum::<usize>() + context.len();
-    let (output, post_us) = blocking(app, bytes, move || {
-        let t = Instant::now();
-        a.plugin.postprocess(&outputs, &context).map(|o| (o, t.elapsed()))
-    })
-    .await??;
-    timings.postprocess_us = micros(post_us);
+    let t = Instant::now();
+    let output = call_plugin(app, bytes, || app.plugin.postprocess(&outputs, &context))?;
+    timings.postprocess_us = micros(t.elapsed());
     let busy = timings.preprocess_us + timings.forward_us + timings.postprocess_us;
     timings.queue_us = micros(queued.elapsed()).saturating_sub(busy);
     Ok(output)
@@ -142,11 +133,11 @@ fn micros(d: std::time::Duration) -> u64 {
 /// right here on the async worker: a hand-off costs more than the call. Others
 /// run under `block_in_place`, which moves this worker's other tasks away
 /// first, so a slow plugin never stalls unrelated requests.
-async fn blocking<R: Send + 'static>(app: &Application, bytes: usize, f: impl FnOnce() -> R + Send + 'static) -> Result<R, ItemFailure> {
+fn call_plugin<R>(app: &Application, bytes: usize, f: impl FnOnce() -> R) -> R {
     if bytes <= INLINE_BYTES_MAX && app.plugin.average_call() <= INLINE_CALL_MAX {
-        Ok(f())
+        f()
     } else {
-        Ok(tokio::task::block_in_place(f))
+        tokio::task::block_in_place(f)
     }
 }
 

@@ -15,6 +15,11 @@ fn cli(host: &TestHost) -> Command {
     cmd
 }
 
+/// Runs the command off the async runtime and returns its output.
+async fn output(mut cmd: Command) -> std::process::Output {
+    tokio::task::spawn_blocking(move || cmd.output().expect("tensorgate runs")).await.expect("join")
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn submit_status_and_models() {
     let host = TestHost::start().await;
@@ -27,13 +32,12 @@ async fn submit_status_and_models() {
     }
 
     // A directory: one JSON line per file, exit 0.
-    let out = tokio::task::spawn_blocking({
+    let out = output({
         let mut c = cli(&host);
         c.args(["submit", "--model", "tabular", "--quiet"]).arg(&good);
-        move || c.output().unwrap()
+        c
     })
-    .await
-    .unwrap();
+    .await;
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let lines: Vec<serde_json::Value> =
         String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
@@ -43,16 +47,15 @@ async fn submit_status_and_models() {
 
     // A glob plus a bad file, two requests in flight, results to files: exit 1.
     let outdir = work.path().join("out");
-    let out = tokio::task::spawn_blocking({
+    let out = output({
         let mut c = cli(&host);
         c.args(["submit", "--model", "tabular", "--quiet", "--concurrency", "2", "--compress", "off", "--output-dir"])
             .arg(&outdir)
             .arg(format!("{}/jet-*.json", samples.display()))
             .arg(samples.join("bad-missing-key.json"));
-        move || c.output().unwrap()
+        c
     })
-    .await
-    .unwrap();
+    .await;
     assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stderr).contains("3 ok, 1 failed"));
     let written: serde_json::Value = serde_json::from_slice(&std::fs::read(outdir.join("jet-1.json")).unwrap()).unwrap();
@@ -61,33 +64,30 @@ async fn submit_status_and_models() {
     assert!(stdout.contains("missing key `jet_pt`"), "{stdout}");
 
     // models and status.
-    let out = tokio::task::spawn_blocking({
+    let out = output({
         let mut c = cli(&host);
         c.arg("models");
-        move || c.output().unwrap()
+        c
     })
-    .await
-    .unwrap();
+    .await;
     let table = String::from_utf8(out.stdout).unwrap();
     assert!(table.lines().any(|l| l.starts_with("tabular")), "{table}");
-    let out = tokio::task::spawn_blocking({
+    let out = output({
         let mut c = cli(&host);
         c.arg("status");
-        move || c.output().unwrap()
+        c
     })
-    .await
-    .unwrap();
+    .await;
     let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(status["models"].as_array().unwrap().iter().any(|m| m["name"] == "tabular" && m["items_ok"] == 6));
 
     // No trust given: a clear error, exit 2.
-    let out = tokio::task::spawn_blocking({
+    let out = output({
         let mut c = cli(&host);
         c.env_remove("TENSORGATE_FINGERPRINT").arg("status");
-        move || c.output().unwrap()
+        c
     })
-    .await
-    .unwrap();
+    .await;
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--fingerprint"));
     host.stop().await;

@@ -128,8 +128,6 @@ pub struct Forward {
     /// Time spent running the forward this item was part of (input copy,
     /// forward, output copy), excluding the wait for the executor.
     pub run_time: Duration,
-    /// Rows in that forward (all items batched with this one).
-    pub batch_rows: usize,
 }
 
 /// Handle to a model's executor thread. Dropping the last handle stops the
@@ -357,7 +355,7 @@ fn run_batch(module: &CModule, device: Device, jobs: Vec<Job>, stats: &ExecutorS
             let run_time = start.elapsed();
             stats.ran(rows, run_time);
             for (job, outputs) in jobs.into_iter().zip(parts) {
-                let _ = job.reply.send(Ok(Forward { outputs, run_time, batch_rows: rows }));
+                let _ = job.reply.send(Ok(Forward { outputs, run_time }));
             }
             return rows;
         }
@@ -369,7 +367,7 @@ fn run_batch(module: &CModule, device: Device, jobs: Vec<Job>, stats: &ExecutorS
         let result = run(module, device, &job.inputs);
         let run_time = start.elapsed();
         stats.ran(rows, run_time);
-        let result = result.map(|outputs| Forward { outputs, run_time, batch_rows: rows });
+        let result = result.map(|outputs| Forward { outputs, run_time });
         let _ = job.reply.send(result);
         last = rows;
     }
