@@ -155,11 +155,14 @@ impl PluginEngine {
         self.engine.precompile_compatibility_hash().hash(&mut compat);
         let key = format!("{}-{:016x}", hex::encode(Sha256::digest(bytes)), compat.finish());
         let file = dir.join(format!("{key}.cwasm"));
-        if file.exists() {
+        // Read into memory rather than `deserialize_file`: a mapped file that
+        // someone truncates while the plugin is loaded would crash the host
+        // (SIGBUS); a copy in memory cannot change under us.
+        if let Ok(cached) = std::fs::read(&file) {
             // SAFETY: the cache directory is the host's own state directory and
             // holds only files this function wrote with `precompile_component`;
             // wasmtime still checks the header and the engine compatibility.
-            match unsafe { Component::deserialize_file(&self.engine, &file) } {
+            match unsafe { Component::deserialize(&self.engine, &cached) } {
                 Ok(c) => return Ok((c, true)),
                 Err(e) => tracing::warn!(file = %file.display(), "discarding unusable compiled plugin: {e:#}"),
             }
