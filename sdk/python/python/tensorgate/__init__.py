@@ -1,0 +1,20 @@
+"""tensorgate: a Python client for tensorgate inference hosts.
+
+    import numpy as np, tensorgate
+    with tensorgate.Client("127.0.0.1:7443", fingerprint="ab12...") as client:
+        out = client.predict("multi-io", {"x": np.ones((5, 4), "f4"), "y": np.ones((5, 3), "f4")})
+        out["h"].shape   # (5, 3): one row per input row, in order
+
+The wire protocol is the Rust client's (`tensorgate._native`), not a second
+implementation. ROOT trees: `tensorgate.root.predict_tree`.
+"""
+
+from .client import Client, Outputs, Request, Results
+from .errors import ConnectionError, ItemError, ProtocolError, RequestError, TensorgateError
+from ._native import __version__
+
+__all__ = [
+    "Client", "Outputs", "Request", "Results",
+    "TensorgateError", "RequestError", "ItemError", "ConnectionError", "ProtocolError",
+    "__version__",
+]

@@ -1,0 +1,175 @@
+"""`python -m tensorgate`: status, models, submit files, and run ROOT trees.
+
+    python -m tensorgate --host 127.0.0.1:7443 --fingerprint HEX status
+    python -m tensorgate submit --model multi-io plugins/tensors/bundles/multi-io/sample.npz
+    python -m tensorgate root --model nanoaod-jets --tree Events \\
+        --branches jets=Jet_pt,Jet_eta,Jet_phi --branches met=MET_pt --pad 10 \\
+        --output scores.root nano_dy.root root://host//store/file.root
+
+Settings come from flags, then TENSORGATE_HOST / TENSORGATE_FINGERPRINT /
+TENSORGATE_CA, as for the Rust `tensorgate` CLI. Exit codes: 0 ok, 1 some item
+failed, 2 error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import sys
+
+import numpy as np
+
+from .client import Client
+from .errors import ItemError, TensorgateError
+
+CONTENT_TYPES = {".json": "application/json", ".npy": "application/x-npy", ".npz": "application/x-npz",
+                 ".png": "image/png"}
+EXTENSIONS = {"application/x-npz": "npz", "application/x-npy": "npy", "image/png": "png"}
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m tensorgate", description="Submit work to a tensorgate host")
+    p.add_argument("--host", help="host address (default $TENSORGATE_HOST or 127.0.0.1:7443)")
+    p.add_argument("--fingerprint", help="pin the host certificate's SHA-256 fingerprint")
+    p.add_argument("--ca", help="verify the host certificate against this CA file (PEM)")
+    sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser("status", help="the host's status (JSON)")
+    sub.add_parser("models", help="the loaded models")
+    s = sub.add_parser("submit", help="send files as items; one JSON line per result")
+    s.add_argument("--model", required=True)
+    s.add_argument("--version", type=int)
+    s.add_argument("--content-type", help="content type of every item (default: by extension)")
+    s.add_argument("--output-dir", help="write each result payload to DIR/<stem>.<ext>")
+    s.add_argument("files", nargs="+")
+    r = sub.add_parser("root", help="run a ROOT tree through a model (uproot + awkward)")
+    r.add_argument("--model", required=True)
+    r.add_argument("--version", type=int)
+    r.add_argument("--tree", default="Events")
+    r.add_argument("--branches", action="append", required=True,
+                   help="INPUT=BR1,BR2,... (repeat per model input), or BR1,BR2 for one unnamed input")
+    r.add_argument("--pad", action="append", default=[],
+                   help="N for every jagged branch, or BRANCH=N (repeatable)")
+    r.add_argument("--pad-value", type=float, default=0.0)
+    r.add_argument("--no-mask", action="store_true", help="no <input>_mask arrays for jagged inputs")
+    r.add_argument("--step-size", default="100000", help="entries per chunk, or a size such as '50 MB'")
+    r.add_argument("--rows-per-item", type=int, default=256)
+    r.add_argument("--concurrency", type=int, default=4)
+    r.add_argument("--output", help="write results to a .root, .npz or .parquet file")
+    r.add_argument("files", nargs="+", help="ROOT files: paths or root:// URLs (passed to uproot as given)")
+    return p
+
+
+def _branches(specs):
+    if len(specs) == 1 and "=" not in specs[0]:
+        return specs[0].split(",")
+    out = {}
+    for spec in specs:
+        name, sep, names = spec.partition("=")
+        if not sep or not names:
+            raise ValueError(f"--branches {spec!r}: use INPUT=BR1,BR2,...")
+        out[name] = names.split(",")
+    return out
+
+
+def _pad(specs):
+    if not specs:
+        return None
+    if len(specs) == 1 and "=" not in specs[0]:
+        return int(specs[0])
+    return {k: int(v) for k, _, v in (s.partition("=") for s in specs)}
+
+
+def _summarise(value):
+    if isinstance(value, dict) and all(isinstance(v, np.ndarray) for v in value.values()):
+        return {k: {"shape": list(v.shape), "dtype": str(v.dtype), "values": v.ravel()[:8].tolist()}
+                for k, v in value.items()}
+    if isinstance(value, np.ndarray):
+        return {"shape": list(value.shape), "dtype": str(value.dtype), "values": value.ravel()[:8].tolist()}
+    if isinstance(value, bytes):
+        return {"bytes": len(value)}
+    return value
+
+
+def _submit(client: Client, args) -> int:
+    files = [pathlib.Path(f) for f in args.files]
+    payloads = [f.read_bytes() for f in files]
+    types = {args.content_type or CONTENT_TYPES.get(f.suffix.lower(), "application/octet-stream") for f in files}
+    if len(types) > 1:
+        raise ValueError(f"files of several content types {sorted(types)}: give --content-type or submit them apart")
+    raw = args.output_dir is not None
+    failed = 0
+    for index, value in client.stream(args.model, payloads, args.version, content_type=types.pop(), errors="return"):
+        line = {"index": index, "file": str(files[index])}
+        if isinstance(value, ItemError):
+            failed += 1
+            line.update(ok=False, code=value.code, error=value.message)
+        elif raw:
+            out = pathlib.Path(args.output_dir)
+            out.mkdir(parents=True, exist_ok=True)
+            ext = EXTENSIONS.get(_content_type_of(value), "json" if isinstance(value, (dict, list)) else "bin")
+            dest = out / f"{files[index].stem}.{ext}"
+            _write(dest, value)
+            line.update(ok=True, output=str(dest))
+        else:
+            line.update(ok=True, result=_summarise(value))
+        print(json.dumps(line), flush=True)
+    return 1 if failed else 0
+
+
+def _content_type_of(value) -> str:
+    if isinstance(value, dict) and value and all(isinstance(v, np.ndarray) for v in value.values()):
+        return "application/x-npz"
+    if isinstance(value, np.ndarray):
+        return "application/x-npy"
+    return ""
+
+
+def _write(dest: pathlib.Path, value) -> None:
+    if isinstance(value, np.ndarray):
+        np.save(dest, value)
+    elif isinstance(value, dict) and all(isinstance(v, np.ndarray) for v in value.values()):
+        np.savez(dest, **value)
+    elif isinstance(value, (bytes, bytearray)):
+        dest.write_bytes(value)
+    else:
+        dest.write_text(json.dumps(value))
+
+
+def _root(client: Client, args) -> int:
+    from .root import predict_tree
+
+    step = int(args.step_size) if args.step_size.isdigit() else args.step_size
+    out = predict_tree(client, args.model, args.files, args.tree, _branches(args.branches), step_size=step,
+                       pad=_pad(args.pad), pad_value=args.pad_value, mask=not args.no_mask,
+                       rows_per_item=args.rows_per_item, concurrency=args.concurrency, version=args.version,
+                       output=args.output)
+    print(json.dumps({"entries": out.entries, "chunks": out.chunks, "seconds": round(out.seconds, 4),
+                      "events_per_second": round(out.events_per_second, 1), "output": args.output,
+                      "outputs": {k: {"shape": list(v.shape), "dtype": str(v.dtype)} for k, v in out.items()}}))
+    return 0
+
+
+def main(argv=None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        with Client(args.host, fingerprint=args.fingerprint, ca=args.ca) as client:
+            if args.command == "status":
+                print(json.dumps(client.status(), indent=2))
+                return 0
+            if args.command == "models":
+                print(f"{'NAME':<16} {'VERSION':>7} {'DEVICE':<7} {'OK':>9} {'FAILED':>7}  DESCRIPTION")
+                for m in client.status()["models"]:
+                    print(f"{m['name']:<16} {m['version']:>7} {m['device']:<7} {m['items_ok']:>9} "
+                          f"{m['items_failed']:>7}  {m['description']}")
+                return 0
+            if args.command == "submit":
+                return _submit(client, args)
+            return _root(client, args)
+    except (TensorgateError, ValueError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,167 @@
+"""`Client`: predict, stream and status against one tensorgate host."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any, Iterator, Optional, Sequence, Union
+
+import numpy as np
+
+from . import _native
+from .errors import ItemError
+
+Batch = Union[np.ndarray, Mapping[str, np.ndarray]]
+
+
+class Results(list):
+    """Per-item results in input order; `summary` is the host's summary dict."""
+
+    summary: dict
+
+    def __init__(self, values, summary):
+        super().__init__(values)
+        self.summary = summary
+
+
+class Outputs(dict):
+    """Output name -> array, one row per input row; `summary` as in `Results`."""
+
+    summary: dict
+
+    def __init__(self, arrays, summary):
+        super().__init__(arrays)
+        self.summary = summary
+
+
+def _is_batch(items: Any) -> bool:
+    if hasattr(items, "__array_interface__"):
+        return True
+    return isinstance(items, Mapping) and len(items) > 0 and all(
+        hasattr(v, "__array_interface__") for v in items.values())
+
+
+class Request:
+    """A request in flight (from `Client.submit`); `result()` waits for it."""
+
+    def __init__(self, pending, batched: bool, errors: str):
+        self._pending, self._batched, self._errors = pending, batched, errors
+        self._value = None
+
+    def done(self) -> bool:
+        """True once every reply is in (never blocks)."""
+        return self._value is not None or self._pending.done()
+
+    def result(self, timeout: Optional[float] = None) -> Union[Results, Outputs]:
+        """Waits (GIL released) and returns `Results` or, for a batch, `Outputs`."""
+        if self._value is None:
+            if self._batched:
+                outputs, summary = self._pending.wait(timeout)
+                arrays = {name: np.frombuffer(buf, dtype=descr).reshape(shape)
+                          for name, descr, shape, buf in outputs}
+                self._value = Outputs(arrays, summary)
+            else:
+                values, first_failed, summary = self._pending.wait(timeout)
+                self._value = Results(values, summary)
+                if first_failed is not None and self._errors == "raise":
+                    raise values[first_failed]
+        return self._value
+
+
+class Client:
+    """A QUIC connection to a tensorgate host.
+
+    `address` is "HOST:PORT" (default `$TENSORGATE_HOST`, else 127.0.0.1:7443).
+    Trust the host by its certificate `fingerprint` (printed by tensorgate-host)
+    or a `ca` PEM file; defaults come from `$TENSORGATE_FINGERPRINT` and
+    `$TENSORGATE_CA`. `threads` sizes the client's own I/O runtime.
+    """
+
+    def __init__(self, address: Optional[str] = None, *, fingerprint: Optional[str] = None,
+                 ca: Optional[str] = None, token: Optional[str] = None, threads: int = 2):
+        address = address or os.environ.get("TENSORGATE_HOST", "127.0.0.1:7443")
+        if fingerprint is None and ca is None:
+            fingerprint = os.environ.get("TENSORGATE_FINGERPRINT") or None
+            ca = None if fingerprint else (os.environ.get("TENSORGATE_CA") or None)
+        token = token if token is not None else (os.environ.get("TENSORGATE_TOKEN") or None)
+        if token is not None and not hasattr(_native.NativeClient, "set_token"):
+            raise NotImplementedError("this build of tensorgate has no token support")
+        self._native = _native.NativeClient(address, fingerprint, None if ca is None else str(ca), threads)
+        if token is not None:
+            self._native.set_token(token)
+
+    @property
+    def address(self) -> str:
+        """The host's resolved address."""
+        return self._native.address
+
+    def submit(self, model: str, items: Union[Sequence[Any], Batch], version: Optional[int] = None, *,
+               rows_per_item: int = 1, content_type: Optional[str] = None, compress: bool = True,
+               errors: str = "raise", raw: bool = False) -> Request:
+        """Sends a request without waiting; see `predict` for the arguments."""
+        if errors not in ("raise", "return"):
+            raise ValueError('errors must be "raise" or "return"')
+        if _is_batch(items):
+            if isinstance(items, Mapping):
+                names, arrays = list(items.keys()), list(items.values())
+            else:
+                names, arrays = [None], [items]
+            pending = self._native.submit_arrays(model, names, arrays, rows_per_item, version, compress)
+            return Request(pending, True, errors)
+        pending = self._native.submit(model, items, version, content_type, compress, raw)
+        return Request(pending, False, errors)
+
+    def predict(self, model: str, items: Union[Sequence[Any], Batch], version: Optional[int] = None, *,
+                rows_per_item: int = 1, content_type: Optional[str] = None, compress: bool = True,
+                errors: str = "raise", raw: bool = False, timeout: Optional[float] = None):
+        """Runs `items` through `model` (newest version unless `version`).
+
+        A sequence of items -> `Results`, one value per item in input order.
+        Each item is bytes (sent as is, with `content_type`), a NumPy array
+        (.npy), a dict of arrays (.npz), a str, or any JSON-able value. Replies
+        come back decoded: .npz -> dict of arrays, .npy -> array, JSON ->
+        Python values, else bytes (`raw=True`: `(content_type, bytes)`).
+
+        A batch (one array, or a dict name -> array sharing the first
+        dimension) -> `Outputs`: its rows are sent as items of `rows_per_item`
+        rows and the replies joined back into one array per model output,
+        row-aligned with the input; no Python code runs per item.
+
+        A failed item raises `ItemError` (`errors="return"`: it is left in the
+        results instead); a rejected request raises `RequestError`.
+        """
+        return self.submit(model, items, version, rows_per_item=rows_per_item, content_type=content_type,
+                           compress=compress, errors=errors, raw=raw).result(timeout)
+
+    def stream(self, model: str, items: Sequence[Any], version: Optional[int] = None, *,
+               content_type: Optional[str] = None, compress: bool = True,
+               errors: str = "raise") -> Iterator[tuple]:
+        """Yields `(index, value)` for each item as it completes (any order).
+
+        Items and values are as for `predict` with a sequence. A failed item
+        raises `ItemError` (`errors="return"`: yielded as the value). The
+        iterator's `summary` attribute holds the host's summary at the end.
+        """
+        if errors not in ("raise", "return"):
+            raise ValueError('errors must be "raise" or "return"')
+        return self._native.stream(model, items, version, content_type, compress, errors == "raise")
+
+    def status(self) -> dict:
+        """The host's status: version, uptime and per-model counters."""
+        return self._native.status()
+
+    def close(self) -> None:
+        """Closes the connection."""
+        self._native.close()
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"tensorgate.Client({self.address!r})"
+
+
+__all__ = ["Client", "Request", "Results", "Outputs", "ItemError"]

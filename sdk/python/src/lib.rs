@@ -1,0 +1,653 @@
+//! `tensorgate._native`: the Python bindings over `tensorgate-client`.
+//!
+//! One protocol implementation: every byte on the wire is written and read by
+//! the Rust client. A tokio runtime lives inside each `NativeClient`; calls
+//! that wait (connect, status, the result of a request, the next streamed
+//! item) release the GIL and poll for Ctrl-C every 100 ms. NumPy arrays are
+//! read through their `__array_interface__` (the buffer protocol itself is
+//! not in the 3.9 stable ABI) and results come back as `bytearray`s that
+//! `numpy.frombuffer` wraps without a copy; splitting a batch into items and
+//! joining the replies happen here, never in a per-item Python loop.
+
+mod npy;
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyByteArray, PyBytes, PyDict, PyList, PyString, PyTuple};
+use tensorgate_client::{Client, ClientError, Event, Input, ItemFailed, ItemReply, Reply, Submission, Trust};
+
+const POLL: Duration = Duration::from_millis(100);
+
+/// Builds the Python exception (classes in `tensorgate.errors`) for a client error.
+fn client_error(py: Python<'_>, e: ClientError) -> PyErr {
+    let (class, code) = match &e {
+        ClientError::Request { code, .. } => ("RequestError", Some(code.to_string())),
+        ClientError::Protocol(_) | ClientError::Incomplete => ("ProtocolError", None),
+        ClientError::Tls(_) | ClientError::Connect { .. } | ClientError::Connection(_) => ("ConnectionError", None),
+        #[allow(unreachable_patterns)]
+        _ => ("TensorgateError", None),
+    };
+    let message = match &e {
+        ClientError::Request { message, .. } => message.clone(),
+        other => other.to_string(),
+    };
+    error_instance(py, class, &message, code.as_deref(), None, None)
+}
+
+fn error_instance(
+    py: Python<'_>,
+    class: &str,
+    message: &str,
+    code: Option<&str>,
+    index: Option<u32>,
+    retry_after_ms: Option<u64>,
+) -> PyErr {
+    let made = (|| -> PyResult<Bound<'_, PyAny>> {
+        let kwargs = PyDict::new(py);
+        kwargs.set_item("code", code)?;
+        if class == "ItemError" {
+            kwargs.set_item("index", index)?;
+            kwargs.set_item("retry_after_ms", retry_after_ms)?;
+        }
+        py.import("tensorgate.errors")?.getattr(class)?.call((message,), Some(&kwargs))
+    })();
+    match made {
+        Ok(value) => PyErr::from_value(value),
+        Err(e) => e,
+    }
+}
+
+fn item_error_value<'py>(py: Python<'py>, f: &ItemFailed) -> PyResult<Bound<'py, PyAny>> {
+    let err = error_instance(py, "ItemError", &f.message, Some(&f.code.to_string()), Some(f.index), f.retry_after_ms);
+    Ok(err.into_value(py).into_bound(py).into_any())
+}
+
+/// A one-shot slot a tokio task fills and a Python thread waits on.
+struct Slot<T> {
+    value: Mutex<Option<T>>,
+    ready: std::sync::Condvar,
+}
+
+impl<T> Slot<T> {
+    fn new() -> Arc<Self> {
+        Arc::new(Slot { value: Mutex::new(None), ready: std::sync::Condvar::new() })
+    }
+
+    fn put(&self, v: T) {
+        *self.value.lock().unwrap_or_else(|p| p.into_inner()) = Some(v);
+        self.ready.notify_all();
+    }
+
+    /// Waits up to `d`; `Some` once filled (taking the value).
+    fn take_timeout(&self, d: Duration) -> Option<T> {
+        let guard = self.value.lock().unwrap_or_else(|p| p.into_inner());
+        let (mut guard, _) = self.ready.wait_timeout_while(guard, d, |v| v.is_none()).unwrap_or_else(|p| p.into_inner());
+        guard.take()
+    }
+
+    fn is_filled(&self) -> bool {
+        self.value.lock().unwrap_or_else(|p| p.into_inner()).is_some()
+    }
+}
+
+/// Waits for `slot` with the GIL released, checking for signals and `timeout`.
+fn wait_slot<T: Send>(py: Python<'_>, slot: &Arc<Slot<T>>, timeout: Option<f64>) -> PyResult<T> {
+    let deadline = timeout.map(|t| Instant::now() + Duration::from_secs_f64(t.max(0.0)));
+    loop {
+        let step = match deadline {
+            Some(d) => d.saturating_duration_since(Instant::now()).min(POLL),
+            None => POLL,
+        };
+        let s = slot.clone();
+        if let Some(v) = py.detach(move || s.take_timeout(step)) {
+            return Ok(v);
+        }
+        py.check_signals()?;
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            return Err(pyo3::exceptions::PyTimeoutError::new_err("no reply within the timeout"));
+        }
+    }
+}
+
+/// A C-contiguous, native-endian view of a NumPy array.
+struct ArrayView<'py> {
+    _owner: Bound<'py, PyAny>,
+    descr: String,
+    shape: Vec<usize>,
+    data: &'py [u8],
+}
+
+/// Reads `obj` (any object NumPy can make an array of) through `__array_interface__`.
+fn array_view<'py>(py: Python<'py>, obj: &Bound<'py, PyAny>) -> PyResult<ArrayView<'py>> {
+    let np = py.import("numpy")?;
+    let mut arr = np.call_method1("ascontiguousarray", (obj,))?;
+    let dtype = arr.getattr("dtype")?;
+    if dtype.getattr("byteorder")?.extract::<String>()? == ">" {
+        arr = arr.call_method1("astype", (dtype.call_method1("newbyteorder", ("<",))?,))?;
+    }
+    let iface = arr.getattr("__array_interface__")?;
+    let descr: String = iface.get_item("typestr")?.extract()?;
+    let shape: Vec<usize> = iface.get_item("shape")?.extract()?;
+    if !iface.get_item("strides")?.is_none() {
+        return Err(PyValueError::new_err("array is not C-contiguous"));
+    }
+    let (ptr, _readonly): (usize, bool) = iface.get_item("data")?.extract()?;
+    let itemsize = npy::itemsize(&descr).map_err(PyTypeError::new_err)?;
+    let nbytes = shape.iter().product::<usize>() * itemsize;
+    let data: &'py [u8] = if nbytes == 0 {
+        &[]
+    } else {
+        // SAFETY: NumPy guarantees `nbytes` readable bytes at `ptr` for a
+        // C-contiguous array; `_owner` keeps the array alive for 'py and we
+        // only read while holding the GIL.
+        unsafe { std::slice::from_raw_parts(ptr as *const u8, nbytes) }
+    };
+    Ok(ArrayView { _owner: arr, descr, shape, data })
+}
+
+fn is_array(obj: &Bound<'_, PyAny>) -> bool {
+    obj.hasattr("__array_interface__").unwrap_or(false)
+}
+
+/// One Python object as one item: bytes as they are, an array as `.npy`, a
+/// dict of arrays as `.npz`, a str as UTF-8 text, anything else as JSON.
+fn to_input(py: Python<'_>, obj: &Bound<'_, PyAny>, content_type: Option<&str>) -> PyResult<Input> {
+    let (payload, ct): (Vec<u8>, &str) = if let Ok(b) = obj.cast::<PyBytes>() {
+        (b.as_bytes().to_vec(), "application/octet-stream")
+    } else if let Ok(b) = obj.cast::<PyByteArray>() {
+        (b.to_vec(), "application/octet-stream")
+    } else if is_array(obj) {
+        let a = array_view(py, obj)?;
+        (npy::write_npy(&a.descr, &a.shape, a.data), "application/x-npy")
+    } else if let Ok(s) = obj.cast::<PyString>() {
+        (s.to_cow()?.as_bytes().to_vec(), "text/plain")
+    } else if let Ok(d) = obj.cast::<PyDict>() {
+        if !d.is_empty() && d.values().iter().all(|v| is_array(&v)) {
+            let mut views = Vec::with_capacity(d.len());
+            for (k, v) in d.iter() {
+                views.push((k.extract::<String>()?, array_view(py, &v)?));
+            }
+            let entries: Vec<(&str, &str, Vec<usize>, &[u8])> =
+                views.iter().map(|(n, a)| (n.as_str(), a.descr.as_str(), a.shape.clone(), a.data)).collect();
+            (npy::write_npz(&entries), "application/x-npz")
+        } else {
+            (json_dumps(py, obj)?, "application/json")
+        }
+    } else {
+        (json_dumps(py, obj)?, "application/json")
+    };
+    Ok(Input::new(payload, content_type.unwrap_or(ct)))
+}
+
+fn json_dumps(py: Python<'_>, obj: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
+    let s = py.import("json")?.call_method1("dumps", (obj,))?;
+    Ok(s.extract::<String>()?.into_bytes())
+}
+
+static NDARRAY: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+static JSON_LOADS: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+
+fn json_loads<'py>(py: Python<'py>, text: &str) -> PyResult<Bound<'py, PyAny>> {
+    JSON_LOADS.import(py, "json", "loads")?.call1((text,))
+}
+
+/// A NumPy array viewing `len` bytes of `buf` from `offset` (no copy).
+fn ndarray_view<'py>(
+    py: Python<'py>,
+    buf: &Bound<'py, PyByteArray>,
+    descr: &str,
+    shape: &[usize],
+    offset: usize,
+) -> PyResult<Bound<'py, PyAny>> {
+    NDARRAY.import(py, "numpy", "ndarray")?.call1((PyTuple::new(py, shape)?, descr, buf, offset))
+}
+
+/// A reply payload as a Python value, by its content type. Arrays of one
+/// reply share one `bytearray` copy of its payload.
+fn decode_reply<'py>(py: Python<'py>, r: &ItemReply) -> PyResult<Bound<'py, PyAny>> {
+    let bad = |e: String| error_instance(py, "ProtocolError", &format!("item {}: {e}", r.index), None, None, None);
+    let base = r.payload.as_ptr() as usize;
+    match r.content_type.as_str() {
+        "application/x-npz" => {
+            let arrays = npy::parse_npz(&r.payload).map_err(bad)?;
+            let buf = PyByteArray::new(py, &r.payload);
+            let d = PyDict::new(py);
+            for a in arrays {
+                d.set_item(&a.name, ndarray_view(py, &buf, &a.descr, &a.shape, a.data.as_ptr() as usize - base)?)?;
+            }
+            Ok(d.into_any())
+        }
+        "application/x-npy" => {
+            let a = npy::parse_npy("", &r.payload).map_err(bad)?;
+            let buf = PyByteArray::new(py, &r.payload);
+            ndarray_view(py, &buf, &a.descr, &a.shape, a.data.as_ptr() as usize - base)
+        }
+        ct if ct.contains("json") => json_loads(py, &String::from_utf8_lossy(&r.payload)),
+        ct if ct.starts_with("text/") => Ok(PyString::new(py, &String::from_utf8_lossy(&r.payload)).into_any()),
+        _ => Ok(PyBytes::new(py, &r.payload).into_any()),
+    }
+}
+
+fn summary_dict<'py>(py: Python<'py>, s: &tensorgate_client::protocol::Summary) -> PyResult<Bound<'py, PyAny>> {
+    json_loads(py, &serde_json::to_string(s).map_err(|e| PyValueError::new_err(e.to_string()))?)
+}
+
+/// How a request's items were made, and so how its replies are returned.
+enum Mode {
+    /// One Python value per item, in input order (`raw`: `(content_type, bytes)`).
+    List { raw: bool },
+    /// Rows of one batch split into items of `rows_per_item`; the replies'
+    /// arrays are joined back into one array per output.
+    Batched { rows: usize, rows_per_item: usize },
+}
+
+/// A request in flight. `result()` waits (GIL released) and returns its value.
+#[pyclass(module = "tensorgate._native")]
+struct Pending {
+    slot: Arc<Slot<Result<Reply, ClientError>>>,
+    mode: Mode,
+}
+
+#[pymethods]
+impl Pending {
+    /// True once the reply is complete (never blocks).
+    fn done(&self) -> bool {
+        self.slot.is_filled()
+    }
+
+    /// Waits for the reply. List mode: `(values, first_failed_index, summary)`
+    /// with failed items as `ItemError` instances. Batched mode:
+    /// `([(name, descr, shape, bytearray)], summary)`; raises the first item
+    /// failure.
+    #[pyo3(signature = (timeout=None))]
+    fn wait<'py>(&self, py: Python<'py>, timeout: Option<f64>) -> PyResult<Bound<'py, PyAny>> {
+        let reply = wait_slot(py, &self.slot, timeout)?.map_err(|e| client_error(py, e))?;
+        let summary = summary_dict(py, &reply.summary)?;
+        match self.mode {
+            Mode::List { raw } => {
+                let values = PyList::empty(py);
+                let mut first_failed: Option<usize> = None;
+                for (i, outcome) in reply.outcomes.iter().enumerate() {
+                    match outcome {
+                        Ok(r) if raw => values.append((r.content_type.as_str(), PyBytes::new(py, &r.payload)))?,
+                        Ok(r) => values.append(decode_reply(py, r)?)?,
+                        Err(f) => {
+                            first_failed.get_or_insert(i);
+                            values.append(item_error_value(py, f)?)?
+                        }
+                    }
+                }
+                Ok(PyTuple::new(py, [values.into_any(), first_failed.into_pyobject(py)?.into_any(), summary])?.into_any())
+            }
+            Mode::Batched { rows, rows_per_item } => {
+                let outputs = join_batched(py, &reply, rows, rows_per_item)?;
+                Ok(PyTuple::new(py, [outputs.into_any(), summary])?.into_any())
+            }
+        }
+    }
+}
+
+/// Joins the `.npz` replies of a batched request into one array per output.
+fn join_batched<'py>(py: Python<'py>, reply: &Reply, rows: usize, rows_per_item: usize) -> PyResult<Bound<'py, PyList>> {
+    let mut parsed = Vec::with_capacity(reply.outcomes.len());
+    for outcome in &reply.outcomes {
+        match outcome {
+            Err(f) => {
+                let first = f.index as usize * rows_per_item;
+                let last = (first + rows_per_item).min(rows);
+                let message = format!("rows {first}..{last}: {}", f.message);
+                return Err(error_instance(py, "ItemError", &message, Some(&f.code.to_string()), Some(f.index), f.retry_after_ms));
+            }
+            Ok(r) => {
+                let bad = |e: String| error_instance(py, "ProtocolError", &format!("item {}: {e}", r.index), None, None, None);
+                let arrays = match r.content_type.as_str() {
+                    "application/x-npz" => npy::parse_npz(&r.payload).map_err(bad)?,
+                    "application/x-npy" => vec![npy::parse_npy("output_0", &r.payload).map_err(bad)?],
+                    other => {
+                        return Err(PyTypeError::new_err(format!(
+                            "batched arrays need .npz or .npy replies; the model answered {other} (pass a list of items instead)"
+                        )))
+                    }
+                };
+                parsed.push(arrays);
+            }
+        }
+    }
+    let out = PyList::empty(py);
+    let Some(first) = parsed.first() else { return Ok(out) };
+    for (k, head) in first.iter().enumerate() {
+        let mut total_rows = 0usize;
+        let mut total_bytes = 0usize;
+        for (i, arrays) in parsed.iter().enumerate() {
+            let a = arrays.get(k).filter(|a| a.name == head.name && a.descr == head.descr && a.shape.get(1..) == head.shape.get(1..));
+            let Some(a) = a else {
+                return Err(error_instance(py, "ProtocolError", &format!("item {i}: output `{}` differs in name, dtype or shape from item 0", head.name), None, None, None));
+            };
+            total_rows += a.shape.first().copied().unwrap_or(1);
+            total_bytes += a.data.len();
+        }
+        let buf = PyByteArray::new_with(py, total_bytes, |dst: &mut [u8]| {
+            let mut at = 0;
+            for arrays in &parsed {
+                let d = arrays[k].data;
+                dst[at..at + d.len()].copy_from_slice(d);
+                at += d.len();
+            }
+            Ok(())
+        })?;
+        let mut shape = head.shape.clone();
+        if shape.is_empty() {
+            shape.push(total_rows);
+        } else {
+            shape[0] = total_rows;
+        }
+        out.append((head.name.as_str(), head.descr.as_str(), PyTuple::new(py, &shape)?, buf))?;
+    }
+    Ok(out)
+}
+
+/// Items of a streamed request, yielded as they complete.
+#[pyclass(module = "tensorgate._native")]
+struct Stream {
+    rx: Mutex<Option<mpsc::Receiver<Result<Event, ClientError>>>>,
+    summary: Mutex<Option<Py<PyAny>>>,
+    raise_items: bool,
+}
+
+#[pymethods]
+impl Stream {
+    fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+
+    /// `(index, value)`; failed items raise `ItemError` or, with
+    /// `errors="return"`, come as `(index, ItemError)`.
+    fn __next__<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyAny>>> {
+        let Some(mut rx) = self.rx.lock().unwrap_or_else(|p| p.into_inner()).take() else { return Ok(None) };
+        loop {
+            let (back, got) = py.detach(move || {
+                let got = rx.recv_timeout(POLL);
+                (rx, got)
+            });
+            rx = back;
+            match got {
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    if let Err(e) = py.check_signals() {
+                        *self.rx.lock().unwrap_or_else(|p| p.into_inner()) = Some(rx);
+                        return Err(e);
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => return Ok(None),
+                Ok(Err(e)) => return Err(client_error(py, e)),
+                Ok(Ok(Event::Summary(s))) => {
+                    *self.summary.lock().unwrap_or_else(|p| p.into_inner()) = Some(summary_dict(py, &s)?.unbind());
+                    return Ok(None);
+                }
+                Ok(Ok(Event::Item(outcome))) => {
+                    *self.rx.lock().unwrap_or_else(|p| p.into_inner()) = Some(rx);
+                    return match outcome {
+                        Ok(r) => Ok(Some(PyTuple::new(py, [r.index.into_pyobject(py)?.into_any(), decode_reply(py, &r)?])?.into_any())),
+                        Err(f) if self.raise_items => {
+                            Err(error_instance(py, "ItemError", &f.message, Some(&f.code.to_string()), Some(f.index), f.retry_after_ms))
+                        }
+                        Err(f) => Ok(Some(PyTuple::new(py, [f.index.into_pyobject(py)?.into_any(), item_error_value(py, &f)?])?.into_any())),
+                    };
+                }
+            }
+        }
+    }
+
+    /// The host's summary, once the stream is exhausted (else None).
+    #[getter]
+    fn summary(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.summary.lock().unwrap_or_else(|p| p.into_inner()).as_ref().map(|s| s.clone_ref(py))
+    }
+}
+
+/// A connection to one host (see `tensorgate.Client`).
+#[pyclass(module = "tensorgate._native")]
+struct NativeClient {
+    rt: tokio::runtime::Runtime,
+    client: Option<Arc<Client>>,
+    address: SocketAddr,
+}
+
+impl NativeClient {
+    fn client(&self) -> PyResult<Arc<Client>> {
+        self.client.clone().ok_or_else(|| PyValueError::new_err("the client is closed"))
+    }
+
+    fn submission(model: &str, items: Vec<Input>, version: Option<u64>, compress: bool) -> Submission {
+        let mut sub = Submission::new(model, items);
+        if let Some(v) = version {
+            sub = sub.version(v);
+        }
+        if !compress {
+            sub = sub.uncompressed();
+        }
+        sub
+    }
+
+    fn spawn(&self, sub: Submission, mode: Mode) -> PyResult<Pending> {
+        let client = self.client()?;
+        let slot = Slot::new();
+        let s = slot.clone();
+        self.rt.spawn(async move { s.put(client.predict(sub).await) });
+        Ok(Pending { slot, mode })
+    }
+
+    fn block_on<T: Send + 'static>(
+        &self,
+        py: Python<'_>,
+        fut: impl std::future::Future<Output = Result<T, ClientError>> + Send + 'static,
+    ) -> PyResult<T> {
+        let slot = Slot::new();
+        let s = slot.clone();
+        self.rt.spawn(async move { s.put(fut.await) });
+        wait_slot(py, &slot, None)?.map_err(|e| client_error(py, e))
+    }
+}
+
+fn resolve(address: &str) -> PyResult<SocketAddr> {
+    address
+        .to_socket_addrs()
+        .map_err(|e| PyValueError::new_err(format!("bad host address {address:?}: {e}")))?
+        .next()
+        .ok_or_else(|| PyValueError::new_err(format!("host address {address:?} resolves to nothing")))
+}
+
+#[pymethods]
+impl NativeClient {
+    #[new]
+    #[pyo3(signature = (address, fingerprint=None, ca=None, threads=2))]
+    fn new(py: Python<'_>, address: &str, fingerprint: Option<String>, ca: Option<PathBuf>, threads: usize) -> PyResult<Self> {
+        let trust = match (fingerprint, ca) {
+            (Some(_), Some(_)) => return Err(PyValueError::new_err("give fingerprint or ca, not both")),
+            (Some(fp), None) => Trust::Fingerprint(fp),
+            (None, Some(ca)) => Trust::CaFile(ca),
+            (None, None) => {
+                return Err(PyValueError::new_err(
+                    "give fingerprint= (printed by tensorgate-host) or ca= to trust the host",
+                ))
+            }
+        };
+        let addr = resolve(address)?;
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads.max(1))
+            .thread_name("tensorgate-client")
+            .enable_all()
+            .build()
+            .map_err(|e| PyValueError::new_err(format!("starting the client runtime: {e}")))?;
+        let mut me = NativeClient { rt, client: None, address: addr };
+        let client = me.block_on(py, async move { Client::connect(addr, trust).await })?;
+        me.client = Some(Arc::new(client));
+        Ok(me)
+    }
+
+    /// The host's address.
+    #[getter]
+    fn address(&self) -> String {
+        self.address.to_string()
+    }
+
+    /// Sends `items` (a sequence) as one request; see `tensorgate.Client.predict`.
+    #[pyo3(signature = (model, items, version=None, content_type=None, compress=true, raw=false))]
+    #[allow(clippy::too_many_arguments)]
+    fn submit(
+        &self,
+        py: Python<'_>,
+        model: &str,
+        items: &Bound<'_, PyAny>,
+        version: Option<u64>,
+        content_type: Option<&str>,
+        compress: bool,
+        raw: bool,
+    ) -> PyResult<Pending> {
+        let inputs = collect_inputs(py, items, content_type)?;
+        self.spawn(Self::submission(model, inputs, version, compress), Mode::List { raw })
+    }
+
+    /// Splits one batch of arrays (`names[i]` -> `arrays[i]`, all with the
+    /// same first dimension) into items of `rows_per_item` rows (`.npz`, or
+    /// `.npy` for a single unnamed array) and sends them as one request.
+    #[pyo3(signature = (model, names, arrays, rows_per_item=1, version=None, compress=true))]
+    fn submit_arrays(
+        &self,
+        py: Python<'_>,
+        model: &str,
+        names: Vec<Option<String>>,
+        arrays: Vec<Bound<'_, PyAny>>,
+        rows_per_item: usize,
+        version: Option<u64>,
+        compress: bool,
+    ) -> PyResult<Pending> {
+        if names.len() != arrays.len() || arrays.is_empty() {
+            return Err(PyValueError::new_err("give one name per array, and at least one array"));
+        }
+        if names.len() > 1 && names.iter().any(Option::is_none) {
+            return Err(PyValueError::new_err("several arrays need a name each"));
+        }
+        let views = arrays.iter().map(|a| array_view(py, a)).collect::<PyResult<Vec<_>>>()?;
+        let rows = match views[0].shape.first() {
+            Some(&n) => n,
+            None => return Err(PyValueError::new_err("arrays need a leading batch dimension")),
+        };
+        for (n, v) in names.iter().zip(&views) {
+            if v.shape.first() != Some(&rows) {
+                return Err(PyValueError::new_err(format!(
+                    "array {} has {:?} rows, the first array {rows}: all inputs share the batch dimension",
+                    n.as_deref().unwrap_or("0"),
+                    v.shape.first()
+                )));
+            }
+        }
+        let rows_per_item = rows_per_item.max(1);
+        let row_bytes: Vec<usize> = views.iter().map(|v| v.data.len() / rows.max(1)).collect();
+        let mut inputs = Vec::with_capacity(rows.div_ceil(rows_per_item));
+        let mut first = 0;
+        while first < rows {
+            let last = (first + rows_per_item).min(rows);
+            let payload = if names[0].is_none() {
+                let v = &views[0];
+                let mut shape = v.shape.clone();
+                shape[0] = last - first;
+                Input::new(npy::write_npy(&v.descr, &shape, &v.data[first * row_bytes[0]..last * row_bytes[0]]), "application/x-npy")
+            } else {
+                let entries: Vec<(&str, &str, Vec<usize>, &[u8])> = names
+                    .iter()
+                    .zip(&views)
+                    .zip(&row_bytes)
+                    .map(|((n, v), &rb)| {
+                        let mut shape = v.shape.clone();
+                        shape[0] = last - first;
+                        (n.as_deref().unwrap_or(""), v.descr.as_str(), shape, &v.data[first * rb..last * rb])
+                    })
+                    .collect();
+                Input::new(npy::write_npz(&entries), "application/x-npz")
+            };
+            inputs.push(payload);
+            first = last;
+        }
+        self.spawn(Self::submission(model, inputs, version, compress), Mode::Batched { rows, rows_per_item })
+    }
+
+    /// Sends `items` as one request and returns an iterator over replies in
+    /// completion order.
+    #[pyo3(signature = (model, items, version=None, content_type=None, compress=true, raise_items=true))]
+    #[allow(clippy::too_many_arguments)]
+    fn stream(
+        &self,
+        py: Python<'_>,
+        model: &str,
+        items: &Bound<'_, PyAny>,
+        version: Option<u64>,
+        content_type: Option<&str>,
+        compress: bool,
+        raise_items: bool,
+    ) -> PyResult<Stream> {
+        let inputs = collect_inputs(py, items, content_type)?;
+        let sub = Self::submission(model, inputs, version, compress);
+        let client = self.client()?;
+        let (tx, rx) = mpsc::channel();
+        self.rt.spawn(async move {
+            let events = tx.clone();
+            if let Err(e) = client.predict_stream(sub, move |event| drop(events.send(Ok(event)))).await {
+                let _ = tx.send(Err(e));
+            }
+        });
+        Ok(Stream { rx: Mutex::new(Some(rx)), summary: Mutex::new(None), raise_items })
+    }
+
+    /// The host's status as a dict (version, uptime, models with counters).
+    fn status<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let client = self.client()?;
+        let status = self.block_on(py, async move { client.status().await })?;
+        json_loads(py, &serde_json::to_string(&status).map_err(|e| PyValueError::new_err(e.to_string()))?)
+    }
+
+    /// Closes the connection (idempotent).
+    fn close(&mut self, py: Python<'_>) {
+        if let Some(client) = self.client.take() {
+            let rt = &self.rt;
+            py.detach(|| {
+                if let Ok(client) = Arc::try_unwrap(client) {
+                    rt.block_on(client.close());
+                }
+            });
+        }
+    }
+}
+
+fn collect_inputs(py: Python<'_>, items: &Bound<'_, PyAny>, content_type: Option<&str>) -> PyResult<Vec<Input>> {
+    if items.cast::<PyBytes>().is_ok() || items.cast::<PyString>().is_ok() || is_array(items) || items.cast::<PyDict>().is_ok() {
+        return Err(PyTypeError::new_err(
+            "items must be a sequence of items (bytes, arrays, dicts of arrays, JSON-able values); \
+             pass a batch of arrays to predict() without wrapping it in a list to split it by rows",
+        ));
+    }
+    let mut inputs = Vec::new();
+    for item in items.try_iter()? {
+        inputs.push(to_input(py, &item?, content_type)?);
+    }
+    if inputs.is_empty() {
+        return Err(PyValueError::new_err("no items to send"));
+    }
+    Ok(inputs)
+}
+
+/// The native half of the `tensorgate` package.
+#[pymodule]
+fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<NativeClient>()?;
+    m.add_class::<Pending>()?;
+    m.add_class::<Stream>()?;
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    Ok(())
+}
