@@ -8,6 +8,14 @@ libtorch:
     plugins/tabular/model.pt        16 -> 64 -> 64 -> 4 MLP with softmax
     plugins/tabular/reference.json  request bodies and PyTorch's scores
     plugins/tabular/samples/*.json  demo inputs (one of them deliberately bad)
+    plugins/tensors/bundles/*       generic-plugin models, samples and references
+    plugins/lartpc-dense/           U-Net (also lartpc-sparse/model.pt), a sparse-stored
+                                    cropped wire plane, PyTorch's stitched scores
+    plugins/image/                  shape CNN, sample PNGs, PyTorch's scores
+
+`--only lartpc image` exports only those groups; `--event DIR` writes one
+full synthetic LArTPC event (plane-0/1/2.npy, 2400/2400/3456 wires x 1008
+ticks, float32) and needs only numpy.
 """
 import json
 import pathlib
@@ -187,8 +195,370 @@ def test_apps():
     print("tests/apps: slow")
 
 
+# ---------------------------------------------------------------------------
+# LArTPC: synthetic wire-plane events, a small U-Net (ubSSNet-like) and the
+# reference crop -> forward -> stitch pipeline the host's output is compared to.
+
+PLANE_WIRES = (2400, 2400, 3456)  # MicroBooNE U, V, Y planes
+TICKS = 1008                      # time ticks after downsampling
+LARTPC_CLASSES = ["background", "track", "shower"]
+LARTPC_THRESHOLD = 10.0
+LARTPC_TILE = 512
+LARTPC_OVERLAP = 64
+
+
+def lartpc_plane(rng, wires: int, ticks: int = TICKS, vertex=None):
+    """One synthetic wire plane [wires, ticks] (float32 charge) and its truth
+    labels (0 background, 1 track, 2 shower): tracks as straight lines with a
+    Bragg rise at the end, showers as branching clusters, sparse noise hits
+    (mostly below threshold); about 95 % of the pixels stay empty and
+    about 1 % are above threshold."""
+    import numpy as np
+
+    plane = np.zeros((wires, ticks), np.float32)
+    label = np.zeros((wires, ticks), np.int64)
+
+    def deposit(r, c, q, cls):
+        r, c = np.round(r).astype(np.int64), np.round(c).astype(np.int64)
+        ok = (r >= 0) & (r < wires) & (c >= 0) & (c < ticks)
+        r, c, q = r[ok], c[ok], q[ok]
+        np.add.at(plane, (r, c), q.astype(np.float32))
+        label[r, c] = np.maximum(label[r, c], cls)
+
+    if vertex is None:
+        vertex = (rng.uniform(0.2, 0.8) * wires, rng.uniform(0.2, 0.8) * ticks)
+    # Tracks from the interaction vertex, plus cosmic-like tracks anywhere.
+    starts = [vertex] * int(rng.integers(2, 5)) + [
+        (rng.uniform(0, wires), rng.uniform(0, ticks)) for _ in range(int(wires / 200 * rng.uniform(1, 2)))]
+    for r0, c0 in starts:
+        angle, length = rng.uniform(0, 2 * np.pi), rng.uniform(100, 900)
+        t = np.arange(0, length, 0.5)
+        q = rng.normal(14, 3, t.size).clip(2) * (1 + 2.0 * (t > length - 25))
+        rs, cs = r0 + t * np.sin(angle), c0 + t * np.cos(angle)
+        for dr, dc, share in ((0, 0, 0.6), (1, 0, 0.2), (-1, 0, 0.2), (0, 1, 0.25), (0, -1, 0.25)):
+            deposit(rs + dr, cs + dc, q * share, 1)  # charge shared with neighbouring wires/ticks
+    # Showers: branching random walks, charge spread around each segment.
+    for _ in range(int(rng.integers(2, 4))):
+        stack = [(vertex[0], vertex[1], rng.uniform(0, 2 * np.pi), 1.0)]
+        while stack:
+            r0, c0, angle, energy = stack.pop()
+            length = rng.exponential(60) * energy + 10
+            t = np.arange(0, length, 0.25)
+            rs = r0 + t * np.sin(angle) + rng.normal(0, 3 * energy + 1, t.size)
+            cs = c0 + t * np.cos(angle) + rng.normal(0, 3 * energy + 1, t.size)
+            deposit(rs, cs, rng.exponential(12 * energy + 6, t.size), 2)
+            r1, c1 = r0 + length * np.sin(angle), c0 + length * np.cos(angle)
+            if energy > 0.1:
+                for _ in range(int(rng.integers(1, 4))):
+                    stack.append((r1, c1, angle + rng.normal(0, 0.45), energy * rng.uniform(0.4, 0.7)))
+    # Noise: isolated hits on ~3 % of the pixels, mostly below threshold.
+    n = int(0.03 * wires * ticks)
+    noise_r, noise_c = rng.integers(0, wires, n), rng.integers(0, ticks, n)
+    np.add.at(plane, (noise_r, noise_c), rng.exponential(3.0, n).astype(np.float32))
+    return plane, label
+
+
+def lartpc_event(seed: int):
+    """A full event: three planes (2400, 2400, 3456 wires x 1008 ticks)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    tick = rng.uniform(0.25, 0.75) * TICKS
+    # The same interaction seen by each plane at the same time, different wires.
+    vertices = [(rng.uniform(0.25, 0.75) * w, tick) for w in PLANE_WIRES]
+    return [lartpc_plane(rng, w, TICKS, vertex=v) + (v,) for w, v in zip(PLANE_WIRES, vertices)]
+
+
+def write_event(out: pathlib.Path, seed: int):
+    import numpy as np
+
+    out.mkdir(parents=True, exist_ok=True)
+    for i, (plane, _, _) in enumerate(lartpc_event(seed)):
+        np.save(out / f"plane-{i}.npy", plane)
+        print(f"{out}/plane-{i}.npy: {plane.shape}, {100 * (plane == 0).mean():.1f}% empty, "
+              f"{100 * (plane > LARTPC_THRESHOLD).mean():.2f}% above threshold")
+
+
+class UNet(torch.nn.Module):
+    """A small two-level U-Net: [N, 1, H, W] charge -> [N, 3, H, W]
+    background/track/shower softmax scores (H, W multiples of 4)."""
+
+    def __init__(self, c: int = 8):
+        super().__init__()
+
+        def block(i: int, o: int):
+            return torch.nn.Sequential(
+                torch.nn.Conv2d(i, o, 3, padding=1), torch.nn.ReLU(),
+                torch.nn.Conv2d(o, o, 3, padding=1), torch.nn.ReLU())
+
+        self.enc1, self.enc2, self.mid = block(1, c), block(c, 2 * c), block(2 * c, 4 * c)
+        self.up2 = torch.nn.ConvTranspose2d(4 * c, 2 * c, 2, stride=2)
+        self.dec2 = block(4 * c, 2 * c)
+        self.up1 = torch.nn.ConvTranspose2d(2 * c, c, 2, stride=2)
+        self.dec1 = block(2 * c, c)
+        self.head = torch.nn.Conv2d(c, 3, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.log1p(x.clamp(min=0.0)) / 4.0
+        e1 = self.enc1(x)
+        e2 = self.enc2(torch.nn.functional.max_pool2d(e1, 2))
+        m = self.mid(torch.nn.functional.max_pool2d(e2, 2))
+        d2 = self.dec2(torch.cat([self.up2(m), e2], dim=1))
+        d1 = self.dec1(torch.cat([self.up1(d2), e1], dim=1))
+        return torch.softmax(self.head(d1), dim=1)
+
+
+def train_unet(model: UNet, steps: int = 300):
+    """A short training on 128x128 crops of synthetic planes (loss on lit pixels
+    only), so that the demo's scores mean something; bounded to ~2 min of CPU."""
+    import numpy as np
+
+    rng = np.random.default_rng(123)
+    planes = [lartpc_plane(rng, 640, TICKS) for _ in range(6)]
+    opt = torch.optim.Adam(model.parameters(), lr=2e-3)
+    for step in range(steps):
+        xs, ys = [], []
+        for _ in range(8):
+            plane, label = planes[int(rng.integers(len(planes)))]
+            lit = np.argwhere(label > 0)
+            r, c = lit[int(rng.integers(len(lit)))]
+            r0, c0 = int(np.clip(r - 64, 0, plane.shape[0] - 128)), int(np.clip(c - 64, 0, plane.shape[1] - 128))
+            x = np.where(plane > LARTPC_THRESHOLD, plane, 0)[r0:r0 + 128, c0:c0 + 128]
+            xs.append(x)
+            ys.append(np.where(x > 0, label[r0:r0 + 128, c0:c0 + 128], -1))
+        x, y = torch.from_numpy(np.stack(xs)[:, None]), torch.from_numpy(np.stack(ys))
+        loss = torch.nn.functional.nll_loss(torch.log(model(x) + 1e-6), y, ignore_index=-1)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if step % 50 == 0 or step == steps - 1:
+            print(f"  unet step {step}: loss {loss.item():.3f}")
+
+
+def tile_origins(length: int, tile: int, overlap: int):
+    """Tile origins along one axis: n = ceil((length - overlap) / (tile - overlap))
+    tiles spread evenly (origin_k = k * (length - tile) // (n - 1)); one tile at 0
+    when the axis is no longer than a tile."""
+    if length <= tile:
+        return [0]
+    n = -(-(length - overlap) // (tile - overlap))
+    return [k * (length - tile) // (n - 1) for k in range(n)]
+
+
+def owners(length: int, origins, tile: int):
+    """For each pixel along an axis, the tile whose centre is nearest (ties go to
+    the later tile): the stitching rule."""
+    import numpy as np
+
+    bounds = [(a + b + tile) // 2 for a, b in zip(origins, origins[1:])]
+    return np.searchsorted(np.array(bounds, dtype=np.int64), np.arange(length), side="right")
+
+
+def dense_reference(model, plane, threshold=LARTPC_THRESHOLD, tile=LARTPC_TILE, overlap=LARTPC_OVERLAP):
+    """The lartpc-dense pipeline in PyTorch: threshold, crop tiles (zero padded),
+    skip empty tiles, forward, stitch by nearest tile centre; returns the
+    above-threshold pixels (row-major order) and their class scores."""
+    import numpy as np
+
+    x = np.where(plane > threshold, plane, 0).astype(np.float32)
+    h, w = x.shape
+    rows, cols = tile_origins(h, tile, overlap), tile_origins(w, tile, overlap)
+    scores = {}
+    for i, r in enumerate(rows):
+        for j, c in enumerate(cols):
+            crop = np.zeros((tile, tile), np.float32)
+            part = x[r:r + tile, c:c + tile]
+            crop[:part.shape[0], :part.shape[1]] = part
+            if (crop > 0).any():
+                with torch.no_grad():
+                    scores[(i, j)] = model(torch.from_numpy(crop)[None, None])[0].numpy()
+    pixels = np.ascontiguousarray(np.argwhere(x > 0), dtype=np.int32)
+    own_r, own_c = owners(h, rows, tile), owners(w, cols, tile)
+    out = np.zeros((len(pixels), 3), np.float32)
+    for n, (pr, pc) in enumerate(pixels):
+        i, j = own_r[pr], own_c[pc]
+        out[n] = scores[(i, j)][:, pr - rows[i], pc - cols[j]]
+    return pixels, x[pixels[:, 0], pixels[:, 1]], out, len(rows) * len(cols), len(scores)
+
+
+def lartpc():
+    import numpy as np
+
+    torch.manual_seed(2024)
+    model = UNet().eval()
+    train_unet(model.train())
+    model.eval()
+    scripted = torch.jit.script(model)
+    dense_dir = ROOT / "plugins" / "lartpc-dense"
+    scripted.save(str(dense_dir / "model.pt"))
+    scripted.save(str(ROOT / "plugins" / "lartpc-sparse" / "model.pt"))
+
+    # Test sample: plane 2 (Y) of event 1, cropped to 640 wires around the
+    # vertex, all 1008 ticks: 2 x 3 tiles. Stored sparse (nonzero pixels only,
+    # noise included) to stay small; the tests and the demo make it dense.
+    plane, _, vertex = lartpc_event(1)[2]
+    w0 = int(np.clip(vertex[0] - 320, 0, plane.shape[0] - 640))
+    crop = np.ascontiguousarray(plane[w0:w0 + 640])
+    nz = np.ascontiguousarray(np.argwhere(crop != 0), dtype=np.int32)
+    samples = dense_dir / "samples"
+    samples.mkdir(exist_ok=True)
+    np.savez(samples / "plane-crop.npz", pixels=nz, values=crop[nz[:, 0], nz[:, 1]],
+             shape=np.array(crop.shape, dtype=np.int64))
+    pixels, values, scores, n_tiles, n_run = dense_reference(scripted, crop)
+    np.savez(dense_dir / "reference.npz", pixels=pixels, scores=scores)
+    print(f"lartpc: crop {crop.shape} from wire {w0}, {len(nz)} nonzero ({100 * (crop == 0).mean():.1f}% empty), "
+          f"{len(pixels)} above threshold, {n_run}/{n_tiles} tiles run; "
+          f"predicted track {np.mean(scores.argmax(1) == 1):.2f} shower {np.mean(scores.argmax(1) == 2):.2f}")
+
+# ---------------------------------------------------------------------------
+# Image classification (the TFaaS /image case): synthetic shape images as
+# PNG files, a small CNN, PyTorch's decode -> resize -> normalise -> forward.
+
+IMAGE_LABELS = ["disc", "ring", "bar", "cross"]
+IMAGE_SIZE = 32
+IMAGE_MEAN = [0.5, 0.5, 0.5]
+IMAGE_STD = [0.25, 0.25, 0.25]
+
+
+def shape_image(rng, kind: int, h: int, w: int):
+    """An RGB uint8 [h, w, 3] image: a coloured disc, ring, bar or cross on a noisy background."""
+    import numpy as np
+
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    cy, cx = rng.uniform(0.35, 0.65) * h, rng.uniform(0.35, 0.65) * w
+    r = rng.uniform(0.2, 0.35) * min(h, w)
+    d = np.hypot(yy - cy, xx - cx)
+    if kind == 0:
+        mask = d < r
+    elif kind == 1:
+        mask = (d < r) & (d > 0.6 * r)
+    elif kind == 2:
+        mask = (np.abs(yy - cy) < 0.25 * r) & (np.abs(xx - cx) < 1.3 * r)
+    else:
+        mask = ((np.abs(yy - cy) < 0.2 * r) | (np.abs(xx - cx) < 0.2 * r)) & (np.abs(yy - cy) < r) & (np.abs(xx - cx) < r)
+    img = rng.normal(60, 15, (h, w, 3))
+    img[mask] = rng.uniform(150, 255, 3)
+    return img.clip(0, 255).astype(np.uint8)
+
+
+def write_png(path: pathlib.Path, img):
+    """A plain PNG writer (8-bit RGB or grey), cycling the five row filters so
+    that a decoder meets all of them."""
+    import struct
+    import zlib
+
+    import numpy as np
+
+    h, w = img.shape[:2]
+    ch = 1 if img.ndim == 2 else img.shape[2]
+    a = img.reshape(h, w * ch).astype(np.int16)
+    raw = bytearray()
+    for y in range(h):
+        f = y % 5
+        row = a[y]
+        left = np.concatenate([np.zeros(ch, np.int16), row[:-ch]])
+        up = a[y - 1] if y > 0 else np.zeros_like(row)
+        upleft = np.concatenate([np.zeros(ch, np.int16), up[:-ch]])
+        if f == 0:
+            out = row
+        elif f == 1:
+            out = row - left
+        elif f == 2:
+            out = row - up
+        elif f == 3:
+            out = row - (left + up) // 2
+        else:
+            p = left + up - upleft
+            pa, pb, pc = np.abs(p - left), np.abs(p - up), np.abs(p - upleft)
+            pred = np.where((pa <= pb) & (pa <= pc), left, np.where(pb <= pc, up, upleft))
+            out = row - pred
+        raw.append(f)
+        raw.extend((out % 256).astype(np.uint8).tobytes())
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    color = 0 if ch == 1 else 2
+    png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, color, 0, 0, 0))
+    png += chunk(b"IDAT", zlib.compress(bytes(raw), 9)) + chunk(b"IEND", b"")
+    path.write_bytes(png)
+
+
+class ImageCNN(torch.nn.Module):
+    """[N, 3, 32, 32] normalised RGB -> [N, 4] class probabilities."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = torch.nn.Sequential(
+            torch.nn.Conv2d(3, 16, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
+            torch.nn.Conv2d(16, 32, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
+            torch.nn.Conv2d(32, 32, 3, padding=1), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
+            torch.nn.Flatten(), torch.nn.Linear(32, len(IMAGE_LABELS)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.net(x), dim=1)
+
+
+def image_input(img):
+    """PyTorch's preprocessing: [0, 1] floats, bilinear resize (align_corners=False,
+    no antialias) to 32x32, per-channel (x - mean) / std."""
+    x = torch.from_numpy(img).float().permute(2, 0, 1)[None] / 255.0
+    if x.shape[1] == 1:
+        x = x.expand(1, 3, x.shape[2], x.shape[3])
+    x = torch.nn.functional.interpolate(x, size=(IMAGE_SIZE, IMAGE_SIZE), mode="bilinear", align_corners=False)
+    return (x - torch.tensor(IMAGE_MEAN)[None, :, None, None]) / torch.tensor(IMAGE_STD)[None, :, None, None]
+
+
+def image():
+    import numpy as np
+
+    torch.manual_seed(77)
+    rng = np.random.default_rng(77)
+    model = ImageCNN()
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for step in range(200):
+        kinds = rng.integers(0, len(IMAGE_LABELS), 16)
+        x = torch.cat([image_input(shape_image(rng, int(k), int(rng.integers(24, 80)), int(rng.integers(24, 80))))
+                       for k in kinds])
+        loss = torch.nn.functional.nll_loss(torch.log(model(x) + 1e-6), torch.from_numpy(kinds))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    print(f"image: training loss {loss.item():.3f}")
+    scripted = torch.jit.script(model.eval())
+    out_dir = ROOT / "plugins" / "image"
+    scripted.save(str(out_dir / "model.pt"))
+    samples = out_dir / "samples"
+    samples.mkdir(exist_ok=True)
+    cases = []
+    for i, (kind, h, w) in enumerate([(0, 48, 40), (1, 64, 64), (2, 37, 90), (3, 120, 100), (0, 20, 20)]):
+        img = shape_image(rng, kind, h, w)
+        if i == 4:
+            img = img.mean(axis=2).astype(np.uint8)  # a greyscale PNG
+        name = f"{IMAGE_LABELS[kind]}-{i}.png"
+        write_png(samples / name, img)
+        with torch.no_grad():
+            probs = scripted(image_input(img if img.ndim == 3 else img[:, :, None]))[0].tolist()
+        cases.append({"file": name, "label": IMAGE_LABELS[kind], "scores": dict(zip(IMAGE_LABELS, probs))})
+    reference = {"torch_version": torch.__version__, "labels": IMAGE_LABELS, "cases": cases}
+    (out_dir / "reference.json").write_text(json.dumps(reference, indent=1) + "\n")
+    right = sum(max(c["scores"], key=c["scores"].get) == c["label"] for c in cases)
+    print(f"image: {len(cases)} sample PNGs, {right} classified as drawn")
+
 if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", nargs="*", help="export only these groups (tabular tensors tests lartpc image)")
+    parser.add_argument("--event", metavar="DIR", help="write one full synthetic LArTPC event "
+                        "(plane-0/1/2.npy: 2400/2400/3456 wires x 1008 ticks) into DIR and exit")
+    parser.add_argument("--seed", type=int, default=1, help="event seed for --event")
+    args = parser.parse_args()
     torch.set_num_threads(1)
-    tabular()
-    tensors_bundles()
-    test_apps()
+    if args.event:
+        write_event(pathlib.Path(args.event), args.seed)
+        raise SystemExit(0)
+    groups = {"tabular": tabular, "tensors": tensors_bundles, "tests": test_apps, "lartpc": lartpc, "image": image}
+    for name, fn in groups.items():
+        if not args.only or name in args.only:
+            fn()

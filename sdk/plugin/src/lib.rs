@@ -11,8 +11,15 @@
 //! }
 //! export_plugin!(MyNet);
 //! ```
-//! The helpers here (tensor conversion, JSON items and outputs, manifest
-//! parameters, logging) are the glue every plugin would otherwise repeat.
+//! The helpers here are the glue every plugin would otherwise repeat:
+//! tensor views and conversion ([`tensor`]), JSON items and outputs, manifest
+//! parameters, logging, NumPy files ([`npy`]), sparse pixel lists
+//! ([`sparse`]), tiling and stitching ([`tiles`]), label mapping
+//! ([`labels`]), image resizing and normalisation ([`image`]), the
+//! preprocess-to-postprocess context and metadata pass-through ([`context`],
+//! [`Item::keep_meta`], [`Output::with_metadata`]). Everything but the host
+//! calls ([`log`], [`manifest()`]) also compiles and runs natively, so the
+//! helpers are unit-tested and benchmarked outside wasm.
 
 #[doc(hidden)]
 pub mod bindings {
@@ -25,9 +32,14 @@ pub mod bindings {
     });
 }
 
+pub mod context;
+pub mod image;
+pub mod labels;
 mod manifest;
 pub mod npy;
-mod tensor;
+pub mod sparse;
+pub mod tensor;
+pub mod tiles;
 
 use serde::{de::DeserializeOwned, Serialize};
 
@@ -97,6 +109,12 @@ impl Item {
         self.metadata.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
     }
 
+    /// The metadata entries among `keys` that the item carries, in `keys`
+    /// order: what a plugin passes through to its reply.
+    pub fn keep_meta(&self, keys: &[&str]) -> Vec<(String, String)> {
+        keys.iter().filter_map(|k| self.meta(k).map(|v| (k.to_string(), v.to_string()))).collect()
+    }
+
     /// Parses the payload as JSON into `T`; the error names the problem and its position.
     pub fn json<T: DeserializeOwned>(&self) -> Result<T, PluginError> {
         serde_json::from_slice(&self.data)
@@ -128,6 +146,12 @@ impl Output {
     /// A raw-bytes reply of the given content type.
     pub fn bytes(data: Vec<u8>, content_type: &str) -> Self {
         Output { data, content_type: content_type.into(), metadata: Vec::new() }
+    }
+
+    /// Adds metadata entries (e.g. passed through from the item).
+    pub fn with_metadata(mut self, meta: Vec<(String, String)>) -> Self {
+        self.metadata.extend(meta);
+        self
     }
 
     /// Adds one metadata entry.

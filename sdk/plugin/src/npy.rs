@@ -48,8 +48,29 @@ fn header_field<'a>(header: &'a str, key: &str) -> Result<&'a str, PluginError> 
     Ok(rest[..end].trim())
 }
 
-/// Parses a `.npy` file into a tensor (C order only).
-pub fn parse_npy(bytes: &[u8]) -> Result<Tensor, PluginError> {
+/// A `.npy` file's header and its element bytes, borrowed from the file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NpyView<'a> {
+    /// Element type.
+    pub dtype: Dtype,
+    /// Shape (C order).
+    pub shape: Vec<u64>,
+    /// Little-endian element bytes.
+    pub data: &'a [u8],
+}
+
+impl NpyView<'_> {
+    /// The elements as `&[T]` (borrowed when aligned, as `numpy.save` aligns the data).
+    pub fn view<T: crate::tensor::Element>(&self) -> Result<std::borrow::Cow<'_, [T]>, PluginError> {
+        if self.dtype != T::DTYPE {
+            return Err(err(format!("expected a {} array, got {} of shape {:?}", T::DTYPE.name(), self.dtype.name(), self.shape)));
+        }
+        Ok(crate::tensor::view(self.data))
+    }
+}
+
+/// Parses a `.npy` file without copying its data (C order only).
+pub fn view_npy(bytes: &[u8]) -> Result<NpyView<'_>, PluginError> {
     if bytes.len() < 10 || &bytes[..6] != MAGIC {
         return Err(err("not a .npy file (bad magic)"));
     }
@@ -71,13 +92,18 @@ pub fn parse_npy(bytes: &[u8]) -> Result<Tensor, PluginError> {
         .filter(|s| !s.is_empty())
         .map(|s| s.parse::<u64>().map_err(|_| err(format!("bad shape entry '{s}'"))))
         .collect::<Result<Vec<u64>, _>>()?;
-    let data = bytes[end..].to_vec();
-    let t = Tensor { dtype, shape, data };
-    let want = t.numel() * t.dtype.size();
-    if t.data.len() != want {
-        return Err(err(format!("npy data is {} bytes, shape {:?} of {:?} needs {want}", t.data.len(), t.shape, t.dtype)));
+    let data = &bytes[end..];
+    let want = shape.iter().map(|&d| d as usize).product::<usize>() * dtype.size();
+    if data.len() != want {
+        return Err(err(format!("npy data is {} bytes, shape {shape:?} of {dtype:?} needs {want}", data.len())));
     }
-    Ok(t)
+    Ok(NpyView { dtype, shape, data })
+}
+
+/// Parses a `.npy` file into a tensor (C order only); see [`view_npy`] for a borrowing parse.
+pub fn parse_npy(bytes: &[u8]) -> Result<Tensor, PluginError> {
+    let v = view_npy(bytes)?;
+    Ok(Tensor { dtype: v.dtype, shape: v.shape, data: v.data.to_vec() })
 }
 
 /// Writes a tensor as a version-1 `.npy` file.

@@ -1,0 +1,315 @@
+//! Tiling a large image into fixed-size square tiles for a network, and
+//! stitching per-pixel outputs back.
+//!
+//! **Tiles.** Along an axis of length `L`, with tile size `T` and minimum
+//! overlap `O`: one tile at 0 when `L <= T` (zero-padded to `T`), else
+//! `n = ceil((L - O) / (T - O))` tiles spread evenly,
+//! `origin_k = floor(k * (L - T) / (n - 1))`, so neighbours overlap by at
+//! least `O` and the last tile ends at `L`. Tiles are numbered row-major
+//! (`index = i * cols + j`).
+//!
+//! **Stitching rule.** Each pixel takes its scores from the tile whose centre
+//! is nearest along each axis: between tiles `k` and `k + 1` the boundary is
+//! `floor((origin_k + origin_{k+1} + T) / 2)`; pixels before it belong to
+//! tile `k`, from it on to tile `k + 1`. Tile edges, where a convolutional
+//! network sees least context, are never used where another tile covers the
+//! pixel more centrally.
+
+use crate::context::{Reader, Writer};
+use crate::sparse::Pixels;
+use crate::tensor::put;
+use crate::{Dtype, PluginError, Tensor};
+
+fn err(message: impl Into<String>) -> PluginError {
+    PluginError::new("tiles", message)
+}
+
+/// Tile origins along one axis (see the module docs).
+pub fn origins(length: usize, tile: usize, overlap: usize) -> Vec<usize> {
+    if length <= tile {
+        return vec![0];
+    }
+    let n = (length - overlap).div_ceil(tile - overlap);
+    (0..n).map(|k| k * (length - tile) / (n - 1)).collect()
+}
+
+/// The tiles covering a `height` x `width` image.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TileGrid {
+    /// Image height.
+    pub height: usize,
+    /// Image width.
+    pub width: usize,
+    /// Tile side.
+    pub tile: usize,
+    /// Minimum overlap between neighbouring tiles.
+    pub overlap: usize,
+    rows: Vec<usize>,
+    cols: Vec<usize>,
+    row_bounds: Vec<usize>,
+    col_bounds: Vec<usize>,
+}
+
+fn bounds(origins: &[usize], tile: usize) -> Vec<usize> {
+    origins.windows(2).map(|w| (w[0] + w[1] + tile) / 2).collect()
+}
+
+impl TileGrid {
+    /// The grid for an image; errors if the tile is 0, the overlap is not
+    /// smaller than the tile, or the image is empty.
+    pub fn new(height: usize, width: usize, tile: usize, overlap: usize) -> Result<TileGrid, PluginError> {
+        if tile == 0 || overlap >= tile {
+            return Err(err(format!("tile size {tile} with overlap {overlap}: need tile > 0 and overlap < tile")));
+        }
+        if height == 0 || width == 0 {
+            return Err(err(format!("image is {height}x{width}: nothing to tile")));
+        }
+        let (rows, cols) = (origins(height, tile, overlap), origins(width, tile, overlap));
+        let (row_bounds, col_bounds) = (bounds(&rows, tile), bounds(&cols, tile));
+        Ok(TileGrid { height, width, tile, overlap, rows, cols, row_bounds, col_bounds })
+    }
+
+    /// Number of tiles.
+    pub fn len(&self) -> usize {
+        self.rows.len() * self.cols.len()
+    }
+
+    /// Whether the grid has no tiles (never: an image has at least one).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Top-left pixel `(row, col)` of tile `index`.
+    pub fn origin(&self, index: usize) -> (usize, usize) {
+        (self.rows[index / self.cols.len()], self.cols[index % self.cols.len()])
+    }
+
+    /// The tile whose scores pixel `(row, col)` takes (the stitching rule).
+    pub fn owner(&self, row: usize, col: usize) -> usize {
+        let i = self.row_bounds.partition_point(|&b| b <= row);
+        let j = self.col_bounds.partition_point(|&b| b <= col);
+        i * self.cols.len() + j
+    }
+
+    /// Indices of the tiles that contain pixel `(row, col)`.
+    fn containing(&self, row: usize, col: usize) -> impl Iterator<Item = usize> + '_ {
+        let span = |origins: &[usize], p: usize| {
+            origins.partition_point(|&o| o + self.tile <= p)..origins.partition_point(|&o| o <= p)
+        };
+        let (ri, cj) = (span(&self.rows, row), span(&self.cols, col));
+        ri.flat_map(move |i| cj.clone().map(move |j| i * self.cols.len() + j))
+    }
+
+    /// Copies tile `index` of a dense row-major image (zero-padded past the edges) into `out` (`tile * tile`).
+    pub fn copy_tile(&self, image: &[f32], index: usize, out: &mut [f32]) {
+        let (r0, c0) = self.origin(index);
+        let t = self.tile;
+        out[..t * t].fill(0.0);
+        let w = (self.width - c0).min(t);
+        for r in 0..(self.height - r0).min(t) {
+            let src = (r0 + r) * self.width + c0;
+            out[r * t..r * t + w].copy_from_slice(&image[src..src + w]);
+        }
+    }
+}
+
+/// Sparse pixels laid over a tile grid: which tiles to run, the batched
+/// network input, and the stitched per-pixel outputs. The glue of a tiled
+/// segmentation network.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TiledPixels {
+    /// The grid.
+    pub grid: TileGrid,
+    /// The pixels, in the order results are reported.
+    pub pixels: Pixels,
+    /// Tiles that hold at least one pixel, ascending: the batch, in order.
+    /// Tiles without pixels are skipped; if no tile holds a pixel, tile 0
+    /// runs alone so that the model still gets a batch of one.
+    pub tiles: Vec<u32>,
+}
+
+impl TiledPixels {
+    /// Lays `pixels` over a grid of `tile`-sized tiles with at least `overlap`.
+    pub fn new(pixels: Pixels, tile: usize, overlap: usize) -> Result<TiledPixels, PluginError> {
+        let grid = TileGrid::new(pixels.height, pixels.width, tile, overlap)?;
+        let mut used = vec![false; grid.len()];
+        for i in 0..pixels.len() {
+            for t in grid.containing(pixels.rows[i] as usize, pixels.cols[i] as usize) {
+                used[t] = true;
+            }
+        }
+        let mut tiles: Vec<u32> = (0..grid.len() as u32).filter(|&t| used[t as usize]).collect();
+        if tiles.is_empty() {
+            tiles.push(0);
+        }
+        Ok(TiledPixels { grid, pixels, tiles })
+    }
+
+    /// The network input: f32 `[tiles, 1, tile, tile]`, each tile holding
+    /// the pixels inside it and zeros elsewhere.
+    pub fn input(&self) -> Tensor {
+        let t = self.grid.tile;
+        let mut slot = vec![u32::MAX; self.grid.len()];
+        for (n, &tile) in self.tiles.iter().enumerate() {
+            slot[tile as usize] = n as u32;
+        }
+        let mut out = Tensor::zeros(Dtype::F32, &[self.tiles.len() as u64, 1, t as u64, t as u64]);
+        for i in 0..self.pixels.len() {
+            let (r, c) = (self.pixels.rows[i] as usize, self.pixels.cols[i] as usize);
+            for tile in self.grid.containing(r, c) {
+                let (r0, c0) = self.grid.origin(tile);
+                let at = (slot[tile] as usize * t + r - r0) * t + c - c0;
+                put(&mut out.data, at, self.pixels.values[i]);
+            }
+        }
+        out
+    }
+
+    /// Stitches the network's per-pixel output `[tiles, C, tile, tile]` into
+    /// f32 `[pixels, C]`: for each pixel, in order, the `C` values from the
+    /// tile that owns it (the stitching rule in the module docs).
+    pub fn gather(&self, output: &Tensor) -> Result<Tensor, PluginError> {
+        let (n, t) = (self.tiles.len() as u64, self.grid.tile as u64);
+        if output.shape.len() != 4 || output.shape[0] != n || output.shape[2] != t || output.shape[3] != t {
+            return Err(err(format!("model output has shape {:?}, expected [{n}, C, {t}, {t}]", output.shape)));
+        }
+        let scores = output.view::<f32>()?;
+        let (c, t) = (output.shape[1] as usize, t as usize);
+        let mut slot = vec![u32::MAX; self.grid.len()];
+        for (n, &tile) in self.tiles.iter().enumerate() {
+            slot[tile as usize] = n as u32;
+        }
+        let mut out = vec![0f32; self.pixels.len() * c];
+        for i in 0..self.pixels.len() {
+            let (r, col) = (self.pixels.rows[i] as usize, self.pixels.cols[i] as usize);
+            let owner = self.grid.owner(r, col);
+            let n = slot[owner];
+            if n == u32::MAX {
+                return Err(err(format!("pixel ({r}, {col}) belongs to tile {owner}, which was not run")));
+            }
+            let (r0, c0) = self.grid.origin(owner);
+            let base = n as usize * c * t * t + (r - r0) * t + (col - c0);
+            for k in 0..c {
+                out[i * c + k] = scores[base + k * t * t];
+            }
+        }
+        Ok(Tensor::from_slice(&[self.pixels.len() as u64, c as u64], &out))
+    }
+
+    /// Appends this layout to a context.
+    pub fn encode(&self, w: &mut Writer) {
+        w.u64(self.grid.tile as u64).u64(self.grid.overlap as u64).slice(&self.tiles);
+        self.pixels.encode(w);
+    }
+
+    /// Reads a layout written by [`TiledPixels::encode`].
+    pub fn decode(r: &mut Reader) -> Result<TiledPixels, PluginError> {
+        let (tile, overlap) = (r.u64()? as usize, r.u64()? as usize);
+        let tiles = r.slice::<u32>()?;
+        let pixels = Pixels::decode(r)?;
+        let grid = TileGrid::new(pixels.height, pixels.width, tile, overlap)?;
+        if tiles.iter().any(|&t| t as usize >= grid.len()) {
+            return Err(err("context names a tile outside the grid"));
+        }
+        Ok(TiledPixels { grid, pixels, tiles })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origins_cover_with_overlap() {
+        assert_eq!(origins(300, 512, 64), vec![0]);
+        assert_eq!(origins(512, 512, 64), vec![0]);
+        assert_eq!(origins(1008, 512, 64), vec![0, 248, 496]);
+        assert_eq!(origins(640, 512, 64), vec![0, 128]);
+        let o = origins(3456, 512, 64);
+        assert_eq!((o.len(), o[0], *o.last().unwrap()), (8, 0, 3456 - 512));
+        assert!(o.windows(2).all(|w| w[0] + 512 - w[1] >= 64));
+        assert_eq!(origins(2400, 512, 64).len(), 6);
+    }
+
+    #[test]
+    fn owner_is_nearest_centre() {
+        let g = TileGrid::new(1008, 1008, 512, 64).unwrap();
+        // Axis origins 0, 248, 496; centres 256, 504, 752; bounds 380, 628.
+        assert_eq!(g.owner(379, 0), 0);
+        assert_eq!(g.owner(380, 0), 3);
+        assert_eq!(g.owner(627, 1007), 5);
+        assert_eq!(g.owner(628, 1007), 8);
+        for p in 0..1008 {
+            let i = g.owner(p, 0) / 3;
+            let centre = |k: usize| g.rows[k] as i64 + 256;
+            let d = (p as i64 - centre(i)).abs();
+            assert!((0..3).all(|k| (p as i64 - centre(k)).abs() >= d), "pixel {p}");
+            assert!(g.rows[i] <= p && p < g.rows[i] + 512);
+        }
+        assert!(TileGrid::new(10, 10, 8, 8).is_err());
+    }
+
+    #[test]
+    fn copy_tile_pads_with_zeros() {
+        let g = TileGrid::new(3, 5, 4, 1).unwrap();
+        let img: Vec<f32> = (0..15).map(|v| v as f32).collect();
+        let mut out = vec![9.0; 16];
+        g.copy_tile(&img, 1, &mut out);
+        assert_eq!(g.origin(1), (0, 1));
+        assert_eq!(out, vec![1., 2., 3., 4., 6., 7., 8., 9., 11., 12., 13., 14., 0., 0., 0., 0.]);
+    }
+
+    /// A fake "network" whose output at each tile pixel encodes (tile, row, col):
+    /// stitching must read each pixel from its owner tile at the right place.
+    #[test]
+    fn input_and_gather_agree_with_dense_tiles() {
+        let (h, w, t) = (20usize, 30usize, 8usize);
+        let mut img = vec![0f32; h * w];
+        for (i, v) in img.iter_mut().enumerate() {
+            if i % 7 == 0 {
+                *v = 1.0 + i as f32;
+            }
+        }
+        img[0..h * w / 2].iter_mut().for_each(|v| *v = 0.0); // top half empty: its tiles skip
+        let tp = TiledPixels::new(Pixels::above(&img, w, 0.0), t, 2).unwrap();
+        assert!(tp.tiles.len() < tp.grid.len(), "empty tiles are skipped");
+        let input = tp.input();
+        let x = input.view::<f32>().unwrap();
+        let mut want = vec![0f32; t * t];
+        for (n, &tile) in tp.tiles.iter().enumerate() {
+            tp.grid.copy_tile(&img, tile as usize, &mut want);
+            assert_eq!(&x[n * t * t..(n + 1) * t * t], &want[..], "tile {tile}");
+        }
+        let mut fake = Vec::new();
+        for &tile in &tp.tiles {
+            for k in 0..2 {
+                for r in 0..t {
+                    for c in 0..t {
+                        fake.push((tile as usize * 10000 + k * 1000 + r * 10 + c) as f32);
+                    }
+                }
+            }
+        }
+        let out = tp.gather(&Tensor::from_slice(&[tp.tiles.len() as u64, 2, t as u64, t as u64], &fake)).unwrap();
+        let got = out.view::<f32>().unwrap();
+        for i in 0..tp.pixels.len() {
+            let (r, c) = (tp.pixels.rows[i] as usize, tp.pixels.cols[i] as usize);
+            let owner = tp.grid.owner(r, c);
+            let (r0, c0) = tp.grid.origin(owner);
+            assert_eq!(got[i * 2 + 1], (owner * 10000 + 1000 + (r - r0) * 10 + (c - c0)) as f32);
+        }
+        let mut wctx = Writer::new();
+        tp.encode(&mut wctx);
+        let bytes = wctx.finish();
+        assert_eq!(TiledPixels::decode(&mut Reader::new(&bytes)).unwrap(), tp);
+        let wrong = Tensor::from_slice(&[1, 2, t as u64, t as u64], &fake[..2 * t * t]);
+        assert!(tp.gather(&wrong).unwrap_err().message.contains("expected ["));
+    }
+
+    #[test]
+    fn no_pixels_still_runs_one_tile() {
+        let tp = TiledPixels::new(Pixels::above(&[0.0; 12], 4, 0.0), 2, 0).unwrap();
+        assert_eq!(tp.tiles, vec![0]);
+        assert_eq!(tp.input().shape, vec![1, 1, 2, 2]);
+    }
+}

@@ -1,0 +1,141 @@
+//! LArTPC segmentation applications against PyTorch: `lartpc-dense` (a wire
+//! plane in, stitched sparse scores out) and `lartpc-sparse` (a pixel list in,
+//! scores for exactly those pixels out). The reference is the same
+//! threshold -> tile -> skip empty -> forward -> stitch pipeline written in
+//! Python (scripts/make_models.py, `dense_reference`) on the same plane.
+//!
+//! Tolerance: 1e-4 absolute on softmax scores (batched vs single-tile
+//! convolutions in libtorch differ by float rounding, ~1e-6 seen).
+
+use tensorgate_client::protocol::ErrorCode;
+use tensorgate_client::{Input, Submission};
+use tensorgate_plugin::npy::{parse_npz, write_npy, write_npz};
+use tensorgate_plugin::sparse::Pixels;
+use tensorgate_plugin::{Dtype, Tensor};
+use tensorgate_tests::{root, TestHost};
+
+const TOLERANCE: f32 = 1e-4;
+
+fn sample() -> Pixels {
+    let bytes = std::fs::read(root().join("plugins/lartpc-dense/samples/plane-crop.npz")).expect("sample");
+    Pixels::from_npz(&parse_npz(&bytes).expect("npz")).expect("sparse sample")
+}
+
+fn reference() -> (Vec<i32>, Vec<f32>) {
+    let r = parse_npz(&std::fs::read(root().join("plugins/lartpc-dense/reference.npz")).expect("reference")).expect("npz");
+    let get = |n: &str| r.iter().find(|(k, _)| k == n).map(|(_, t)| t.clone()).expect(n);
+    (get("pixels").view::<i32>().unwrap().into_owned(), get("scores").view::<f32>().unwrap().into_owned())
+}
+
+fn plane_npy(h: usize, w: usize, values: &[f32]) -> Vec<u8> {
+    write_npy(&Tensor::from_slice(&[h as u64, w as u64], values))
+}
+
+fn arrays(payload: &[u8]) -> Vec<(String, Tensor)> {
+    parse_npz(payload).expect("reply is an npz")
+}
+
+fn get<'a>(a: &'a [(String, Tensor)], name: &str) -> &'a Tensor {
+    &a.iter().find(|(n, _)| n == name).unwrap_or_else(|| panic!("reply has no `{name}`")).1
+}
+
+fn max_diff(got: &[f32], want: &[f32]) -> f32 {
+    assert_eq!(got.len(), want.len());
+    got.iter().zip(want).map(|(g, w)| (g - w).abs()).fold(0.0, f32::max)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dense_plane_matches_pytorch_stitching() {
+    let host = TestHost::start().await;
+    let client = host.client().await;
+    let s = sample();
+    let dense = s.to_dense();
+    let (want_pixels, want_scores) = reference();
+    let input = Input::new(plane_npy(s.height, s.width, &dense), "application/x-npy")
+        .with_meta("run", "5328")
+        .with_meta("subrun", "12")
+        .with_meta("event", "604")
+        .with_meta("plane", "2")
+        .with_meta("unrelated", "dropped");
+    let reply = client.predict(Submission::new("lartpc-dense", vec![input])).await.unwrap();
+    let out = reply.outcomes[0].as_ref().expect("item ok");
+    assert_eq!(out.content_type, "application/x-npz");
+    for (k, v) in [("run", "5328"), ("subrun", "12"), ("event", "604"), ("plane", "2"), ("tiles", "6"), ("tiles_run", "6")] {
+        assert_eq!(out.metadata.get(k).map(String::as_str), Some(v), "metadata {k}: {:?}", out.metadata);
+    }
+    assert!(!out.metadata.contains_key("unrelated"));
+    let a = arrays(&out.payload);
+    let pixels = get(&a, "pixels").view::<i32>().unwrap().into_owned();
+    assert_eq!(pixels, want_pixels, "the above-threshold pixels, row-major");
+    assert!(pixels.len() > 1000 && pixels.len() < s.len(), "threshold drops the noise: {} of {}", pixels.len() / 2, s.len());
+    let values = get(&a, "values").view::<f32>().unwrap().into_owned();
+    for (i, v) in values.iter().enumerate() {
+        assert_eq!(*v, dense[pixels[2 * i] as usize * s.width + pixels[2 * i + 1] as usize]);
+        assert!(*v > 10.0);
+    }
+    let scores = get(&a, "scores");
+    assert_eq!(scores.shape, vec![(pixels.len() / 2) as u64, 3]);
+    let d = max_diff(&scores.view::<f32>().unwrap(), &want_scores);
+    eprintln!("lartpc-dense: {} pixels, max |host - pytorch| = {d:e}", pixels.len() / 2);
+    assert!(d <= TOLERANCE, "max score difference {d} > {TOLERANCE}");
+    client.close().await;
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn full_plane_runs_only_non_empty_tiles() {
+    let host = TestHost::start().await;
+    let client = host.client().await;
+    let (h, w) = (3456usize, 1008usize);
+    // A short track near the top-left corner and noise below threshold everywhere else.
+    let mut plane = vec![0f32; h * w];
+    for i in 0..100 {
+        plane[(20 + i) * w + 30 + i / 2] = 40.0;
+    }
+    for i in (0..h * w).step_by(97) {
+        plane[i] += 3.0;
+    }
+    let empty = vec![0f32; h * w];
+    let items = vec![
+        Input::new(plane_npy(h, w, &plane), "application/x-npy"),
+        Input::new(plane_npy(h, w, &empty), "application/x-npy"),
+    ];
+    let reply = client.predict(Submission::new("lartpc-dense", items)).await.unwrap();
+    let track = reply.outcomes[0].as_ref().expect("track plane ok");
+    assert_eq!((track.metadata["tiles"].as_str(), track.metadata["tiles_run"].as_str()), ("24", "1"));
+    let a = arrays(&track.payload);
+    assert_eq!(get(&a, "pixels").shape, vec![100, 2]);
+    let scores = get(&a, "scores").view::<f32>().unwrap().into_owned();
+    for p in scores.chunks(3) {
+        assert!((p.iter().sum::<f32>() - 1.0).abs() < 1e-4, "scores are a softmax: {p:?}");
+    }
+    let none = reply.outcomes[1].as_ref().expect("empty plane ok");
+    assert_eq!(none.metadata["tiles_run"], "1", "an empty plane still runs one tile");
+    assert_eq!(get(&arrays(&none.payload), "scores").shape, vec![0, 3]);
+    client.close().await;
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dense_bad_inputs_are_clear_item_errors() {
+    let host = TestHost::start().await;
+    let client = host.client().await;
+    let cube = write_npy(&Tensor::from_slice(&[2, 2, 2], &[0f32; 8]));
+    let ints = write_npy(&Tensor::from_slice(&[2, 2], &[0i64; 4]));
+    let items = vec![
+        Input::new(cube, "application/x-npy"),
+        Input::new(ints, "application/x-npy"),
+        Input::new(b"not numpy".to_vec(), "application/x-npy"),
+    ];
+    let reply = client.predict(Submission::new("lartpc-dense", items)).await.unwrap();
+    let msg = |i: usize| {
+        let e = reply.outcomes[i].as_ref().expect_err("fails");
+        assert_eq!(e.code, ErrorCode::PluginError);
+        e.message.clone()
+    };
+    assert!(msg(0).contains("expected a 2-d plane [wires, ticks], got shape [2, 2, 2]"), "{}", msg(0));
+    assert!(msg(1).contains("expected a f32 array, got i64 of shape [2, 2]"), "{}", msg(1));
+    assert!(msg(2).contains("bad magic"), "{}", msg(2));
+    client.close().await;
+    host.stop().await;
+}
