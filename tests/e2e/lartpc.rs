@@ -139,3 +139,66 @@ async fn dense_bad_inputs_are_clear_item_errors() {
     client.close().await;
     host.stop().await;
 }
+
+fn sparse_npz(p: &Pixels) -> Vec<u8> {
+    write_npz(&[
+        ("pixels".into(), p.coords()),
+        ("values".into(), p.values_tensor()),
+        ("shape".into(), Tensor::from_slice(&[2], &[p.height as i64, p.width as i64])),
+    ])
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sparse_pixels_scored_in_input_order() {
+    let host = TestHost::start().await;
+    let client = host.client().await;
+    let s = sample();
+    let (want_pixels, want_scores) = reference();
+    // The above-threshold pixels (the reference's), in a scrambled order.
+    let above = Pixels::above(&s.to_dense(), s.width, 10.0);
+    let n = above.len();
+    let order: Vec<usize> = (0..n).map(|i| (i * 7919 + 13) % n).collect();
+    assert_eq!(order.iter().collect::<std::collections::HashSet<_>>().len(), n, "a permutation");
+    let pick = |v: &[u32]| order.iter().map(|&i| v[i]).collect::<Vec<u32>>();
+    let values = order.iter().map(|&i| above.values[i]).collect();
+    let shuffled = Pixels::new(s.height, s.width, pick(&above.rows), pick(&above.cols), values).unwrap();
+    let input = Input::new(sparse_npz(&shuffled), "application/x-npz").with_meta("event", "604");
+    let reply = client.predict(Submission::new("lartpc-sparse", vec![input])).await.unwrap();
+    let out = reply.outcomes[0].as_ref().expect("item ok");
+    assert_eq!((out.metadata["event"].as_str(), out.metadata["tiles_run"].as_str()), ("604", "6"));
+    let scores = get(&arrays(&out.payload), "scores").clone();
+    assert_eq!(scores.shape, vec![n as u64, 3]);
+    let got = scores.view::<f32>().unwrap();
+    let mut want = Vec::with_capacity(3 * n);
+    for &i in &order {
+        // Reference rows are in row-major pixel order, as `above` is.
+        assert_eq!((want_pixels[2 * i] as u32, want_pixels[2 * i + 1] as u32), (above.rows[i], above.cols[i]));
+        want.extend_from_slice(&want_scores[3 * i..3 * i + 3]);
+    }
+    let d = max_diff(&got, &want);
+    eprintln!("lartpc-sparse: {n} pixels, max |host - pytorch| = {d:e}");
+    assert!(d <= TOLERANCE, "max score difference {d} > {TOLERANCE}");
+    client.close().await;
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sparse_bad_lists_are_clear_item_errors() {
+    let host = TestHost::start().await;
+    let client = host.client().await;
+    let outside = Pixels { height: 10, width: 10, rows: vec![1, 10], cols: vec![1, 2], values: vec![5.0, 5.0] };
+    let twice = Pixels { height: 10, width: 10, rows: vec![1, 3, 1], cols: vec![1, 2, 1], values: vec![5.0; 3] };
+    let no_shape = write_npz(&[("pixels".into(), twice.coords()), ("values".into(), twice.values_tensor())]);
+    let items = vec![
+        Input::new(sparse_npz(&outside), "application/x-npz"),
+        Input::new(sparse_npz(&twice), "application/x-npz"),
+        Input::new(no_shape, "application/x-npz"),
+    ];
+    let reply = client.predict(Submission::new("lartpc-sparse", items)).await.unwrap();
+    let msg = |i: usize| reply.outcomes[i].as_ref().expect_err("fails").message.clone();
+    assert!(msg(0).contains("pixel 1 at (10, 2) is outside the 10x10 image"), "{}", msg(0));
+    assert!(msg(1).contains("pixel 2 at (1, 1) is listed twice"), "{}", msg(1));
+    assert!(msg(2).contains("no array named `shape`"), "{}", msg(2));
+    client.close().await;
+    host.stop().await;
+}
