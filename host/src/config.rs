@@ -38,6 +38,15 @@ pub struct HostConfig {
     pub max_items_in_flight: usize,
     /// Serve Prometheus metrics over HTTP here (off when `None`).
     pub metrics_listen: Option<SocketAddr>,
+    /// Largest bundle an upload may unpack to (bytes); the archive itself is
+    /// held in memory while it arrives, so it is bounded by this too.
+    pub max_upload_bytes: u64,
+    /// Watch the repository directory and reload what changes on disk.
+    pub watch: bool,
+    /// How long the repository must be quiet before a watched change is loaded.
+    pub watch_debounce: Duration,
+    /// Who may do what.
+    pub access: crate::auth::AccessPolicy,
 }
 
 impl HostConfig {
@@ -57,6 +66,10 @@ impl HostConfig {
             idle_timeout: Duration::from_secs(60),
             max_items_in_flight: 1024,
             metrics_listen: None,
+            max_upload_bytes: 4 << 30,
+            watch: false,
+            watch_debounce: Duration::from_millis(500),
+            access: crate::auth::AccessPolicy::default(),
         }
     }
 }

@@ -9,6 +9,7 @@
 //!   → plugin.postprocess → server (encode, reply streamed)
 //! ```
 
+pub mod auth;
 pub mod config;
 pub mod executor;
 pub mod metrics;

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
+use tensorgate_host::auth::AccessPolicy;
 use tensorgate_host::executor::DeviceSpec;
 use tensorgate_host::{Host, HostConfig};
 use tensorgate_protocol::Limits;
@@ -59,6 +60,23 @@ struct Args {
     /// Close connections idle for this many seconds.
     #[arg(long, default_value_t = 60)]
     idle_timeout_s: u64,
+    /// Access file (TOML): hashed bearer tokens, client CA, admin certificates
+    /// (see docs/management.md). Without one, predict is open and management
+    /// is allowed from loopback only.
+    #[arg(long, env = "TENSORGATE_ACCESS")]
+    access: Option<PathBuf>,
+    /// Watch the repository and reload bundles that change on disk.
+    #[arg(long, env = "TENSORGATE_WATCH")]
+    watch: bool,
+    /// Quiet time (ms) the repository needs before a watched change is loaded.
+    #[arg(long, default_value_t = 500)]
+    watch_debounce_ms: u64,
+    /// Largest bundle an upload may unpack to, in bytes.
+    #[arg(long, default_value_t = 4 << 30)]
+    max_upload_bytes: u64,
+    /// Print the SHA-256 of a token read from stdin (for the access file) and exit.
+    #[arg(long, exclusive = true)]
+    hash_token: bool,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -69,6 +87,13 @@ fn main() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
+    // `--hash-token` needs no repository: handle it before the required flags.
+    if std::env::args().any(|a| a == "--hash-token") {
+        let mut token = String::new();
+        std::io::stdin().read_line(&mut token)?;
+        println!("{}", tensorgate_host::auth::sha256_hex(token.trim_end_matches(['\r', '\n']).as_bytes()));
+        return Ok(());
+    }
     let args = Args::parse();
     let mut config = HostConfig::new(&args.repository, &args.state_dir);
     config.listen = args.listen;
@@ -86,6 +111,12 @@ fn main() -> anyhow::Result<()> {
     config.idle_timeout = Duration::from_secs(args.idle_timeout_s);
     config.metrics_listen = args.metrics_listen;
     config.max_items_in_flight = args.max_items_in_flight.max(1);
+    config.watch = args.watch;
+    config.watch_debounce = Duration::from_millis(args.watch_debounce_ms);
+    config.max_upload_bytes = args.max_upload_bytes;
+    if let Some(path) = &args.access {
+        config.access = AccessPolicy::load(path)?;
+    }
 
     let host = Host::load(config).context("starting the host")?;
     let rt = tokio::runtime::Runtime::new()?;

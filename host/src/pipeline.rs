@@ -85,7 +85,7 @@ pub async fn process_item(
 }
 
 async fn run(
-    app: &Arc<Application>,
+    app: &Application,
     head: ItemHead,
     payload: Bytes,
     deadline: Option<Instant>,
@@ -122,6 +122,43 @@ async fn run(
     let busy = timings.preprocess_us + timings.forward_us + timings.postprocess_us;
     timings.queue_us = micros(queued.elapsed()).saturating_sub(busy);
     Ok(output)
+}
+
+/// Runs one item from a bundle's `[warmup]` through `app` end to end,
+/// synchronously (on a blocking thread, before the version is visible).
+pub fn warm_up(
+    app: &Application,
+    data: Vec<u8>,
+    content_type: &str,
+    metadata: &std::collections::BTreeMap<String, String>,
+) -> Result<(), ItemFailure> {
+    let head = ItemHead {
+        index: 0,
+        content_type: content_type.to_string(),
+        metadata: metadata.clone(),
+        compression: tensorgate_protocol::Compression::None,
+    };
+    block_on(run(app, head, Bytes::from(data), None, &mut Timings::default())).map(drop)
+}
+
+/// Drives `fut` to completion on this thread (the item path awaits only the
+/// executor's reply channel, which needs no runtime).
+fn block_on<F: std::future::Future>(fut: F) -> F::Output {
+    struct Unpark(std::thread::Thread);
+    impl std::task::Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = std::task::Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut cx = std::task::Context::from_waker(&waker);
+    let mut fut = std::pin::pin!(fut);
+    loop {
+        if let std::task::Poll::Ready(v) = fut.as_mut().poll(&mut cx) {
+            return v;
+        }
+        std::thread::park();
+    }
 }
 
 fn micros(d: std::time::Duration) -> u64 {

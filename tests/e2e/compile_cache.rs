@@ -18,6 +18,17 @@ fn tabular_from_cache(host: &TestHost) -> bool {
     host.host.repository().resolve("tabular", None).unwrap().plugin.from_cache()
 }
 
+/// Distinct plugin components in the repository (bundles may share one).
+fn distinct_plugins() -> usize {
+    let mut seen = std::collections::HashSet::new();
+    for app in std::fs::read_dir(repository()).unwrap() {
+        for version in std::fs::read_dir(app.unwrap().path()).unwrap() {
+            seen.insert(std::fs::read(version.unwrap().path().join("plugin.wasm")).unwrap());
+        }
+    }
+    seen.len()
+}
+
 async fn serves(host: &TestHost) {
     let client = host.client().await;
     let body = std::fs::read(root().join("plugins/tabular/samples/jet-0.json")).unwrap();
@@ -33,7 +44,9 @@ async fn restart_uses_the_compile_cache_and_survives_corruption() {
     // Bundles sharing one plugin (the generic tensors one) compile it once.
     assert!(!tabular_from_cache(&first), "nothing cached on the first start");
     let compiled = from_cache(&first).iter().filter(|c| !**c).count();
-    assert_eq!(compiled, 2, "one compilation per distinct plugin (tabular, tensors)");
+    let distinct = distinct_plugins();
+    assert!(distinct >= 2, "tabular and the generic tensors plugin at least");
+    assert_eq!(compiled, distinct, "one compilation per distinct plugin");
     serves(&first).await;
     first.stop().await;
 
@@ -53,7 +66,7 @@ async fn restart_uses_the_compile_cache_and_survives_corruption() {
     let third = start(state.path().to_path_buf()).await;
     assert!(third.host.repository().failures().is_empty(), "{:?}", third.host.repository().failures());
     assert!(!tabular_from_cache(&third), "corrupt entries must be recompiled");
-    assert_eq!(from_cache(&third).iter().filter(|c| !**c).count(), 2);
+    assert_eq!(from_cache(&third).iter().filter(|c| !**c).count(), distinct);
     serves(&third).await;
     third.stop().await;
 }

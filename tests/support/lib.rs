@@ -76,11 +76,7 @@ pub fn repository_with(edit: impl Fn(&str, &mut String)) -> tempfile::TempDir {
         for version in std::fs::read_dir(&app).expect("app dir") {
             let version = version.expect("entry").path();
             let dest = copy.path().join(&name).join(version.file_name().expect("version"));
-            std::fs::create_dir_all(&dest).expect("mkdir");
-            for file in std::fs::read_dir(&version).expect("bundle") {
-                let file = file.expect("entry").path();
-                std::fs::copy(&file, dest.join(file.file_name().expect("file"))).expect("copy");
-            }
+            copy_dir(&version, &dest);
             let manifest = dest.join("manifest.toml");
             let mut text = std::fs::read_to_string(&manifest).expect("manifest");
             edit(&name, &mut text);
@@ -88,6 +84,40 @@ pub fn repository_with(edit: impl Fn(&str, &mut String)) -> tempfile::TempDir {
         }
     }
     copy
+}
+
+/// Copies the directory tree `src` to `dest`.
+pub fn copy_dir(src: &std::path::Path, dest: &std::path::Path) {
+    std::fs::create_dir_all(dest).expect("mkdir");
+    for entry in std::fs::read_dir(src).expect("read dir") {
+        let path = entry.expect("entry").path();
+        let target = dest.join(path.file_name().expect("file name"));
+        if path.is_dir() {
+            copy_dir(&path, &target);
+        } else {
+            std::fs::copy(&path, &target).expect("copy");
+        }
+    }
+}
+
+/// A stand-alone copy of the built `tabular` bundle as version `version`,
+/// with `edit` applied to its manifest, in `parent/NAME` (returned).
+pub fn tabular_bundle(parent: &std::path::Path, dir_name: &str, version: u64, edit: impl Fn(&mut String)) -> PathBuf {
+    let dest = parent.join(dir_name);
+    copy_dir(&repository().join("tabular/1"), &dest);
+    let manifest = dest.join("manifest.toml");
+    let mut text = std::fs::read_to_string(&manifest).expect("manifest");
+    text = text.replacen("version = 1", &format!("version = {version}"), 1);
+    edit(&mut text);
+    std::fs::write(&manifest, text).expect("write manifest");
+    dest
+}
+
+/// Resident set size of this process, in bytes (Linux).
+pub fn rss_bytes() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: u64 = statm.split_whitespace().nth(1).and_then(|p| p.parse().ok()).unwrap_or(0);
+    pages * 4096
 }
 
 /// The standard repository plus the test-only `slow` application

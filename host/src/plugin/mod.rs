@@ -168,7 +168,9 @@ impl PluginEngine {
             }
         }
         let compiled = self.engine.precompile_component(bytes)?;
-        let tmp = dir.join(format!("{key}.tmp{}", std::process::id()));
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tmp = dir.join(format!("{key}.tmp{}-{n}", std::process::id()));
         let write = std::fs::create_dir_all(dir)
             .and_then(|()| std::fs::write(&tmp, &compiled))
             .and_then(|()| std::fs::rename(&tmp, &file));

@@ -35,6 +35,28 @@ pub struct Manifest {
     /// Free parameters for the plugin.
     #[serde(default)]
     pub params: toml::Table,
+    /// An item run end to end before a new version is served.
+    #[serde(default)]
+    pub warmup: Option<Warmup>,
+}
+
+/// `[warmup]`: an item from the bundle that must go through preprocess,
+/// forward and postprocess before the version is made visible.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Warmup {
+    /// File in the bundle holding the item's payload (e.g. `samples/event.json`).
+    pub file: String,
+    /// Its content type.
+    #[serde(default = "default_content_type")]
+    pub content_type: String,
+    /// Item metadata handed to the plugin.
+    #[serde(default)]
+    pub metadata: std::collections::BTreeMap<String, String>,
+}
+
+fn default_content_type() -> String {
+    "application/json".into()
 }
 
 /// `[model]`.
@@ -236,6 +258,12 @@ impl Manifest {
         for (file, name) in [(&m.model.file, "model.file"), (&m.plugin.file, "plugin.file")] {
             if file.contains('/') || file.contains('\\') || file.starts_with('.') {
                 return Err(field(name, format!("`{file}` must be a plain file name inside the bundle")));
+            }
+        }
+        if let Some(w) = &m.warmup {
+            let p = Path::new(&w.file);
+            if w.file.is_empty() || !p.components().all(|c| matches!(c, std::path::Component::Normal(_))) {
+                return Err(field("warmup.file", format!("`{}` must be a relative path inside the bundle", w.file)));
             }
         }
         Ok(m)

@@ -1,6 +1,7 @@
 //! The QUIC front end: accepts connections, runs one request per
 //! bidirectional stream, streams each item's reply as soon as it is done.
 
+mod admin;
 mod stream;
 
 use std::net::SocketAddr;
@@ -12,6 +13,7 @@ use quinn::crypto::rustls::QuicServerConfig;
 use tokio::task::JoinHandle;
 
 use crate::config::HostConfig;
+use crate::auth::AccessPolicy;
 use crate::plugin::PluginEngine;
 use crate::repository::Repository;
 use crate::tls::{Identity, TlsError};
@@ -25,13 +27,19 @@ pub enum StartError {
     /// TLS configuration rejected.
     #[error("TLS configuration: {0}")]
     TlsConfig(String),
-    /// The repository could not be read.
-    #[error("repository {path}: {source}")]
-    Repository {
-        /// Directory.
+    /// The repository could not be opened.
+    #[error("repository: {0}")]
+    Repository(#[from] crate::repository::StoreError),
+    /// The repository watcher could not start.
+    #[error("watching the repository: {0}")]
+    Watch(String),
+    /// The client CA file could not be used.
+    #[error("client CA {path}: {reason}")]
+    ClientCa {
+        /// File.
         path: String,
         /// Cause.
-        source: std::io::Error,
+        reason: String,
     },
     /// The wasmtime engine could not be created.
     #[error("wasm engine: {0}")]
@@ -69,7 +77,7 @@ const STREAM_HEADROOM: u32 = 16;
 pub struct Host {
     shared: Arc<Shared>,
     identity: Identity,
-    _engine: PluginEngine,
+    _watcher: Option<crate::repository::watch::RepositoryWatcher>,
 }
 
 impl Host {
@@ -82,17 +90,22 @@ impl Host {
         let identity = Identity::load_or_create(&config.state_dir.join("tls"), &config.tls_names)?;
         let engine = PluginEngine::new(Some(config.state_dir.join("compiled")))
             .map_err(|e| StartError::Engine(e.to_string()))?;
-        let repo = Repository::load_dir(&config.repository, &engine, &config).map_err(|source| {
-            StartError::Repository { path: config.repository.display().to_string(), source }
-        })?;
+        let repo = Arc::new(Repository::open(&config.repository, engine, config.clone())?);
+        let watcher = match config.watch {
+            true => Some(
+                crate::repository::watch::watch(&repo, config.watch_debounce)
+                    .map_err(|e| StartError::Watch(e.to_string()))?,
+            ),
+            false => None,
+        };
         let shared = Arc::new(Shared {
             config,
-            repo: Arc::new(repo),
+            repo,
             started: Instant::now(),
             items_cancelled: AtomicU64::new(0),
             streams_refused: AtomicU64::new(0),
         });
-        Ok(Host { shared, identity, _engine: engine })
+        Ok(Host { shared, identity, _watcher: watcher })
     }
 
     /// The loaded repository.
@@ -116,7 +129,7 @@ impl Host {
         let mut tls = rustls::ServerConfig::builder_with_provider(provider)
             .with_protocol_versions(&[&rustls::version::TLS13])
             .map_err(|e| StartError::TlsConfig(e.to_string()))?
-            .with_no_client_auth()
+            .with_client_cert_verifier(client_verifier(&config.access)?)
             .with_single_cert(vec![self.identity.cert.clone()], self.identity.key.clone_key())
             .map_err(|e| StartError::TlsConfig(e.to_string()))?;
         tls.alpn_protocols = vec![tensorgate_protocol::ALPN.to_vec()];
@@ -150,9 +163,36 @@ impl Host {
     }
 }
 
+/// Client certificates: verified against the access policy's CA when there
+/// is one (required or optional as it says), otherwise not asked for.
+fn client_verifier(access: &AccessPolicy) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, StartError> {
+    let Some(ca) = &access.client_ca else {
+        return Ok(rustls::server::WebPkiClientVerifier::no_client_auth());
+    };
+    let err = |reason: String| StartError::ClientCa { path: ca.display().to_string(), reason };
+    let pem = std::fs::read(ca).map_err(|e| err(e.to_string()))?;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+        roots.add(cert.map_err(|e| err(e.to_string()))?).map_err(|e| err(e.to_string()))?;
+    }
+    if roots.is_empty() {
+        return Err(err("no certificates in the file".into()));
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
+    let builder = if access.client_cert_required { builder } else { builder.allow_unauthenticated() };
+    builder.build().map_err(|e| err(e.to_string()))
+}
+
 async fn serve_connection(shared: Arc<Shared>, conn: quinn::Connection) {
     let remote = conn.remote_address();
     tracing::debug!(%remote, "connection open");
+    // The end-entity certificate, already verified against the client CA by rustls.
+    let cert = conn
+        .peer_identity()
+        .and_then(|id| id.downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>().ok())
+        .and_then(|chain| chain.first().map(|c| c.to_vec()));
+    let peer = shared.config.access.connection(remote, cert.as_deref());
     let active = Arc::new(AtomicU32::new(0));
     let limit = shared.config.max_streams_per_connection;
     loop {
@@ -167,7 +207,7 @@ async fn serve_connection(shared: Arc<Shared>, conn: quinn::Connection) {
                 let guard = StreamSlot(active.clone());
                 let shared = shared.clone();
                 tokio::spawn(async move {
-                    stream::serve_stream(shared, send, recv).await;
+                    stream::serve_stream(shared, peer, send, recv).await;
                     drop(guard);
                 });
             }

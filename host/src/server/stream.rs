@@ -13,7 +13,9 @@ use tensorgate_protocol::{
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
+use super::admin;
 use super::Shared;
+use crate::auth::Peer;
 use crate::pipeline::{process_item, ItemFailure};
 use crate::plugin::Output;
 use crate::repository::Application;
@@ -45,10 +47,15 @@ impl From<quinn::WriteError> for Abort {
     }
 }
 
-pub(crate) async fn serve_stream(shared: Arc<Shared>, mut send: quinn::SendStream, mut recv: quinn::RecvStream) {
+pub(crate) async fn serve_stream(
+    shared: Arc<Shared>,
+    peer: Peer,
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+) {
     let span = tracing::info_span!("request", stream = %send.id(), model = tracing::field::Empty, request_id = tracing::field::Empty);
     async {
-        let mut req = Request::new(shared);
+        let mut req = Request::new(shared, peer);
         let outcome = req.run(&mut send, &mut recv).await;
         let model = req.header.as_ref().map(|h| h.model.clone()).unwrap_or_else(|| "-".into());
         match outcome {
@@ -77,8 +84,19 @@ pub(crate) async fn serve_stream(shared: Arc<Shared>, mut send: quinn::SendStrea
     .await
 }
 
+/// What to do after a client frame.
+enum Next {
+    /// Keep reading.
+    Continue,
+    /// Send this complete reply; the request is done.
+    Reply(Bytes),
+    /// Run the management request now that all of it has arrived.
+    Admin(RequestHeader),
+}
+
 struct Request {
     shared: Arc<Shared>,
+    peer: Peer,
     state: RequestState,
     decoder: FrameDecoder,
     app: Option<Arc<Application>>,
@@ -88,13 +106,22 @@ struct Request {
     deadline: Option<tokio::time::Instant>,
     summary: Summary,
     out: BytesMut,
+    /// A management request's header, until its `End`.
+    admin: Option<RequestHeader>,
+    /// An upload's archive chunks, by index.
+    upload: Vec<(u32, Bytes)>,
+    upload_bytes: u64,
 }
 
 impl Request {
-    fn new(shared: Arc<Shared>) -> Self {
+    fn new(shared: Arc<Shared>, peer: Peer) -> Self {
         let limits = shared.config.limits;
         Request {
             shared,
+            peer,
+            admin: None,
+            upload: Vec::new(),
+            upload_bytes: 0,
             state: RequestState::new(limits),
             decoder: FrameDecoder::new(limits),
             app: None,
@@ -116,10 +143,21 @@ impl Request {
         loop {
             while self.tasks.len() < max && !self.state.ended() {
                 let Some(frame) = self.decoder.decode()? else { break };
-                if let Some(reply) = self.on_frame(frame)? {
+                match self.on_frame(frame)? {
+                    Next::Continue => {}
                     // A status request: answered, nothing else to do.
-                    send.write_all(&reply).await?;
-                    return Ok(());
+                    Next::Reply(reply) => {
+                        send.write_all(&reply).await?;
+                        return Ok(());
+                    }
+                    Next::Admin(header) => {
+                        let upload = std::mem::take(&mut self.upload);
+                        let reply = admin::handle(&self.shared, header, upload).await;
+                        for chunk in reply.map_err(|(code, message)| Abort::Reject(code, message))? {
+                            send.write_all(&chunk).await?;
+                        }
+                        return Ok(());
+                    }
                 }
             }
             if self.state.ended() {
@@ -179,35 +217,39 @@ impl Request {
         Ok(())
     }
 
-    /// Acts on one client frame; returns a complete reply for `status`.
-    fn on_frame(&mut self, frame: Frame) -> Result<Option<Bytes>, Abort> {
+    /// Acts on one client frame.
+    fn on_frame(&mut self, frame: Frame) -> Result<Next, Abort> {
         match self.state.on_frame(frame)? {
-            Frame::Header(RequestHeader::Predict(h)) => {
-                let span = tracing::Span::current();
-                span.record("model", h.model.as_str());
-                span.record("request_id", h.request_id.as_str());
-                let app = self
-                    .shared
-                    .repo
-                    .resolve(&h.model, h.version)
-                    .map_err(|e| Abort::Reject(ErrorCode::UnknownModel, e.to_string()))?;
-                self.summary = Summary {
-                    request_id: h.request_id.clone(),
-                    model: app.name().to_string(),
-                    version: app.version(),
-                    ..Summary::default()
-                };
-                self.deadline = h.deadline_ms.map(|ms| tokio::time::Instant::now() + Duration::from_millis(ms));
-                self.app = Some(app);
-                self.header = Some(h);
+            Frame::Header(header) => {
+                let access = &self.shared.config.access;
+                access
+                    .check(header.role(), header.op(), &self.peer, header.token())
+                    .map_err(|m| Abort::Reject(ErrorCode::Forbidden, m))?;
+                match header {
+                    RequestHeader::Predict(h) => self.route(h)?,
+                    RequestHeader::Status(_) => {}
+                    other => self.admin = Some(other),
+                }
             }
-            Frame::Header(RequestHeader::Status) => {}
+            Frame::Item(item) if self.admin.is_some() => {
+                // Upload: archive chunks, held until End (bounded).
+                let chunk = item.decompressed(self.shared.config.limits.max_item_bytes)?;
+                self.upload_bytes += chunk.len() as u64;
+                let limit = self.shared.config.max_upload_bytes;
+                if self.upload_bytes > limit {
+                    return Err(Abort::Reject(ErrorCode::LimitExceeded, format!("upload exceeds max_upload_bytes = {limit}")));
+                }
+                self.upload.push((item.head.index, chunk));
+            }
             Frame::Item(item) => self.spawn_item(item)?,
             Frame::End => {
+                if let Some(header) = self.admin.take() {
+                    return Ok(Next::Admin(header));
+                }
                 if self.header.is_none() {
                     let mut out = BytesMut::new();
                     encode(&Frame::Status(self.status()), &mut out);
-                    return Ok(Some(out.freeze()));
+                    return Ok(Next::Reply(out.freeze()));
                 }
             }
             other => {
@@ -215,7 +257,30 @@ impl Request {
                 return Err(Abort::Reject(ErrorCode::BadRequest, format!("unexpected {kind} frame from a client")));
             }
         }
-        Ok(None)
+        Ok(Next::Continue)
+    }
+
+    /// Routes a predict request to the application version that will serve it.
+    fn route(&mut self, h: PredictHeader) -> Result<(), Abort> {
+        let span = tracing::Span::current();
+        span.record("model", h.model.as_str());
+        span.record("request_id", h.request_id.as_str());
+        let app = self
+            .shared
+            .repo
+            .resolve(&h.model, h.version)
+            .map_err(|e| Abort::Reject(ErrorCode::UnknownModel, e.to_string()))?;
+        app.counters.requests.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.summary = Summary {
+            request_id: h.request_id.clone(),
+            model: app.name().to_string(),
+            version: app.version(),
+            ..Summary::default()
+        };
+        self.deadline = h.deadline_ms.map(|ms| tokio::time::Instant::now() + Duration::from_millis(ms));
+        self.app = Some(app);
+        self.header = Some(h);
+        Ok(())
     }
 
     fn spawn_item(&mut self, item: Item) -> Result<(), Abort> {
@@ -331,6 +396,7 @@ impl Request {
                 .collect(),
             items_cancelled: self.shared.items_cancelled.load(std::sync::atomic::Ordering::Relaxed),
             streams_refused: self.shared.streams_refused.load(std::sync::atomic::Ordering::Relaxed),
+            load_errors: self.shared.repo.failures(),
         }
     }
 }

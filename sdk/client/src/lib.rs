@@ -19,8 +19,8 @@ use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use tensorgate_protocol::{
-    encode, Compression, ErrorCode, Frame, FrameDecoder, Item, ItemHead, Limits, PredictHeader, ProtocolError,
-    ReplyState, RequestHeader, StatusReply, Summary,
+    encode, AdminHeader, AdminReply, Compression, ErrorCode, Frame, FrameDecoder, Item, ItemHead, Limits, ModelInfo,
+    PredictHeader, ProtocolError, ReplyState, RequestHeader, StatusReply, Summary,
 };
 
 pub use tensorgate_protocol as protocol;
@@ -55,6 +55,34 @@ pub enum Trust {
     CaFile(PathBuf),
 }
 
+/// A client certificate and its key (PEM files), for hosts that check
+/// client certificates (mutual TLS).
+#[derive(Debug, Clone)]
+pub struct Identity {
+    /// Certificate chain, end-entity first.
+    pub cert: PathBuf,
+    /// Private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+}
+
+/// How to connect: whom to trust, and which credentials to present.
+#[derive(Debug, Clone)]
+pub struct ConnectOptions {
+    /// How to trust the host.
+    pub trust: Trust,
+    /// Client certificate, for hosts that check them.
+    pub identity: Option<Identity>,
+    /// Bearer token sent with every request (`predict` or `admin` role).
+    pub token: Option<String>,
+}
+
+impl ConnectOptions {
+    /// Trust as given, no credentials.
+    pub fn new(trust: Trust) -> Self {
+        ConnectOptions { trust, identity: None, token: None }
+    }
+}
+
 /// Errors from the client.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -86,6 +114,19 @@ pub enum ClientError {
     /// The host closed the stream without a final frame.
     #[error("host closed the stream before the summary")]
     Incomplete,
+    /// A bundle could not be read or packed for upload.
+    #[error("bundle: {0}")]
+    Bundle(String),
+}
+
+impl ClientError {
+    /// The protocol error code, when the host sent one.
+    pub fn code(&self) -> Option<ErrorCode> {
+        match self {
+            ClientError::Request { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
 }
 
 impl From<quinn::WriteError> for ClientError {
@@ -219,12 +260,21 @@ pub struct Client {
     endpoint: quinn::Endpoint,
     conn: quinn::Connection,
     limits: Limits,
+    token: Option<String>,
 }
 
+/// Bundle bytes per `Item` frame of an upload.
+const UPLOAD_CHUNK: usize = 4 << 20;
+
 impl Client {
-    /// Connects to `addr`, trusting the host as `trust` says.
+    /// Connects to `addr`, trusting the host as `trust` says, with no credentials.
     pub async fn connect(addr: SocketAddr, trust: Trust) -> Result<Self, ClientError> {
-        let crypto = tls::client_config(&trust)?;
+        Self::connect_with(addr, ConnectOptions::new(trust)).await
+    }
+
+    /// Connects to `addr` with the given trust and credentials.
+    pub async fn connect_with(addr: SocketAddr, options: ConnectOptions) -> Result<Self, ClientError> {
+        let crypto = tls::client_config(&options.trust, options.identity.as_ref())?;
         let quic = quinn::crypto::rustls::QuicClientConfig::try_from(crypto)
             .map_err(|e| ClientError::Tls(e.to_string()))?;
         let bind: SocketAddr = if addr.is_ipv6() { "[::]:0" } else { "0.0.0.0:0" }
@@ -239,7 +289,14 @@ impl Client {
             .map_err(|e| ClientError::Connect { addr, reason: e.to_string() })?
             .await
             .map_err(|e| ClientError::Connect { addr, reason: e.to_string() })?;
-        Ok(Client { endpoint, conn, limits: Limits::default() })
+        // Replies (status, model lists) come from the host we chose to trust: allow them larger headers.
+        let limits = Limits { max_header_bytes: 16 << 20, ..Limits::default() };
+        Ok(Client { endpoint, conn, limits, token: options.token })
+    }
+
+    /// Sets the bearer token sent with every following request.
+    pub fn set_token(&mut self, token: Option<String>) {
+        self.token = token;
     }
 
     /// Submits a request and collects every reply, in input order.
@@ -284,7 +341,10 @@ impl Client {
         mut on_event: impl FnMut(Event),
     ) -> Result<Summary, ClientError> {
         let (mut send, mut recv) = self.conn.open_bi().await.map_err(|e| ClientError::Connection(e.to_string()))?;
-        let Submission { header, items, compress } = submission;
+        let Submission { mut header, items, compress } = submission;
+        if header.token.is_none() {
+            header.token = self.token.clone();
+        }
         let writer = async move {
             // Small frames are coalesced into one write; large payloads go
             // straight to the stream, uncopied.
@@ -369,7 +429,8 @@ impl Client {
     pub async fn status(&self) -> Result<StatusReply, ClientError> {
         let (mut send, mut recv) = self.conn.open_bi().await.map_err(|e| ClientError::Connection(e.to_string()))?;
         let mut out = BytesMut::new();
-        encode(&Frame::Header(RequestHeader::Status), &mut out);
+        let header = RequestHeader::Status(tensorgate_protocol::StatusHeader { token: self.token.clone() });
+        encode(&Frame::Header(header), &mut out);
         encode(&Frame::End, &mut out);
         send.write_all(&out).await?;
         send.finish().map_err(|e| ClientError::Connection(e.to_string()))?;
@@ -389,11 +450,146 @@ impl Client {
         }
     }
 
+    fn admin_header(&self, model: Option<&str>, version: Option<u64>) -> AdminHeader {
+        AdminHeader { token: self.token.clone(), model: model.map(str::to_string), version, replace: false }
+    }
+
+    /// Lists every application version on the host: loaded (`ready`) and
+    /// bundles that failed to load (`failed`, with the error). Needs admin.
+    pub async fn models(&self) -> Result<Vec<ModelInfo>, ClientError> {
+        let header = RequestHeader::Models(self.admin_header(None, None));
+        Ok(self.admin(header, Vec::new()).await?.0.models)
+    }
+
+    /// Uploads a bundle — a directory holding `manifest.toml` (packed here)
+    /// or a `.tar.zst` archive of one — and waits until the host has loaded
+    /// it and serves it. `replace` overwrites an existing bundle of the same
+    /// name and version. Needs admin.
+    pub async fn upload(&self, path: &std::path::Path, replace: bool) -> Result<AdminReply, ClientError> {
+        let archive = if path.is_dir() {
+            let dir = path.to_path_buf();
+            tokio::task::spawn_blocking(move || pack_bundle(&dir))
+                .await
+                .map_err(|e| ClientError::Bundle(e.to_string()))?
+                .map_err(|e| ClientError::Bundle(format!("packing {}: {e}", path.display())))?
+        } else {
+            tokio::fs::read(path).await.map_err(|e| ClientError::Bundle(format!("{}: {e}", path.display())))?
+        };
+        self.upload_archive(Bytes::from(archive), replace).await
+    }
+
+    /// Uploads a bundle already packed as `.tar.zst` (see [`pack_bundle`]).
+    pub async fn upload_archive(&self, archive: Bytes, replace: bool) -> Result<AdminReply, ClientError> {
+        let mut header = self.admin_header(None, None);
+        header.replace = replace;
+        let chunks = (0..archive.len().div_ceil(UPLOAD_CHUNK))
+            .map(|i| archive.slice(i * UPLOAD_CHUNK..((i + 1) * UPLOAD_CHUNK).min(archive.len())))
+            .collect();
+        Ok(self.admin(RequestHeader::Upload(header), chunks).await?.0)
+    }
+
+    /// Downloads a bundle (the newest version when `version` is `None`) as a
+    /// `.tar.zst` archive. Needs admin.
+    pub async fn fetch(&self, model: &str, version: Option<u64>) -> Result<Bytes, ClientError> {
+        let header = RequestHeader::Fetch(self.admin_header(Some(model), version));
+        Ok(self.admin(header, Vec::new()).await?.1)
+    }
+
+    /// Removes a version of a model, or every version when `version` is
+    /// `None`. Requests already running finish first. Needs admin.
+    pub async fn delete(&self, model: &str, version: Option<u64>) -> Result<AdminReply, ClientError> {
+        let header = RequestHeader::Delete(self.admin_header(Some(model), version));
+        Ok(self.admin(header, Vec::new()).await?.0)
+    }
+
+    /// Makes the host re-read its repository on disk (one model or all) and
+    /// load what changed; failures are listed in the reply's `errors` and
+    /// leave the versions that served before serving. Needs admin.
+    pub async fn reload(&self, model: Option<&str>) -> Result<AdminReply, ClientError> {
+        let header = RequestHeader::Reload(self.admin_header(model, None));
+        Ok(self.admin(header, Vec::new()).await?.0)
+    }
+
+    /// Sends a management request (with `chunks` as its items) and reads its
+    /// reply: the final `Reply` and the payloads of any `Result` frames before it.
+    async fn admin(&self, header: RequestHeader, chunks: Vec<Bytes>) -> Result<(AdminReply, Bytes), ClientError> {
+        let (mut send, mut recv) = self.conn.open_bi().await.map_err(|e| ClientError::Connection(e.to_string()))?;
+        let writer = async move {
+            let mut out = BytesMut::new();
+            encode(&Frame::Header(header), &mut out);
+            for (index, chunk) in chunks.into_iter().enumerate() {
+                let head = ItemHead {
+                    index: index as u32,
+                    content_type: "application/x-tar+zstd".into(),
+                    ..ItemHead::default()
+                };
+                out.extend_from_slice(&tensorgate_protocol::encode_item_frame(
+                    tensorgate_protocol::FrameKind::Item,
+                    &head,
+                    chunk.len(),
+                ));
+                send.write_all(&out).await?;
+                out.clear();
+                send.write_all(&chunk).await?;
+            }
+            encode(&Frame::End, &mut out);
+            send.write_all(&out).await?;
+            send.finish().map_err(|e| ClientError::Connection(e.to_string()))?;
+            Ok::<_, ClientError>(())
+        };
+        let limits = self.limits;
+        let reader = async move {
+            let mut decoder = FrameDecoder::new(limits);
+            let mut state = ReplyState::new();
+            let mut payload = BytesMut::new();
+            loop {
+                while let Some(frame) = decoder.decode()? {
+                    match state.on_frame(frame)? {
+                        Frame::Result(item) => payload.extend_from_slice(&item.decompressed(limits.max_item_bytes)?),
+                        Frame::Reply(r) => return Ok((r, payload.freeze())),
+                        Frame::RequestError(e) => return Err(ClientError::Request { code: e.code, message: e.message }),
+                        other => {
+                            return Err(ProtocolError::UnexpectedFrame { got: other.kind().name(), state: "in a management reply" }.into())
+                        }
+                    }
+                }
+                match recv.read_chunk(1 << 20, true).await? {
+                    Some(chunk) => decoder.feed(&chunk.bytes),
+                    None => return Err(ClientError::Incomplete),
+                }
+            }
+        };
+        let (written, reply) = tokio::join!(writer, reader);
+        match (written, reply) {
+            (_, Ok(r)) => Ok(r),
+            (_, Err(e @ ClientError::Request { .. })) => Err(e),
+            (Err(e), _) => Err(e),
+            (Ok(()), Err(e)) => Err(e),
+        }
+    }
+
     /// Closes the connection and waits briefly for the host to acknowledge.
     pub async fn close(self) {
         self.conn.close(0u32.into(), b"done");
         let _ = tokio::time::timeout(std::time::Duration::from_secs(1), self.endpoint.wait_idle()).await;
     }
+}
+
+/// Packs the bundle directory `dir` (manifest, model, plugin, any other
+/// files) into a `.tar.zst` archive with the files at its root, as `upload`
+/// sends it and `fetch` returns it.
+pub fn pack_bundle(dir: &std::path::Path) -> std::io::Result<Vec<u8>> {
+    if !dir.join("manifest.toml").is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            format!("{} has no manifest.toml: not a bundle directory", dir.display()),
+        ));
+    }
+    let encoder = zstd::stream::write::Encoder::new(Vec::new(), 3)?;
+    let mut tar = tar::Builder::new(encoder);
+    tar.mode(tar::HeaderMode::Deterministic);
+    tar.append_dir_all(".", dir)?;
+    tar.into_inner()?.finish()
 }
 
 fn item_reply(item: Item, limits: Limits) -> Result<ItemReply, ClientError> {

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use anyhow::bail;
 use clap::{Args, Parser, Subcommand};
-use tensorgate_client::{Client, Trust};
+use tensorgate_client::{Client, ConnectOptions, Identity, Trust};
 
 #[derive(Parser)]
 #[command(name = "tensorgate", version, about = "Submit work to a tensorgate host")]
@@ -35,6 +35,15 @@ struct ConnArgs {
     /// Verify the host certificate against this CA file (PEM) instead.
     #[arg(long, global = true, env = "TENSORGATE_CA", conflicts_with = "fingerprint")]
     ca: Option<PathBuf>,
+    /// Bearer token sent with every request (for hosts that require one).
+    #[arg(long, global = true, env = "TENSORGATE_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Client certificate (PEM) for hosts that check them; needs --key.
+    #[arg(long, global = true, env = "TENSORGATE_CERT", requires = "key")]
+    cert: Option<PathBuf>,
+    /// Private key (PEM) of --cert.
+    #[arg(long, global = true, env = "TENSORGATE_KEY", requires = "cert")]
+    key: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -44,8 +53,47 @@ enum Command {
     Submit(submit::SubmitArgs),
     /// Show the host's version, uptime and loaded models (JSON).
     Status,
-    /// List the loaded models.
-    Models,
+    /// List every model version with its state, load time and counts
+    /// (admin; `--json` for the full records).
+    Models {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Install a bundle (a directory with manifest.toml, or a .tar.zst of
+    /// one); returns once the host serves it (admin).
+    Upload {
+        /// Bundle directory or archive.
+        path: PathBuf,
+        /// Replace an existing bundle of the same name and version.
+        #[arg(long)]
+        replace: bool,
+    },
+    /// Download a bundle as .tar.zst (admin).
+    Fetch {
+        /// Model name.
+        model: String,
+        /// Version (newest when absent).
+        #[arg(long)]
+        version: Option<u64>,
+        /// Output file (default MODEL-VERSION.tar.zst).
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
+    /// Remove a model version, or all its versions (admin).
+    Delete {
+        /// Model name.
+        model: String,
+        /// Version (every version when absent).
+        #[arg(long)]
+        version: Option<u64>,
+    },
+    /// Re-read the repository on disk and load what changed (admin).
+    /// Exit code 1 if a bundle failed to load.
+    Reload {
+        /// Only this model.
+        model: Option<String>,
+    },
     /// Load generator: send requests of one payload file and report latency
     /// percentiles and throughput.
     Bench(bench::BenchArgs),
@@ -59,6 +107,28 @@ pub(crate) fn content_type_for(path: &Path) -> &'static str {
         Some("npz") => "application/x-npz",
         Some("png") => "image/png",
         _ => "application/octet-stream",
+    }
+}
+
+fn print_models(models: &[tensorgate_client::protocol::ModelInfo]) {
+    println!(
+        "{:<16} {:>7} {:<8} {:<6} {:>9} {:>9} {:>7} {:>8}  DESCRIPTION",
+        "NAME", "VERSION", "STATE", "DEVICE", "REQUESTS", "ITEMS_OK", "FAILED", "LOAD_MS"
+    );
+    for m in models {
+        let default = if m.default { "*" } else { "" };
+        let about = m.error.as_deref().unwrap_or(&m.description);
+        println!(
+            "{:<16} {:>7} {:<8} {:<6} {:>9} {:>9} {:>7} {:>8.1}  {about}",
+            m.name,
+            format!("{}{default}", m.version),
+            m.state,
+            m.device,
+            m.requests,
+            m.items_ok,
+            m.items_failed,
+            m.load_us as f64 / 1e3
+        );
     }
 }
 
@@ -79,7 +149,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         (None, Some(ca)) => Trust::CaFile(ca.clone()),
         (None, None) => bail!("give --fingerprint (printed by tensorgate-host) or --ca to trust the host"),
     };
-    let client = Arc::new(Client::connect(cli.conn.host, trust).await?);
+    let identity = match (&cli.conn.cert, &cli.conn.key) {
+        (Some(cert), Some(key)) => Some(Identity { cert: cert.clone(), key: key.clone() }),
+        _ => None,
+    };
+    let options = ConnectOptions { trust, identity, token: cli.conn.token.clone() };
+    let client = Arc::new(Client::connect_with(cli.conn.host, options).await?);
     let code = match cli.command {
         Command::Submit(args) => submit::run(client.clone(), args).await?,
         Command::Bench(args) => {
@@ -90,21 +165,43 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("{}", serde_json::to_string_pretty(&client.status().await?)?);
             ExitCode::SUCCESS
         }
-        Command::Models => {
-            let status = client.status().await?;
-            println!(
-                "{:<16} {:>7} {:<7} {:>9} {:>7} {:>6} {:>10} {:>6}  DESCRIPTION",
-                "NAME", "VERSION", "DEVICE", "OK", "FAILED", "QUEUED", "BATCH_MEAN", "FWD_MS"
-            );
-            for m in status.models {
-                let batch = m.forward_rows as f64 / m.forwards.max(1) as f64;
-                let fwd_ms = m.forward_us as f64 / 1e3 / m.forwards.max(1) as f64;
-                println!(
-                    "{:<16} {:>7} {:<7} {:>9} {:>7} {:>6} {:>10.1} {:>6.2}  {}",
-                    m.name, m.version, m.device, m.items_ok, m.items_failed, m.queued, batch, fwd_ms, m.description
-                );
+        Command::Models { json } => {
+            let models = client.models().await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&models)?);
+            } else {
+                print_models(&models);
             }
             ExitCode::SUCCESS
+        }
+        Command::Upload { path, replace } => {
+            let reply = client.upload(&path, replace).await?;
+            println!("{}", reply.message);
+            ExitCode::SUCCESS
+        }
+        Command::Fetch { model, version, output } => {
+            let archive = client.fetch(&model, version).await?;
+            let output = output.unwrap_or_else(|| {
+                PathBuf::from(format!("{model}-{}.tar.zst", version.map(|v| v.to_string()).unwrap_or("latest".into())))
+            });
+            std::fs::write(&output, &archive)?;
+            println!("{} ({} bytes)", output.display(), archive.len());
+            ExitCode::SUCCESS
+        }
+        Command::Delete { model, version } => {
+            println!("{}", client.delete(&model, version).await?.message);
+            ExitCode::SUCCESS
+        }
+        Command::Reload { model } => {
+            let reply = client.reload(model.as_deref()).await?;
+            println!("{}", reply.message);
+            for m in &reply.models {
+                println!("  {} {} {} ({:.1} ms)", m.state, m.name, m.version, m.load_us as f64 / 1e3);
+            }
+            for e in &reply.errors {
+                eprintln!("  failed {} {}: {}", e.model, e.version.map(|v| v.to_string()).unwrap_or_default(), e.error);
+            }
+            if reply.errors.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) }
         }
     };
     if let Ok(client) = Arc::try_unwrap(client) {

@@ -9,10 +9,11 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
 use sha2::{Digest, Sha256};
 
-use crate::{ClientError, Trust};
+use crate::{ClientError, Identity, Trust};
 
-/// The rustls configuration for `trust`, with our ALPN.
-pub(crate) fn client_config(trust: &Trust) -> Result<rustls::ClientConfig, ClientError> {
+/// The rustls configuration for `trust`, with our ALPN, presenting
+/// `identity` as a client certificate when given.
+pub(crate) fn client_config(trust: &Trust, identity: Option<&Identity>) -> Result<rustls::ClientConfig, ClientError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13])
@@ -20,10 +21,14 @@ pub(crate) fn client_config(trust: &Trust) -> Result<rustls::ClientConfig, Clien
     let mut config = match trust {
         Trust::Fingerprint(hex_fp) => {
             let pinned = parse_fingerprint(hex_fp)?;
-            builder
-                .dangerous()
-                .with_custom_certificate_verifier(Arc::new(PinnedCert { pinned, provider }))
-                .with_no_client_auth()
+            let builder = builder.dangerous().with_custom_certificate_verifier(Arc::new(PinnedCert { pinned, provider }));
+            match identity {
+                Some(id) => {
+                    let (certs, key) = read_identity(id)?;
+                    builder.with_client_auth_cert(certs, key).map_err(|e| ClientError::Tls(e.to_string()))?
+                }
+                None => builder.with_no_client_auth(),
+            }
         }
         Trust::CaFile(path) => {
             let pem = std::fs::read(path).map_err(|e| ClientError::Tls(format!("{}: {e}", path.display())))?;
@@ -35,11 +40,36 @@ pub(crate) fn client_config(trust: &Trust) -> Result<rustls::ClientConfig, Clien
             if roots.is_empty() {
                 return Err(ClientError::Tls(format!("{}: no certificates found", path.display())));
             }
-            builder.with_root_certificates(roots).with_no_client_auth()
+            let builder = builder.with_root_certificates(roots);
+            match identity {
+                Some(id) => {
+                    let (certs, key) = read_identity(id)?;
+                    builder.with_client_auth_cert(certs, key).map_err(|e| ClientError::Tls(e.to_string()))?
+                }
+                None => builder.with_no_client_auth(),
+            }
         }
     };
     config.alpn_protocols = vec![tensorgate_protocol::ALPN.to_vec()];
     Ok(config)
+}
+
+type CertsAndKey = (Vec<CertificateDer<'static>>, rustls::pki_types::PrivateKeyDer<'static>);
+
+fn read_identity(id: &Identity) -> Result<CertsAndKey, ClientError> {
+    let read = |p: &std::path::Path| std::fs::read(p).map_err(|e| ClientError::Tls(format!("{}: {e}", p.display())));
+    let pem = read(&id.cert)?;
+    let certs = rustls_pemfile::certs(&mut pem.as_slice())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| ClientError::Tls(format!("{}: {e}", id.cert.display())))?;
+    if certs.is_empty() {
+        return Err(ClientError::Tls(format!("{}: no certificates found", id.cert.display())));
+    }
+    let pem = read(&id.key)?;
+    let key = rustls_pemfile::private_key(&mut pem.as_slice())
+        .map_err(|e| ClientError::Tls(format!("{}: {e}", id.key.display())))?
+        .ok_or_else(|| ClientError::Tls(format!("{}: no private key found", id.key.display())))?;
+    Ok((certs, key))
 }
 
 fn parse_fingerprint(s: &str) -> Result<[u8; 32], ClientError> {

@@ -33,6 +33,8 @@ pub enum FrameKind {
     RequestError = 0x84,
     /// Host: status reply.
     Status = 0x85,
+    /// Host: management reply.
+    Reply = 0x86,
 }
 
 impl FrameKind {
@@ -47,6 +49,7 @@ impl FrameKind {
             0x83 => FrameKind::Summary,
             0x84 => FrameKind::RequestError,
             0x85 => FrameKind::Status,
+            0x86 => FrameKind::Reply,
             other => return Err(ProtocolError::UnknownFrameKind(other)),
         })
     }
@@ -62,6 +65,7 @@ impl FrameKind {
             FrameKind::Summary => "Summary",
             FrameKind::RequestError => "RequestError",
             FrameKind::Status => "Status",
+            FrameKind::Reply => "Reply",
         }
     }
 
@@ -82,6 +86,7 @@ impl Frame {
             Frame::Summary(_) => FrameKind::Summary,
             Frame::RequestError(_) => FrameKind::RequestError,
             Frame::Status(_) => FrameKind::Status,
+            Frame::Reply(_) => FrameKind::Reply,
         }
     }
 }
@@ -109,6 +114,7 @@ pub fn encode(frame: &Frame, out: &mut BytesMut) {
         Frame::Summary(s) => put_msgpack(out, FrameKind::Summary, s),
         Frame::RequestError(e) => put_msgpack(out, FrameKind::RequestError, e),
         Frame::Status(s) => put_msgpack(out, FrameKind::Status, s),
+        Frame::Reply(r) => put_msgpack(out, FrameKind::Reply, r),
     }
 }
 
@@ -229,5 +235,6 @@ fn decode_body(kind: FrameKind, mut body: Bytes) -> Result<Frame, ProtocolError>
         FrameKind::Summary => Frame::Summary(from_msgpack(kind, &body)?),
         FrameKind::RequestError => Frame::RequestError(from_msgpack(kind, &body)?),
         FrameKind::Status => Frame::Status(from_msgpack(kind, &body)?),
+        FrameKind::Reply => Frame::Reply(from_msgpack(kind, &body)?),
     })
 }

@@ -26,6 +26,10 @@ pub enum ErrorCode {
     Forbidden,
     /// The operation is not supported by this host.
     Unsupported,
+    /// An uploaded or reloaded bundle did not load; what served before still serves.
+    LoadFailed,
+    /// The change conflicts with the repository (e.g. that version exists).
+    Conflict,
     /// An unexpected failure inside the host.
     Internal,
     /// A code this version does not know (sent by a newer peer).
@@ -46,6 +50,8 @@ impl std::fmt::Display for ErrorCode {
             ErrorCode::DeadlineExceeded => "deadline_exceeded",
             ErrorCode::Forbidden => "forbidden",
             ErrorCode::Unsupported => "unsupported",
+            ErrorCode::LoadFailed => "load_failed",
+            ErrorCode::Conflict => "conflict",
             ErrorCode::Internal => "internal",
             ErrorCode::Unknown => "unknown",
         };

@@ -32,8 +32,102 @@ pub enum Compression {
 pub enum RequestHeader {
     /// Run items through an application; `Item` frames and `End` follow.
     Predict(PredictHeader),
-    /// Ask for the host's status; `End` follows immediately.
-    Status,
+    /// Ask for the host's status; `End` follows immediately. Role: predict.
+    Status(StatusHeader),
+    /// List every application version, loaded or failed; `End` follows. Role: admin.
+    Models(AdminHeader),
+    /// Install a bundle: `Item` frames carry a `.tar.zst` archive in order of
+    /// their index, then `End`. Role: admin.
+    Upload(AdminHeader),
+    /// Download a bundle as a `.tar.zst` archive, sent back in `Result` frames
+    /// (chunks in index order) before the `Reply`. Role: admin.
+    Fetch(AdminHeader),
+    /// Remove a version (or every version) of a model. Role: admin.
+    Delete(AdminHeader),
+    /// Re-read the repository on disk (one model or all) and load what changed. Role: admin.
+    Reload(AdminHeader),
+}
+
+/// The role a request needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Run predictions and read the status.
+    Predict,
+    /// Everything, including managing the repository.
+    Admin,
+}
+
+impl RequestHeader {
+    /// The operation's name as on the wire (`predict`, `status`, `upload`, ...).
+    pub fn op(&self) -> &'static str {
+        match self {
+            RequestHeader::Predict(_) => "predict",
+            RequestHeader::Status(_) => "status",
+            RequestHeader::Models(_) => "models",
+            RequestHeader::Upload(_) => "upload",
+            RequestHeader::Fetch(_) => "fetch",
+            RequestHeader::Delete(_) => "delete",
+            RequestHeader::Reload(_) => "reload",
+        }
+    }
+
+    /// The role this operation needs.
+    pub fn role(&self) -> Role {
+        match self {
+            RequestHeader::Predict(_) | RequestHeader::Status(_) => Role::Predict,
+            _ => Role::Admin,
+        }
+    }
+
+    /// The bearer token presented, if any.
+    pub fn token(&self) -> Option<&str> {
+        match self {
+            RequestHeader::Predict(h) => h.token.as_deref(),
+            RequestHeader::Status(h) => h.token.as_deref(),
+            RequestHeader::Models(h)
+            | RequestHeader::Upload(h)
+            | RequestHeader::Fetch(h)
+            | RequestHeader::Delete(h)
+            | RequestHeader::Reload(h) => h.token.as_deref(),
+        }
+    }
+
+    /// Whether `Item` frames may follow this header.
+    pub fn takes_items(&self) -> bool {
+        matches!(self, RequestHeader::Predict(_) | RequestHeader::Upload(_))
+    }
+
+    /// A status request with no credentials.
+    pub fn status() -> Self {
+        RequestHeader::Status(StatusHeader::default())
+    }
+}
+
+/// Header of a status request.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusHeader {
+    /// Bearer token, when the host requires one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+}
+
+/// Header of a management request (`models`, `upload`, `fetch`, `delete`, `reload`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AdminHeader {
+    /// Bearer token with the admin role (not needed from loopback on a host
+    /// with no admin tokens configured).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    /// Model name: required by `fetch` and `delete`; limits `reload` to one model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// Version: `fetch` defaults to the newest; `delete` without one removes every version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<u64>,
+    /// `upload`: replace an existing bundle of the same name and version.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub replace: bool,
 }
 
 /// Header of a predict request.
@@ -53,6 +147,9 @@ pub struct PredictHeader {
     /// Milliseconds from receipt after which unfinished items fail.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deadline_ms: Option<u64>,
+    /// Bearer token, when the host requires one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
 }
 
 /// Head of an `Item` frame; the payload follows it in the same frame.
@@ -272,6 +369,99 @@ pub struct StatusReply {
     /// Streams refused because a connection had `max_streams_per_connection` open.
     #[serde(default)]
     pub streams_refused: u64,
+    /// Bundles on disk that failed to load (the versions that were serving
+    /// before keep serving).
+    #[serde(default)]
+    pub load_errors: Vec<LoadFailure>,
+}
+
+/// A bundle that failed to load.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoadFailure {
+    /// Model name (from the directory when the manifest is unreadable).
+    pub model: String,
+    /// Version (from the directory), if it could be read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<u64>,
+    /// What went wrong, naming the file or field.
+    pub error: String,
+    /// When (seconds since the Unix epoch).
+    #[serde(default)]
+    pub at_unix_s: u64,
+}
+
+/// One application version as listed by `models` and affected by other
+/// management commands.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ModelInfo {
+    /// Application name.
+    pub name: String,
+    /// Version.
+    pub version: u64,
+    /// `ready` (serving), `failed` (on disk, did not load) or `deleted`.
+    pub state: String,
+    /// Description from the manifest.
+    #[serde(default)]
+    pub description: String,
+    /// Class labels from the manifest.
+    #[serde(default)]
+    pub labels: Vec<String>,
+    /// Declared model inputs (`name: dtype[shape]`).
+    #[serde(default)]
+    pub inputs: Vec<String>,
+    /// Declared model outputs.
+    #[serde(default)]
+    pub outputs: Vec<String>,
+    /// Device of the model.
+    #[serde(default)]
+    pub device: String,
+    /// Whether this is the version served when a request names none.
+    #[serde(default)]
+    pub default: bool,
+    /// Time to load (plugin, model and warm-up), microseconds.
+    #[serde(default)]
+    pub load_us: u64,
+    /// Whether the plugin came from the compile cache.
+    #[serde(default)]
+    pub plugin_cached: bool,
+    /// When it was loaded (seconds since the Unix epoch).
+    #[serde(default)]
+    pub loaded_at_unix_s: u64,
+    /// Requests routed to it.
+    #[serde(default)]
+    pub requests: u64,
+    /// Items served.
+    #[serde(default)]
+    pub items_ok: u64,
+    /// Items failed.
+    #[serde(default)]
+    pub items_failed: u64,
+    /// Bundle size on disk (bytes).
+    #[serde(default)]
+    pub bundle_bytes: u64,
+    /// For `failed`: why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// The final frame of a management request.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AdminReply {
+    /// The operation answered.
+    pub op: String,
+    /// What was done, for people.
+    #[serde(default)]
+    pub message: String,
+    /// `models`: every version; `upload`/`reload`: the versions loaded;
+    /// `delete`: the versions removed; `fetch`: the version sent.
+    #[serde(default)]
+    pub models: Vec<ModelInfo>,
+    /// `reload`: bundles that failed to load (old versions keep serving).
+    #[serde(default)]
+    pub errors: Vec<LoadFailure>,
+    /// Host-side time spent (microseconds).
+    #[serde(default)]
+    pub elapsed_us: u64,
 }
 
 /// One decoded frame.
@@ -293,4 +483,6 @@ pub enum Frame {
     RequestError(RequestError),
     /// Host: reply to `status`.
     Status(StatusReply),
+    /// Host: the final frame of a management request.
+    Reply(AdminReply),
 }

@@ -32,7 +32,7 @@ impl RequestState {
         };
         match (&frame, self.header.as_ref(), self.ended) {
             (Frame::Header(h), None, false) => self.header = Some(h.clone()),
-            (Frame::Item(item), Some(RequestHeader::Predict(_)), false) => {
+            (Frame::Item(item), Some(h), false) if h.takes_items() => {
                 if self.seen.len() as u32 >= self.limits.max_items_per_request {
                     return Err(ProtocolError::TooManyItems { limit: self.limits.max_items_per_request });
                 }
@@ -78,7 +78,7 @@ impl ReplyState {
         match &frame {
             Frame::Result(item) => self.answer(item.head.index)?,
             Frame::ItemError(e) => self.answer(e.index)?,
-            Frame::Summary(_) | Frame::RequestError(_) | Frame::Status(_) => self.done = true,
+            Frame::Summary(_) | Frame::RequestError(_) | Frame::Status(_) | Frame::Reply(_) => self.done = true,
             _ => return Err(ProtocolError::UnexpectedFrame { got: frame.kind().name(), state: "in a reply" }),
         }
         Ok(frame)

@@ -24,8 +24,20 @@ fn all_frames() -> Vec<Frame> {
             request_id: "r1".into(),
             accept: vec![Compression::Zstd],
             deadline_ms: Some(500),
+            token: Some("t0k3n".into()),
         })),
-        Frame::Header(RequestHeader::Status),
+        Frame::Header(RequestHeader::status()),
+        Frame::Header(RequestHeader::Status(StatusHeader { token: Some("t".into()) })),
+        Frame::Header(RequestHeader::Upload(AdminHeader { token: Some("a".into()), replace: true, ..Default::default() })),
+        Frame::Header(RequestHeader::Delete(AdminHeader { model: Some("m".into()), version: Some(2), ..Default::default() })),
+        Frame::Header(RequestHeader::Models(AdminHeader::default())),
+        Frame::Reply(AdminReply {
+            op: "upload".into(),
+            message: "loaded m 2".into(),
+            models: vec![ModelInfo { name: "m".into(), version: 2, state: "ready".into(), ..Default::default() }],
+            errors: vec![LoadFailure { model: "x".into(), version: None, error: "bad".into(), at_unix_s: 5 }],
+            elapsed_us: 7,
+        }),
         Frame::Item(item(0, b"{\"a\":1}")),
         Frame::Item(item(1, b"")),
         Frame::End,
@@ -205,7 +217,7 @@ fn item_frame(i: u32) -> Frame {
 #[test]
 fn items_on_a_status_request_are_refused() {
     let mut s = RequestState::new(Limits::default());
-    s.on_frame(Frame::Header(RequestHeader::Status)).unwrap();
+    s.on_frame(Frame::Header(RequestHeader::status())).unwrap();
     assert!(s.on_frame(item_frame(0)).is_err());
 }
 

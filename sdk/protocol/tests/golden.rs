@@ -120,6 +120,7 @@ fn request_frames() -> Vec<Frame> {
             request_id: "req-1".into(),
             accept: vec![],
             deadline_ms: None,
+            token: None,
         })),
         Frame::Item(Item { head: json_head(0), payload: Bytes::from_static(JET0.as_bytes()) }),
         Frame::End,
@@ -163,7 +164,7 @@ fn worked_example_reply_bytes() {
 
 #[test]
 fn status_request_bytes() {
-    let bytes = encode_all(&[Frame::Header(RequestHeader::Status), Frame::End]);
+    let bytes = encode_all(&[Frame::Header(RequestHeader::status()), Frame::End]);
     assert_eq!(to_hex(&bytes), STATUS_REQUEST_HEX);
 }
 
@@ -366,6 +367,8 @@ fn error_codes_on_the_wire() {
         (ErrorCode::DeadlineExceeded, "deadline_exceeded"),
         (ErrorCode::Forbidden, "forbidden"),
         (ErrorCode::Unsupported, "unsupported"),
+        (ErrorCode::LoadFailed, "load_failed"),
+        (ErrorCode::Conflict, "conflict"),
         (ErrorCode::Internal, "internal"),
     ];
     for (code, name) in all {

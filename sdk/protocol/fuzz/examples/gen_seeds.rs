@@ -41,6 +41,7 @@ fn predict(model: &str) -> Frame {
         request_id: "req-1".into(),
         accept: vec![Compression::Zstd, Compression::None],
         deadline_ms: Some(500),
+        token: None,
     }))
 }
 
@@ -63,7 +64,7 @@ fn main() -> std::io::Result<()> {
         }),
         Frame::End,
     ]);
-    let status_request = stream(&[Frame::Header(RequestHeader::Status), Frame::End]);
+    let status_request = stream(&[Frame::Header(RequestHeader::status()), Frame::End]);
     let reply = stream(&[
         Frame::Result(item(0, "application/json", br#"{"qcd":0.26,"top":0.27}"#, false)),
         Frame::Result(item(2, "application/octet-stream", &big, true)),

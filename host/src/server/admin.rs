@@ -1,0 +1,139 @@
+//! Management requests: `models`, `upload`, `fetch`, `delete`, `reload`.
+//! The caller has already checked the admin role. Repository changes block
+//! (unpacking, compiling, loading a model), so they run on blocking threads.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use tensorgate_protocol::{
+    encode, encode_item_frame, AdminHeader, AdminReply, Compression, ErrorCode, Frame, FrameKind, ItemHead,
+    RequestHeader,
+};
+
+use super::Shared;
+use crate::repository::{ChangeError, StoreError};
+
+/// Bundle bytes per `Result` frame of a `fetch` reply.
+pub const FETCH_CHUNK: usize = 4 << 20;
+
+/// A failed management request: the code and message of its `RequestError`.
+pub(crate) type Failure = (ErrorCode, String);
+
+/// Runs one management request; returns the encoded reply, in pieces to write in order.
+pub(crate) async fn handle(
+    shared: &Arc<Shared>,
+    header: RequestHeader,
+    upload: Vec<(u32, Bytes)>,
+) -> Result<Vec<Bytes>, Failure> {
+    let start = Instant::now();
+    let op = header.op();
+    let repo = shared.repo.clone();
+    let blocking = |f: Box<dyn FnOnce() -> Result<(Vec<Bytes>, AdminReply), Failure> + Send>| async move {
+        tokio::task::spawn_blocking(f)
+            .await
+            .map_err(|e| (ErrorCode::Internal, format!("{op} task failed: {e}")))?
+    };
+    let (mut out, mut reply) = match header {
+        RequestHeader::Models(_) => {
+            (Vec::new(), AdminReply { models: repo.models(), errors: repo.failures(), ..AdminReply::default() })
+        }
+        RequestHeader::Upload(h) => {
+            blocking(Box::new(move || {
+                let archive = join_chunks(upload);
+                let app = repo.upload(&archive, h.replace).map_err(change_failure)?;
+                let message = format!("{} version {} loaded in {:.1} ms and serving", app.name(), app.version(), app.load_time.as_secs_f64() * 1e3);
+                Ok((Vec::new(), AdminReply { message, models: vec![app.info(true)], ..AdminReply::default() }))
+            }))
+            .await?
+        }
+        RequestHeader::Fetch(h) => {
+            let model = required(&h, op)?;
+            let app = repo.resolve(&model, h.version).map_err(|e| (ErrorCode::UnknownModel, e.to_string()))?;
+            blocking(Box::new(move || {
+                let archive = tensorgate_client::pack_bundle(&app.dir)
+                    .map_err(|e| (ErrorCode::Internal, format!("packing {}: {e}", app.dir.display())))?;
+                let mut frames = Vec::new();
+                for (index, chunk) in archive.chunks(FETCH_CHUNK).enumerate() {
+                    let head = ItemHead {
+                        index: index as u32,
+                        content_type: "application/x-tar+zstd".into(),
+                        compression: Compression::None,
+                        ..ItemHead::default()
+                    };
+                    frames.push(encode_item_frame(FrameKind::Result, &head, chunk.len()));
+                    frames.push(Bytes::copy_from_slice(chunk));
+                }
+                let message = format!("{} version {}: {} bytes", app.name(), app.version(), archive.len());
+                Ok((frames, AdminReply { message, models: vec![app.info(false)], ..AdminReply::default() }))
+            }))
+            .await?
+        }
+        RequestHeader::Delete(h) => {
+            let model = required(&h, op)?;
+            blocking(Box::new(move || {
+                let removed = repo.delete(&model, h.version).map_err(change_failure)?;
+                let versions: Vec<String> = removed.iter().map(|m| m.version.to_string()).collect();
+                let message = format!("{model}: deleted version(s) {}", versions.join(", "));
+                Ok((Vec::new(), AdminReply { message, models: removed, ..AdminReply::default() }))
+            }))
+            .await?
+        }
+        RequestHeader::Reload(h) => {
+            blocking(Box::new(move || {
+                let report = repo.reload(h.model.as_deref());
+                let message = format!(
+                    "{} loaded, {} removed, {} unchanged, {} failed",
+                    report.loaded.len(),
+                    report.removed.len(),
+                    report.unchanged,
+                    report.errors.len()
+                );
+                let mut models: Vec<_> = report.loaded.iter().map(|a| a.info(false)).collect();
+                models.extend(report.removed.iter().map(|a| {
+                    let mut info = a.info(false);
+                    info.state = "deleted".into();
+                    info
+                }));
+                Ok((Vec::new(), AdminReply { message, models, errors: report.errors, ..AdminReply::default() }))
+            }))
+            .await?
+        }
+        RequestHeader::Predict(_) | RequestHeader::Status(_) => {
+            return Err((ErrorCode::Internal, format!("`{op}` is not a management request")))
+        }
+    };
+    reply.op = op.to_string();
+    reply.elapsed_us = start.elapsed().as_micros() as u64;
+    tracing::info!(op, elapsed_ms = start.elapsed().as_secs_f64() * 1e3, "{}", reply.message);
+    let mut last = BytesMut::new();
+    encode(&Frame::Reply(reply), &mut last);
+    out.push(last.freeze());
+    Ok(out)
+}
+
+fn required(h: &AdminHeader, op: &str) -> Result<String, Failure> {
+    h.model.clone().ok_or_else(|| (ErrorCode::BadRequest, format!("`{op}` needs a `model`")))
+}
+
+/// The archive from its chunks, in index order.
+fn join_chunks(mut chunks: Vec<(u32, Bytes)>) -> Vec<u8> {
+    chunks.sort_unstable_by_key(|(i, _)| *i);
+    let mut archive = Vec::with_capacity(chunks.iter().map(|(_, c)| c.len()).sum());
+    for (_, c) in chunks {
+        archive.extend_from_slice(&c);
+    }
+    archive
+}
+
+fn change_failure(e: ChangeError) -> Failure {
+    let code = match &e {
+        ChangeError::Load(_) => ErrorCode::LoadFailed,
+        ChangeError::Route(_) => ErrorCode::UnknownModel,
+        ChangeError::Store(StoreError::Exists { .. }) => ErrorCode::Conflict,
+        ChangeError::Store(StoreError::TooLarge { .. }) => ErrorCode::LimitExceeded,
+        ChangeError::Store(StoreError::Archive(_)) => ErrorCode::BadRequest,
+        ChangeError::Store(StoreError::Io { .. }) => ErrorCode::Internal,
+    };
+    (code, e.to_string())
+}

@@ -1,0 +1,412 @@
+//! Management over QUIC against a real host: upload, models, fetch, delete,
+//! reload; hot swaps under load that lose nothing; broken bundles that change
+//! nothing; roles; crash safety; memory across load/unload cycles.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tensorgate_client::protocol::{ErrorCode, Role};
+use tensorgate_client::{Client, ConnectOptions, Input, Submission, Trust};
+use tensorgate_tests::{repository_with, repository_with_slow, root, rss_bytes, tabular_bundle, TestHost};
+
+fn jet(i: usize) -> Input {
+    Input::json(std::fs::read(root().join(format!("plugins/tabular/samples/jet-{i}.json"))).unwrap())
+}
+
+fn code(e: &tensorgate_client::ClientError) -> Option<ErrorCode> {
+    e.code()
+}
+
+/// Files of a bundle directory, by relative path.
+fn files(dir: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let mut out = std::collections::BTreeMap::new();
+    fn walk(base: &Path, dir: &Path, out: &mut std::collections::BTreeMap<String, Vec<u8>>) {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                walk(base, &p, out);
+            } else {
+                out.insert(p.strip_prefix(base).unwrap().display().to_string(), std::fs::read(&p).unwrap());
+            }
+        }
+    }
+    walk(dir, dir, &mut out);
+    out
+}
+
+fn unpack(archive: &[u8], dest: &Path) {
+    let decoder = zstd::stream::read::Decoder::new(archive).unwrap();
+    tar::Archive::new(decoder).unpack(dest).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn upload_models_fetch_delete() {
+    let repo = repository_with(|_, _| {});
+    let host = TestHost::start_with(repo.path().to_path_buf(), |_| {}).await;
+    let client = host.client().await;
+    let work = tempfile::tempdir().unwrap();
+    let bundle = tabular_bundle(work.path(), "tabular-v2", 2, |m| {
+        *m = m.replacen("description = \"", "description = \"v2: ", 1);
+    });
+
+    let reply = client.upload(&bundle, false).await.unwrap();
+    assert_eq!(reply.op, "upload");
+    assert_eq!((reply.models[0].name.as_str(), reply.models[0].version), ("tabular", 2));
+    assert!(reply.message.contains("serving"), "{}", reply.message);
+    assert!(repo.path().join("tabular/2/model.pt").is_file(), "bundle renamed into place");
+
+    // The newest version serves by default; the old one by name.
+    let r = client.predict(Submission::new("tabular", vec![jet(0)])).await.unwrap();
+    assert_eq!((r.summary.version, r.summary.ok), (2, 1));
+    let r = client.predict(Submission::new("tabular", vec![jet(0)]).version(1)).await.unwrap();
+    assert_eq!((r.summary.version, r.summary.ok), (1, 1));
+
+    let models = client.models().await.unwrap();
+    let v2 = models.iter().find(|m| m.name == "tabular" && m.version == 2).expect("v2 listed");
+    let v1 = models.iter().find(|m| m.name == "tabular" && m.version == 1).expect("v1 listed");
+    assert!(v2.default && !v1.default);
+    assert_eq!(v2.state, "ready");
+    assert!(v2.description.starts_with("v2: "), "{}", v2.description);
+    assert_eq!((v2.requests, v2.items_ok), (1, 1));
+    assert!(!v2.labels.is_empty() && !v2.inputs.is_empty());
+    assert!(v2.load_us > 0 && v2.loaded_at_unix_s > 0 && v2.bundle_bytes > 0);
+
+    // Fetch returns exactly the files uploaded.
+    let archive = client.fetch("tabular", Some(2)).await.unwrap();
+    let out = work.path().join("fetched");
+    unpack(&archive, &out);
+    assert_eq!(files(&out), files(&bundle));
+
+    // Uploading the same version again is a conflict unless replacing.
+    let e = client.upload(&bundle, false).await.unwrap_err();
+    assert_eq!(code(&e), Some(ErrorCode::Conflict), "{e}");
+    assert!(e.to_string().contains("already exists"), "{e}");
+    client.upload(&bundle, true).await.unwrap();
+
+    // Delete v2: v1 serves again, v2 is gone from disk and from the list.
+    let reply = client.delete("tabular", Some(2)).await.unwrap();
+    assert_eq!(reply.models.len(), 1);
+    assert_eq!(reply.models[0].state, "deleted");
+    assert!(!repo.path().join("tabular/2").exists());
+    let r = client.predict(Submission::new("tabular", vec![jet(1)])).await.unwrap();
+    assert_eq!(r.summary.version, 1);
+    let e = client.delete("tabular", Some(9)).await.unwrap_err();
+    assert_eq!(code(&e), Some(ErrorCode::UnknownModel), "{e}");
+    let e = client.fetch("nope", None).await.unwrap_err();
+    assert_eq!(code(&e), Some(ErrorCode::UnknownModel), "{e}");
+
+    // A .tar.zst upload works like a directory.
+    let bundle3 = tabular_bundle(work.path(), "tabular-v3", 3, |_| {});
+    let archive = work.path().join("tabular-3.tar.zst");
+    std::fs::write(&archive, tensorgate_client::pack_bundle(&bundle3).unwrap()).unwrap();
+    client.upload(&archive, false).await.unwrap();
+    let r = client.predict(Submission::new("tabular", vec![jet(2)])).await.unwrap();
+    assert_eq!(r.summary.version, 3);
+
+    // Delete every version of a model.
+    let reply = client.delete("tabular", None).await.unwrap();
+    assert_eq!(reply.models.iter().map(|m| m.version).collect::<Vec<_>>(), vec![1, 3]);
+    let e = client.predict(Submission::new("tabular", vec![jet(0)])).await.unwrap_err();
+    assert_eq!(code(&e), Some(ErrorCode::UnknownModel), "{e}");
+    assert!(!repo.path().join("tabular").exists());
+    client.close().await;
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn broken_uploads_change_nothing() {
+    let repo = repository_with(|_, _| {});
+    let host = TestHost::start_with(repo.path().to_path_buf(), |_| {}).await;
+    let client = host.client().await;
+    let work = tempfile::tempdir().unwrap();
+
+    // A model file that is not TorchScript.
+    let bad_model = tabular_bundle(work.path(), "bad-model", 2, |_| {});
+    std::fs::write(bad_model.join("model.pt"), b"not a model").unwrap();
+    let e = client.upload(&bad_model, false).await.unwrap_err();
+    assert_eq!(code(&e), Some(ErrorCode::LoadFailed), "{e}");
+    assert!(e.to_string().contains("model.pt"), "{e}");
+
+    // A manifest with a bad field.
+    let bad_manifest = tabular_bundle(work.path(), "bad-manifest", 2, |m| m.push_str("\n[model]\ninstances = 0\n"));
+    let e = client.upload(&bad_manifest, false).await.unwrap_err();
+    assert_eq!(code(&e), Some(ErrorCode::LoadFailed), "{e}");
+
+    // A warm-up item the plugin rejects.
+    let bad_warmup = tabular_bundle(work.path(), "bad-warmup", 2, |m| {
+        m.push_str("\n[warmup]\nfile = \"warmup.json\"\n");
+    });
+    std::fs::write(bad_warmup.join("warmup.json"), br#"{"not":"a jet"}"#).unwrap();
+    let e = client.upload(&bad_warmup, false).await.unwrap_err();
+    assert_eq!(code(&e), Some(ErrorCode::LoadFailed), "{e}");
+    assert!(e.to_string().contains("warm-up"), "{e}");
+
+    // Not an archive; an archive escaping the bundle with `..`.
+    let e = client.upload_archive(bytes::Bytes::from_static(b"garbage"), false).await.unwrap_err();
+    assert_eq!(code(&e), Some(ErrorCode::BadRequest), "{e}");
+    let mut evil = tar::Builder::new(Vec::new());
+    let mut header = tar::Header::new_gnu();
+    header.set_size(4);
+    header.set_mode(0o644);
+    header.set_entry_type(tar::EntryType::Regular);
+    // Write the name bytes directly: the builder refuses `..` itself.
+    header.as_old_mut().name[..13].copy_from_slice(b"../escape.txt");
+    header.set_cksum();
+    evil.append(&header, &b"evil"[..]).unwrap();
+    let evil = zstd::bulk::compress(&evil.into_inner().unwrap(), 3).unwrap();
+    let e = client.upload_archive(bytes::Bytes::from(evil), false).await.unwrap_err();
+    assert_eq!(code(&e), Some(ErrorCode::BadRequest), "{e}");
+    assert!(e.to_string().contains("leaves the bundle"), "{e}");
+
+    // Nothing changed: v1 serves, no v2 on disk, staging is empty.
+    let r = client.predict(Submission::new("tabular", vec![jet(0)])).await.unwrap();
+    assert_eq!((r.summary.version, r.summary.ok), (1, 1));
+    assert!(!repo.path().join("tabular/2").exists());
+    let staging = repo.path().join(".staging");
+    assert!(!staging.exists() || std::fs::read_dir(&staging).unwrap().next().is_none(), "staging left behind");
+    assert!(!repo.path().join("escape.txt").exists() && !repo.path().join(".staging/escape.txt").exists());
+
+    // A good warm-up passes.
+    let good = tabular_bundle(work.path(), "good-warmup", 2, |m| m.push_str("\n[warmup]\nfile = \"warmup.json\"\n"));
+    std::fs::copy(root().join("plugins/tabular/samples/jet-0.json"), good.join("warmup.json")).unwrap();
+    client.upload(&good, false).await.unwrap();
+    let models = client.models().await.unwrap();
+    let v2 = models.iter().find(|m| m.name == "tabular" && m.version == 2).unwrap();
+    assert_eq!(v2.items_ok, 0, "the warm-up item is not counted as served");
+    client.close().await;
+    host.stop().await;
+}
+
+/// 50 version swaps while clients keep predicting: every item of every
+/// request succeeds, on one version per request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fifty_reloads_under_load_lose_nothing() {
+    let repo = repository_with(|_, _| {});
+    let host = TestHost::start_with(repo.path().to_path_buf(), |_| {}).await;
+    let work = tempfile::tempdir().unwrap();
+    let bundle = tabular_bundle(work.path(), "v2", 2, |_| {});
+    let stop = Arc::new(AtomicBool::new(false));
+    let items = Arc::new(AtomicU64::new(0));
+    let mut load = Vec::new();
+    for _ in 0..3 {
+        let client = host.client().await;
+        let (stop, items) = (stop.clone(), items.clone());
+        load.push(tokio::spawn(async move {
+            let mut requests = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let reply = client.predict(Submission::new("tabular", (0..8).map(|i| jet(i % 3)).collect())).await;
+                let reply = reply.expect("request succeeds during reloads");
+                assert_eq!(reply.summary.ok, 8, "every item ok: {:?}", reply.outcomes.iter().find(|o| o.is_err()));
+                items.fetch_add(8, Ordering::Relaxed);
+                requests += 1;
+            }
+            client.close().await;
+            requests
+        }));
+    }
+    let admin = host.client().await;
+    for i in 0..50 {
+        // Alternate: replace v2 in place, then reload the repository after touching a file.
+        if i % 2 == 0 {
+            admin.upload(&bundle, true).await.unwrap();
+        } else {
+            let manifest = repo.path().join("tabular/2/manifest.toml");
+            let text = std::fs::read_to_string(&manifest).unwrap();
+            std::fs::write(&manifest, format!("{text}\n# touch {i}\n")).unwrap();
+            let reply = admin.reload(Some("tabular")).await.unwrap();
+            assert_eq!(reply.models.len(), 1, "{}", reply.message);
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let mut requests = 0;
+    for task in load {
+        requests += task.await.unwrap();
+    }
+    assert!(requests >= 10, "load kept running ({requests} requests)");
+    let models = admin.models().await.unwrap();
+    let served: u64 = models.iter().filter(|m| m.name == "tabular").map(|m| m.items_ok).sum();
+    assert!(served <= items.load(Ordering::Relaxed));
+    admin.close().await;
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn delete_waits_for_requests_in_flight() {
+    let repo = repository_with_slow();
+    let host = TestHost::start_with(repo.path().to_path_buf(), |_| {}).await;
+    let client = Arc::new(host.client().await);
+    let x = tensorgate_plugin::Tensor {
+        dtype: tensorgate_plugin::Dtype::F32,
+        shape: vec![1, 256],
+        data: 0.5f32.to_le_bytes().repeat(256),
+    };
+    let sample = tensorgate_plugin::npy::write_npy(&x);
+    let running = {
+        let client = client.clone();
+        let items: Vec<Input> = (0..4).map(|_| Input::new(sample.clone(), "application/x-npy")).collect();
+        tokio::spawn(async move { client.predict(Submission::new("slow", items)).await })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    client.delete("slow", None).await.unwrap();
+    let reply = running.await.unwrap().expect("in-flight request completes");
+    assert_eq!(reply.summary.ok, 4, "{:?}", reply.outcomes);
+    let e = client.predict(Submission::new("slow", vec![Input::new(sample, "application/x-npy")])).await.unwrap_err();
+    assert_eq!(code(&e), Some(ErrorCode::UnknownModel), "{e}");
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_uploads_all_land() {
+    let repo = repository_with(|_, _| {});
+    let host = TestHost::start_with(repo.path().to_path_buf(), |_| {}).await;
+    let work = tempfile::tempdir().unwrap();
+    let client = Arc::new(host.client().await);
+    let mut tasks = Vec::new();
+    for v in 2..=5u64 {
+        let bundle = tabular_bundle(work.path(), &format!("v{v}"), v, |_| {});
+        let client = client.clone();
+        tasks.push(tokio::spawn(async move { client.upload(&bundle, false).await }));
+    }
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    let versions: Vec<u64> = client.models().await.unwrap().iter().filter(|m| m.name == "tabular").map(|m| m.version).collect();
+    assert_eq!(versions, vec![1, 2, 3, 4, 5]);
+    for v in 1..=5 {
+        let r = client.predict(Submission::new("tabular", vec![jet(0)]).version(v)).await.unwrap();
+        assert_eq!(r.summary.ok, 1);
+    }
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn roles_and_tokens() {
+    let repo = repository_with(|_, _| {});
+    let host = TestHost::start_with(repo.path().to_path_buf(), |c| {
+        c.access.add_token(Role::Admin, "admin-secret");
+        c.access.add_token(Role::Predict, "user-secret");
+    })
+    .await;
+    let connect = |token: Option<&str>| {
+        let options = ConnectOptions {
+            trust: Trust::Fingerprint(host.host.fingerprint().to_string()),
+            identity: None,
+            token: token.map(str::to_string),
+        };
+        Client::connect_with(host.host.addr(), options)
+    };
+    let work = tempfile::tempdir().unwrap();
+    let bundle = tabular_bundle(work.path(), "v2", 2, |_| {});
+
+    // No token: predict refused (predict tokens exist); admin refused even from loopback.
+    let anon = connect(None).await.unwrap();
+    let e = anon.predict(Submission::new("tabular", vec![jet(0)])).await.unwrap_err();
+    assert_eq!(code(&e), Some(ErrorCode::Forbidden), "{e}");
+    let e = anon.models().await.unwrap_err();
+    assert_eq!(code(&e), Some(ErrorCode::Forbidden), "{e}");
+    assert!(e.to_string().contains("needs the admin role"), "{e}");
+
+    // Predict token: predict and status work, management is forbidden.
+    let user = connect(Some("user-secret")).await.unwrap();
+    assert_eq!(user.predict(Submission::new("tabular", vec![jet(0)])).await.unwrap().summary.ok, 1);
+    user.status().await.unwrap();
+    let e = user.upload(&bundle, false).await.unwrap_err();
+    assert_eq!(code(&e), Some(ErrorCode::Forbidden), "{e}");
+    assert!(e.to_string().contains("grants only the predict role"), "{e}");
+    assert!(!repo.path().join("tabular/2").exists());
+
+    // Wrong token.
+    let wrong = connect(Some("guess")).await.unwrap();
+    let e = wrong.predict(Submission::new("tabular", vec![jet(0)])).await.unwrap_err();
+    assert_eq!(code(&e), Some(ErrorCode::Forbidden), "{e}");
+
+    // Admin token: everything.
+    let admin = connect(Some("admin-secret")).await.unwrap();
+    admin.upload(&bundle, false).await.unwrap();
+    assert_eq!(admin.predict(Submission::new("tabular", vec![jet(0)])).await.unwrap().summary.version, 2);
+    // The predict-role client keeps working after the change.
+    assert_eq!(user.predict(Submission::new("tabular", vec![jet(1)])).await.unwrap().summary.version, 2);
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn watcher_loads_new_bundles_and_keeps_serving_on_bad_ones() {
+    let repo = repository_with(|_, _| {});
+    let host = TestHost::start_with(repo.path().to_path_buf(), |c| {
+        c.watch = true;
+        c.watch_debounce = Duration::from_millis(200);
+    })
+    .await;
+    let client = host.client().await;
+    let wait_for = |want: u64| {
+        let client = &client;
+        async move {
+            for _ in 0..100 {
+                let r = client.predict(Submission::new("tabular", vec![jet(0)])).await.unwrap();
+                if r.summary.version == want {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            panic!("version {want} never served");
+        }
+    };
+    // Copy a new version in by hand (not through the host).
+    tabular_bundle(&repo.path().join("tabular"), "2", 2, |_| {});
+    wait_for(2).await;
+
+    // A broken v3: v2 keeps serving, the failure shows in status.
+    let v3 = tabular_bundle(&repo.path().join("tabular"), "3", 3, |_| {});
+    std::fs::write(v3.join("model.pt"), b"truncated").unwrap();
+    let mut failed = false;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if client.status().await.unwrap().load_errors.iter().any(|f| f.model == "tabular" && f.version == Some(3)) {
+            failed = true;
+            break;
+        }
+    }
+    assert!(failed, "the failed load of v3 is reported in status");
+    let r = client.predict(Submission::new("tabular", vec![jet(0)])).await.unwrap();
+    assert_eq!(r.summary.version, 2);
+
+    // Fixing v3's file loads it.
+    std::fs::copy(repo.path().join("tabular/1/model.pt"), v3.join("model.pt")).unwrap();
+    wait_for(3).await;
+    assert!(client.status().await.unwrap().load_errors.is_empty());
+    // Removing it from disk stops serving it.
+    std::fs::remove_dir_all(&v3).unwrap();
+    wait_for(2).await;
+    client.close().await;
+    host.stop().await;
+}
+
+/// Loading and unloading a version 100 times costs no more memory than 10 times.
+#[tokio::test(flavor = "multi_thread")]
+async fn load_unload_cycles_do_not_grow_memory() {
+    let repo = repository_with(|_, _| {});
+    let host = TestHost::start_with(repo.path().to_path_buf(), |_| {}).await;
+    let client = host.client().await;
+    let work = tempfile::tempdir().unwrap();
+    let bundle = tabular_bundle(work.path(), "v2", 2, |_| {});
+    let archive = bytes::Bytes::from(tensorgate_client::pack_bundle(&bundle).unwrap());
+    let mut cycle = async |n: usize| {
+        for _ in 0..n {
+            client.upload_archive(archive.clone(), false).await.unwrap();
+            let r = client.predict(Submission::new("tabular", vec![jet(0)])).await.unwrap();
+            assert_eq!(r.summary.version, 2);
+            client.delete("tabular", Some(2)).await.unwrap();
+        }
+    };
+    cycle(10).await;
+    let after_10 = rss_bytes();
+    cycle(90).await;
+    let after_100 = rss_bytes();
+    let growth = after_100 as f64 - after_10 as f64;
+    eprintln!("RSS after 10 cycles {:.1} MB, after 100 {:.1} MB", after_10 as f64 / 1e6, after_100 as f64 / 1e6);
+    assert!(growth < 20e6, "RSS grew {:.1} MB over 90 load/unload cycles", growth / 1e6);
+    client.close().await;
+    host.stop().await;
+}
