@@ -180,3 +180,19 @@ def test_cli_status_and_submit(tg_host, tmp_path):
     bad = subprocess.run(base + ["submit", "--model", "no-such-model", str(MULTI / "sample.npz")],
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "unknown_model" in bad.stderr
+
+
+def test_readme_python_example_runs(tg_host):
+    """The README's Python section example, run as a user would against a running host."""
+    import os
+    import re
+
+    text = (ROOT / "README.md").read_text()
+    section = text[text.index("\n## Python\n"):]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    env = dict(os.environ, TENSORGATE_HOST=tg_host.address, TENSORGATE_FINGERPRINT=tg_host.fingerprint)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT, env=env)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0] == "(1200, 3) (1200,) 1200"
+    assert sorted(lines[1:]) == ["0 (3, 3)", "1 (3, 3)", "2 (3, 3)"]
