@@ -21,7 +21,7 @@ use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyByteArray, PyBytes, PyDict, PyList, PyString, PyTuple};
-use tensorgate_client::{Client, ClientError, Event, Input, ItemFailed, ItemReply, Reply, Submission, Trust};
+use tensorgate_client::{Client, ClientError, ConnectOptions, Event, Input, ItemFailed, ItemReply, Reply, Submission, Trust};
 
 const POLL: Duration = Duration::from_millis(100);
 
@@ -233,6 +233,11 @@ fn decode_reply<'py>(py: Python<'py>, r: &ItemReply) -> PyResult<Bound<'py, PyAn
         ct if ct.starts_with("text/") => Ok(PyString::new(py, &String::from_utf8_lossy(&r.payload)).into_any()),
         _ => Ok(PyBytes::new(py, &r.payload).into_any()),
     }
+}
+
+/// A serde value as plain Python values (through JSON).
+fn to_python<'py, T: serde::Serialize>(py: Python<'py>, value: &T) -> PyResult<Bound<'py, PyAny>> {
+    json_loads(py, &serde_json::to_string(value).map_err(|e| PyValueError::new_err(e.to_string()))?)
 }
 
 fn summary_dict<'py>(py: Python<'py>, s: &tensorgate_client::protocol::Summary) -> PyResult<Bound<'py, PyAny>> {
@@ -466,8 +471,15 @@ fn resolve(address: &str) -> PyResult<SocketAddr> {
 #[pymethods]
 impl NativeClient {
     #[new]
-    #[pyo3(signature = (address, fingerprint=None, ca=None, threads=2))]
-    fn new(py: Python<'_>, address: &str, fingerprint: Option<String>, ca: Option<PathBuf>, threads: usize) -> PyResult<Self> {
+    #[pyo3(signature = (address, fingerprint=None, ca=None, threads=2, token=None))]
+    fn new(
+        py: Python<'_>,
+        address: &str,
+        fingerprint: Option<String>,
+        ca: Option<PathBuf>,
+        threads: usize,
+        token: Option<String>,
+    ) -> PyResult<Self> {
         let trust = match (fingerprint, ca) {
             (Some(_), Some(_)) => return Err(PyValueError::new_err("give fingerprint or ca, not both")),
             (Some(fp), None) => Trust::Fingerprint(fp),
@@ -486,7 +498,9 @@ impl NativeClient {
             .build()
             .map_err(|e| PyValueError::new_err(format!("starting the client runtime: {e}")))?;
         let mut me = NativeClient { rt, client: None, address: addr };
-        let client = me.block_on(py, async move { Client::connect(addr, trust).await })?;
+        let mut options = ConnectOptions::new(trust);
+        options.token = token;
+        let client = me.block_on(py, async move { Client::connect_with(addr, options).await })?;
         me.client = Some(Arc::new(client));
         Ok(me)
     }
@@ -609,7 +623,56 @@ impl NativeClient {
     fn status<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let client = self.client()?;
         let status = self.block_on(py, async move { client.status().await })?;
-        json_loads(py, &serde_json::to_string(&status).map_err(|e| PyValueError::new_err(e.to_string()))?)
+        to_python(py, &status)
+    }
+
+    /// Sets (or clears) the bearer token sent with every following request.
+    #[pyo3(signature = (token))]
+    fn set_token(&mut self, token: Option<String>) -> PyResult<()> {
+        let client = self.client.as_mut().ok_or_else(|| PyValueError::new_err("the client is closed"))?;
+        Arc::get_mut(client)
+            .ok_or_else(|| PyValueError::new_err("cannot change the token while requests are in flight"))?
+            .set_token(token);
+        Ok(())
+    }
+
+    /// Every application version on the host (list of dicts). Needs admin.
+    fn models<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let client = self.client()?;
+        let models = self.block_on(py, async move { client.models().await })?;
+        to_python(py, &models)
+    }
+
+    /// Uploads a bundle directory or `.tar.zst`; waits until it serves. Needs admin.
+    #[pyo3(signature = (path, replace=false))]
+    fn upload<'py>(&self, py: Python<'py>, path: PathBuf, replace: bool) -> PyResult<Bound<'py, PyAny>> {
+        let client = self.client()?;
+        let reply = self.block_on(py, async move { client.upload(&path, replace).await })?;
+        to_python(py, &reply)
+    }
+
+    /// A bundle as `.tar.zst` bytes (newest version unless `version`). Needs admin.
+    #[pyo3(signature = (model, version=None))]
+    fn fetch<'py>(&self, py: Python<'py>, model: String, version: Option<u64>) -> PyResult<Bound<'py, PyBytes>> {
+        let client = self.client()?;
+        let archive = self.block_on(py, async move { client.fetch(&model, version).await })?;
+        Ok(PyBytes::new(py, &archive))
+    }
+
+    /// Removes one version of a model, or all of them. Needs admin.
+    #[pyo3(signature = (model, version=None))]
+    fn delete<'py>(&self, py: Python<'py>, model: String, version: Option<u64>) -> PyResult<Bound<'py, PyAny>> {
+        let client = self.client()?;
+        let reply = self.block_on(py, async move { client.delete(&model, version).await })?;
+        to_python(py, &reply)
+    }
+
+    /// Makes the host re-read its repository (one model or all). Needs admin.
+    #[pyo3(signature = (model=None))]
+    fn reload<'py>(&self, py: Python<'py>, model: Option<String>) -> PyResult<Bound<'py, PyAny>> {
+        let client = self.client()?;
+        let reply = self.block_on(py, async move { client.reload(model.as_deref()).await })?;
+        to_python(py, &reply)
     }
 
     /// Closes the connection (idempotent).

@@ -1,4 +1,4 @@
-"""`python -m tensorgate`: status, models, submit files, and run ROOT trees.
+"""`python -m tensorgate`: status, models, submit files, run ROOT trees, manage models.
 
     python -m tensorgate --host 127.0.0.1:7443 --fingerprint HEX status
     python -m tensorgate submit --model multi-io plugins/tensors/bundles/multi-io/sample.npz
@@ -33,9 +33,22 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--host", help="host address (default $TENSORGATE_HOST or 127.0.0.1:7443)")
     p.add_argument("--fingerprint", help="pin the host certificate's SHA-256 fingerprint")
     p.add_argument("--ca", help="verify the host certificate against this CA file (PEM)")
+    p.add_argument("--token", help="bearer token (default $TENSORGATE_TOKEN)")
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("status", help="the host's status (JSON)")
     sub.add_parser("models", help="the loaded models")
+    u = sub.add_parser("upload", help="upload a bundle (directory or .tar.zst); needs admin")
+    u.add_argument("path")
+    u.add_argument("--replace", action="store_true", help="overwrite the same name and version")
+    f = sub.add_parser("fetch", help="download a bundle as .tar.zst; needs admin")
+    f.add_argument("model")
+    f.add_argument("--version", type=int)
+    f.add_argument("--output", "-o", required=True)
+    d = sub.add_parser("delete", help="remove a model version (or all versions); needs admin")
+    d.add_argument("model")
+    d.add_argument("--version", type=int)
+    rl = sub.add_parser("reload", help="make the host re-read its repository; needs admin")
+    rl.add_argument("model", nargs="?")
     s = sub.add_parser("submit", help="send files as items; one JSON line per result")
     s.add_argument("--model", required=True)
     s.add_argument("--version", type=int)
@@ -153,7 +166,7 @@ def _root(client: Client, args) -> int:
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     try:
-        with Client(args.host, fingerprint=args.fingerprint, ca=args.ca) as client:
+        with Client(args.host, fingerprint=args.fingerprint, ca=args.ca, token=args.token) as client:
             if args.command == "status":
                 print(json.dumps(client.status(), indent=2))
                 return 0
@@ -162,6 +175,19 @@ def main(argv=None) -> int:
                 for m in client.status()["models"]:
                     print(f"{m['name']:<16} {m['version']:>7} {m['device']:<7} {m['items_ok']:>9} "
                           f"{m['items_failed']:>7}  {m['description']}")
+                return 0
+            if args.command == "upload":
+                print(json.dumps(client.upload(args.path, replace=args.replace), indent=2))
+                return 0
+            if args.command == "fetch":
+                archive = client.fetch(args.model, args.version, path=args.output)
+                print(json.dumps({"model": args.model, "output": args.output, "bytes": len(archive)}))
+                return 0
+            if args.command == "delete":
+                print(json.dumps(client.delete(args.model, args.version), indent=2))
+                return 0
+            if args.command == "reload":
+                print(json.dumps(client.reload(args.model), indent=2))
                 return 0
             if args.command == "submit":
                 return _submit(client, args)

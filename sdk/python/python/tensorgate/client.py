@@ -74,7 +74,8 @@ class Client:
     `address` is "HOST:PORT" (default `$TENSORGATE_HOST`, else 127.0.0.1:7443).
     Trust the host by its certificate `fingerprint` (printed by tensorgate-host)
     or a `ca` PEM file; defaults come from `$TENSORGATE_FINGERPRINT` and
-    `$TENSORGATE_CA`. `threads` sizes the client's own I/O runtime.
+    `$TENSORGATE_CA`. `token` (default `$TENSORGATE_TOKEN`) is a bearer token
+    sent with every request. `threads` sizes the client's own I/O runtime.
     """
 
     def __init__(self, address: Optional[str] = None, *, fingerprint: Optional[str] = None,
@@ -84,11 +85,11 @@ class Client:
             fingerprint = os.environ.get("TENSORGATE_FINGERPRINT") or None
             ca = None if fingerprint else (os.environ.get("TENSORGATE_CA") or None)
         token = token if token is not None else (os.environ.get("TENSORGATE_TOKEN") or None)
-        if token is not None and not hasattr(_native.NativeClient, "set_token"):
-            raise NotImplementedError("this build of tensorgate has no token support")
-        self._native = _native.NativeClient(address, fingerprint, None if ca is None else str(ca), threads)
-        if token is not None:
-            self._native.set_token(token)
+        self._native = _native.NativeClient(address, fingerprint, None if ca is None else str(ca), threads, token)
+
+    def set_token(self, token: Optional[str]) -> None:
+        """Sets (None: clears) the bearer token sent with every following request."""
+        self._native.set_token(token)
 
     @property
     def address(self) -> str:
@@ -149,6 +150,33 @@ class Client:
     def status(self) -> dict:
         """The host's status: version, uptime and per-model counters."""
         return self._native.status()
+
+    # Model management: each needs the admin role (an admin token, an admin
+    # client certificate, or loopback on a host with no admin credential).
+
+    def models(self) -> list:
+        """Every application version on the host: dicts with name, version, state, inputs, ..."""
+        return self._native.models()
+
+    def upload(self, path, replace: bool = False) -> dict:
+        """Uploads a bundle (a directory with manifest.toml, or a .tar.zst of one); waits until it serves."""
+        return self._native.upload(str(path), replace)
+
+    def fetch(self, model: str, version: Optional[int] = None, path=None) -> bytes:
+        """A bundle as .tar.zst bytes (newest version unless `version`); also written to `path` if given."""
+        archive = self._native.fetch(model, version)
+        if path is not None:
+            with open(path, "wb") as f:
+                f.write(archive)
+        return archive
+
+    def delete(self, model: str, version: Optional[int] = None) -> dict:
+        """Removes one version of `model`, or every version when `version` is None."""
+        return self._native.delete(model, version)
+
+    def reload(self, model: Optional[str] = None) -> dict:
+        """Makes the host re-read its repository (one model, or all) and load what changed."""
+        return self._native.reload(model)
 
     def close(self) -> None:
         """Closes the connection."""
