@@ -4,6 +4,7 @@
 //! (`TENSORGATE_HOST`, `TENSORGATE_FINGERPRINT`, `TENSORGATE_CA`), then defaults.
 
 mod bench;
+mod scaffold;
 mod submit;
 
 use std::net::SocketAddr;
@@ -97,6 +98,8 @@ enum Command {
     /// Load generator: send requests of one payload file and report latency
     /// percentiles and throughput.
     Bench(bench::BenchArgs),
+    /// Scaffold (`plugin new NAME`) and build (`plugin build DIR`) plugin crates; needs no host.
+    Plugin(scaffold::PluginArgs),
 }
 
 /// Content type guessed from a file's extension.
@@ -134,6 +137,9 @@ fn print_models(models: &[tensorgate_client::protocol::ModelInfo]) {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Plugin(args) = &cli.command {
+        return scaffold::main(args);
+    }
     match tokio::runtime::Runtime::new().map_err(anyhow::Error::from).and_then(|rt| rt.block_on(run(cli))) {
         Ok(code) => code,
         Err(e) => {
@@ -157,6 +163,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let client = Arc::new(Client::connect_with(cli.conn.host, options).await?);
     let code = match cli.command {
         Command::Submit(args) => submit::run(client.clone(), args).await?,
+        Command::Plugin(_) => unreachable!("handled in main before connecting"),
         Command::Bench(args) => {
             bench::run(client.clone(), args).await?;
             ExitCode::SUCCESS

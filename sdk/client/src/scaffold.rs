@@ -1,0 +1,262 @@
+//! `tensorgate plugin new|build`: scaffold a plugin crate from a template and
+//! build it for wasm32 with the right toolchain (Debian's rustc-web with
+//! build-std; see docs/writing-a-plugin.md), optionally installing it as a
+//! bundle `REPO/NAME/VERSION/{manifest.toml, model.pt, plugin.wasm}`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+use anyhow::{bail, Context};
+use clap::{Args, Subcommand};
+
+/// `tensorgate plugin ...`
+#[derive(Args)]
+pub struct PluginArgs {
+    #[command(subcommand)]
+    command: PluginCommand,
+}
+
+#[derive(Subcommand)]
+enum PluginCommand {
+    /// Create a plugin crate DIR/NAME from the template (a JSON-features-in,
+    /// {label: score}-out plugin that builds and serves as is).
+    New {
+        /// Application and crate name ([A-Za-z0-9_-]).
+        name: String,
+        /// Folder to create the crate in.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        /// The tensorgate plugin SDK (sdk/plugin of a tensorgate checkout).
+        #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../plugin"))]
+        sdk: PathBuf,
+    },
+    /// Build the plugin crate in DIR for wasm32 (a component) and, with
+    /// --repository, install DIR's manifest.toml and model.pt with it as a bundle.
+    Build {
+        /// The plugin crate.
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+        /// Model repository to install the bundle into (REPO/NAME/VERSION/).
+        #[arg(long)]
+        repository: Option<PathBuf>,
+        /// Cargo target directory (default: DIR/target); share one to reuse the wasm32 std build.
+        #[arg(long)]
+        target_dir: Option<PathBuf>,
+    },
+}
+
+/// Runs a `plugin` subcommand (no host connection needed).
+pub fn main(args: &PluginArgs) -> ExitCode {
+    let result = match &args.command {
+        PluginCommand::New { name, dir, sdk } => new(name, dir, sdk),
+        PluginCommand::Build { dir, repository, target_dir } => build(dir, repository.as_deref(), target_dir.as_deref()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+const CARGO_TOML: &str = r#"[package]
+name = "{name}"
+version = "0.1.0"
+edition = "2021"
+
+[lib]
+crate-type = ["cdylib"]
+
+[dependencies]
+tensorgate-plugin = { path = "{sdk}" }
+serde = { version = "1", default-features = false, features = ["derive", "std"] }
+
+[profile.release]
+lto = true
+codegen-units = 1
+panic = "abort"
+strip = true
+opt-level = 3
+
+# A workspace of its own: guests build with a different cargo than the host.
+[workspace]
+"#;
+
+const CARGO_CONFIG: &str = r#"# Built by `tensorgate plugin build` (Debian rustc-web, -Zbuild-std for wasm32).
+[build]
+target = "wasm32-unknown-unknown"
+
+[target.wasm32-unknown-unknown]
+linker = "/usr/lib/rustlib/x86_64-unknown-linux-gnu/bin/wasm-component-ld"
+rustflags = ["-C", "link-arg=--wasm-ld-path=/usr/bin/wasm-ld-22"]
+
+[unstable]
+build-std = ["std", "panic_abort"]
+"#;
+
+const MANIFEST: &str = r#"# The application's manifest: see docs/manifest.md for every field.
+name = "{name}"
+version = 1
+description = "{name}: JSON features in, {label: score} out"
+# One label per model output column, in order.
+labels = ["class_0", "class_1"]
+
+[model]
+file = "model.pt"
+device = "auto"
+
+[plugin]
+file = "plugin.wasm"
+timeout_ms = 1000
+memory_mb = 64
+
+[[inputs]]
+name = "features"
+dtype = "f32"
+shape = [-1, 2]     # the model's input width
+
+[params]
+"#;
+
+const LIB_RS: &str = r#"//! {name}: `{"features": [f32, ...]}` in, `{label: score}` out.
+//! Edit `preprocess` and `postprocess` for your network; the SDK
+//! (tensorgate_plugin) has helpers for NumPy files, images, sparse pixels,
+//! tiling and stitching, labels and metadata.
+
+use serde::Deserialize;
+use tensorgate_plugin::prelude::*;
+
+struct App;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Request {
+    features: Vec<f32>,
+}
+
+impl Plugin for App {
+    fn describe() -> PluginInfo {
+        PluginInfo::new("{name}", "JSON features in, {label: score} out")
+            .version(env!("CARGO_PKG_VERSION"))
+            .accepts(&["application/json"])
+    }
+
+    fn preprocess(item: Item) -> Result<Prepared, PluginError> {
+        let req: Request = item.json()?;
+        let n = req.features.len() as u64;
+        Ok(Prepared::new(vec![Tensor::from_f32(&[1, n], &req.features)]))
+    }
+
+    fn postprocess(outputs: Vec<Tensor>, _context: Vec<u8>) -> Result<Output, PluginError> {
+        let scores = outputs.first().ok_or_else(|| PluginError::new("no-output", "model returned no tensor"))?.view::<f32>()?;
+        let labels = &manifest().labels;
+        tensorgate_plugin::labels::check(labels, scores.len())?;
+        let reply: json::Map<String, json::Value> =
+            labels.iter().cloned().zip(scores.iter().map(|&s| json::Value::from(s))).collect();
+        Output::json(&reply)
+    }
+}
+
+export_plugin!(App);
+"#;
+
+fn fill(template: &str, name: &str, sdk: &str) -> String {
+    template.replace("{name}", name).replace("{sdk}", sdk)
+}
+
+fn new(name: &str, dir: &Path, sdk: &Path) -> anyhow::Result<()> {
+    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+        bail!("plugin name `{name}` must be non-empty [A-Za-z0-9_-]");
+    }
+    let sdk = sdk
+        .canonicalize()
+        .with_context(|| format!("plugin SDK not found at {} (give --sdk PATH/sdk/plugin)", sdk.display()))?;
+    if !sdk.join("Cargo.toml").exists() {
+        bail!("{} is not the plugin SDK (no Cargo.toml); give --sdk PATH/sdk/plugin", sdk.display());
+    }
+    let root = dir.join(name);
+    if root.exists() {
+        bail!("{} already exists", root.display());
+    }
+    let sdk_text = sdk.to_str().context("SDK path is not UTF-8")?;
+    let files = [
+        ("Cargo.toml", fill(CARGO_TOML, name, sdk_text)),
+        (".cargo/config.toml", CARGO_CONFIG.to_string()),
+        ("manifest.toml", fill(MANIFEST, name, sdk_text)),
+        ("src/lib.rs", fill(LIB_RS, name, sdk_text)),
+    ];
+    for (path, text) in files {
+        let path = root.join(path);
+        std::fs::create_dir_all(path.parent().expect("has a parent")).with_context(|| format!("creating {}", root.display()))?;
+        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+    }
+    // Start from the SDK's pinned dependency versions (known to build with rustc-web).
+    if sdk.join("Cargo.lock").exists() {
+        std::fs::copy(sdk.join("Cargo.lock"), root.join("Cargo.lock")).context("copying the SDK's Cargo.lock")?;
+    }
+    println!("created {}: put your TorchScript model at {}/model.pt, edit manifest.toml and src/lib.rs,", root.display(), root.display());
+    println!("then: tensorgate plugin build {} --repository REPO", root.display());
+    Ok(())
+}
+
+/// Value of a top-level `key = value` line (before any table) of a TOML file.
+fn toml_value(text: &str, key: &str) -> Option<String> {
+    text.lines()
+        .take_while(|l| !l.trim_start().starts_with('['))
+        .filter_map(|l| l.split_once('='))
+        .find(|(k, _)| k.trim() == key)
+        .map(|(_, v)| v.split('#').next().unwrap_or("").trim().trim_matches('"').to_string())
+}
+
+fn build(dir: &Path, repository: Option<&Path>, target_dir: Option<&Path>) -> anyhow::Result<()> {
+    let cargo_toml = std::fs::read_to_string(dir.join("Cargo.toml"))
+        .with_context(|| format!("{} is not a plugin crate (no Cargo.toml)", dir.display()))?;
+    let package = cargo_toml.split("[package]").nth(1).context("Cargo.toml has no [package]")?;
+    let crate_name = toml_value(package, "name").context("Cargo.toml [package] has no name")?;
+    for tool in ["/usr/bin/cargo", "/usr/bin/rustc", "/usr/lib/rustlib/x86_64-unknown-linux-gnu/bin/wasm-component-ld"] {
+        if !Path::new(tool).exists() {
+            bail!("{tool} is missing: install Debian's rustc-web toolchain (scripts/setup does)");
+        }
+    }
+    // The rustup proxies usually come first on PATH: name Debian's tools, and
+    // drop settings an outer cargo may have exported.
+    let path = format!("/usr/bin:{}", std::env::var("PATH").unwrap_or_default());
+    let mut cmd = Command::new("/usr/bin/cargo");
+    cmd.current_dir(dir).args(["build", "--release"]);
+    for var in ["RUSTUP_TOOLCHAIN", "CARGO", "RUSTC_WRAPPER", "RUSTFLAGS", "CARGO_ENCODED_RUSTFLAGS", "CARGO_TARGET_DIR", "CARGO_BUILD_TARGET"] {
+        cmd.env_remove(var);
+    }
+    cmd.env("PATH", path).env("RUSTC", "/usr/bin/rustc").env("RUSTDOC", "/usr/bin/rustdoc").env("RUSTC_BOOTSTRAP", "1");
+    let target = match target_dir {
+        Some(t) => {
+            // cargo runs in DIR: make a relative target directory absolute first.
+            let t = std::path::absolute(t).with_context(|| format!("target directory {}", t.display()))?;
+            cmd.arg("--target-dir").arg(&t);
+            t
+        }
+        None => dir.join("target"),
+    };
+    let status = cmd.status().context("running /usr/bin/cargo")?;
+    if !status.success() {
+        bail!("cargo build failed ({status})");
+    }
+    let wasm = target.join("wasm32-unknown-unknown/release").join(format!("{}.wasm", crate_name.replace('-', "_")));
+    let size = std::fs::metadata(&wasm).with_context(|| format!("{} was not built", wasm.display()))?.len();
+    println!("built {} ({size} bytes)", wasm.display());
+    let Some(repo) = repository else { return Ok(()) };
+    let manifest = std::fs::read_to_string(dir.join("manifest.toml")).with_context(|| format!("reading {}/manifest.toml", dir.display()))?;
+    let name = toml_value(&manifest, "name").context("manifest.toml has no name")?;
+    let version = toml_value(&manifest, "version").context("manifest.toml has no version")?;
+    let model = dir.join("model.pt");
+    if !model.exists() {
+        bail!("{} is missing: export your TorchScript model there (torch.jit.script(m).save(...))", model.display());
+    }
+    let dest: PathBuf = repo.join(&name).join(&version);
+    std::fs::create_dir_all(&dest).with_context(|| format!("creating {}", dest.display()))?;
+    for (from, to) in [(dir.join("manifest.toml"), "manifest.toml"), (model, "model.pt"), (wasm, "plugin.wasm")] {
+        std::fs::copy(&from, dest.join(to)).with_context(|| format!("copying {} to {}", from.display(), dest.display()))?;
+    }
+    println!("installed {}", dest.display());
+    Ok(())
+}
