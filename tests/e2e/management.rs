@@ -410,3 +410,135 @@ async fn load_unload_cycles_do_not_grow_memory() {
     client.close().await;
     host.stop().await;
 }
+
+/// A host process killed with SIGKILL at any point of an upload restarts
+/// with a consistent repository: the new version complete, or absent.
+#[tokio::test(flavor = "multi_thread")]
+async fn kill_during_upload_leaves_a_consistent_repository() {
+    let bin = root().join("target/release/tensorgate-host");
+    assert!(bin.exists(), "{} not built", bin.display());
+    let repo = repository_with(|_, _| {});
+    let work = tempfile::tempdir().unwrap();
+    let bundle = tabular_bundle(work.path(), "v2", 2, |_| {});
+    // 48 MiB of incompressible padding makes the upload take a while.
+    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    let pad: Vec<u8> = (0..48 << 17)
+        .flat_map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x.to_le_bytes()
+        })
+        .collect();
+    std::fs::write(bundle.join("pad.bin"), &pad).unwrap();
+    let expected = files(&bundle);
+
+    let start_host = |state: &Path| {
+        let child = std::process::Command::new(&bin)
+            .args(["--listen", "127.0.0.1:0", "--threads", "1"])
+            .arg("--repository")
+            .arg(repo.path())
+            .arg("--state-dir")
+            .arg(state)
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let listening = state.join("listening");
+        for _ in 0..300 {
+            if let Ok(addr) = std::fs::read_to_string(&listening) {
+                let fp = std::fs::read_to_string(state.join("fingerprint")).unwrap();
+                return (child, addr.parse::<std::net::SocketAddr>().unwrap(), fp);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("host did not start");
+    };
+    for (round, delay_ms) in [20u64, 150, 400, 900].into_iter().enumerate() {
+        let state = work.path().join(format!("state-{round}"));
+        std::fs::create_dir_all(&state).unwrap();
+        let (mut child, addr, fp) = start_host(&state);
+        let client = Client::connect(addr, Trust::Fingerprint(fp)).await.unwrap();
+        let upload = {
+            let bundle = bundle.clone();
+            tokio::spawn(async move { client.upload(&bundle, true).await.map(drop) })
+        };
+        tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        upload.abort(); // its connection would only notice at the idle timeout
+        let _ = std::fs::remove_file(state.join("listening"));
+
+        // Restart: the repository is consistent and v2, if present, is whole.
+        let (mut child, addr, fp) = start_host(&state);
+        let client = Client::connect(addr, Trust::Fingerprint(fp)).await.unwrap();
+        let status = client.status().await.unwrap();
+        assert!(status.load_errors.is_empty(), "round {round}: {:?}", status.load_errors);
+        let v2 = repo.path().join("tabular/2");
+        if v2.exists() {
+            assert_eq!(files(&v2), expected, "round {round}: v2 present but not complete");
+            let r = client.predict(Submission::new("tabular", vec![jet(0)])).await.unwrap();
+            assert_eq!(r.summary.version, 2);
+        }
+        eprintln!("round {round} (kill after {delay_ms} ms): v2 {}", if v2.exists() { "landed" } else { "absent" });
+        assert!(!repo.path().join(".staging").exists() || std::fs::read_dir(repo.path().join(".staging")).unwrap().next().is_none());
+        client.close().await;
+        child.kill().unwrap();
+        child.wait().unwrap();
+        std::fs::remove_dir_all(&v2).ok();
+    }
+}
+
+/// Mutual TLS: client certificates checked against a CA; a listed
+/// certificate grants admin, any other verified one predict; none, no connection.
+#[tokio::test(flavor = "multi_thread")]
+async fn client_certificates_checked_against_a_ca() {
+    let work = tempfile::tempdir().unwrap();
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params.distinguished_name.push(rcgen::DnType::CommonName, "tensorgate test CA");
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    std::fs::write(work.path().join("ca.pem"), ca.pem()).unwrap();
+    let issue = |name: &str| {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(vec![name.to_string()]).unwrap();
+        params.distinguished_name.push(rcgen::DnType::CommonName, name);
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
+        let (c, k) = (work.path().join(format!("{name}.pem")), work.path().join(format!("{name}.key")));
+        std::fs::write(&c, cert.pem()).unwrap();
+        std::fs::write(&k, key.serialize_pem()).unwrap();
+        (tensorgate_client::Identity { cert: c, key: k }, cert.der().to_vec())
+    };
+    let (ops, ops_der) = issue("ops");
+    let (user, _) = issue("user");
+    let repo = repository_with(|_, _| {});
+    let ca_file = work.path().join("ca.pem");
+    let host = TestHost::start_with(repo.path().to_path_buf(), move |c| {
+        c.access.client_ca = Some(ca_file);
+        c.access.client_cert_required = true;
+        c.access.add_cert(Role::Admin, &ops_der);
+        c.access.set_loopback_admin(false);
+    })
+    .await;
+    let connect = |identity: Option<tensorgate_client::Identity>| {
+        let options = ConnectOptions { trust: Trust::Fingerprint(host.host.fingerprint().to_string()), identity, token: None };
+        Client::connect_with(host.host.addr(), options)
+    };
+    // No certificate: the handshake (or the first request) is refused.
+    let refused = match connect(None).await {
+        Err(_) => true,
+        Ok(c) => c.status().await.is_err(),
+    };
+    assert!(refused, "a client without a certificate must not get in");
+
+    let user = connect(Some(user)).await.unwrap();
+    assert_eq!(user.predict(Submission::new("tabular", vec![jet(0)])).await.unwrap().summary.ok, 1);
+    let e = user.models().await.unwrap_err();
+    assert_eq!(code(&e), Some(ErrorCode::Forbidden), "{e}");
+
+    let ops = connect(Some(ops)).await.unwrap();
+    assert!(ops.models().await.unwrap().iter().any(|m| m.name == "tabular"));
+    host.stop().await;
+}

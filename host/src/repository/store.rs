@@ -281,3 +281,80 @@ fn collect(base: &Path, dir: &Path, out: &mut Vec<(PathBuf, u64, u128)>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bundle(dir: &Path, tag: &str) {
+        std::fs::create_dir_all(dir).unwrap();
+        std::fs::write(dir.join("manifest.toml"), tag).unwrap();
+    }
+
+    fn read(dir: &Path) -> String {
+        std::fs::read_to_string(dir.join("manifest.toml")).unwrap()
+    }
+
+    /// Every state a crash can leave behind comes back consistent.
+    #[test]
+    fn recover_restores_or_discards_every_crash_state() {
+        let root = tempfile::tempdir().unwrap();
+        let root = root.path();
+        // Crash while unpacking an upload.
+        bundle(&root.join(STAGING).join("1-2-3"), "half");
+        // Crash between the two renames of a replace: old bundle only in the trash.
+        bundle(&root.join(TRASH).join("replaced-a/m/1"), "old m1");
+        // Crash after a replace completed, before the trash was emptied.
+        bundle(&root.join("m/2"), "new m2");
+        bundle(&root.join(TRASH).join("replaced-b/m/2"), "old m2");
+        // Crash in the middle of a delete.
+        bundle(&root.join(TRASH).join("deleted-c/m/3"), "deleted m3");
+        recover(root).unwrap();
+        assert_eq!(read(&root.join("m/1")), "old m1", "the replaced bundle is restored");
+        assert_eq!(read(&root.join("m/2")), "new m2", "a finished replace stays");
+        assert!(!root.join("m/3").exists(), "a delete stays deleted");
+        assert!(!root.join(STAGING).exists() && !root.join(TRASH).exists());
+    }
+
+    fn archive(entries: &[(&str, &[u8])]) -> Vec<u8> {
+        let mut tar = tar::Builder::new(Vec::new());
+        for (name, data) in entries {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(data.len() as u64);
+            h.set_mode(0o644);
+            tar.append_data(&mut h, name, *data).unwrap();
+        }
+        zstd::bulk::compress(&tar.into_inner().unwrap(), 3).unwrap()
+    }
+
+    #[test]
+    fn unpack_accepts_root_or_single_folder_and_enforces_the_size_cap() {
+        let root = tempfile::tempdir().unwrap();
+        let a = unpack(root.path(), &archive(&[("manifest.toml", b"x"), ("samples/a.json", b"{}")]), 1000).unwrap();
+        assert!(a.join("samples/a.json").is_file());
+        let b = unpack(root.path(), &archive(&[("tabular/manifest.toml", b"x"), ("tabular/model.pt", b"m")]), 1000).unwrap();
+        assert!(b.ends_with("tabular") && b.join("model.pt").is_file());
+        let e = unpack(root.path(), &archive(&[("manifest.toml", &[0u8; 600]), ("model.pt", &[0u8; 600])]), 1000).unwrap_err();
+        assert!(matches!(e, StoreError::TooLarge { limit: 1000 }), "{e}");
+        let e = unpack(root.path(), &archive(&[("model.pt", b"m")]), 1000).unwrap_err();
+        assert!(e.to_string().contains("no manifest.toml"), "{e}");
+        // Failed unpacks leave nothing behind in staging.
+        let left: Vec<_> = std::fs::read_dir(root.path().join(STAGING)).unwrap().collect();
+        assert_eq!(left.len(), 2, "only the two good unpacks remain");
+    }
+
+    #[test]
+    fn commit_refuses_or_replaces_an_existing_version() {
+        let root = tempfile::tempdir().unwrap();
+        let root = root.path();
+        bundle(&root.join("m/1"), "old");
+        bundle(&root.join("s1"), "new");
+        let e = commit(root, &root.join("s1"), "m", 1, false).unwrap_err();
+        assert!(matches!(e, StoreError::Exists { .. }));
+        assert_eq!(read(&root.join("m/1")), "old");
+        commit(root, &root.join("s1"), "m", 1, true).unwrap();
+        assert_eq!(read(&root.join("m/1")), "new");
+        remove(root, "m", 1).unwrap();
+        assert!(!root.join("m").exists());
+    }
+}
