@@ -196,3 +196,12 @@ def test_readme_python_example_runs(tg_host):
     lines = out.stdout.splitlines()
     assert lines[0] == "(1200, 3) (1200,) 1200"
     assert sorted(lines[1:]) == ["0 (3, 3)", "1 (3, 3)", "2 (3, 3)"]
+
+
+def test_malformed_batches_are_value_errors(client):
+    with pytest.raises(ValueError, match="no rows"):
+        client.predict("multi-io", {"x": np.zeros((0, 4), np.float32), "y": np.zeros((0, 3), np.float32)})
+    with pytest.raises(ValueError, match="share the batch dimension"):
+        client.predict("multi-io", {"x": np.zeros((2, 4), np.float32), "y": np.zeros((3, 3), np.float32)})
+    with pytest.raises(ValueError, match="no items"):
+        client.predict("multi-io", [])

@@ -193,6 +193,18 @@ fn json_dumps(py: Python<'_>, obj: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
 
 static NDARRAY: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 static JSON_LOADS: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+static NP_DTYPE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+static DTYPES: Mutex<Vec<(String, Py<PyAny>)>> = Mutex::new(Vec::new());
+
+/// `numpy.dtype(descr)`, made once per descr.
+fn dtype<'py>(py: Python<'py>, descr: &str) -> PyResult<Bound<'py, PyAny>> {
+    if let Some((_, d)) = DTYPES.lock().unwrap_or_else(|p| p.into_inner()).iter().find(|(k, _)| k == descr) {
+        return Ok(d.bind(py).clone());
+    }
+    let d = NP_DTYPE.import(py, "numpy", "dtype")?.call1((descr,))?;
+    DTYPES.lock().unwrap_or_else(|p| p.into_inner()).push((descr.to_string(), d.clone().unbind()));
+    Ok(d)
+}
 
 fn json_loads<'py>(py: Python<'py>, text: &str) -> PyResult<Bound<'py, PyAny>> {
     JSON_LOADS.import(py, "json", "loads")?.call1((text,))
@@ -206,7 +218,7 @@ fn ndarray_view<'py>(
     shape: &[usize],
     offset: usize,
 ) -> PyResult<Bound<'py, PyAny>> {
-    NDARRAY.import(py, "numpy", "ndarray")?.call1((PyTuple::new(py, shape)?, descr, buf, offset))
+    NDARRAY.import(py, "numpy", "ndarray")?.call1((PyTuple::new(py, shape)?, dtype(py, descr)?, buf, offset))
 }
 
 /// A reply payload as a Python value, by its content type. Arrays of one
@@ -553,6 +565,9 @@ impl NativeClient {
             Some(&n) => n,
             None => return Err(PyValueError::new_err("arrays need a leading batch dimension")),
         };
+        if rows == 0 {
+            return Err(PyValueError::new_err("the batch has no rows"));
+        }
         for (n, v) in names.iter().zip(&views) {
             if v.shape.first() != Some(&rows) {
                 return Err(PyValueError::new_err(format!(
@@ -563,30 +578,41 @@ impl NativeClient {
             }
         }
         let rows_per_item = rows_per_item.max(1);
-        let row_bytes: Vec<usize> = views.iter().map(|v| v.data.len() / rows.max(1)).collect();
+        let row_bytes: Vec<usize> = views.iter().map(|v| v.data.len() / rows).collect();
+        // Headers depend only on the row count: the full items share one
+        // writer, the last (shorter) item gets its own.
+        let writer = |n: usize| {
+            let meta: Vec<(&str, &str, Vec<usize>)> = names
+                .iter()
+                .zip(&views)
+                .map(|(name, v)| {
+                    let mut shape = v.shape.clone();
+                    shape[0] = n;
+                    (name.as_deref().unwrap_or(""), v.descr.as_str(), shape)
+                })
+                .collect();
+            npy::NpzWriter::new(&meta)
+        };
+        let full_rows = rows_per_item.min(rows);
+        let full = writer(full_rows);
+        let single = names[0].is_none();
         let mut inputs = Vec::with_capacity(rows.div_ceil(rows_per_item));
+        let mut data: Vec<&[u8]> = Vec::with_capacity(views.len());
         let mut first = 0;
         while first < rows {
             let last = (first + rows_per_item).min(rows);
-            let payload = if names[0].is_none() {
+            let input = if single {
                 let v = &views[0];
                 let mut shape = v.shape.clone();
                 shape[0] = last - first;
                 Input::new(npy::write_npy(&v.descr, &shape, &v.data[first * row_bytes[0]..last * row_bytes[0]]), "application/x-npy")
             } else {
-                let entries: Vec<(&str, &str, Vec<usize>, &[u8])> = names
-                    .iter()
-                    .zip(&views)
-                    .zip(&row_bytes)
-                    .map(|((n, v), &rb)| {
-                        let mut shape = v.shape.clone();
-                        shape[0] = last - first;
-                        (n.as_deref().unwrap_or(""), v.descr.as_str(), shape, &v.data[first * rb..last * rb])
-                    })
-                    .collect();
-                Input::new(npy::write_npz(&entries), "application/x-npz")
+                data.clear();
+                data.extend(views.iter().zip(&row_bytes).map(|(v, &rb)| &v.data[first * rb..last * rb]));
+                let payload = if last - first == full_rows { full.write(&data) } else { writer(last - first).write(&data) };
+                Input::new(payload, "application/x-npz")
             };
-            inputs.push(payload);
+            inputs.push(input);
             first = last;
         }
         self.spawn(Self::submission(model, inputs, version, compress), Mode::Batched { rows, rows_per_item })

@@ -39,71 +39,75 @@ pub fn write_npy(descr: &str, shape: &[usize], data: &[u8]) -> Vec<u8> {
     out
 }
 
-/// An uncompressed `.npz` (stored zip entries `NAME.npy`, with CRCs, as `numpy.savez`).
-pub fn write_npz(entries: &[(&str, &str, Vec<usize>, &[u8])]) -> Vec<u8> {
-    let size: usize = entries.iter().map(|e| e.3.len() + 2 * e.0.len() + 256).sum::<usize>() + 22;
-    let mut out = Vec::with_capacity(size);
-    let mut central = Vec::new();
-    let mut npy = Vec::new();
-    for (name, descr, shape, data) in entries {
-        let file = format!("{name}.npy");
-        npy.clear();
-        write_npy_header(&mut npy, descr, shape);
-        let crc = crc32_update(crc32_update(!0, &npy), data) ^ !0;
-        let len = (npy.len() + data.len()) as u32;
-        let offset = out.len() as u32;
-        out.extend_from_slice(&[0x50, 0x4b, 0x03, 0x04, 20, 0, 0, 0, 0, 0, 0, 0, 0x21, 0]);
-        out.extend_from_slice(&crc.to_le_bytes());
-        out.extend_from_slice(&len.to_le_bytes());
-        out.extend_from_slice(&len.to_le_bytes());
-        out.extend_from_slice(&(file.len() as u16).to_le_bytes());
-        out.extend_from_slice(&0u16.to_le_bytes());
-        out.extend_from_slice(file.as_bytes());
-        out.extend_from_slice(&npy);
-        out.extend_from_slice(data);
-        central.extend_from_slice(&[0x50, 0x4b, 0x01, 0x02, 20, 0, 20, 0, 0, 0, 0, 0, 0, 0, 0x21, 0]);
-        central.extend_from_slice(&crc.to_le_bytes());
-        central.extend_from_slice(&len.to_le_bytes());
-        central.extend_from_slice(&len.to_le_bytes());
-        central.extend_from_slice(&(file.len() as u16).to_le_bytes());
-        central.extend_from_slice(&[0; 12]);
-        central.extend_from_slice(&offset.to_le_bytes());
-        central.extend_from_slice(file.as_bytes());
-    }
-    let cd_offset = out.len() as u32;
-    out.extend_from_slice(&central);
-    out.extend_from_slice(&[0x50, 0x4b, 0x05, 0x06, 0, 0, 0, 0]);
-    out.extend_from_slice(&(entries.len() as u16).to_le_bytes());
-    out.extend_from_slice(&(entries.len() as u16).to_le_bytes());
-    out.extend_from_slice(&(central.len() as u32).to_le_bytes());
-    out.extend_from_slice(&cd_offset.to_le_bytes());
-    out.extend_from_slice(&0u16.to_le_bytes());
-    out
+/// Writes uncompressed `.npz` files (stored zip entries `NAME.npy`, with
+/// CRCs, as `numpy.savez`) of arrays with fixed names, dtypes and shapes:
+/// headers are made once, so each file costs its data copy and CRC.
+pub struct NpzWriter {
+    entries: Vec<(Vec<u8>, Vec<u8>, crc32fast::Hasher)>,
 }
 
-const fn crc_table() -> [u32; 256] {
-    let mut table = [0u32; 256];
-    let mut i = 0;
-    while i < 256 {
-        let mut c = i as u32;
-        let mut k = 0;
-        while k < 8 {
-            c = if c & 1 != 0 { 0xEDB8_8320 ^ (c >> 1) } else { c >> 1 };
-            k += 1;
+impl NpzWriter {
+    /// For entries `(name, descr, shape)`.
+    pub fn new(entries: &[(&str, &str, Vec<usize>)]) -> Self {
+        let entries = entries
+            .iter()
+            .map(|(name, descr, shape)| {
+                let mut npy = Vec::new();
+                write_npy_header(&mut npy, descr, shape);
+                let mut crc = crc32fast::Hasher::new();
+                crc.update(&npy);
+                (format!("{name}.npy").into_bytes(), npy, crc)
+            })
+            .collect();
+        NpzWriter { entries }
+    }
+
+    /// One `.npz` with `data[i]` as entry i's bytes.
+    pub fn write(&self, data: &[&[u8]]) -> Vec<u8> {
+        let size: usize = self.entries.iter().zip(data).map(|(e, d)| 2 * e.0.len() + e.1.len() + d.len() + 76).sum::<usize>() + 22;
+        let mut out = Vec::with_capacity(size);
+        let mut central = Vec::with_capacity(self.entries.len() * 80);
+        for ((file, npy, crc0), d) in self.entries.iter().zip(data) {
+            let mut crc = crc0.clone();
+            crc.update(d);
+            let crc = crc.finalize();
+            let len = (npy.len() + d.len()) as u32;
+            let offset = out.len() as u32;
+            out.extend_from_slice(&[0x50, 0x4b, 0x03, 0x04, 20, 0, 0, 0, 0, 0, 0, 0, 0x21, 0]);
+            out.extend_from_slice(&crc.to_le_bytes());
+            out.extend_from_slice(&len.to_le_bytes());
+            out.extend_from_slice(&len.to_le_bytes());
+            out.extend_from_slice(&(file.len() as u16).to_le_bytes());
+            out.extend_from_slice(&0u16.to_le_bytes());
+            out.extend_from_slice(file);
+            out.extend_from_slice(npy);
+            out.extend_from_slice(d);
+            central.extend_from_slice(&[0x50, 0x4b, 0x01, 0x02, 20, 0, 20, 0, 0, 0, 0, 0, 0, 0, 0x21, 0]);
+            central.extend_from_slice(&crc.to_le_bytes());
+            central.extend_from_slice(&len.to_le_bytes());
+            central.extend_from_slice(&len.to_le_bytes());
+            central.extend_from_slice(&(file.len() as u16).to_le_bytes());
+            central.extend_from_slice(&[0; 12]);
+            central.extend_from_slice(&offset.to_le_bytes());
+            central.extend_from_slice(file);
         }
-        table[i] = c;
-        i += 1;
+        let cd_offset = out.len() as u32;
+        out.extend_from_slice(&central);
+        out.extend_from_slice(&[0x50, 0x4b, 0x05, 0x06, 0, 0, 0, 0]);
+        out.extend_from_slice(&(self.entries.len() as u16).to_le_bytes());
+        out.extend_from_slice(&(self.entries.len() as u16).to_le_bytes());
+        out.extend_from_slice(&(central.len() as u32).to_le_bytes());
+        out.extend_from_slice(&cd_offset.to_le_bytes());
+        out.extend_from_slice(&0u16.to_le_bytes());
+        out
     }
-    table
 }
 
-static CRC_TABLE: [u32; 256] = crc_table();
-
-fn crc32_update(mut crc: u32, data: &[u8]) -> u32 {
-    for &b in data {
-        crc = CRC_TABLE[((crc ^ b as u32) & 0xff) as usize] ^ (crc >> 8);
-    }
-    crc
+/// One uncompressed `.npz` of `(name, descr, shape, data)` entries.
+pub fn write_npz(entries: &[(&str, &str, Vec<usize>, &[u8])]) -> Vec<u8> {
+    let meta: Vec<(&str, &str, Vec<usize>)> = entries.iter().map(|e| (e.0, e.1, e.2.clone())).collect();
+    let data: Vec<&[u8]> = entries.iter().map(|e| e.3).collect();
+    NpzWriter::new(&meta).write(&data)
 }
 
 /// Value of `'key': value` in an npy header dict.
@@ -215,7 +219,11 @@ mod tests {
         assert_eq!((parsed[0].name.as_str(), parsed[0].descr.as_str(), parsed[0].shape.clone()), ("x", "<f4", vec![2, 3]));
         assert_eq!(parsed[0].data, &a[..]);
         assert_eq!(parsed[1].data, &[1, 0]);
-        // The standard CRC-32 check value.
-        assert_eq!(crc32_update(!0, b"123456789") ^ !0, 0xCBF4_3926);
+        // The zip CRC-32 of entry 0 (its .npy header and data), as zipfile checks it.
+        let mut npy = Vec::new();
+        write_npy_header(&mut npy, "<f4", &[2, 3]);
+        npy.extend_from_slice(&a);
+        assert_eq!(&z[14..18], &crc32fast::hash(&npy).to_le_bytes());
+        assert_eq!(crc32fast::hash(b"123456789"), 0xCBF4_3926);
     }
 }
