@@ -122,3 +122,20 @@ def test_iterate_inputs_yields_entry_ordered_chunks(nanoaod):
     assert [len(c["jets"]) for c in chunks] == [64, 64, 64, 8]
     np.testing.assert_array_equal(np.concatenate([c["jets"] for c in chunks]), REF["jets"][40:])
     assert all(c["jets"].flags.c_contiguous and c["jets"].dtype == np.float32 for c in chunks)
+
+
+def test_remote_paths_reach_uproot_untouched(monkeypatch):
+    import tensorgate.root as tr
+
+    seen = {}
+
+    def fake_iterate(files, **kwargs):
+        seen["files"], seen["kwargs"] = files, kwargs
+        return iter(())
+
+    monkeypatch.setattr(uproot, "iterate", fake_iterate)
+    url = "root://eospublic.cern.ch//eos/opendata/cms/x.root"
+    assert list(tr.iterate_inputs([url, "local.root"], "Events", BRANCHES, pad=10, timeout=30)) == []
+    assert seen["files"] == [{url: "Events"}, {"local.root": "Events"}]
+    assert seen["kwargs"]["timeout"] == 30 and seen["kwargs"]["library"] == "ak"
+    assert sorted(seen["kwargs"]["expressions"]) == ["Jet_eta", "Jet_phi", "Jet_pt", "MET_pt"]
