@@ -113,12 +113,20 @@ async fn run(
     let forward = app.model.forward(prepared.inputs, deadline).await?;
     timings.forward_us = micros(forward.run_time);
     let outputs = forward.outputs;
+    validate_outputs(app, &outputs)?;
 
     let context = prepared.context;
     let bytes = outputs.iter().map(|t| t.data.len()).sum::<usize>() + context.len();
     let t = Instant::now();
     let output = call_plugin(app, bytes, || app.plugin.postprocess(&outputs, &context))?;
     timings.postprocess_us = micros(t.elapsed());
+    let size = output.data.len() + output.content_type.len() + output.metadata.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>();
+    if size as u64 > app.max_output_bytes {
+        return Err(ItemFailure::new(
+            ErrorCode::PluginFailed,
+            format!("plugin output of {size} bytes exceeds the limit of {} bytes (max_frame_bytes less 256)", app.max_output_bytes),
+        ));
+    }
     let busy = timings.preprocess_us + timings.forward_us + timings.postprocess_us;
     timings.queue_us = micros(queued.elapsed()).saturating_sub(busy);
     Ok(output)
@@ -182,6 +190,31 @@ fn call_plugin<R>(app: &Application, bytes: usize, f: impl FnOnce() -> R) -> R {
 pub const INLINE_CALL_MAX: std::time::Duration = std::time::Duration::from_micros(100);
 /// ... and only when the item or outputs are at most this large.
 pub const INLINE_BYTES_MAX: usize = 64 * 1024;
+
+/// Checks the model's outputs against the manifest's declared outputs (when
+/// it declares them) before the plugin sees them.
+pub fn validate_outputs(app: &Application, outputs: &[Tensor]) -> Result<(), ItemFailure> {
+    let declared = &app.manifest.outputs;
+    if declared.is_empty() {
+        return Ok(());
+    }
+    let bad = |m: String| ItemFailure::new(ErrorCode::ModelError, format!("model output does not match the manifest: {m}"));
+    if declared.len() != outputs.len() {
+        return Err(bad(format!("{} tensors, manifest declares {}", outputs.len(), declared.len())));
+    }
+    for (decl, t) in declared.iter().zip(outputs) {
+        let want: crate::plugin::Dtype = decl.dtype.into();
+        let shape_ok = decl.shape.len() == t.shape.len()
+            && decl.shape.iter().zip(&t.shape).all(|(&d, &s)| d == -1 || d as u64 == s);
+        if want != t.dtype || !shape_ok {
+            return Err(bad(format!(
+                "output `{}` is {:?} {:?}, manifest declares {:?} {:?}",
+                decl.name, t.dtype, t.shape, decl.dtype, decl.shape
+            )));
+        }
+    }
+    Ok(())
+}
 
 /// Checks the plugin's tensors against their bytes and the manifest's inputs.
 pub fn validate_inputs(app: &Application, inputs: &[Tensor]) -> Result<(), ItemFailure> {

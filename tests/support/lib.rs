@@ -132,3 +132,23 @@ pub fn repository_with_slow() -> tempfile::TempDir {
     std::fs::copy(repo.path().join("multi-io/1/plugin.wasm"), dir.join("plugin.wasm")).expect("copy tensors plugin");
     repo
 }
+
+/// The built wasm component of guest crate `crate_name` (e.g. `hostile_plugin`).
+pub fn built_plugin(crate_name: &str) -> PathBuf {
+    let wasm = root().join("target/plugins/wasm32-unknown-unknown/release").join(format!("{crate_name}.wasm"));
+    assert!(wasm.exists(), "{} not built: run scripts/build-plugins", wasm.display());
+    wasm
+}
+
+/// The standard repository plus the test-only `hostile` application
+/// (`tests/plugins/hostile`: a plugin that misbehaves on request, in front of
+/// the tabular model).
+pub fn repository_with_hostile() -> tempfile::TempDir {
+    let repo = repository_with(|_, _| {});
+    let dir = repo.path().join("hostile/1");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    std::fs::copy(root().join("tests/plugins/hostile/manifest.toml"), dir.join("manifest.toml")).expect("manifest");
+    std::fs::copy(repo.path().join("tabular/1/model.pt"), dir.join("model.pt")).expect("model");
+    std::fs::copy(built_plugin("hostile_plugin"), dir.join("plugin.wasm")).expect("plugin");
+    repo
+}

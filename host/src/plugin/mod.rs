@@ -14,7 +14,7 @@ use std::time::Duration;
 use sha2::{Digest, Sha256};
 
 use wasmtime::component::{Component, HasSelf, Linker};
-use wasmtime::{Config, Engine, StoreLimits, StoreLimitsBuilder};
+use wasmtime::{Config, Engine, ResourceLimiter, StoreLimits, StoreLimitsBuilder};
 
 pub use pool::{CallError, PluginInstance, PluginPool};
 
@@ -33,13 +33,110 @@ pub use tensorgate::plugin::types::{
 pub struct HostState {
     app: Arc<str>,
     manifest: Arc<PluginManifest>,
-    limits: StoreLimits,
+    limits: Limiter,
+    /// Log messages accepted during the current call.
+    logged: u32,
+    /// Log messages dropped during the current call (past [`MAX_LOGS_PER_CALL`]).
+    suppressed: u64,
+    /// The last error-level message of the current call (a guest's panic
+    /// message, sent by the SDK's panic hook), attached to a trap.
+    last_error: Option<String>,
+}
+
+/// Most log messages a plugin may emit per call; the rest are counted and dropped.
+pub const MAX_LOGS_PER_CALL: u32 = 64;
+/// Longest log message kept (bytes); longer ones are cut.
+pub const MAX_LOG_BYTES: usize = 4096;
+
+impl HostState {
+    /// Resets the per-call log accounting.
+    fn begin_call(&mut self) {
+        self.logged = 0;
+        self.suppressed = 0;
+        self.last_error = None;
+    }
+
+    /// Ends a call: reports dropped log messages; returns the last error message.
+    fn end_call(&mut self) -> Option<String> {
+        if self.suppressed > 0 {
+            tracing::warn!(target: "plugin", app = &*self.app, suppressed = self.suppressed, "plugin log messages dropped (limit {MAX_LOGS_PER_CALL} per call)");
+        }
+        self.last_error.take()
+    }
+}
+
+/// The store's resource limits, remembering a refused growth so that the
+/// trap it leads to (an allocation failure aborts a Rust guest) is reported
+/// as `plugin memory limit`, not as a generic trap.
+pub struct Limiter {
+    inner: StoreLimits,
+    /// Linear-memory cap (bytes).
+    memory_limit: usize,
+    /// The last refused growth: bytes asked for.
+    refused: Option<usize>,
+}
+
+impl Limiter {
+    fn new(memory_limit: usize) -> Self {
+        Limiter {
+            inner: StoreLimitsBuilder::new().memory_size(memory_limit).instances(16).tables(64).table_elements(1 << 20).build(),
+            memory_limit,
+            refused: None,
+        }
+    }
+
+    /// Takes the record of a refused memory growth, if there was one.
+    pub fn take_refused(&mut self) -> Option<(usize, usize)> {
+        self.refused.take().map(|asked| (asked, self.memory_limit))
+    }
+}
+
+impl ResourceLimiter for Limiter {
+    fn memory_growing(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
+        let ok = self.inner.memory_growing(current, desired, maximum)?;
+        if !ok {
+            self.refused = Some(desired);
+        }
+        Ok(ok)
+    }
+
+    fn table_growing(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
+        self.inner.table_growing(current, desired, maximum)
+    }
+
+    fn instances(&self) -> usize {
+        self.inner.instances()
+    }
+
+    fn tables(&self) -> usize {
+        self.inner.tables()
+    }
+
+    fn memories(&self) -> usize {
+        self.inner.memories()
+    }
 }
 
 impl tensorgate::plugin::types::Host for HostState {}
 
 impl tensorgate::plugin::host::Host for HostState {
-    fn log(&mut self, level: LogLevel, message: String) {
+    fn log(&mut self, level: LogLevel, mut message: String) {
+        if message.len() > MAX_LOG_BYTES {
+            let mut cut = MAX_LOG_BYTES;
+            while !message.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            message.truncate(cut);
+            message.push_str(" [cut]");
+        }
+        if matches!(level, LogLevel::Error) {
+            self.last_error = Some(message.clone());
+        }
+        if self.logged >= MAX_LOGS_PER_CALL {
+            self.suppressed += 1;
+            return;
+        }
+        self.logged += 1;
         let app = &*self.app;
         match level {
             LogLevel::Trace => tracing::trace!(target: "plugin", app, "{message}"),
@@ -142,7 +239,10 @@ impl PluginEngine {
         let new_state = Box::new(move || HostState {
             app: app.clone(),
             manifest: manifest.clone(),
-            limits: StoreLimitsBuilder::new().memory_size(memory_limit).instances(16).tables(64).build(),
+            limits: Limiter::new(memory_limit),
+            logged: 0,
+            suppressed: 0,
+            last_error: None,
         });
         Ok(PluginPool::new(self.engine.clone(), pre, new_state, call_timeout, from_cache))
     }
@@ -185,7 +285,7 @@ impl PluginEngine {
 }
 
 impl HostState {
-    fn limiter(&mut self) -> &mut StoreLimits {
+    fn limiter(&mut self) -> &mut Limiter {
         &mut self.limits
     }
 }

@@ -20,8 +20,16 @@ pub enum CallError {
     #[error("plugin trapped: {0}")]
     Trapped(String),
     /// The call ran past its time budget.
-    #[error("plugin timeout: call exceeded {0:?}")]
+    #[error("plugin timeout: call exceeded its budget of {0:?}")]
     Timeout(Duration),
+    /// The instance asked for more linear memory than its cap, and trapped.
+    #[error("plugin memory limit: instance asked for {asked} bytes of linear memory, cap is {limit} bytes")]
+    MemoryLimit {
+        /// Bytes asked for.
+        asked: usize,
+        /// The cap.
+        limit: usize,
+    },
     /// The plugin could not be instantiated.
     #[error("plugin instantiation failed: {0}")]
     Instantiate(String),
@@ -89,17 +97,27 @@ impl PluginPool {
             None => self.instantiate()?,
         };
         inst.store.set_epoch_deadline(self.budget_ticks());
+        inst.store.data_mut().begin_call();
         let start = Instant::now();
         let result = f(&inst.bindings, &mut inst.store);
         self.record(start.elapsed());
+        let refused = inst.store.data_mut().limits.take_refused();
+        let last_error = inst.store.data_mut().end_call();
         match result {
             Ok(r) => {
+                // A refused growth the guest survived (it handled the failure) is fine.
                 self.idle.lock().unwrap_or_else(|p| p.into_inner()).push(inst);
                 Ok(r)
             }
-            Err(e) => Err(match e.downcast_ref::<Trap>() {
-                Some(Trap::Interrupt) => CallError::Timeout(self.call_timeout),
-                _ => CallError::Trapped(format!("{e:#}")),
+            // The instance is dropped here: the next call gets a fresh one.
+            Err(e) => Err(match (e.downcast_ref::<Trap>(), refused) {
+                (Some(Trap::Interrupt), _) => CallError::Timeout(self.call_timeout),
+                (_, Some((asked, limit))) => CallError::MemoryLimit { asked, limit },
+                _ => CallError::Trapped(match last_error {
+                    // The guest's own last words (the SDK logs a panic's message).
+                    Some(said) => format!("{said} ({})", e.root_cause()),
+                    None => format!("{e:#}"),
+                }),
             }),
         }
     }

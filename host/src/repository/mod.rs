@@ -83,6 +83,9 @@ pub struct Application {
     pub loaded_at: SystemTime,
     /// The bundle's files as they were loaded (reload skips unchanged bundles).
     pub stamp: Stamp,
+    /// Largest result (payload plus metadata) the plugin may return: what a
+    /// client can receive in one frame.
+    pub max_output_bytes: u64,
     /// Counters.
     pub counters: Counters,
 }
@@ -142,6 +145,8 @@ impl Application {
             load_time: Duration::ZERO,
             loaded_at: SystemTime::now(),
             stamp,
+            // Room for the frame's own fields (head length, index, compression).
+            max_output_bytes: config.limits.max_frame_bytes.saturating_sub(256),
             counters: Counters::default(),
         };
         if let Some(w) = warmup {

@@ -1,0 +1,138 @@
+//! Hostile plugins: each misbehaviour fails its own item with a specific
+//! error, the poisoned instance is replaced, the host stays up, and a healthy
+//! model served at the same time is unaffected.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tensorgate_client::protocol::ErrorCode;
+use tensorgate_client::{Client, Input, Submission};
+use tensorgate_tests::{repository_with_hostile, root, TestHost};
+
+fn hostile(mode: &str) -> Input {
+    Input::json(b"{}".to_vec()).with_meta("mode", mode)
+}
+
+/// Runs `item` on the hostile application while a healthy client keeps
+/// predicting on `tabular`; returns the item's error (code, message) and
+/// how long it took. Checks the healthy traffic and a follow-up `ok` item.
+async fn contained(host: &TestHost, item: Input) -> (ErrorCode, String, Duration) {
+    let healthy = host.client().await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let traffic = {
+        let stop = stop.clone();
+        let jet = std::fs::read(root().join("plugins/tabular/samples/jet-0.json")).unwrap();
+        tokio::spawn(async move {
+            let mut n = 0;
+            while !stop.load(Ordering::Relaxed) || n < 3 {
+                let r = healthy.predict(Submission::new("tabular", vec![Input::json(jet.clone()); 4])).await.unwrap();
+                assert_eq!(r.summary.ok, 4, "the healthy model is unaffected");
+                n += 1;
+            }
+            healthy.close().await;
+            n
+        })
+    };
+    let client = host.client().await;
+    let start = Instant::now();
+    let reply = client.predict(Submission::new("hostile", vec![item])).await.expect("the request itself completes");
+    let took = start.elapsed();
+    let failure = reply.outcomes[0].clone().expect_err("the hostile item fails");
+    stop.store(true, Ordering::Relaxed);
+    assert!(traffic.await.unwrap() >= 3);
+    // The host is up and the plugin serves again from a fresh instance.
+    let again = client.predict(Submission::new("hostile", vec![hostile("ok")])).await.unwrap();
+    assert_eq!(again.summary.ok, 1, "{:?}", again.outcomes);
+    client.close().await;
+    (failure.code, failure.message, took)
+}
+
+async fn start() -> (TestHost, tempfile::TempDir) {
+    let repo = repository_with_hostile();
+    let host = TestHost::start_with(repo.path().to_path_buf(), |c| {
+        // Small enough for `huge-output` to cross it with a few MB.
+        c.limits.max_frame_bytes = 4 << 20;
+    })
+    .await;
+    assert!(host.host.repository().failures().is_empty(), "{:?}", host.host.repository().failures());
+    (host, repo)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn trap_fails_the_item_with_the_plugins_message() {
+    let (host, _repo) = start().await;
+    let (code, message, _) = contained(&host, hostile("trap")).await;
+    assert_eq!(code, ErrorCode::PluginFailed);
+    assert!(message.starts_with("plugin trapped"), "{message}");
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn infinite_loop_is_stopped_at_its_budget() {
+    let (host, _repo) = start().await;
+    let (code, message, took) = contained(&host, hostile("loop")).await;
+    assert_eq!(code, ErrorCode::PluginFailed);
+    assert!(message.starts_with("plugin timeout") && message.contains("200ms"), "{message}");
+    eprintln!("looping plugin stopped after {took:?} (budget 200 ms)");
+    assert!(took >= Duration::from_millis(200) && took < Duration::from_secs(2), "{took:?}");
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unbounded_allocation_hits_the_memory_limit() {
+    let (host, _repo) = start().await;
+    let (code, message, _) = contained(&host, hostile("grow")).await;
+    assert_eq!(code, ErrorCode::PluginFailed);
+    assert!(message.starts_with("plugin memory limit") && message.contains("16777216"), "{message}");
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn malformed_tensors_are_rejected_before_the_model() {
+    let (host, _repo) = start().await;
+    let (code, message, _) = contained(&host, hostile("bad-bytes")).await;
+    assert_eq!(code, ErrorCode::PluginFailed);
+    assert!(message.contains("needs 64 bytes, has 10"), "{message}");
+    let (code, message, _) = contained(&host, hostile("bad-shape")).await;
+    assert_eq!(code, ErrorCode::PluginFailed);
+    assert!(message.contains("manifest declares F32 [-1, 16]"), "{message}");
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn huge_output_is_refused() {
+    let (host, _repo) = start().await;
+    let (code, message, _) = contained(&host, hostile("huge-output").with_meta("bytes", "8000000")).await;
+    assert_eq!(code, ErrorCode::PluginFailed);
+    assert!(message.contains("plugin output of 8000024 bytes exceeds the limit"), "{message}");
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn panic_in_postprocess_fails_only_that_item() {
+    let (host, _repo) = start().await;
+    let (code, message, _) = contained(&host, hostile("panic-post")).await;
+    assert_eq!(code, ErrorCode::PluginFailed);
+    assert!(message.starts_with("plugin trapped"), "{message}");
+    // Its siblings in the same request succeed.
+    let client = host.client().await;
+    let items = vec![hostile("ok"), hostile("panic-post"), hostile("ok")];
+    let reply = client.predict(Submission::new("hostile", items)).await.unwrap();
+    assert_eq!((reply.summary.ok, reply.summary.failed), (2, 1));
+    assert!(reply.outcomes[1].is_err());
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn log_flood_is_capped() {
+    let (host, _repo) = start().await;
+    let client: Client = host.client().await;
+    let start = Instant::now();
+    let reply = client.predict(Submission::new("hostile", vec![hostile("log-spam")])).await.unwrap();
+    // 100,000 messages: the first 64 are logged, the rest counted and dropped.
+    assert_eq!(reply.summary.ok, 1, "{:?}", reply.outcomes);
+    eprintln!("100k log calls took {:?}", start.elapsed());
+    client.close().await;
+    host.stop().await;
+}
