@@ -221,30 +221,83 @@ fn ndarray_view<'py>(
     NDARRAY.import(py, "numpy", "ndarray")?.call1((PyTuple::new(py, shape)?, dtype(py, descr)?, buf, offset))
 }
 
-/// A reply payload as a Python value, by its content type. Arrays of one
-/// reply share one `bytearray` copy of its payload.
-fn decode_reply<'py>(py: Python<'py>, r: &ItemReply) -> PyResult<Bound<'py, PyAny>> {
+/// Whether replies of this content type become NumPy arrays.
+fn is_numpy(content_type: &str) -> bool {
+    matches!(content_type, "application/x-npz" | "application/x-npy")
+}
+
+/// A reply payload as a Python value, by its content type. Arrays view
+/// `arena` (a copy of the payload starting at byte `at`) without copying.
+fn decode_reply<'py>(
+    py: Python<'py>,
+    r: &ItemReply,
+    arena: Option<(&Bound<'py, PyByteArray>, usize)>,
+) -> PyResult<Bound<'py, PyAny>> {
     let bad = |e: String| error_instance(py, "ProtocolError", &format!("item {}: {e}", r.index), None, None, None);
-    let base = r.payload.as_ptr() as usize;
+    let own;
+    let (buf, at) = match arena {
+        Some(a) => a,
+        None => {
+            own = PyByteArray::new(py, &r.payload);
+            (&own, 0)
+        }
+    };
+    let offset = |data: &[u8]| at + (data.as_ptr() as usize - r.payload.as_ptr() as usize);
     match r.content_type.as_str() {
         "application/x-npz" => {
-            let arrays = npy::parse_npz(&r.payload).map_err(bad)?;
-            let buf = PyByteArray::new(py, &r.payload);
             let d = PyDict::new(py);
-            for a in arrays {
-                d.set_item(&a.name, ndarray_view(py, &buf, &a.descr, &a.shape, a.data.as_ptr() as usize - base)?)?;
+            for a in npy::parse_npz(&r.payload).map_err(bad)? {
+                d.set_item(&a.name, ndarray_view(py, buf, &a.descr, &a.shape, offset(a.data))?)?;
             }
             Ok(d.into_any())
         }
         "application/x-npy" => {
             let a = npy::parse_npy("", &r.payload).map_err(bad)?;
-            let buf = PyByteArray::new(py, &r.payload);
-            ndarray_view(py, &buf, &a.descr, &a.shape, a.data.as_ptr() as usize - base)
+            ndarray_view(py, buf, &a.descr, &a.shape, offset(a.data))
         }
         ct if ct.contains("json") => json_loads(py, &String::from_utf8_lossy(&r.payload)),
         ct if ct.starts_with("text/") => Ok(PyString::new(py, &String::from_utf8_lossy(&r.payload)).into_any()),
         _ => Ok(PyBytes::new(py, &r.payload).into_any()),
     }
+}
+
+/// All replies' values in input order, failed items as `ItemError`s; the
+/// arrays of all replies share one `bytearray` (one copy, one allocation).
+fn decode_all<'py>(py: Python<'py>, reply: &Reply, raw: bool) -> PyResult<(Bound<'py, PyList>, Option<usize>)> {
+    let mut starts = Vec::with_capacity(reply.outcomes.len());
+    let mut total = 0usize;
+    for outcome in &reply.outcomes {
+        starts.push(total);
+        if let Ok(r) = outcome {
+            if !raw && is_numpy(&r.content_type) {
+                total += r.payload.len();
+            }
+        }
+    }
+    let arena = PyByteArray::new_with(py, total, |dst: &mut [u8]| {
+        for (outcome, &at) in reply.outcomes.iter().zip(&starts) {
+            if let Ok(r) = outcome {
+                if !raw && is_numpy(&r.content_type) {
+                    dst[at..at + r.payload.len()].copy_from_slice(&r.payload);
+                }
+            }
+        }
+        Ok(())
+    })?;
+    let mut values = Vec::with_capacity(reply.outcomes.len());
+    let mut first_failed = None;
+    for (i, (outcome, &at)) in reply.outcomes.iter().zip(&starts).enumerate() {
+        values.push(match outcome {
+            Ok(r) if raw => (r.content_type.as_str(), PyBytes::new(py, &r.payload)).into_pyobject(py)?.into_any(),
+            Ok(r) if is_numpy(&r.content_type) => decode_reply(py, r, Some((&arena, at)))?,
+            Ok(r) => decode_reply(py, r, None)?,
+            Err(f) => {
+                first_failed.get_or_insert(i);
+                item_error_value(py, f)?
+            }
+        });
+    }
+    Ok((PyList::new(py, values)?, first_failed))
 }
 
 /// A serde value as plain Python values (through JSON).
@@ -289,18 +342,7 @@ impl Pending {
         let summary = summary_dict(py, &reply.summary)?;
         match self.mode {
             Mode::List { raw } => {
-                let values = PyList::empty(py);
-                let mut first_failed: Option<usize> = None;
-                for (i, outcome) in reply.outcomes.iter().enumerate() {
-                    match outcome {
-                        Ok(r) if raw => values.append((r.content_type.as_str(), PyBytes::new(py, &r.payload)))?,
-                        Ok(r) => values.append(decode_reply(py, r)?)?,
-                        Err(f) => {
-                            first_failed.get_or_insert(i);
-                            values.append(item_error_value(py, f)?)?
-                        }
-                    }
-                }
+                let (values, first_failed) = decode_all(py, &reply, raw)?;
                 Ok(PyTuple::new(py, [values.into_any(), first_failed.into_pyobject(py)?.into_any(), summary])?.into_any())
             }
             Mode::Batched { rows, rows_per_item } => {
@@ -410,7 +452,7 @@ impl Stream {
                 Ok(Ok(Event::Item(outcome))) => {
                     *self.rx.lock().unwrap_or_else(|p| p.into_inner()) = Some(rx);
                     return match outcome {
-                        Ok(r) => Ok(Some(PyTuple::new(py, [r.index.into_pyobject(py)?.into_any(), decode_reply(py, &r)?])?.into_any())),
+                        Ok(r) => Ok(Some(PyTuple::new(py, [r.index.into_pyobject(py)?.into_any(), decode_reply(py, &r, None)?])?.into_any())),
                         Err(f) if self.raise_items => {
                             Err(error_instance(py, "ItemError", &f.message, Some(&f.code.to_string()), Some(f.index), f.retry_after_ms))
                         }
