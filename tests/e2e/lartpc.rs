@@ -202,3 +202,26 @@ async fn sparse_bad_lists_are_clear_item_errors() {
     client.close().await;
     host.stop().await;
 }
+
+/// The CLI's `--meta` reaches the plugin and the reply's metadata comes back
+/// in the JSON line (what the demo shows).
+#[tokio::test(flavor = "multi_thread")]
+async fn cli_meta_passes_through() {
+    let host = TestHost::start().await;
+    let bin = root().join("target/release/tensorgate");
+    assert!(bin.exists(), "{} not built (cargo test --release builds it)", bin.display());
+    let mut cmd = std::process::Command::new(bin);
+    cmd.env("TENSORGATE_HOST", host.host.addr().to_string())
+        .env("TENSORGATE_FINGERPRINT", host.host.fingerprint())
+        .env_remove("TENSORGATE_CA")
+        .args(["submit", "--model", "lartpc-sparse", "--quiet", "--meta", "run=7", "--meta", "event=42"])
+        .arg(root().join("plugins/lartpc-dense/samples/plane-crop.npz"));
+    let out = tokio::task::spawn_blocking(move || cmd.output().expect("runs")).await.unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let line: serde_json::Value = serde_json::from_slice(out.stdout.split(|&b| b == b'\n').next().unwrap()).unwrap();
+    assert_eq!(line["metadata"]["run"], "7", "{line}");
+    assert_eq!(line["metadata"]["event"], "42", "{line}");
+    assert_eq!(line["metadata"]["tiles_run"], "6", "{line}");
+    assert!(line["metadata"].get("filename").is_none(), "only the plugin's metadata comes back: {line}");
+    host.stop().await;
+}

@@ -47,9 +47,19 @@ pub struct SubmitArgs {
     /// No progress bar.
     #[arg(long, short)]
     quiet: bool,
+    /// Metadata KEY=VALUE sent with every item (repeatable), e.g. `--meta run=5328`.
+    #[arg(long = "meta", value_name = "KEY=VALUE", value_parser = parse_meta)]
+    meta: Vec<(String, String)>,
     /// Input files, directories (their files, sorted) or quoted glob patterns.
     #[arg(required = true)]
     inputs: Vec<String>,
+}
+
+fn parse_meta(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("`{s}` is not KEY=VALUE")),
+    }
 }
 
 /// Expands paths, directories and glob patterns into a sorted file list.
@@ -132,7 +142,11 @@ pub async fn run(client: Arc<Client>, args: SubmitArgs) -> anyhow::Result<ExitCo
         for f in &files[first..last] {
             let data = std::fs::read(f).with_context(|| format!("reading {}", f.display()))?;
             let ct = args.content_type.as_deref().unwrap_or_else(|| crate::content_type_for(f));
-            items.push(Input::new(data, ct).with_meta("filename", &f.display().to_string()));
+            let mut input = Input::new(data, ct).with_meta("filename", &f.display().to_string());
+            for (k, v) in &args.meta {
+                input = input.with_meta(k, v);
+            }
+            items.push(input);
         }
         let mut sub = Submission::new(&args.model, items);
         if let Some(v) = args.version {
@@ -155,7 +169,7 @@ pub async fn run(client: Arc<Client>, args: SubmitArgs) -> anyhow::Result<ExitCo
                             let global = first + r.index as usize;
                             let file = &files[global.min(files.len() - 1)];
                             totals.lock().unwrap_or_else(|p| p.into_inner()).ok += 1;
-                            match &args.output_dir {
+                            let mut line = match &args.output_dir {
                                 Some(dir) => {
                                     let stem = file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| global.to_string());
                                     let out = dir.join(format!("{stem}.{}", extension_for(&r.content_type)));
@@ -172,7 +186,12 @@ pub async fn run(client: Arc<Client>, args: SubmitArgs) -> anyhow::Result<ExitCo
                                     };
                                     json!({ "index": global, "file": file, "ok": true, "result": result })
                                 }
+                            };
+                            // Metadata the plugin set on the reply (e.g. event ids passed through).
+                            if !r.metadata.is_empty() {
+                                line["metadata"] = json!(r.metadata);
                             }
+                            line
                         }
                         Err(e) => {
                             let global = first + e.index as usize;
