@@ -218,31 +218,59 @@ pub fn validate_outputs(app: &Application, outputs: &[Tensor]) -> Result<(), Ite
 
 /// Checks the plugin's tensors against their bytes and the manifest's inputs.
 pub fn validate_inputs(app: &Application, inputs: &[Tensor]) -> Result<(), ItemFailure> {
-    let bad = |m: String| ItemFailure::new(ErrorCode::PluginFailed, format!("plugin returned invalid model inputs: {m}"));
+    check_inputs(&app.manifest.inputs, inputs)
+        .map_err(|m| ItemFailure::new(ErrorCode::PluginFailed, format!("plugin returned invalid model inputs: {m}")))
+}
+
+/// What [`validate_inputs`] checks, on the declared inputs alone: at least
+/// one tensor; each with bytes matching its shape and dtype and at least one
+/// dimension; one batch size >= 1 for all; dtype and shape as declared.
+pub fn check_inputs(declared: &[crate::repository::TensorDecl], inputs: &[Tensor]) -> Result<(), String> {
     if inputs.is_empty() {
-        return Err(bad("no tensors".into()));
+        return Err("no tensors".into());
     }
-    let declared = &app.manifest.inputs;
     if !declared.is_empty() && declared.len() != inputs.len() {
-        return Err(bad(format!("{} tensors, manifest declares {}", inputs.len(), declared.len())));
+        return Err(format!("{} tensors, manifest declares {}", inputs.len(), declared.len()));
     }
     let batch = inputs[0].shape.first().copied();
     for (i, t) in inputs.iter().enumerate() {
-        tensor::validate(t).map_err(|e| bad(format!("input {i}: {e}")))?;
-        if t.shape.first().copied() != batch || batch == Some(0) {
-            return Err(bad(format!("input {i} has shape {:?}; all inputs need the same batch size >= 1", t.shape)));
+        tensor::validate(t).map_err(|e| format!("input {i}: {e}"))?;
+        if t.shape.is_empty() || t.shape.first().copied() != batch || batch == Some(0) {
+            return Err(format!("input {i} has shape {:?}; all inputs need the same batch size >= 1", t.shape));
         }
         if let Some(decl) = declared.get(i) {
             let want: crate::plugin::Dtype = decl.dtype.into();
             let shape_ok = decl.shape.len() == t.shape.len()
                 && decl.shape.iter().zip(&t.shape).all(|(&d, &s)| d == -1 || d as u64 == s);
             if want != t.dtype || !shape_ok {
-                return Err(bad(format!(
+                return Err(format!(
                     "input `{}` is {:?} {:?}, manifest declares {:?} {:?}",
                     decl.name, t.dtype, t.shape, decl.dtype, decl.shape
-                )));
+                ));
             }
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plugin::Dtype;
+
+    fn t(shape: &[u64]) -> Tensor {
+        let n: u64 = shape.iter().product();
+        Tensor { dtype: Dtype::F32, shape: shape.to_vec(), data: vec![0; n as usize * 4] }
+    }
+
+    #[test]
+    fn inputs_need_a_batch_dimension() {
+        assert!(check_inputs(&[], &[t(&[2, 3]), t(&[2])]).is_ok());
+        // A 0-dimensional input used to pass and then panic the batcher.
+        let e = check_inputs(&[], &[t(&[])]).unwrap_err();
+        assert!(e.contains("batch size >= 1"), "{e}");
+        assert!(check_inputs(&[], &[t(&[0, 3])]).is_err());
+        assert!(check_inputs(&[], &[t(&[2, 3]), t(&[3, 3])]).is_err());
+        assert!(check_inputs(&[], &[]).is_err());
+    }
 }

@@ -40,7 +40,7 @@ pub fn rows(inputs: &[Tensor]) -> usize {
 /// Whether two items' inputs can be concatenated along the batch dimension.
 pub fn compatible(a: &[Tensor], b: &[Tensor]) -> bool {
     a.len() == b.len()
-        && a.iter().zip(b).all(|(x, y)| x.dtype == y.dtype && x.shape.len() == y.shape.len() && x.shape[1..] == y.shape[1..])
+        && a.iter().zip(b).all(|(x, y)| x.dtype == y.dtype && !x.shape.is_empty() && x.shape.get(1..) == y.shape.get(1..))
 }
 
 /// Concatenates compatible items' inputs along dimension 0.
@@ -112,6 +112,9 @@ mod tests {
         d.dtype = Dtype::I32;
         assert!(!compatible(&[t(1, 3, 0)], &[d]));
         assert!(!compatible(&[t(1, 3, 0)], &[t(1, 3, 0), t(1, 3, 0)]));
+        // A 0-dimensional tensor has no batch dimension: never batched (found by fuzzing).
+        let scalar = Tensor { dtype: Dtype::F32, shape: vec![], data: vec![0; 4] };
+        assert!(!compatible(&[scalar.clone()], &[scalar]));
     }
 
     #[test]

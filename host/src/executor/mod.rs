@@ -3,7 +3,7 @@
 //! TorchScript module on the model's device, run forwards under `no_grad`
 //! and answer over a channel. Nothing is shared between models.
 
-mod batch;
+pub mod batch;
 
 use std::collections::VecDeque;
 use std::path::Path;
