@@ -5,9 +5,10 @@
 //! that wait (connect, status, the result of a request, the next streamed
 //! item) release the GIL and poll for Ctrl-C every 100 ms. NumPy arrays are
 //! read through their `__array_interface__` (the buffer protocol itself is
-//! not in the 3.9 stable ABI) and results come back as `bytearray`s that
-//! `numpy.frombuffer` wraps without a copy; splitting a batch into items and
-//! joining the replies happen here, never in a per-item Python loop.
+//! not in the 3.9 stable ABI) and results come back as NumPy arrays viewing
+//! `bytearray`s (the buffer protocol, no further copy); splitting a batch
+//! into items and joining the replies happen here, never in a per-item
+//! Python loop.
 
 mod npy;
 
