@@ -64,7 +64,8 @@ async fn trap_fails_the_item_with_the_plugins_message() {
     let (host, _repo) = start().await;
     let (code, message, _) = contained(&host, hostile("trap")).await;
     assert_eq!(code, ErrorCode::PluginFailed);
-    assert!(message.starts_with("plugin trapped"), "{message}");
+    assert!(message.starts_with("plugin trapped: panic: panicked at"), "{message}");
+    assert!(message.contains("hostile plugin: trap requested by item"), "{message}");
     host.stop().await;
 }
 
@@ -114,7 +115,7 @@ async fn panic_in_postprocess_fails_only_that_item() {
     let (host, _repo) = start().await;
     let (code, message, _) = contained(&host, hostile("panic-post")).await;
     assert_eq!(code, ErrorCode::PluginFailed);
-    assert!(message.starts_with("plugin trapped"), "{message}");
+    assert!(message.contains("hostile plugin: panic in postprocess"), "{message}");
     // Its siblings in the same request succeed.
     let client = host.client().await;
     let items = vec![hostile("ok"), hostile("panic-post"), hostile("ok")];

@@ -115,7 +115,7 @@ impl PluginPool {
                 (_, Some((asked, limit))) => CallError::MemoryLimit { asked, limit },
                 _ => CallError::Trapped(match last_error {
                     // The guest's own last words (the SDK logs a panic's message).
-                    Some(said) => format!("{said} ({})", e.root_cause()),
+                    Some(said) => format!("{} ({})", said.replace('\n', " "), e.root_cause()),
                     None => format!("{e:#}"),
                 }),
             }),

@@ -60,11 +60,42 @@ pub mod prelude {
 }
 
 /// Exports `$t` (which implements [`Plugin`]) as this component's plugin.
+/// Every call first makes sure a panic's message reaches the host (see
+/// [`install_panic_hook`]), so a trap is reported with the plugin's own words.
 #[macro_export]
 macro_rules! export_plugin {
     ($t:ident) => {
-        $crate::bindings::__export_application!($t with_types_in $crate::bindings);
+        #[doc(hidden)]
+        pub struct __TensorgateExport;
+        impl $crate::Plugin for __TensorgateExport {
+            fn describe() -> $crate::PluginInfo {
+                $crate::install_panic_hook();
+                <$t as $crate::Plugin>::describe()
+            }
+            fn preprocess(item: $crate::Item) -> Result<$crate::Prepared, $crate::PluginError> {
+                $crate::install_panic_hook();
+                <$t as $crate::Plugin>::preprocess(item)
+            }
+            fn postprocess(
+                outputs: Vec<$crate::Tensor>,
+                context: Vec<u8>,
+            ) -> Result<$crate::Output, $crate::PluginError> {
+                $crate::install_panic_hook();
+                <$t as $crate::Plugin>::postprocess(outputs, context)
+            }
+        }
+        $crate::bindings::__export_application!(__TensorgateExport with_types_in $crate::bindings);
     };
+}
+
+/// Sends a panic's message and location to the host's log (at error level)
+/// before the instance aborts; the host attaches it to the `plugin trapped`
+/// error of the item. Installed once per instance by [`export_plugin!`].
+pub fn install_panic_hook() {
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    HOOK.call_once(|| {
+        std::panic::set_hook(Box::new(|info| log(LogLevel::Error, &format!("panic: {info}"))));
+    });
 }
 
 /// Writes a message to the host's log.
