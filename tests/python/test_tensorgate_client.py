@@ -205,3 +205,26 @@ def test_malformed_batches_are_value_errors(client):
         client.predict("multi-io", {"x": np.zeros((2, 4), np.float32), "y": np.zeros((3, 3), np.float32)})
     with pytest.raises(ValueError, match="no items"):
         client.predict("multi-io", [])
+
+
+def test_metadata_reaches_the_plugin_and_comes_back(client, tg_host):
+    """lartpc-sparse passes run/subrun/event/plane through and adds its tiling counts."""
+    crop = (ROOT / "plugins" / "lartpc-dense" / "samples" / "plane-crop.npz").read_bytes()
+    results = client.predict("lartpc-sparse", [crop], content_type="application/x-npz",
+                             metadata={"run": 7, "event": 42, "ignored": "x"}, raw=True)
+    assert results[0][0] == "application/x-npz"
+    meta = results.metadata[0]
+    assert (meta["run"], meta["event"], meta["tiles_run"]) == ("7", "42", "6")
+    assert "ignored" not in meta
+    (index, _, meta), = client.stream("lartpc-sparse", [crop], content_type="application/x-npz",
+                                      metadata=[{"run": "8"}], with_metadata=True)
+    assert index == 0 and meta["run"] == "8" and "event" not in meta
+    with pytest.raises(ValueError, match="2 metadata dicts for 1 items"):
+        client.predict("lartpc-sparse", [crop], metadata=[{}, {}])
+    # The CLI's --meta, as the Rust CLI's.
+    out = subprocess.run([sys.executable, "-m", "tensorgate", "--host", tg_host.address, "--fingerprint",
+                          tg_host.fingerprint, "submit", "--model", "lartpc-sparse", "--meta", "run=9",
+                          str(ROOT / "plugins" / "lartpc-dense" / "samples" / "plane-crop.npz")],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["metadata"]["run"] == "9"

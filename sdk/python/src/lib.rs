@@ -12,6 +12,7 @@
 
 mod npy;
 
+use std::collections::BTreeMap;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::sync::mpsc;
@@ -333,8 +334,9 @@ impl Pending {
         self.slot.is_filled()
     }
 
-    /// Waits for the reply. List mode: `(values, first_failed_index, summary)`
-    /// with failed items as `ItemError` instances. Batched mode:
+    /// Waits for the reply. List mode: `(values, first_failed_index, summary,
+    /// metadata)` with failed items as `ItemError` instances and each reply's
+    /// metadata dict (None when it has none). Batched mode:
     /// `([(name, descr, shape, bytearray)], summary)`; raises the first item
     /// failure.
     #[pyo3(signature = (timeout=None))]
@@ -344,7 +346,19 @@ impl Pending {
         match self.mode {
             Mode::List { raw } => {
                 let (values, first_failed) = decode_all(py, &reply, raw)?;
-                Ok(PyTuple::new(py, [values.into_any(), first_failed.into_pyobject(py)?.into_any(), summary])?.into_any())
+                // Reply metadata: None for items that carry none (the usual case, kept cheap).
+                let metadata = PyList::empty(py);
+                for outcome in &reply.outcomes {
+                    match outcome {
+                        Ok(r) if !r.metadata.is_empty() => metadata.append(r.metadata.clone())?,
+                        _ => metadata.append(py.None())?,
+                    }
+                }
+                Ok(PyTuple::new(
+                    py,
+                    [values.into_any(), first_failed.into_pyobject(py)?.into_any(), summary, metadata.into_any()],
+                )?
+                .into_any())
             }
             Mode::Batched { rows, rows_per_item } => {
                 let outputs = join_batched(py, &reply, rows, rows_per_item)?;
@@ -419,6 +433,7 @@ struct Stream {
     rx: Mutex<Option<mpsc::Receiver<Result<Event, ClientError>>>>,
     summary: Mutex<Option<Py<PyAny>>>,
     raise_items: bool,
+    with_metadata: bool,
 }
 
 #[pymethods]
@@ -453,11 +468,23 @@ impl Stream {
                 Ok(Ok(Event::Item(outcome))) => {
                     *self.rx.lock().unwrap_or_else(|p| p.into_inner()) = Some(rx);
                     return match outcome {
-                        Ok(r) => Ok(Some(PyTuple::new(py, [r.index.into_pyobject(py)?.into_any(), decode_reply(py, &r, None)?])?.into_any())),
+                        Ok(r) => {
+                            let mut parts = vec![r.index.into_pyobject(py)?.into_any(), decode_reply(py, &r, None)?];
+                            if self.with_metadata {
+                                parts.push(r.metadata.clone().into_pyobject(py)?.into_any());
+                            }
+                            Ok(Some(PyTuple::new(py, parts)?.into_any()))
+                        }
                         Err(f) if self.raise_items => {
                             Err(error_instance(py, "ItemError", &f.message, Some(&f.code.to_string()), Some(f.index), f.retry_after_ms))
                         }
-                        Err(f) => Ok(Some(PyTuple::new(py, [f.index.into_pyobject(py)?.into_any(), item_error_value(py, &f)?])?.into_any())),
+                        Err(f) => {
+                            let mut parts = vec![f.index.into_pyobject(py)?.into_any(), item_error_value(py, &f)?];
+                            if self.with_metadata {
+                                parts.push(PyDict::new(py).into_any());
+                            }
+                            Ok(Some(PyTuple::new(py, parts)?.into_any()))
+                        }
                     };
                 }
             }
@@ -567,7 +594,7 @@ impl NativeClient {
     }
 
     /// Sends `items` (a sequence) as one request; see `tensorgate.Client.predict`.
-    #[pyo3(signature = (model, items, version=None, content_type=None, compress=true, raw=false))]
+    #[pyo3(signature = (model, items, version=None, content_type=None, compress=true, raw=false, metadata=None))]
     #[allow(clippy::too_many_arguments)]
     fn submit(
         &self,
@@ -578,15 +605,18 @@ impl NativeClient {
         content_type: Option<&str>,
         compress: bool,
         raw: bool,
+        metadata: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Pending> {
-        let inputs = collect_inputs(py, items, content_type)?;
+        let mut inputs = collect_inputs(py, items, content_type)?;
+        apply_metadata(&mut inputs, metadata)?;
         self.spawn(Self::submission(model, inputs, version, compress), Mode::List { raw })
     }
 
     /// Splits one batch of arrays (`names[i]` -> `arrays[i]`, all with the
     /// same first dimension) into items of `rows_per_item` rows (`.npz`, or
     /// `.npy` for a single unnamed array) and sends them as one request.
-    #[pyo3(signature = (model, names, arrays, rows_per_item=1, version=None, compress=true))]
+    #[pyo3(signature = (model, names, arrays, rows_per_item=1, version=None, compress=true, metadata=None))]
+    #[allow(clippy::too_many_arguments)]
     fn submit_arrays(
         &self,
         py: Python<'_>,
@@ -596,6 +626,7 @@ impl NativeClient {
         rows_per_item: usize,
         version: Option<u64>,
         compress: bool,
+        metadata: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Pending> {
         if names.len() != arrays.len() || arrays.is_empty() {
             return Err(PyValueError::new_err("give one name per array, and at least one array"));
@@ -658,12 +689,16 @@ impl NativeClient {
             inputs.push(input);
             first = last;
         }
+        if metadata.is_some_and(|m| !m.is_none() && m.cast::<PyDict>().is_err()) {
+            return Err(PyTypeError::new_err("metadata of a batch is one dict, sent with every item"));
+        }
+        apply_metadata(&mut inputs, metadata)?;
         self.spawn(Self::submission(model, inputs, version, compress), Mode::Batched { rows, rows_per_item })
     }
 
     /// Sends `items` as one request and returns an iterator over replies in
     /// completion order.
-    #[pyo3(signature = (model, items, version=None, content_type=None, compress=true, raise_items=true))]
+    #[pyo3(signature = (model, items, version=None, content_type=None, compress=true, raise_items=true, metadata=None, with_metadata=false))]
     #[allow(clippy::too_many_arguments)]
     fn stream(
         &self,
@@ -674,8 +709,11 @@ impl NativeClient {
         content_type: Option<&str>,
         compress: bool,
         raise_items: bool,
+        metadata: Option<&Bound<'_, PyAny>>,
+        with_metadata: bool,
     ) -> PyResult<Stream> {
-        let inputs = collect_inputs(py, items, content_type)?;
+        let mut inputs = collect_inputs(py, items, content_type)?;
+        apply_metadata(&mut inputs, metadata)?;
         let sub = Self::submission(model, inputs, version, compress);
         let client = self.client()?;
         let (tx, rx) = mpsc::channel();
@@ -685,7 +723,7 @@ impl NativeClient {
                 let _ = tx.send(Err(e));
             }
         });
-        Ok(Stream { rx: Mutex::new(Some(rx)), summary: Mutex::new(None), raise_items })
+        Ok(Stream { rx: Mutex::new(Some(rx)), summary: Mutex::new(None), raise_items, with_metadata })
     }
 
     /// The host's status as a dict (version, uptime, models with counters).
@@ -755,6 +793,32 @@ impl NativeClient {
             });
         }
     }
+}
+
+/// A dict of metadata (values made strings with `str()`).
+fn meta_map(d: &Bound<'_, PyAny>) -> PyResult<BTreeMap<String, String>> {
+    let d = d.cast::<PyDict>().map_err(|_| PyTypeError::new_err("metadata must be a dict, or a list of dicts (one per item)"))?;
+    d.iter().map(|(k, v)| Ok((k.str()?.to_cow()?.into_owned(), v.str()?.to_cow()?.into_owned()))).collect()
+}
+
+/// Applies `metadata` (one dict for every item, or one per item) to `inputs`.
+fn apply_metadata(inputs: &mut [Input], metadata: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
+    let Some(m) = metadata.filter(|m| !m.is_none()) else { return Ok(()) };
+    if m.cast::<PyDict>().is_ok() {
+        let map = meta_map(m)?;
+        for input in inputs.iter_mut() {
+            input.metadata.extend(map.iter().map(|(k, v)| (k.clone(), v.clone())));
+        }
+        return Ok(());
+    }
+    let per_item = m.try_iter()?.map(|d| meta_map(&d?)).collect::<PyResult<Vec<_>>>()?;
+    if per_item.len() != inputs.len() {
+        return Err(PyValueError::new_err(format!("{} metadata dicts for {} items", per_item.len(), inputs.len())));
+    }
+    for (input, map) in inputs.iter_mut().zip(per_item) {
+        input.metadata.extend(map);
+    }
+    Ok(())
 }
 
 fn collect_inputs(py: Python<'_>, items: &Bound<'_, PyAny>, content_type: Option<&str>) -> PyResult<Vec<Input>> {

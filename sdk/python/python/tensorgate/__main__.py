@@ -54,6 +54,8 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--version", type=int)
     s.add_argument("--content-type", help="content type of every item (default: by extension)")
     s.add_argument("--output-dir", help="write each result payload to DIR/<stem>.<ext>")
+    s.add_argument("--meta", action="append", default=[], metavar="KEY=VALUE",
+                   help="metadata sent with every item (repeatable)")
     s.add_argument("files", nargs="+")
     r = sub.add_parser("root", help="run a ROOT tree through a model (uproot + awkward)")
     r.add_argument("--model", required=True)
@@ -111,9 +113,18 @@ def _submit(client: Client, args) -> int:
     if len(types) > 1:
         raise ValueError(f"files of several content types {sorted(types)}: give --content-type or submit them apart")
     raw = args.output_dir is not None
+    meta = {}
+    for kv in args.meta:
+        key, sep, value = kv.partition("=")
+        if not sep:
+            raise ValueError(f"--meta {kv!r}: use KEY=VALUE")
+        meta[key] = value
     failed = 0
-    for index, value in client.stream(args.model, payloads, args.version, content_type=types.pop(), errors="return"):
+    for index, value, reply_meta in client.stream(args.model, payloads, args.version, content_type=types.pop(),
+                                                  errors="return", metadata=meta or None, with_metadata=True):
         line = {"index": index, "file": str(files[index])}
+        if reply_meta:
+            line["metadata"] = reply_meta
         if isinstance(value, ItemError):
             failed += 1
             line.update(ok=False, code=value.code, error=value.message)

@@ -15,13 +15,16 @@ Batch = Union[np.ndarray, Mapping[str, np.ndarray]]
 
 
 class Results(list):
-    """Per-item results in input order; `summary` is the host's summary dict."""
+    """Per-item results in input order; `summary` is the host's summary dict,
+    `metadata[i]` the metadata the plugin set on reply i (None if none)."""
 
     summary: dict
+    metadata: list
 
-    def __init__(self, values, summary):
+    def __init__(self, values, summary, metadata=None):
         super().__init__(values)
         self.summary = summary
+        self.metadata = metadata if metadata is not None else [None] * len(values)
 
 
 class Outputs(dict):
@@ -61,8 +64,8 @@ class Request:
                           for name, descr, shape, buf in outputs}
                 self._value = Outputs(arrays, summary)
             else:
-                values, first_failed, summary = self._pending.wait(timeout)
-                self._value = Results(values, summary)
+                values, first_failed, summary, metadata = self._pending.wait(timeout)
+                self._value = Results(values, summary, metadata)
                 if first_failed is not None and self._errors == "raise":
                     raise values[first_failed]
         return self._value
@@ -98,7 +101,7 @@ class Client:
 
     def submit(self, model: str, items: Union[Sequence[Any], Batch], version: Optional[int] = None, *,
                rows_per_item: int = 1, content_type: Optional[str] = None, compress: bool = True,
-               errors: str = "raise", raw: bool = False) -> Request:
+               errors: str = "raise", raw: bool = False, metadata=None) -> Request:
         """Sends a request without waiting; see `predict` for the arguments."""
         if errors not in ("raise", "return"):
             raise ValueError('errors must be "raise" or "return"')
@@ -107,14 +110,14 @@ class Client:
                 names, arrays = list(items.keys()), list(items.values())
             else:
                 names, arrays = [None], [items]
-            pending = self._native.submit_arrays(model, names, arrays, rows_per_item, version, compress)
+            pending = self._native.submit_arrays(model, names, arrays, rows_per_item, version, compress, metadata)
             return Request(pending, True, errors)
-        pending = self._native.submit(model, items, version, content_type, compress, raw)
+        pending = self._native.submit(model, items, version, content_type, compress, raw, metadata)
         return Request(pending, False, errors)
 
     def predict(self, model: str, items: Union[Sequence[Any], Batch], version: Optional[int] = None, *,
                 rows_per_item: int = 1, content_type: Optional[str] = None, compress: bool = True,
-                errors: str = "raise", raw: bool = False, timeout: Optional[float] = None):
+                errors: str = "raise", raw: bool = False, metadata=None, timeout: Optional[float] = None):
         """Runs `items` through `model` (newest version unless `version`).
 
         A sequence of items -> `Results`, one value per item in input order.
@@ -128,24 +131,30 @@ class Client:
         rows and the replies joined back into one array per model output,
         row-aligned with the input; no Python code runs per item.
 
+        `metadata` (a dict for every item, or for a sequence one dict per item)
+        is handed to the plugin with each item; reply metadata is in
+        `Results.metadata`.
+
         A failed item raises `ItemError` (`errors="return"`: it is left in the
         results instead); a rejected request raises `RequestError`.
         """
         return self.submit(model, items, version, rows_per_item=rows_per_item, content_type=content_type,
-                           compress=compress, errors=errors, raw=raw).result(timeout)
+                           compress=compress, errors=errors, raw=raw, metadata=metadata).result(timeout)
 
     def stream(self, model: str, items: Sequence[Any], version: Optional[int] = None, *,
                content_type: Optional[str] = None, compress: bool = True,
-               errors: str = "raise") -> Iterator[tuple]:
+               errors: str = "raise", metadata=None, with_metadata: bool = False) -> Iterator[tuple]:
         """Yields `(index, value)` for each item as it completes (any order).
 
-        Items and values are as for `predict` with a sequence. A failed item
-        raises `ItemError` (`errors="return"`: yielded as the value). The
+        Items, values and `metadata` are as for `predict` with a sequence;
+        `with_metadata=True` yields `(index, value, reply_metadata)`. A failed
+        item raises `ItemError` (`errors="return"`: yielded as the value). The
         iterator's `summary` attribute holds the host's summary at the end.
         """
         if errors not in ("raise", "return"):
             raise ValueError('errors must be "raise" or "return"')
-        return self._native.stream(model, items, version, content_type, compress, errors == "raise")
+        return self._native.stream(model, items, version, content_type, compress, errors == "raise",
+                                   metadata, with_metadata)
 
     def status(self) -> dict:
         """The host's status: version, uptime and per-model counters."""
