@@ -11,6 +11,8 @@
 //!
 //! Usage: plugin-overhead BUNDLE_DIR PLANE.npy... [--iters N]
 //! (planes from `scripts/make_models.py --event DIR`; one event = all planes given)
+//! For the `image` application the inputs are PNG files (one event = all
+//! images given): PNG decode, resize, normalise; top-k JSON.
 
 use std::time::{Duration, Instant};
 
@@ -28,6 +30,10 @@ struct Params {
     threshold: f32,
     tile: usize,
     overlap: usize,
+    size: [usize; 2],
+    mean: [f32; 3],
+    std: [f32; 3],
+    top_k: usize,
 }
 
 fn sdk_err(e: PluginError) -> anyhow::Error {
@@ -40,8 +46,31 @@ fn meta(item: &host::Item, keys: &[&str]) -> Vec<(String, String)> {
         .collect()
 }
 
+/// The image plugin's preprocess, natively.
+fn image_pre(data: &[u8], size: [usize; 2], mean: [f32; 3], std: [f32; 3]) -> Result<Tensor, PluginError> {
+    let bad = |e: png::DecodingError| PluginError::new("bad-png", format!("cannot decode PNG: {e}"));
+    let mut decoder = png::Decoder::new(data);
+    decoder.set_transformations(png::Transformations::EXPAND | png::Transformations::STRIP_16);
+    let mut reader = decoder.read_info().map_err(bad)?;
+    let (width, height) = (reader.info().width as usize, reader.info().height as usize);
+    let mut buf = vec![0; reader.output_buffer_size()];
+    let frame = reader.next_frame(&mut buf).map_err(bad)?;
+    let img = tensorgate_plugin::image::Image { height, width, channels: frame.color_type.samples(), data: &buf[..frame.buffer_size()] };
+    tensorgate_plugin::image::to_tensor(&img, size[0], size[1], mean, std)
+}
+
+/// The image plugin's postprocess, natively.
+fn image_post(scores: &Tensor, labels: &[String], k: usize) -> Result<Vec<u8>, PluginError> {
+    let top = tensorgate_plugin::labels::top_k(labels, &scores.view::<f32>()?, k)?;
+    let top: Vec<_> = top.into_iter().map(|(label, score)| serde_json::json!({ "label": label, "score": score })).collect();
+    Ok(serde_json::to_vec(&serde_json::json!({ "top_k": top })).expect("json"))
+}
+
 /// The plugins' preprocess, natively: plane (or pixel list) -> tiles + context.
 fn native_pre(app: &str, item: &host::Item, p: &Params) -> Result<(Tensor, Vec<u8>), PluginError> {
+    if app == "image" {
+        return Ok((image_pre(&item.data, p.size, p.mean, p.std)?, Vec::new()));
+    }
     let pixels = if app == "lartpc-sparse" {
         Pixels::from_npz(&tensorgate_plugin::npy::parse_npz(&item.data)?)?
     } else {
@@ -56,7 +85,10 @@ fn native_pre(app: &str, item: &host::Item, p: &Params) -> Result<(Tensor, Vec<u
 }
 
 /// The plugins' postprocess, natively: scores + context -> reply bytes.
-fn native_post(app: &str, scores: &Tensor, context: &[u8], labels: &[String]) -> Result<Vec<u8>, PluginError> {
+fn native_post(app: &str, scores: &Tensor, context: &[u8], labels: &[String], p: &Params) -> Result<Vec<u8>, PluginError> {
+    if app == "image" {
+        return image_post(scores, labels, p.top_k);
+    }
     let mut ctx = Reader::new(context);
     let _meta = ctx.meta()?;
     let tiled = TiledPixels::decode(&mut ctx)?;
@@ -97,10 +129,17 @@ fn main() -> anyhow::Result<()> {
     let app = manifest.name.clone();
     let pm = manifest.for_plugin();
     let param = |k: &str| pm.params.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+    fn json<T: serde::de::DeserializeOwned>(raw: Option<String>, default: &str) -> anyhow::Result<T> {
+        Ok(serde_json::from_str(raw.as_deref().unwrap_or(default))?)
+    }
     let p = Params {
-        threshold: param("threshold").map(|v| v.parse()).transpose()?.unwrap_or(10.0),
-        tile: param("tile").ok_or_else(|| anyhow::anyhow!("no params.tile"))?.parse()?,
-        overlap: param("overlap").ok_or_else(|| anyhow::anyhow!("no params.overlap"))?.parse()?,
+        threshold: json(param("threshold"), "10.0")?,
+        tile: json(param("tile"), "512")?,
+        overlap: json(param("overlap"), "64")?,
+        size: json(param("size"), "[32, 32]")?,
+        mean: json(param("mean"), "[0, 0, 0]")?,
+        std: json(param("std"), "[1, 1, 1]")?,
+        top_k: json(param("top_k"), "3")?,
     };
     let labels = pm.labels.clone();
     let engine = PluginEngine::new(None)?;
@@ -112,7 +151,9 @@ fn main() -> anyhow::Result<()> {
         .enumerate()
         .map(|(i, path)| -> anyhow::Result<host::Item> {
             let bytes = std::fs::read(path)?;
-            let (data, content_type) = if app == "lartpc-sparse" {
+            let (data, content_type) = if app == "image" {
+                (bytes, "image/png")
+            } else if app == "lartpc-sparse" {
                 let v = view_npy(&bytes).map_err(sdk_err)?;
                 let px = Pixels::above(&v.view::<f32>().map_err(sdk_err)?, v.shape[1] as usize, p.threshold);
                 let shape = Tensor::from_slice(&[2], &[px.height as i64, px.width as i64]);
@@ -141,13 +182,18 @@ fn main() -> anyhow::Result<()> {
             anyhow::ensure!(prepared.inputs[0].data == native_input.data && prepared.context == native_ctx, "wasm and native preprocess differ");
             let n = prepared.inputs[0].shape[0];
             tiles += n;
-            let (hs, ns) = constant_scores(n, p.tile as u64);
+            let (hs, ns) = if app == "image" {
+                let probs = Tensor::from_slice(&[1, labels.len() as u64], &vec![1.0f32 / labels.len() as f32; labels.len()]);
+                (host::Tensor { dtype: host::Dtype::F32, shape: probs.shape.clone(), data: probs.data.clone() }, probs)
+            } else {
+                constant_scores(n, p.tile as u64)
+            };
             let outputs = vec![hs];
             let t = Instant::now();
             let reply = pool.postprocess(&outputs, &prepared.context)?;
             wq += t.elapsed();
             let t = Instant::now();
-            let native_reply = native_post(&app, &ns, &native_ctx, &labels).map_err(sdk_err)?;
+            let native_reply = native_post(&app, &ns, &native_ctx, &labels, &p).map_err(sdk_err)?;
             nq += t.elapsed();
             anyhow::ensure!(reply.data == native_reply, "wasm and native postprocess differ");
             // What crossing the boundary costs at least: one memcpy of each buffer
