@@ -39,8 +39,8 @@ fn header_field<'a>(header: &'a str, key: &str) -> Result<&'a str, PluginError> 
     let rest = header[start..].trim_start();
     let end = if rest.starts_with('(') {
         rest.find(')').map(|i| i + 1)
-    } else if rest.starts_with('\'') {
-        rest[1..].find('\'').map(|i| i + 2)
+    } else if let Some(quoted) = rest.strip_prefix('\'') {
+        quoted.find('\'').map(|i| i + 2)
     } else {
         rest.find([',', '}'])
     }
@@ -75,11 +75,11 @@ pub fn view_npy(bytes: &[u8]) -> Result<NpyView<'_>, PluginError> {
         return Err(err("not a .npy file (bad magic)"));
     }
     let (header_len, offset) = match bytes[6] {
-        1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
+        1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10usize),
         2 | 3 if bytes.len() >= 12 => (u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize, 12),
         v => return Err(err(format!("unsupported .npy version {v}"))),
     };
-    let end = (offset as usize).checked_add(header_len).filter(|&e| e <= bytes.len()).ok_or_else(|| err("npy header runs past the end"))?;
+    let end = offset.checked_add(header_len).filter(|&e| e <= bytes.len()).ok_or_else(|| err("npy header runs past the end"))?;
     let header = std::str::from_utf8(&bytes[offset..end]).map_err(|_| err("npy header is not text"))?;
     let dtype = descr_dtype(header_field(header, "descr")?.trim_matches('\''))?;
     if header_field(header, "fortran_order")? != "False" {

@@ -29,7 +29,7 @@ impl Pixels {
     /// The pixels of a dense row-major `image` (width `width`) whose value is
     /// strictly above `threshold`, in row-major order.
     pub fn above(image: &[f32], width: usize, threshold: f32) -> Pixels {
-        let mut p = Pixels { height: if width == 0 { 0 } else { image.len() / width }, width, ..Pixels::default() };
+        let mut p = Pixels { height: image.len().checked_div(width).unwrap_or(0), width, ..Pixels::default() };
         for (r, row) in image.chunks_exact(width.max(1)).enumerate() {
             for (c, &v) in row.iter().enumerate() {
                 if v > threshold {
