@@ -93,7 +93,10 @@ pub fn view_npy(bytes: &[u8]) -> Result<NpyView<'_>, PluginError> {
         .map(|s| s.parse::<u64>().map_err(|_| err(format!("bad shape entry '{s}'"))))
         .collect::<Result<Vec<u64>, _>>()?;
     let data = &bytes[end..];
-    let want = shape.iter().map(|&d| d as usize).product::<usize>() * dtype.size();
+    let want = shape
+        .iter()
+        .try_fold(dtype.size(), |n, &d| usize::try_from(d).ok().and_then(|d| n.checked_mul(d)))
+        .ok_or_else(|| err(format!("npy shape {shape:?} is too large")))?;
     if data.len() != want {
         return Err(err(format!("npy data is {} bytes, shape {shape:?} of {dtype:?} needs {want}", data.len())));
     }
@@ -282,5 +285,9 @@ mod tests {
         assert_eq!(z, vec![("a".to_string(), key(&a)), ("b".to_string(), key(&b))]);
         let v = view_npy(&write_npy(&Tensor::from_slice(&[2], &[1.5f32, 2.5]))).unwrap().view::<f32>().unwrap().into_owned();
         assert_eq!(v, vec![1.5, 2.5]);
+        let mut huge = write_npy(&Tensor::from_slice(&[2], &[1.5f32, 2.5]));
+        let at = huge.windows(4).position(|w| w == b"(2,)").unwrap();
+        huge.splice(at..at + 4, b"(99999999999, 99999999999)".iter().copied());
+        assert!(view_npy(&huge).unwrap_err().message.contains("too large"));
     }
 }
