@@ -11,7 +11,7 @@ use tensorgate_client::protocol::ErrorCode;
 use tensorgate_client::{Input, Submission};
 use tensorgate_plugin::npy::{parse_npz, write_npy, write_npz};
 use tensorgate_plugin::sparse::Pixels;
-use tensorgate_plugin::{Dtype, Tensor};
+use tensorgate_plugin::Tensor;
 use tensorgate_tests::{root, TestHost};
 
 const TOLERANCE: f32 = 1e-4;
