@@ -22,6 +22,9 @@ struct Args {
     /// Intra-op threads.
     #[arg(long, default_value_t = 1)]
     threads: i32,
+    /// Untimed warm-up iterations (default: a tenth of --iters, plus 10).
+    #[arg(long)]
+    warmup: Option<usize>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -40,7 +43,7 @@ fn main() -> anyhow::Result<()> {
         t.f_copy_data_u8(&mut buf, n)?;
         Ok(buf)
     };
-    for _ in 0..args.iters / 10 + 10 {
+    for _ in 0..args.warmup.unwrap_or(args.iters / 10 + 10) {
         run()?;
     }
     let mut times = Vec::with_capacity(args.iters);
