@@ -81,6 +81,29 @@ async fn submit_status_and_models() {
     let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(status["models"].as_array().unwrap().iter().any(|m| m["name"] == "tabular" && m["items_ok"] == 6));
 
+    // bench: paced by --rate for --duration; failures counted by kind.
+    let out = output({
+        let mut c = cli(&host);
+        c.args(["bench", "--model", "tabular", "--duration", "1", "--rate", "100", "--concurrency", "2", "--warmup", "0", "--json"])
+            .arg("--file")
+            .arg(samples.join("jet-0.json"));
+        c
+    })
+    .await;
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("bench JSON");
+    let rate = report["requests_per_s"].as_f64().unwrap();
+    assert!(rate > 50.0 && rate < 150.0, "paced at 100/s, got {rate}");
+    assert_eq!(report["errors"], 0);
+    let out = output({
+        let mut c = cli(&host);
+        c.args(["bench", "--model", "tabular", "--requests", "20", "--warmup", "0", "--json", "--file"])
+            .arg(samples.join("bad-missing-key.json"));
+        c
+    })
+    .await;
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("bench JSON");
+    assert_eq!(report["errors_by_kind"]["plugin_error"], 20, "{report}");
+
     // No trust given: a clear error, exit 2.
     let out = output({
         let mut c = cli(&host);

@@ -19,9 +19,15 @@ pub struct BenchArgs {
     /// Payload file(s): each request carries one item per file (times --items).
     #[arg(long, required = true)]
     file: Vec<PathBuf>,
-    /// Requests to time (after warm-up).
+    /// Requests to time (after warm-up); ignored with --duration.
     #[arg(long, default_value_t = 2000)]
     requests: u64,
+    /// Time this many seconds instead of a request count.
+    #[arg(long)]
+    duration: Option<f64>,
+    /// Target request rate over all workers (requests/s); unpaced when absent.
+    #[arg(long)]
+    rate: Option<f64>,
     /// Untimed warm-up requests.
     #[arg(long, default_value_t = 200)]
     warmup: u64,
@@ -42,6 +48,8 @@ pub struct BenchArgs {
 struct Worker {
     hist: Histogram<u64>,
     errors: u64,
+    /// Failed items and requests by error code.
+    kinds: std::collections::BTreeMap<String, u64>,
     server: Timings,
 }
 
@@ -60,27 +68,58 @@ pub async fn run(client: Arc<Client>, args: BenchArgs) -> anyhow::Result<()> {
     for _ in 0..args.warmup {
         client.predict(make(args.items)).await?;
     }
-    let per_worker = args.requests.div_ceil(args.concurrency.max(1));
+    let workers = args.concurrency.max(1);
+    let per_worker = args.requests.div_ceil(workers);
     let start = Instant::now();
+    let until = args.duration.map(|s| start + Duration::from_secs_f64(s.max(0.001)));
+    // With --rate, each worker sends on its own schedule of rate/workers per second.
+    let period = args.rate.filter(|r| *r > 0.0).map(|r| Duration::from_secs_f64(workers as f64 / r));
     let mut handles = Vec::new();
-    for _ in 0..args.concurrency.max(1) {
+    for _ in 0..workers {
         let client = client.clone();
         let sub = make(args.items);
         handles.push(tokio::spawn(async move {
-            let mut w = Worker { hist: Histogram::new(3)?, errors: 0, server: Timings::default() };
-            for _ in 0..per_worker {
+            let mut w = Worker {
+                hist: Histogram::new(3)?,
+                errors: 0,
+                kinds: Default::default(),
+                server: Timings::default(),
+            };
+            let mut ticker = period.map(|p| {
+                let mut i = tokio::time::interval(p);
+                i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+                i
+            });
+            let mut sent = 0u64;
+            loop {
+                match until {
+                    Some(deadline) if Instant::now() >= deadline => break,
+                    None if sent >= per_worker => break,
+                    _ => {}
+                }
+                if let Some(t) = ticker.as_mut() {
+                    t.tick().await;
+                }
+                sent += 1;
                 let t = Instant::now();
                 match client.predict(sub.clone()).await {
                     Ok(reply) => {
                         w.hist.record(t.elapsed().as_nanos() as u64)?;
                         w.errors += reply.summary.failed as u64;
+                        for failed in reply.outcomes.iter().filter_map(|o| o.as_ref().err()) {
+                            *w.kinds.entry(failed.code.to_string()).or_default() += 1;
+                        }
                         let s = reply.summary.timings;
                         w.server.queue_us += s.queue_us;
                         w.server.preprocess_us += s.preprocess_us;
                         w.server.forward_us += s.forward_us;
                         w.server.postprocess_us += s.postprocess_us;
                     }
-                    Err(_) => w.errors += 1,
+                    Err(e) => {
+                        w.errors += 1;
+                        let kind = e.code().map(|c| c.to_string()).unwrap_or_else(|| "connection".into());
+                        *w.kinds.entry(kind).or_default() += 1;
+                    }
                 }
             }
             anyhow::Ok(w)
@@ -88,10 +127,14 @@ pub async fn run(client: Arc<Client>, args: BenchArgs) -> anyhow::Result<()> {
     }
     let mut hist = Histogram::<u64>::new(3)?;
     let (mut errors, mut server) = (0, Timings::default());
+    let mut kinds = std::collections::BTreeMap::<String, u64>::new();
     for h in handles {
         let w = h.await??;
         hist.add(&w.hist)?;
         errors += w.errors;
+        for (k, v) in w.kinds {
+            *kinds.entry(k).or_default() += v;
+        }
         server.queue_us += w.server.queue_us;
         server.preprocess_us += w.server.preprocess_us;
         server.forward_us += w.server.forward_us;
@@ -110,6 +153,8 @@ pub async fn run(client: Arc<Client>, args: BenchArgs) -> anyhow::Result<()> {
         "raw_mb_per_s": (hist.len() as f64 * raw_bytes as f64) / elapsed.as_secs_f64() / 1e6,
         "concurrency": args.concurrency,
         "errors": errors,
+        "errors_by_kind": kinds,
+        "target_rate": args.rate,
         "seconds": elapsed.as_secs_f64(),
         "requests_per_s": hist.len() as f64 / elapsed.as_secs_f64(),
         "items_per_s": (hist.len() * items_per_request as u64) as f64 / elapsed.as_secs_f64(),
