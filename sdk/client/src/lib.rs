@@ -411,12 +411,7 @@ impl Client {
         };
         // Write and read concurrently: replies stream back while items are still going out.
         let (written, summary) = tokio::join!(writer, reader);
-        match (written, summary) {
-            (_, Ok(s)) => Ok(s),
-            (_, Err(e @ ClientError::Request { .. })) => Err(e),
-            (Err(e), _) => Err(e),
-            (Ok(()), Err(e)) => Err(e),
-        }
+        settle(written, summary)
     }
 
     /// Opens a raw bidirectional stream, for tools and tests that speak the
@@ -560,18 +555,25 @@ impl Client {
             }
         };
         let (written, reply) = tokio::join!(writer, reader);
-        match (written, reply) {
-            (_, Ok(r)) => Ok(r),
-            (_, Err(e @ ClientError::Request { .. })) => Err(e),
-            (Err(e), _) => Err(e),
-            (Ok(()), Err(e)) => Err(e),
-        }
+        settle(written, reply)
     }
 
     /// Closes the connection and waits briefly for the host to acknowledge.
     pub async fn close(self) {
         self.conn.close(0u32.into(), b"done");
         let _ = tokio::time::timeout(std::time::Duration::from_secs(1), self.endpoint.wait_idle()).await;
+    }
+}
+
+/// The outcome of a request whose writing and reading ran concurrently: the
+/// reply if one came; else the host's own rejection, which explains a failed
+/// write better than the write error; else whichever side failed.
+fn settle<T>(written: Result<(), ClientError>, read: Result<T, ClientError>) -> Result<T, ClientError> {
+    match (written, read) {
+        (_, Ok(r)) => Ok(r),
+        (_, Err(e @ ClientError::Request { .. })) => Err(e),
+        (Err(e), _) => Err(e),
+        (Ok(()), Err(e)) => Err(e),
     }
 }
 
