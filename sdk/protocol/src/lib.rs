@@ -17,12 +17,14 @@ mod error;
 mod limits;
 mod messages;
 mod state;
+mod writer;
 
 pub use codec::{encode, encode_item_frame, FrameDecoder, FrameKind, FRAME_HEAD_LEN};
 pub use error::{ErrorCode, ProtocolError};
 pub use limits::Limits;
 pub use messages::*;
 pub use state::{ReplyState, RequestState};
+pub use writer::{FrameWriter, COPY_MAX_BYTES};
 
 /// ALPN identifier of this protocol version, negotiated during the TLS handshake.
 pub const ALPN: &[u8] = b"tensorgate/1";
