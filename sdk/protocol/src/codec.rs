@@ -2,6 +2,9 @@
 //!
 //! `Item` and `Result` bodies are `head_len: u32 LE | MessagePack ItemHead |
 //! payload bytes`; every other body with content is one MessagePack map.
+//! Every MessagePack body (and the ItemHead) must be exactly one map with
+//! string keys: the array form of a struct, integer keys and bytes after the
+//! map are refused before the fields are decoded.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use serde::{de::DeserializeOwned, Serialize};
@@ -67,6 +70,12 @@ impl FrameKind {
             FrameKind::Status => "Status",
             FrameKind::Reply => "Reply",
         }
+    }
+
+    /// Whether only the host sends this kind (the high bit is set:
+    /// `0x81`–`0x86`); client kinds are `0x01`–`0x03`.
+    pub fn is_host_frame(self) -> bool {
+        (self as u8) & 0x80 != 0
     }
 
     fn carries_payload(self) -> bool {
@@ -135,17 +144,47 @@ pub fn encode_item_frame(kind: FrameKind, head: &ItemHead, payload_len: usize) -
     out.freeze()
 }
 
+/// Which peer's frames a [`FrameDecoder`] reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reading {
+    /// The host reading a client: only `0x01`–`0x03`.
+    FromClient,
+    /// A client reading the host: only `0x81`–`0x86`.
+    FromHost,
+    /// Tools and fuzzing: every kind.
+    Both,
+}
+
 /// Incremental frame decoder: feed it bytes as they arrive, take frames out.
 #[derive(Debug)]
 pub struct FrameDecoder {
     buf: BytesMut,
     limits: Limits,
+    reading: Reading,
 }
 
 impl FrameDecoder {
-    /// A decoder enforcing `limits`.
+    /// A decoder for the host's side of a stream: it accepts only client
+    /// frame kinds (`0x01`–`0x03`). A host kind (`0x81`–`0x86`) is refused as
+    /// soon as its 5-byte head arrives, before its body is buffered or
+    /// decoded, with [`ProtocolError::UnexpectedFrame`] (`unexpected Result
+    /// frame from a client`, code `bad_request`).
+    pub fn from_client(limits: Limits) -> Self {
+        FrameDecoder { buf: BytesMut::new(), limits, reading: Reading::FromClient }
+    }
+
+    /// A decoder for a client's side of a stream: it accepts only host frame
+    /// kinds (`0x81`–`0x86`); a client kind is refused as soon as its head
+    /// arrives (`unexpected Header frame from a host`).
+    pub fn from_host(limits: Limits) -> Self {
+        FrameDecoder { buf: BytesMut::new(), limits, reading: Reading::FromHost }
+    }
+
+    /// A decoder accepting the frames of both directions (for tools, tests
+    /// and fuzzing); peers use [`from_client`](Self::from_client) or
+    /// [`from_host`](Self::from_host).
     pub fn new(limits: Limits) -> Self {
-        FrameDecoder { buf: BytesMut::new(), limits }
+        FrameDecoder { buf: BytesMut::new(), limits, reading: Reading::Both }
     }
 
     /// Appends received bytes.
@@ -169,13 +208,24 @@ impl FrameDecoder {
     }
 
     /// Decodes the next complete frame, if one is buffered. A frame head that
-    /// breaks a limit is refused as soon as its 5 bytes arrive, before its
-    /// body is buffered.
+    /// breaks a rule it can be checked against alone (an unknown kind, a kind
+    /// the other peer sends, a body over its limit) is refused as soon as its
+    /// 5 bytes arrive, before its body is buffered. After an error the
+    /// decoder stays where it was: the stream is not to be read further.
     pub fn decode(&mut self) -> Result<Option<Frame>, ProtocolError> {
         if self.buf.len() < FRAME_HEAD_LEN {
             return Ok(None);
         }
         let kind = FrameKind::from_byte(self.buf[0])?;
+        match (self.reading, kind.is_host_frame()) {
+            (Reading::FromClient, true) => {
+                return Err(ProtocolError::UnexpectedFrame { got: kind.name(), state: "from a client" })
+            }
+            (Reading::FromHost, false) => {
+                return Err(ProtocolError::UnexpectedFrame { got: kind.name(), state: "from a host" })
+            }
+            _ => {}
+        }
         let len = u32::from_le_bytes([self.buf[1], self.buf[2], self.buf[3], self.buf[4]]) as u64;
         let (limit_name, limit) = if kind.carries_payload() {
             ("max_frame_bytes", self.limits.max_frame_bytes)
@@ -203,14 +253,132 @@ impl FrameDecoder {
     }
 }
 
-fn from_msgpack<T: DeserializeOwned>(kind: FrameKind, body: &[u8]) -> Result<T, ProtocolError> {
-    rmp_serde::from_slice(body)
-        .map_err(|e| ProtocolError::Malformed { kind: kind.name(), reason: e.to_string() })
+/// Decodes one MessagePack body (`what`: "body" or "ItemHead") after
+/// checking it is exactly one map with string keys.
+fn from_msgpack<T: DeserializeOwned>(kind: FrameKind, what: &str, body: &[u8]) -> Result<T, ProtocolError> {
+    let malformed = |reason: String| ProtocolError::Malformed { kind: kind.name(), reason };
+    check_map(body).map_err(|e| {
+        malformed(match e {
+            MapError::NotAMap(got) => format!("{what} must be a MessagePack map, got {got}"),
+            MapError::KeyNotAString(got) => format!("{what} must be a MessagePack map with string keys, got {got} as a key"),
+            MapError::Trailing(n) => format!("{what} must be exactly one MessagePack map, got {n} more bytes after it"),
+            MapError::Truncated => format!("{what} ends in the middle of a MessagePack value"),
+            MapError::Reserved => format!("{what} holds the reserved MessagePack byte 0xc1"),
+        })
+    })?;
+    rmp_serde::from_slice(body).map_err(|e| malformed(e.to_string()))
+}
+
+/// Why a body is not exactly one MessagePack map with string keys.
+#[derive(Debug, PartialEq, Eq)]
+enum MapError {
+    NotAMap(&'static str),
+    KeyNotAString(&'static str),
+    Trailing(usize),
+    Truncated,
+    Reserved,
+}
+
+/// What a MessagePack marker byte starts, for error messages.
+fn marker_name(b: u8) -> &'static str {
+    match b {
+        0x00..=0x7f | 0xcc..=0xd3 | 0xe0..=0xff => "an integer",
+        0x80..=0x8f | 0xde | 0xdf => "a map",
+        0x90..=0x9f | 0xdc | 0xdd => "an array",
+        0xa0..=0xbf | 0xd9..=0xdb => "a string",
+        0xc0 => "nil",
+        0xc1 => "the reserved byte 0xc1",
+        0xc2 | 0xc3 => "a boolean",
+        0xc4..=0xc6 => "binary data",
+        0xc7..=0xc9 | 0xd4..=0xd8 => "an extension value",
+        0xca | 0xcb => "a float",
+    }
+}
+
+/// Reads a big-endian length of `n` bytes at `*pos`.
+fn read_len(buf: &[u8], pos: &mut usize, n: usize) -> Result<u64, MapError> {
+    let bytes = buf.get(*pos..*pos + n).ok_or(MapError::Truncated)?;
+    *pos += n;
+    Ok(bytes.iter().fold(0u64, |acc, b| (acc << 8) | u64::from(*b)))
+}
+
+/// Skips `count` whole MessagePack values starting at `*pos`, iteratively
+/// (no recursion, so nesting depth cannot exhaust the stack).
+fn skip_values(buf: &[u8], pos: &mut usize, mut count: u64) -> Result<(), MapError> {
+    while count > 0 {
+        count -= 1;
+        let marker = *buf.get(*pos).ok_or(MapError::Truncated)?;
+        *pos += 1;
+        // (bytes of data to skip, values nested inside)
+        let (data, nested): (u64, u64) = match marker {
+            0x00..=0x7f | 0xe0..=0xff | 0xc0 | 0xc2 | 0xc3 => (0, 0),
+            0x80..=0x8f => (0, 2 * u64::from(marker & 0x0f)),
+            0x90..=0x9f => (0, u64::from(marker & 0x0f)),
+            0xa0..=0xbf => (u64::from(marker & 0x1f), 0),
+            0xc1 => return Err(MapError::Reserved),
+            0xc4 | 0xd9 => (read_len(buf, pos, 1)?, 0),
+            0xc5 | 0xda => (read_len(buf, pos, 2)?, 0),
+            0xc6 | 0xdb => (read_len(buf, pos, 4)?, 0),
+            0xc7 => (read_len(buf, pos, 1)? + 1, 0),
+            0xc8 => (read_len(buf, pos, 2)? + 1, 0),
+            0xc9 => (read_len(buf, pos, 4)? + 1, 0),
+            0xca => (4, 0),
+            0xcb => (8, 0),
+            0xcc | 0xd0 => (1, 0),
+            0xcd | 0xd1 => (2, 0),
+            0xce | 0xd2 => (4, 0),
+            0xcf | 0xd3 => (8, 0),
+            0xd4 => (2, 0),
+            0xd5 => (3, 0),
+            0xd6 => (5, 0),
+            0xd7 => (9, 0),
+            0xd8 => (17, 0),
+            0xdc => (0, read_len(buf, pos, 2)?),
+            0xdd => (0, read_len(buf, pos, 4)?),
+            0xde => (0, 2 * read_len(buf, pos, 2)?),
+            0xdf => (0, 2 * read_len(buf, pos, 4)?),
+        };
+        if data > (buf.len() - *pos) as u64 {
+            return Err(MapError::Truncated);
+        }
+        *pos += data as usize;
+        // Every value takes at least one byte: a count larger than what is
+        // left cannot be satisfied.
+        count = count.saturating_add(nested);
+        if count > (buf.len() - *pos) as u64 {
+            return Err(MapError::Truncated);
+        }
+    }
+    Ok(())
+}
+
+/// Checks that `body` is exactly one MessagePack map whose keys are strings.
+/// The values are only skipped: their types are the struct's business.
+fn check_map(body: &[u8]) -> Result<(), MapError> {
+    let Some(&first) = body.first() else { return Err(MapError::NotAMap("an empty body")) };
+    let mut pos = 1;
+    let entries = match first {
+        0x80..=0x8f => u64::from(first & 0x0f),
+        0xde => read_len(body, &mut pos, 2)?,
+        0xdf => read_len(body, &mut pos, 4)?,
+        other => return Err(MapError::NotAMap(marker_name(other))),
+    };
+    for _ in 0..entries {
+        let key = *body.get(pos).ok_or(MapError::Truncated)?;
+        if !matches!(key, 0xa0..=0xbf | 0xd9..=0xdb) {
+            return Err(MapError::KeyNotAString(marker_name(key)));
+        }
+        skip_values(body, &mut pos, 2)?;
+    }
+    match body.len() - pos {
+        0 => Ok(()),
+        n => Err(MapError::Trailing(n)),
+    }
 }
 
 fn decode_body(kind: FrameKind, mut body: Bytes) -> Result<Frame, ProtocolError> {
     Ok(match kind {
-        FrameKind::Header => Frame::Header(from_msgpack(kind, &body)?),
+        FrameKind::Header => Frame::Header(from_msgpack(kind, "body", &body)?),
         FrameKind::End => {
             if !body.is_empty() {
                 return Err(ProtocolError::Malformed { kind: kind.name(), reason: "non-empty body".into() });
@@ -226,15 +394,15 @@ fn decode_body(kind: FrameKind, mut body: Bytes) -> Result<Frame, ProtocolError>
             if head_len > body.len() {
                 return Err(malformed("head length runs past the frame body"));
             }
-            let head: ItemHead = from_msgpack(kind, &body[..head_len])?;
+            let head: ItemHead = from_msgpack(kind, "ItemHead", &body[..head_len])?;
             body.advance(head_len);
             let item = Item { head, payload: body };
             if kind == FrameKind::Item { Frame::Item(item) } else { Frame::Result(item) }
         }
-        FrameKind::ItemError => Frame::ItemError(from_msgpack(kind, &body)?),
-        FrameKind::Summary => Frame::Summary(from_msgpack(kind, &body)?),
-        FrameKind::RequestError => Frame::RequestError(from_msgpack(kind, &body)?),
-        FrameKind::Status => Frame::Status(from_msgpack(kind, &body)?),
-        FrameKind::Reply => Frame::Reply(from_msgpack(kind, &body)?),
+        FrameKind::ItemError => Frame::ItemError(from_msgpack(kind, "body", &body)?),
+        FrameKind::Summary => Frame::Summary(from_msgpack(kind, "body", &body)?),
+        FrameKind::RequestError => Frame::RequestError(from_msgpack(kind, "body", &body)?),
+        FrameKind::Status => Frame::Status(from_msgpack(kind, "body", &body)?),
+        FrameKind::Reply => Frame::Reply(from_msgpack(kind, "body", &body)?),
     })
 }

@@ -99,14 +99,22 @@ pub enum ProtocolError {
         /// What was wrong.
         reason: String,
     },
-    /// A frame arrived where the protocol does not allow it.
+    /// A frame arrived where the protocol does not allow it: out of order
+    /// (`state` is `before Header`, `after Header`, `after End`, `after the
+    /// final frame`) or from the wrong peer (`state` is `from a client` for a
+    /// host kind read by the host, `from a host` for a client kind read by a
+    /// client).
     #[error("unexpected {got} frame {state}")]
     UnexpectedFrame {
         /// Frame kind name received.
         got: &'static str,
-        /// Where in the exchange it arrived.
+        /// Where in the exchange it arrived, or which peer sent it.
         state: &'static str,
     },
+    /// Bytes that are not a whole frame arrived after `End` (a whole frame
+    /// after `End` is an [`UnexpectedFrame`](Self::UnexpectedFrame) `after End`).
+    #[error("data after End")]
+    DataAfterEnd,
     /// Two items of one request carry the same index.
     #[error("duplicate item index {0}")]
     DuplicateIndex(u32),
@@ -114,7 +122,7 @@ pub enum ProtocolError {
     #[error("stream ended early: {0}")]
     Truncated(&'static str),
     /// The item names a compression this version does not know.
-    #[error("item {index}: unsupported compression (this host knows none and zstd)")]
+    #[error("item {index}: unsupported compression (known: none, zstd)")]
     UnsupportedCompression {
         /// Item index.
         index: u32,

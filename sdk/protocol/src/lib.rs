@@ -2,9 +2,13 @@
 //!
 //! This crate frames, encodes and decodes the messages exchanged between a
 //! client and the host on one QUIC bidirectional stream. It never touches a
-//! socket: callers feed it bytes and take frames out (see [`FrameDecoder`]),
-//! or hand it frames and get bytes back (see [`encode`]). The byte layout is
-//! documented in `docs/protocol.md`.
+//! socket: callers feed it bytes and take frames out (see [`FrameDecoder`]:
+//! the host reads with [`FrameDecoder::from_client`], a client with
+//! [`FrameDecoder::from_host`]), check their order ([`RequestState`],
+//! [`ReplyState`]), or hand it frames and get bytes back (see [`encode`],
+//! [`FrameWriter`]). The byte layout is documented in `docs/protocol.md`,
+//! and `tests/golden.rs` checks the document's bytes and field tables
+//! against this crate.
 //!
 //! One stream carries one request:
 //! ```text

@@ -22,7 +22,13 @@ impl RequestState {
     }
 
     /// Validates the next frame from the client; the frame is returned for the caller to act on.
+    /// A host frame kind is refused wherever it arrives (`unexpected Result
+    /// frame from a client`), as [`FrameDecoder::from_client`](crate::FrameDecoder::from_client)
+    /// refuses it at its head.
     pub fn on_frame(&mut self, frame: Frame) -> Result<Frame, ProtocolError> {
+        if frame.kind().is_host_frame() {
+            return Err(ProtocolError::UnexpectedFrame { got: frame.kind().name(), state: "from a client" });
+        }
         let state = if self.ended {
             "after End"
         } else if self.header.is_none() {
@@ -70,8 +76,12 @@ impl ReplyState {
         Self::default()
     }
 
-    /// Validates the next frame from the host.
+    /// Validates the next frame from the host. A client frame kind is
+    /// refused wherever it arrives (`unexpected Header frame from a host`).
     pub fn on_frame(&mut self, frame: Frame) -> Result<Frame, ProtocolError> {
+        if !frame.kind().is_host_frame() {
+            return Err(ProtocolError::UnexpectedFrame { got: frame.kind().name(), state: "from a host" });
+        }
         if self.done {
             return Err(ProtocolError::UnexpectedFrame { got: frame.kind().name(), state: "after the final frame" });
         }
@@ -79,7 +89,9 @@ impl ReplyState {
             Frame::Result(item) => self.answer(item.head.index)?,
             Frame::ItemError(e) => self.answer(e.index)?,
             Frame::Summary(_) | Frame::RequestError(_) | Frame::Status(_) | Frame::Reply(_) => self.done = true,
-            _ => return Err(ProtocolError::UnexpectedFrame { got: frame.kind().name(), state: "in a reply" }),
+            Frame::Header(_) | Frame::Item(_) | Frame::End => {
+                return Err(ProtocolError::UnexpectedFrame { got: frame.kind().name(), state: "from a host" })
+            }
         }
         Ok(frame)
     }

@@ -326,3 +326,370 @@ fn zstd_frame_asking_for_a_huge_window_is_refused() {
         other => panic!("{other:?}"),
     }
 }
+
+// ---- map form only (docs/protocol.md §3) ----------------------------------
+
+fn frame_with_body(kind: u8, body: &[u8]) -> Vec<u8> {
+    let mut bytes = vec![kind];
+    bytes.extend_from_slice(&(body.len() as u32).to_le_bytes());
+    bytes.extend_from_slice(body);
+    bytes
+}
+
+fn item_with_head(kind: u8, head: &[u8], payload: &[u8]) -> Vec<u8> {
+    let mut body = (head.len() as u32).to_le_bytes().to_vec();
+    body.extend_from_slice(head);
+    body.extend_from_slice(payload);
+    frame_with_body(kind, &body)
+}
+
+fn decode_one(bytes: &[u8]) -> Result<Option<Frame>, ProtocolError> {
+    let mut dec = FrameDecoder::new(Limits::default());
+    dec.feed(bytes);
+    dec.decode()
+}
+
+fn decode_error(bytes: &[u8]) -> String {
+    match decode_one(bytes) {
+        Err(e) => {
+            assert_eq!(e.code(), ErrorCode::BadRequest, "{e}");
+            e.to_string()
+        }
+        other => panic!("expected an error, got {other:?}"),
+    }
+}
+
+/// The struct encoded in MessagePack's array form (what `rmp_serde::to_vec`
+/// writes), which serde alone would accept.
+fn array_form<T: serde::Serialize>(v: &T) -> Vec<u8> {
+    let bytes = rmp_serde::to_vec(v).unwrap();
+    assert!(matches!(bytes[0], 0x90..=0x9f | 0xdc | 0xdd), "not array form: {:02x}", bytes[0]);
+    bytes
+}
+
+#[test]
+fn array_form_header_is_malformed() {
+    // ["predict", "m"]: serde's internally tagged enum would take it as {op, model}.
+    let mut body = vec![0x92, 0xa7];
+    body.extend_from_slice(b"predict");
+    body.extend_from_slice(&[0xa1, b'm']);
+    assert_eq!(
+        decode_error(&frame_with_body(0x01, &body)),
+        "malformed Header frame: body must be a MessagePack map, got an array"
+    );
+}
+
+#[test]
+fn array_form_item_head_is_malformed() {
+    let head = array_form(&ItemHead { index: 5, ..Default::default() });
+    assert_eq!(
+        decode_error(&item_with_head(0x02, &head, b"x")),
+        "malformed Item frame: ItemHead must be a MessagePack map, got an array"
+    );
+    assert_eq!(
+        decode_error(&item_with_head(0x81, &head, b"x")),
+        "malformed Result frame: ItemHead must be a MessagePack map, got an array"
+    );
+}
+
+#[test]
+fn array_form_is_malformed_for_every_messagepack_body() {
+    let bodies: Vec<(u8, &str, Vec<u8>)> = vec![
+        (0x82, "ItemError", array_form(&ItemError { index: 1, code: ErrorCode::Busy, message: "m".into(), retry_after_ms: Some(3) })),
+        (0x83, "Summary", array_form(&Summary { ok: 1, ..Default::default() })),
+        (0x84, "RequestError", array_form(&RequestError { code: ErrorCode::Internal, message: "m".into() })),
+        (0x85, "Status", array_form(&StatusReply { host_version: "1".into(), ..Default::default() })),
+        (0x86, "Reply", array_form(&AdminReply { op: "models".into(), ..Default::default() })),
+    ];
+    for (kind, name, body) in bodies {
+        assert_eq!(
+            decode_error(&frame_with_body(kind, &body)),
+            format!("malformed {name} frame: body must be a MessagePack map, got an array")
+        );
+    }
+}
+
+#[test]
+fn non_map_bodies_name_what_they_are() {
+    let cases: [(&[u8], &str); 9] = [
+        (&[], "an empty body"),
+        (&[0xc0], "nil"),
+        (&[0xc3], "a boolean"),
+        (&[0x05], "an integer"),
+        (&[0xcb, 0, 0, 0, 0, 0, 0, 0, 0], "a float"),
+        (&[0xa1, b'x'], "a string"),
+        (&[0xc4, 1, 0], "binary data"),
+        (&[0xd4, 1, 0], "an extension value"),
+        (&[0xc1], "the reserved byte 0xc1"),
+    ];
+    for (body, got) in cases {
+        assert_eq!(
+            decode_error(&frame_with_body(0x01, body)),
+            format!("malformed Header frame: body must be a MessagePack map, got {got}")
+        );
+    }
+}
+
+#[test]
+fn map_keys_must_be_strings() {
+    // {0: 5}: serde would read key 0 as the first field, `index`.
+    assert_eq!(
+        decode_error(&item_with_head(0x02, &[0x81, 0x00, 0x05], b"")),
+        "malformed Item frame: ItemHead must be a MessagePack map with string keys, got an integer as a key"
+    );
+    // {bin "op": "status"}: serde would take the bytes as the key `op`.
+    let mut body = vec![0x81, 0xc4, 2, b'o', b'p', 0xa6];
+    body.extend_from_slice(b"status");
+    assert_eq!(
+        decode_error(&frame_with_body(0x01, &body)),
+        "malformed Header frame: body must be a MessagePack map with string keys, got binary data as a key"
+    );
+}
+
+#[test]
+fn bytes_after_the_map_are_malformed() {
+    let mut body = vec![0x81, 0xa2, b'o', b'p', 0xa6];
+    body.extend_from_slice(b"status");
+    assert!(matches!(decode_one(&frame_with_body(0x01, &body)), Ok(Some(Frame::Header(RequestHeader::Status(_))))));
+    body.extend_from_slice(&[0xc0, 0xc0]);
+    assert_eq!(
+        decode_error(&frame_with_body(0x01, &body)),
+        "malformed Header frame: body must be exactly one MessagePack map, got 2 more bytes after it"
+    );
+    // An ItemHead is exactly `head_len` bytes: one map, nothing after it.
+    assert_eq!(
+        decode_error(&item_with_head(0x02, &[0x81, 0xa5, b'i', b'n', b'd', b'e', b'x', 0x01, 0x80], b"")),
+        "malformed Item frame: ItemHead must be exactly one MessagePack map, got 1 more bytes after it"
+    );
+}
+
+#[test]
+fn truncated_maps_are_malformed() {
+    let mut full = vec![0x82, 0xa2, b'o', b'p', 0xa6];
+    full.extend_from_slice(b"status");
+    full.extend_from_slice(&[0xa1, b'x', 0xdd, 0, 0, 0, 2, 0xc0, 0xc0]);
+    assert!(decode_one(&frame_with_body(0x01, &full)).is_ok());
+    for cut in 1..full.len() {
+        let err = decode_error(&frame_with_body(0x01, &full[..cut]));
+        assert_eq!(err, "malformed Header frame: body ends in the middle of a MessagePack value", "cut at {cut}");
+    }
+    // A map32 claiming four billion entries is refused without looping over them.
+    let err = decode_error(&frame_with_body(0x01, &[0xdf, 0xff, 0xff, 0xff, 0xff, 0xa1, b'x', 0xc0]));
+    assert_eq!(err, "malformed Header frame: body ends in the middle of a MessagePack value");
+}
+
+/// One value of every MessagePack type, in every width, as an array.
+fn every_type() -> Vec<u8> {
+    let mut v = vec![0xdc, 0, 0]; // array16, count patched below
+    let mut n = 0u16;
+    let mut push = |bytes: &[u8]| {
+        v.extend_from_slice(bytes);
+        n += 1;
+    };
+    push(&[0xc0]);
+    push(&[0xc2]);
+    push(&[0xc3]);
+    push(&[0x7f]);
+    push(&[0xe0]);
+    push(&[0xcc, 1]);
+    push(&[0xcd, 1, 2]);
+    push(&[0xce, 1, 2, 3, 4]);
+    push(&[0xcf, 1, 2, 3, 4, 5, 6, 7, 8]);
+    push(&[0xd0, 0x80]);
+    push(&[0xd1, 0x80, 0]);
+    push(&[0xd2, 0x80, 0, 0, 0]);
+    push(&[0xd3, 0x80, 0, 0, 0, 0, 0, 0, 0]);
+    push(&[0xca, 0x3f, 0x80, 0, 0]);
+    push(&[0xcb, 0x3f, 0xf0, 0, 0, 0, 0, 0, 0]);
+    push(&[0xa3, b'a', b'b', b'c']);
+    push(&[0xd9, 2, b'a', b'b']);
+    push(&[0xda, 0, 2, b'a', b'b']);
+    push(&[0xdb, 0, 0, 0, 2, b'a', b'b']);
+    push(&[0xc4, 2, 1, 2]);
+    push(&[0xc5, 0, 2, 1, 2]);
+    push(&[0xc6, 0, 0, 0, 2, 1, 2]);
+    push(&[0xd4, 7, 1]);
+    push(&[0xd5, 7, 1, 2]);
+    push(&[0xd6, 7, 1, 2, 3, 4]);
+    push(&[0xd7, 7, 1, 2, 3, 4, 5, 6, 7, 8]);
+    push(&[0xd8, 7, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16]);
+    push(&[0xc7, 2, 7, 1, 2]);
+    push(&[0xc8, 0, 2, 7, 1, 2]);
+    push(&[0xc9, 0, 0, 0, 2, 7, 1, 2]);
+    push(&[0x92, 0x01, 0x91, 0x80]);
+    push(&[0xdc, 0, 1, 0xc0]);
+    push(&[0xdd, 0, 0, 0, 1, 0xc0]);
+    push(&[0x81, 0x01, 0x81, 0xa1, b'k', 0x90]);
+    push(&[0xde, 0, 1, 0xc0, 0xc0]);
+    push(&[0xdf, 0, 0, 0, 1, 0xc0, 0xc0]);
+    v[1..3].copy_from_slice(&n.to_be_bytes());
+    v
+}
+
+#[test]
+fn values_of_every_type_under_unknown_keys_are_skipped() {
+    // {"op": "status", "future": [every type]}: the unknown key is ignored.
+    let mut body = vec![0x82, 0xa2, b'o', b'p', 0xa6];
+    body.extend_from_slice(b"status");
+    body.extend_from_slice(&[0xa6]);
+    body.extend_from_slice(b"future");
+    body.extend_from_slice(&every_type());
+    assert_eq!(decode_one(&frame_with_body(0x01, &body)), Ok(Some(Frame::Header(RequestHeader::status()))));
+}
+
+#[test]
+fn deep_nesting_is_an_error_not_a_stack_overflow() {
+    let mut body = vec![0x82, 0xa2, b'o', b'p', 0xa6];
+    body.extend_from_slice(b"status");
+    body.extend_from_slice(&[0xa1, b'x']);
+    body.extend(std::iter::repeat_n(0x91, 60_000));
+    body.push(0xc0);
+    let mut dec = FrameDecoder::new(Limits { max_header_bytes: 1 << 20, ..Limits::default() });
+    dec.feed(&frame_with_body(0x01, &body));
+    assert!(matches!(dec.decode(), Err(ProtocolError::Malformed { kind: "Header", .. })));
+}
+
+// ---- direction (docs/protocol.md §2, §4) -----------------------------------
+
+const CLIENT_KINDS: [FrameKind; 3] = [FrameKind::Header, FrameKind::Item, FrameKind::End];
+const HOST_KINDS: [FrameKind; 6] = [
+    FrameKind::Result,
+    FrameKind::ItemError,
+    FrameKind::Summary,
+    FrameKind::RequestError,
+    FrameKind::Status,
+    FrameKind::Reply,
+];
+
+#[test]
+fn host_kinds_from_a_client_are_refused_at_the_head() {
+    for kind in HOST_KINDS {
+        assert!(kind.is_host_frame());
+        let mut dec = FrameDecoder::from_client(Limits::default());
+        // Only the head, declaring a body over every limit: refused as a
+        // frame from the wrong peer, before the body is waited for.
+        dec.feed(&[kind as u8, 0xff, 0xff, 0xff, 0xff]);
+        let err = dec.decode().unwrap_err();
+        assert_eq!(err.to_string(), format!("unexpected {} frame from a client", kind.name()));
+        assert_eq!(err, ProtocolError::UnexpectedFrame { got: kind.name(), state: "from a client" });
+        assert_eq!(err.code(), ErrorCode::BadRequest);
+    }
+    // The case the issue found: a Result with a body that does not decode
+    // (it used to answer `malformed Result frame: IO error while reading marker`).
+    let mut dec = FrameDecoder::from_client(Limits::default());
+    dec.feed(&[0x81, 3, 0, 0, 0, 0, 0]);
+    assert_eq!(dec.decode().unwrap_err().to_string(), "unexpected Result frame from a client");
+}
+
+#[test]
+fn client_kinds_from_a_host_are_refused_at_the_head() {
+    for kind in CLIENT_KINDS {
+        assert!(!kind.is_host_frame());
+        let mut dec = FrameDecoder::from_host(Limits::default());
+        dec.feed(&[kind as u8, 0xff, 0xff, 0xff, 0xff]);
+        let err = dec.decode().unwrap_err();
+        assert_eq!(err.to_string(), format!("unexpected {} frame from a host", kind.name()));
+        assert_eq!(err.code(), ErrorCode::BadRequest);
+    }
+}
+
+#[test]
+fn each_direction_decodes_its_own_frames() {
+    let frames = all_frames();
+    let (client, host): (Vec<Frame>, Vec<Frame>) = frames.into_iter().partition(|f| !f.kind().is_host_frame());
+    assert!(!client.is_empty() && !host.is_empty());
+    let mut dec = FrameDecoder::from_client(Limits::default());
+    dec.feed(&encode_all(&client));
+    assert_eq!(decode_all(&mut dec).unwrap(), client);
+    dec.finish().unwrap();
+    let mut dec = FrameDecoder::from_host(Limits::default());
+    dec.feed(&encode_all(&host));
+    assert_eq!(decode_all(&mut dec).unwrap(), host);
+    dec.finish().unwrap();
+    // A host frame after valid client frames: those come out, then the error.
+    let mut dec = FrameDecoder::from_client(Limits::default());
+    dec.feed(&encode_all(&client[..2]));
+    dec.feed(&encode_all(&host[..1]));
+    assert_eq!(dec.decode().unwrap().as_ref(), Some(&client[0]));
+    assert_eq!(dec.decode().unwrap().as_ref(), Some(&client[1]));
+    assert!(matches!(dec.decode(), Err(ProtocolError::UnexpectedFrame { state: "from a client", .. })));
+}
+
+#[test]
+fn unknown_kind_is_rejected_in_every_direction() {
+    for mut dec in [
+        FrameDecoder::new(Limits::default()),
+        FrameDecoder::from_client(Limits::default()),
+        FrameDecoder::from_host(Limits::default()),
+    ] {
+        dec.feed(&[0x04, 0, 0, 0, 0]);
+        assert_eq!(dec.decode(), Err(ProtocolError::UnknownFrameKind(0x04)));
+        assert_eq!(ProtocolError::UnknownFrameKind(0x04).to_string(), "unknown frame kind 0x04");
+    }
+}
+
+#[test]
+fn state_machines_refuse_the_other_peers_kinds_wherever_they_arrive() {
+    // RequestState (host side): a host kind before the Header, after it and after End.
+    let header = Frame::Header(RequestHeader::Predict(PredictHeader { model: "m".into(), ..Default::default() }));
+    let result = Frame::Result(item(0, b""));
+    let mut s = RequestState::new(Limits::default());
+    assert_eq!(s.on_frame(result.clone()).unwrap_err().to_string(), "unexpected Result frame from a client");
+    s.on_frame(header).unwrap();
+    assert_eq!(s.on_frame(result.clone()).unwrap_err().to_string(), "unexpected Result frame from a client");
+    s.on_frame(Frame::End).unwrap();
+    let summary = Frame::Summary(Summary::default());
+    assert_eq!(s.on_frame(summary).unwrap_err().to_string(), "unexpected Summary frame from a client");
+    // The order errors keep their messages.
+    assert_eq!(s.on_frame(item_frame(1)).unwrap_err().to_string(), "unexpected Item frame after End");
+    // ReplyState (client side).
+    let mut r = ReplyState::new();
+    assert_eq!(r.on_frame(Frame::End).unwrap_err().to_string(), "unexpected End frame from a host");
+    r.on_frame(result).unwrap();
+    assert_eq!(r.on_frame(item_frame(2)).unwrap_err().to_string(), "unexpected Item frame from a host");
+    r.on_frame(Frame::Summary(Summary::default())).unwrap();
+    assert_eq!(
+        r.on_frame(Frame::Status(StatusReply::default())).unwrap_err().to_string(),
+        "unexpected Status frame after the final frame"
+    );
+}
+
+#[test]
+fn sequencing_messages_are_as_documented() {
+    let header = || Frame::Header(RequestHeader::Predict(PredictHeader { model: "m".into(), ..Default::default() }));
+    let mut s = RequestState::new(Limits::default());
+    assert_eq!(s.on_frame(item_frame(0)).unwrap_err().to_string(), "unexpected Item frame before Header");
+    assert_eq!(s.on_frame(Frame::End).unwrap_err().to_string(), "unexpected End frame before Header");
+    s.on_frame(header()).unwrap();
+    assert_eq!(s.on_frame(header()).unwrap_err().to_string(), "unexpected Header frame after Header");
+    s.on_frame(item_frame(3)).unwrap();
+    assert_eq!(s.on_frame(item_frame(3)).unwrap_err().to_string(), "duplicate item index 3");
+    s.on_frame(Frame::End).unwrap();
+    assert_eq!(s.on_frame(header()).unwrap_err().to_string(), "unexpected Header frame after End");
+    assert_eq!(s.on_frame(Frame::End).unwrap_err().to_string(), "unexpected End frame after End");
+    let mut s = RequestState::new(Limits::default());
+    s.on_frame(Frame::Header(RequestHeader::status())).unwrap();
+    assert_eq!(s.on_frame(item_frame(0)).unwrap_err().to_string(), "unexpected Item frame after Header");
+    assert_eq!(ProtocolError::DataAfterEnd.to_string(), "data after End");
+    assert_eq!(ProtocolError::DataAfterEnd.code(), ErrorCode::BadRequest);
+    assert_eq!(
+        ProtocolError::Truncated("stream finished before End").to_string(),
+        "stream ended early: stream finished before End"
+    );
+    let dec = {
+        let mut d = FrameDecoder::from_client(Limits::default());
+        d.feed(&[0x03, 0]);
+        d
+    };
+    assert_eq!(dec.finish().unwrap_err().to_string(), "stream ended early: partial frame at end of stream");
+    // Item body rules.
+    assert_eq!(decode_error(&frame_with_body(0x03, &[0])), "malformed End frame: non-empty body");
+    assert_eq!(
+        decode_error(&frame_with_body(0x02, &[1, 0])),
+        "malformed Item frame: body shorter than its 4-byte head length"
+    );
+    assert_eq!(
+        decode_error(&frame_with_body(0x02, &[9, 0, 0, 0, 0x80])),
+        "malformed Item frame: head length runs past the frame body"
+    );
+}
