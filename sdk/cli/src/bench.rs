@@ -8,7 +8,7 @@ use anyhow::Context;
 use clap::Args;
 use hdrhistogram::Histogram;
 use tensorgate_client::{Client, Input, Submission};
-use tensorgate_protocol::Timings;
+use tensorgate_client::protocol::Timings;
 
 /// Options of `tensorgate bench`.
 #[derive(Args, Debug)]
