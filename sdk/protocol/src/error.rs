@@ -60,7 +60,7 @@ impl std::fmt::Display for ErrorCode {
 }
 
 /// A violation of the protocol found while decoding or sequencing frames.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum ProtocolError {
     /// The frame kind byte is not one this version knows.
     #[error("unknown frame kind 0x{0:02x}")]

@@ -11,8 +11,8 @@ use std::path::Path;
 
 use bytes::{Bytes, BytesMut};
 use tensorgate_protocol::{
-    compress, encode, Compression, ErrorCode, Frame, Item, ItemError, ItemHead, ModelStatus, PredictHeader,
-    RequestError, RequestHeader, StatusReply, Summary, Timings,
+    compress, encode, AdminHeader, AdminReply, Compression, ErrorCode, Frame, Item, ItemError, ItemHead, LoadFailure,
+    ModelInfo, ModelStatus, PredictHeader, RequestError, RequestHeader, StatusReply, Summary, Timings,
 };
 
 fn item(index: u32, content_type: &str, payload: &[u8], zstd: bool) -> Item {
@@ -95,18 +95,53 @@ fn main() -> std::io::Result<()> {
                 device: "cuda:0".into(),
                 items_ok: 10,
                 items_failed: 1,
+                forwards: 4,
+                forward_rows: 11,
+                forward_us: 900,
+                queued: 2,
+                plugin_instances: 3,
             },
         ],
         items_cancelled: 3,
         streams_refused: 1,
+        load_errors: vec![LoadFailure { model: "broken".into(), version: Some(1), error: "manifest.toml: bad".into(), at_unix_s: 5 }],
     })]);
+    // Management: an upload in two chunks, a fetch answered by chunks and a Reply.
+    let upload = stream(&[
+        Frame::Header(RequestHeader::Upload(AdminHeader { token: Some("t".into()), replace: true, ..Default::default() })),
+        Frame::Item(item(0, "application/x-tar+zstd", &big, false)),
+        Frame::Item(item(1, "application/x-tar+zstd", b"tail", false)),
+        Frame::End,
+    ]);
+    let fetch_reply = stream(&[
+        Frame::Result(item(0, "application/x-tar+zstd", &big, false)),
+        Frame::Result(item(1, "application/x-tar+zstd", b"tail", false)),
+        Frame::Reply(AdminReply {
+            op: "fetch".into(),
+            message: "tabular version 1: 4100 bytes".into(),
+            models: vec![ModelInfo {
+                name: "tabular".into(),
+                version: 1,
+                state: "ready".into(),
+                inputs: vec!["x: F32[-1, 16]".into()],
+                outputs: vec!["scores: F32[-1, 4]".into()],
+                default: true,
+                ..Default::default()
+            }],
+            errors: Vec::new(),
+            elapsed_us: 12,
+        }),
+    ]);
+    // A client request with a host frame in it (the host refuses it at its head).
+    let mut wrong_side = stream(&[predict("tabular"), Frame::Item(item(0, "application/json", json, false))]);
+    wrong_side.extend_from_slice(&[0x81, 3, 0, 0, 0, 0xc1, 0xc1, 0xc1]);
     // Both directions back to back, and one stream cut in the middle of a frame.
     let mut everything = request.clone();
     everything.extend_from_slice(&reply);
     everything.extend_from_slice(&status_reply);
     let truncated = &request[..request.len() - 20];
 
-    let seeds: [(&str, u8, &[u8]); 11] = [
+    let seeds: [(&str, u8, &[u8]); 14] = [
         ("request-whole", 0, &request),
         ("request-chunks-7", 7, &request),
         ("request-bytewise", 1, &request),
@@ -118,6 +153,9 @@ fn main() -> std::io::Result<()> {
         ("status-reply", 5, &status_reply),
         ("both-directions", 200, &everything),
         ("truncated", 13, truncated),
+        ("upload", 9, &upload),
+        ("fetch-reply", 0, &fetch_reply),
+        ("wrong-side", 4, &wrong_side),
     ];
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus-seed/decode");
     std::fs::create_dir_all(&dir)?;

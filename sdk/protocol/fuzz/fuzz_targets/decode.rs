@@ -11,6 +11,10 @@
 //!   the whole stream is fed at once;
 //! * `needed()` / `buffered()` agree with what `decode()` does, and a decoded
 //!   frame consumes exactly `5 + body_len` bytes;
+//! * direction: `FrameDecoder::from_client` / `from_host` give the frames of
+//!   `FrameDecoder::new` up to the first frame of the other side's kinds,
+//!   which they refuse at its head (`UnexpectedFrame`, `from a client` /
+//!   `from a host`), whatever its length or body;
 //! * every frame goes through `RequestState::on_frame` and
 //!   `ReplyState::on_frame` (errors are fine) and comes back unchanged;
 //! * `Item::decompressed(1 MiB)` on `Item`/`Result` frames never returns more
@@ -22,7 +26,7 @@
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
 use tensorgate_protocol::{
-    encode, Frame, FrameDecoder, Limits, ProtocolError, ReplyState, RequestState, FRAME_HEAD_LEN,
+    encode, Frame, FrameDecoder, FrameKind, Limits, ProtocolError, ReplyState, RequestState, FRAME_HEAD_LEN,
 };
 
 const LIMITS: Limits = Limits {
@@ -33,8 +37,8 @@ const LIMITS: Limits = Limits {
 };
 
 /// Limits for decoding a re-encoding: re-encoding may legitimately grow a
-/// body (defaults written out, array-form structs written as maps), so the
-/// original limits do not apply to it.
+/// body (defaults written out, nested array-form structs written as maps),
+/// so the original limits do not apply to it.
 const ROOMY: Limits = Limits {
     max_header_bytes: u32::MAX,
     max_frame_bytes: u64::MAX,
@@ -43,7 +47,7 @@ const ROOMY: Limits = Limits {
 };
 
 /// What decoding one stream produced.
-#[derive(Debug, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 struct Outcome {
     frames: Vec<Frame>,
     error: Option<ProtocolError>,
@@ -74,9 +78,25 @@ fn body_len_at(stream: &[u8], offset: usize) -> usize {
     u32::from_le_bytes([h[1], h[2], h[3], h[4]]) as usize
 }
 
+/// Which decoder reads the stream.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Side {
+    Both,
+    FromClient,
+    FromHost,
+}
+
 fn decode_stream(stream: &[u8], chunking: u8) -> Outcome {
+    decode_stream_as(stream, chunking, Side::Both)
+}
+
+fn decode_stream_as(stream: &[u8], chunking: u8, side: Side) -> Outcome {
     let mut chunks = Chunks { state: 0x9e37_79b9 ^ u32::from(chunking), max: usize::from(chunking) };
-    let mut dec = FrameDecoder::new(LIMITS);
+    let mut dec = match side {
+        Side::Both => FrameDecoder::new(LIMITS),
+        Side::FromClient => FrameDecoder::from_client(LIMITS),
+        Side::FromHost => FrameDecoder::from_host(LIMITS),
+    };
     let mut frames = Vec::new();
     let mut fed = 0usize;
     let mut consumed = 0usize;
@@ -111,6 +131,35 @@ fn decode_stream(stream: &[u8], chunking: u8) -> Outcome {
     }
     let finished = Some(dec.finish());
     Outcome { frames, error: None, finished }
+}
+
+/// What a one-direction decoder must give, from the two-direction outcome.
+fn expected_for(stream: &[u8], both: &Outcome, side: Side) -> Outcome {
+    let wrong = |kind: u8| match FrameKind::from_byte(kind) {
+        Ok(k) if side == Side::FromClient && k.is_host_frame() => Some((k.name(), "from a client")),
+        Ok(k) if side == Side::FromHost && !k.is_host_frame() => Some((k.name(), "from a host")),
+        _ => None,
+    };
+    let refused = |frames: Vec<Frame>, (got, state): (&'static str, &'static str)| Outcome {
+        frames,
+        error: Some(ProtocolError::UnexpectedFrame { got, state }),
+        finished: None,
+    };
+    let mut offset = 0;
+    for (i, frame) in both.frames.iter().enumerate() {
+        if let Some(why) = wrong(frame.kind() as u8) {
+            return refused(both.frames[..i].to_vec(), why);
+        }
+        offset += FRAME_HEAD_LEN + body_len_at(stream, offset);
+    }
+    // The frame after the last one decoded: refused by its head alone once
+    // its 5 bytes are there, before any check of its length or body.
+    if stream.len() - offset >= FRAME_HEAD_LEN {
+        if let Some(why) = wrong(stream[offset]) {
+            return refused(both.frames.clone(), why);
+        }
+    }
+    both.clone()
 }
 
 fn check_round_trip(frame: &Frame) {
@@ -154,15 +203,19 @@ fn check_frame(frame: &Frame, request: &mut RequestState, reply: &mut ReplyState
 fuzz_target!(|data: &[u8]| {
     let Some((&chunking, stream)) = data.split_first() else { return };
 
-    let chunked = decode_stream(stream, chunking);
+    let whole = decode_stream(stream, 0);
     if chunking != 0 {
-        let whole = decode_stream(stream, 0);
-        assert_eq!(chunked, whole, "chunking changed the decoding");
+        assert_eq!(decode_stream(stream, chunking), whole, "chunking changed the decoding");
+    }
+
+    for side in [Side::FromClient, Side::FromHost] {
+        let got = decode_stream_as(stream, chunking, side);
+        assert_eq!(got, expected_for(stream, &whole, side), "{side:?} decoder");
     }
 
     let mut request = RequestState::new(LIMITS);
     let mut reply = ReplyState::new();
-    for frame in &chunked.frames {
+    for frame in &whole.frames {
         check_frame(frame, &mut request, &mut reply);
     }
     assert!(request.items() <= LIMITS.max_items_per_request as usize);
