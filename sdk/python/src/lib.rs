@@ -141,8 +141,7 @@ fn array_view<'py>(py: Python<'py>, obj: &Bound<'py, PyAny>) -> PyResult<ArrayVi
         return Err(PyValueError::new_err("array is not C-contiguous"));
     }
     let (ptr, _readonly): (usize, bool) = iface.get_item("data")?.extract()?;
-    let itemsize = npy::itemsize(&descr).map_err(PyTypeError::new_err)?;
-    let nbytes = shape.iter().product::<usize>() * itemsize;
+    let nbytes = npy::nbytes(&descr, &shape).map_err(PyTypeError::new_err)?;
     let data: &'py [u8] = if nbytes == 0 {
         &[]
     } else {
@@ -167,7 +166,7 @@ fn to_input(py: Python<'_>, obj: &Bound<'_, PyAny>, content_type: Option<&str>) 
         (b.to_vec(), "application/octet-stream")
     } else if is_array(obj) {
         let a = array_view(py, obj)?;
-        (npy::write_npy(&a.descr, &a.shape, a.data), "application/x-npy")
+        (npy::write_npy(&a.descr, &a.shape, a.data).map_err(PyValueError::new_err)?, "application/x-npy")
     } else if let Ok(s) = obj.cast::<PyString>() {
         (s.to_cow()?.as_bytes().to_vec(), "text/plain")
     } else if let Ok(d) = obj.cast::<PyDict>() {
@@ -178,7 +177,7 @@ fn to_input(py: Python<'_>, obj: &Bound<'_, PyAny>, content_type: Option<&str>) 
             }
             let entries: Vec<(&str, &str, Vec<usize>, &[u8])> =
                 views.iter().map(|(n, a)| (n.as_str(), a.descr.as_str(), a.shape.clone(), a.data)).collect();
-            (npy::write_npz(&entries), "application/x-npz")
+            (npy::write_npz(&entries).map_err(PyValueError::new_err)?, "application/x-npz")
         } else {
             (json_dumps(py, obj)?, "application/json")
         }
@@ -665,10 +664,10 @@ impl NativeClient {
                     (name.as_deref().unwrap_or(""), v.descr.as_str(), shape)
                 })
                 .collect();
-            npy::NpzWriter::new(&meta)
+            npy::NpzWriter::new(&meta).map_err(PyValueError::new_err)
         };
         let full_rows = rows_per_item.min(rows);
-        let full = writer(full_rows);
+        let full = writer(full_rows)?;
         let single = names[0].is_none();
         let mut inputs = Vec::with_capacity(rows.div_ceil(rows_per_item));
         let mut data: Vec<&[u8]> = Vec::with_capacity(views.len());
@@ -679,11 +678,13 @@ impl NativeClient {
                 let v = &views[0];
                 let mut shape = v.shape.clone();
                 shape[0] = last - first;
-                Input::new(npy::write_npy(&v.descr, &shape, &v.data[first * row_bytes[0]..last * row_bytes[0]]), "application/x-npy")
+                let npy = npy::write_npy(&v.descr, &shape, &v.data[first * row_bytes[0]..last * row_bytes[0]]).map_err(PyValueError::new_err)?;
+                Input::new(npy, "application/x-npy")
             } else {
                 data.clear();
                 data.extend(views.iter().zip(&row_bytes).map(|(v, &rb)| &v.data[first * rb..last * rb]));
-                let payload = if last - first == full_rows { full.write(&data) } else { writer(last - first).write(&data) };
+                let payload = if last - first == full_rows { full.write(&data) } else { writer(last - first)?.write(&data) };
+                let payload = payload.map_err(PyValueError::new_err)?;
                 Input::new(payload, "application/x-npz")
             };
             inputs.push(input);
