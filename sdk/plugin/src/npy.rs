@@ -75,16 +75,16 @@ pub fn parse_npy(bytes: &[u8]) -> Result<Tensor, PluginError> {
     Ok(Tensor { dtype: v.dtype, shape: v.shape, data: v.data.to_vec() })
 }
 
-/// The `.npy` header of `t` (its data follows).
-fn npy_header(t: &Tensor) -> Vec<u8> {
-    let mut out = Vec::with_capacity(128 + t.data.len());
+/// The `.npy` header of `t` (its data follows), in a buffer with room for `extra` more bytes.
+fn npy_header(t: &Tensor, extra: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(128 + extra);
     tensorgate_npy::write_npy_header(&mut out, &dtype_descr(t.dtype), &t.shape);
     out
 }
 
 /// Writes a tensor as a version-1 `.npy` file.
 pub fn write_npy(t: &Tensor) -> Vec<u8> {
-    let mut out = npy_header(t);
+    let mut out = npy_header(t, t.data.len());
     out.extend_from_slice(&t.data);
     out
 }
@@ -110,7 +110,7 @@ pub fn write_npz(entries: &[(String, Tensor)]) -> Vec<u8> {
     let sizes = entries.iter().map(|(name, t)| (name.len() + 4, 128 + t.data.len()));
     let mut zip = ZipWriter::with_capacity(ZipWriter::size_hint(sizes));
     for (name, t) in entries {
-        if let Err(e) = zip.add(&format!("{name}.npy"), &[&npy_header(t), &t.data]) {
+        if let Err(e) = zip.add(&format!("{name}.npy"), &[&npy_header(t, 0), &t.data]) {
             panic!("write_npz: array name of {} bytes: {e}", name.len());
         }
     }
