@@ -23,6 +23,8 @@
 //! # Ok::<(), tensorgate_npy::Error>(())
 //! ```
 
+#![warn(missing_docs)]
+
 mod descr;
 mod error;
 mod header;
