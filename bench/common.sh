@@ -1,5 +1,6 @@
 # Shared by the bench scripts; sourced, not run. Needs ROOT set.
-BIN="$ROOT/target/release"
+# TENSORGATE_BIN points at another build (e.g. an A/B comparison, bench/ab-tabular.sh).
+BIN="${TENSORGATE_BIN:-$ROOT/target/release}"
 REPO="${TENSORGATE_REPO:-$ROOT/target/repository}"
 [ -x "$BIN/tensorgate-host" ] && [ -x "$BIN/bare-forward" ] || { echo "run scripts/setup first" >&2; exit 1; }
 WORK=$(mktemp -d)

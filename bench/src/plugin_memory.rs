@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use tensorgate_host::plugin::PluginEngine;
-use tensorgate_host::repository::Manifest;
+use tensorgate_host::manifest::Manifest;
 
 fn rss_kb() -> u64 {
     std::fs::read_to_string("/proc/self/status")
@@ -20,7 +20,7 @@ fn main() -> anyhow::Result<()> {
     let n: usize = args.get(2).map(|s| s.parse()).transpose()?.unwrap_or(100);
     let manifest = Manifest::load(&dir)?;
     let engine = PluginEngine::new(None)?;
-    let pool = engine.load(&manifest.name, &dir.join(&manifest.plugin.file), manifest.for_plugin(), Duration::from_secs(10), 1 << 30)?;
+    let pool = engine.load(&manifest.name, &dir.join(&manifest.plugin.file), &manifest, Duration::from_secs(10), 1 << 30)?;
     pool.describe()?; // one instance, used once
     let base = rss_kb();
     pool.warm(n + 1)?;

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tensorgate_protocol::Limits;
 
-use crate::executor::DeviceSpec;
+use crate::device::DeviceSpec;
 
 /// Everything the host needs to start.
 #[derive(Debug, Clone)]
@@ -50,6 +50,15 @@ pub struct HostConfig {
 }
 
 impl HostConfig {
+    /// The request machine's settings.
+    pub fn request_machine(&self) -> crate::request::Config {
+        crate::request::Config {
+            limits: self.limits,
+            max_items_in_flight: self.max_items_in_flight.max(1),
+            max_upload_bytes: self.max_upload_bytes,
+        }
+    }
+
     /// Defaults for a host serving `repository`, keeping state in `state_dir`.
     pub fn new(repository: impl Into<PathBuf>, state_dir: impl Into<PathBuf>) -> Self {
         HostConfig {

@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use tensorgate_host::auth::AccessPolicy;
-use tensorgate_host::executor::DeviceSpec;
+use tensorgate_host::device::DeviceSpec;
 use tensorgate_host::{Host, HostConfig};
 use tensorgate_protocol::Limits;
 

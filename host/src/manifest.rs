@@ -4,7 +4,8 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use crate::plugin::{Dtype, PluginManifest, TensorSpec};
+use crate::device::DeviceSpec;
+use crate::tensor::{Dtype, Tensor};
 
 /// A parsed, validated manifest.
 #[derive(Debug, Clone, Deserialize)]
@@ -66,8 +67,12 @@ pub struct ModelSection {
     /// TorchScript file in the bundle.
     #[serde(default = "default_model_file")]
     pub file: String,
-    /// `auto`, `cpu` or `cuda:N`; the host's default when absent.
-    pub device: Option<String>,
+    /// `auto`, `cpu` or `cuda:N` as written; parsed into `device` once.
+    #[serde(rename = "device")]
+    device_text: Option<String>,
+    /// Where the model runs; the host's default when absent.
+    #[serde(skip)]
+    pub device: Option<DeviceSpec>,
     /// Whether items from different requests may share a forward pass.
     #[serde(default = "default_true")]
     pub batching: bool,
@@ -89,6 +94,7 @@ impl Default for ModelSection {
     fn default() -> Self {
         ModelSection {
             file: default_model_file(),
+            device_text: None,
             device: None,
             batching: true,
             max_batch: default_max_batch(),
@@ -160,40 +166,35 @@ pub struct TensorDecl {
     /// Name.
     pub name: String,
     /// `f32`, `f64`, `i64`, `i32`, `u8` or `bool`.
-    pub dtype: DtypeName,
+    pub dtype: Dtype,
     /// Dimensions; -1 marks a dynamic one (the batch dimension first).
     pub shape: Vec<i64>,
 }
 
-/// A dtype as written in a manifest.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum DtypeName {
-    /// 32-bit float.
-    F32,
-    /// 64-bit float.
-    F64,
-    /// 64-bit signed integer.
-    I64,
-    /// 32-bit signed integer.
-    I32,
-    /// Byte.
-    U8,
-    /// Boolean (one byte).
-    Bool,
+impl TensorDecl {
+    /// Checks `t` against this declaration: dtype equal, same rank, every
+    /// fixed dimension equal (-1 matches any size).
+    pub fn check(&self, t: &Tensor) -> Result<(), String> {
+        let shape_ok = self.shape.len() == t.shape.len()
+            && self.shape.iter().zip(&t.shape).all(|(&d, &s)| d == -1 || d as u64 == s);
+        if self.dtype != t.dtype || !shape_ok {
+            return Err(format!("`{}` is {} {:?}, manifest declares {} {:?}", self.name, t.dtype, t.shape, self.dtype, self.shape));
+        }
+        Ok(())
+    }
 }
 
-impl From<DtypeName> for Dtype {
-    fn from(d: DtypeName) -> Dtype {
-        match d {
-            DtypeName::F32 => Dtype::F32,
-            DtypeName::F64 => Dtype::F64,
-            DtypeName::I64 => Dtype::I64,
-            DtypeName::I32 => Dtype::I32,
-            DtypeName::U8 => Dtype::U8,
-            DtypeName::Bool => Dtype::Boolean,
-        }
+/// Checks tensors against their declarations (none declared: anything
+/// goes): as many tensors as declared, each matching its declaration.
+/// The one check used for a plugin's model inputs and a model's outputs.
+pub fn check_tensors(declared: &[TensorDecl], tensors: &[Tensor]) -> Result<(), String> {
+    if declared.is_empty() {
+        return Ok(());
     }
+    if declared.len() != tensors.len() {
+        return Err(format!("{} tensors, manifest declares {}", tensors.len(), declared.len()));
+    }
+    declared.iter().zip(tensors).try_for_each(|(d, t)| d.check(t))
 }
 
 /// A manifest that cannot be used.
@@ -230,7 +231,7 @@ pub enum ManifestError {
 impl Manifest {
     /// Parses manifest text; `path` is used in error messages only.
     pub fn parse(text: &str, path: &str) -> Result<Self, ManifestError> {
-        let m: Manifest = toml::from_str(text)
+        let mut m: Manifest = toml::from_str(text)
             .map_err(|e| ManifestError::Parse { path: path.into(), message: e.to_string().trim().to_string() })?;
         let field = |field, message: String| ManifestError::Field { path: path.into(), field, message };
         if m.name.is_empty() || !m.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
@@ -245,8 +246,8 @@ impl Manifest {
         if m.model.max_delay_us > 1_000_000 {
             return Err(field("model.max_delay_us", format!("{} µs is over the 1 s maximum", m.model.max_delay_us)));
         }
-        if let Some(d) = &m.model.device {
-            d.parse::<crate::executor::DeviceSpec>().map_err(|e| field("model.device", e))?;
+        if let Some(d) = &m.model.device_text {
+            m.model.device = Some(d.parse::<DeviceSpec>().map_err(|e| field("model.device", e))?);
         }
         for (list, name) in [(&m.inputs, "inputs"), (&m.outputs, "outputs")] {
             for t in list {
@@ -277,28 +278,19 @@ impl Manifest {
         Self::parse(&text, &shown)
     }
 
-    /// The manifest as the plugin sees it through `get-manifest`.
-    pub fn for_plugin(&self) -> PluginManifest {
-        let spec = |t: &TensorDecl| TensorSpec { name: t.name.clone(), dtype: t.dtype.into(), shape: t.shape.clone() };
-        PluginManifest {
-            name: self.name.clone(),
-            version: self.version,
-            description: self.description.clone(),
-            labels: self.labels.clone(),
-            inputs: self.inputs.iter().map(spec).collect(),
-            outputs: self.outputs.iter().map(spec).collect(),
-            params: self
-                .params
-                .iter()
-                .map(|(k, v)| {
-                    let text = match v {
-                        toml::Value::String(s) => s.clone(),
-                        other => serde_json::to_string(other).unwrap_or_default(),
-                    };
-                    (k.clone(), text)
-                })
-                .collect(),
-        }
+    /// `[params]` as the plugin reads them: strings as they are, other TOML
+    /// values as JSON text.
+    pub fn params_as_text(&self) -> Vec<(String, String)> {
+        self.params
+            .iter()
+            .map(|(k, v)| {
+                let text = match v {
+                    toml::Value::String(s) => s.clone(),
+                    other => serde_json::to_string(other).unwrap_or_default(),
+                };
+                (k.clone(), text)
+            })
+            .collect()
     }
 }
 
@@ -325,12 +317,31 @@ mod tests {
         let m = Manifest::parse(GOOD, "m.toml").unwrap();
         assert_eq!(m.version, 3);
         assert_eq!(m.model.file, "model.pt");
-        let p = m.for_plugin();
-        let get = |k: &str| p.params.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone());
+        assert_eq!(m.model.device, None);
+        let p = m.params_as_text();
+        let get = |k: &str| p.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone());
         assert_eq!(get("features").as_deref(), Some(r#"["p","q"]"#));
         assert_eq!(get("scale").as_deref(), Some("2.5"));
         assert_eq!(get("mode").as_deref(), Some("fast"));
-        assert_eq!(p.inputs[0].shape, vec![-1, 4]);
+        assert_eq!(m.inputs[0].shape, vec![-1, 4]);
+        assert_eq!(m.inputs[0].dtype, Dtype::F32);
+        let m = Manifest::parse("name='a'\nversion=1\n[model]\ndevice='cuda:1'\n", "m").unwrap();
+        assert_eq!(m.model.device, Some(DeviceSpec::Cuda(1)));
+    }
+
+    #[test]
+    fn one_check_for_declared_tensors() {
+        let m = Manifest::parse(GOOD, "m.toml").unwrap();
+        let t = |dtype, shape: &[u64]| Tensor { dtype, shape: shape.to_vec(), data: vec![] };
+        assert!(check_tensors(&m.inputs, &[t(Dtype::F32, &[7, 4])]).is_ok());
+        assert!(check_tensors(&[], &[t(Dtype::U8, &[1])]).is_ok(), "nothing declared");
+        let e = check_tensors(&m.inputs, &[t(Dtype::F32, &[7, 5])]).unwrap_err();
+        assert_eq!(e, "`x` is f32 [7, 5], manifest declares f32 [-1, 4]");
+        let e = check_tensors(&m.inputs, &[t(Dtype::I64, &[7, 4])]).unwrap_err();
+        assert!(e.contains("is i64"), "{e}");
+        assert!(check_tensors(&m.inputs, &[t(Dtype::F32, &[7, 4, 1])]).is_err(), "rank");
+        let e = check_tensors(&m.inputs, &[]).unwrap_err();
+        assert_eq!(e, "0 tensors, manifest declares 1");
     }
 
     #[test]

@@ -1,40 +1,23 @@
 //! The path of one item through an application:
 //! preprocess (plugin) → forward (model executor) → postprocess (plugin).
+//!
+//! Deadlines are not checked here: the request machine owns them and
+//! cancels an item by dropping its future, which also withdraws it from the
+//! model's queue.
 
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tensorgate_protocol::{ErrorCode, ItemHead, Timings};
 
+use crate::application::Application;
 use crate::executor::ModelError;
+use crate::manifest::{check_tensors, TensorDecl};
 use crate::metrics;
-use crate::plugin::{CallError, Item, Output, Tensor};
-use crate::repository::Application;
-use crate::tensor;
-
-/// Why an item failed, as sent to the client.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ItemFailure {
-    /// Wire error code.
-    pub code: ErrorCode,
-    /// Message naming what was wrong.
-    pub message: String,
-    /// For `busy`: suggested wait before retrying (milliseconds).
-    pub retry_after_ms: Option<u64>,
-}
-
-impl ItemFailure {
-    /// A failure with no retry hint.
-    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        ItemFailure { code, message: message.into(), retry_after_ms: None }
-    }
-
-    fn deadline(stage: &str) -> Self {
-        ItemFailure::new(ErrorCode::DeadlineExceeded, format!("deadline passed before {stage}; item dropped"))
-    }
-}
+use crate::plugin::{CallError, Item, Output};
+use crate::request::ItemFailure;
+use crate::tensor::Tensor;
 
 impl From<ModelError> for ItemFailure {
     fn from(e: ModelError) -> Self {
@@ -44,7 +27,6 @@ impl From<ModelError> for ItemFailure {
                 message: e.to_string(),
                 retry_after_ms: Some(retry_after.as_millis().max(1) as u64),
             },
-            ModelError::DeadlineExceeded => ItemFailure::deadline("the forward pass"),
             other => ItemFailure::new(ErrorCode::ModelError, other.to_string()),
         }
     }
@@ -61,18 +43,16 @@ impl From<CallError> for ItemFailure {
 }
 
 /// Runs one item through `app`; `timings` (fresh per item) records where
-/// time went. An item whose `deadline` has passed is dropped before
-/// preprocess and before the forward pass.
+/// time went. Counts the item and records its metrics.
 pub async fn process_item(
-    app: &Arc<Application>,
+    app: &Application,
     head: ItemHead,
     payload: Bytes,
-    deadline: Option<Instant>,
     timings: &mut Timings,
 ) -> Result<Output, ItemFailure> {
     *timings = Timings::default();
     let start = Instant::now();
-    let result = run(app, head, payload, deadline, timings).await;
+    let result = run(app, head, payload, timings).await;
     let counter = if result.is_ok() { &app.counters.items_ok } else { &app.counters.items_failed };
     counter.fetch_add(1, Ordering::Relaxed);
     let status = match &result {
@@ -84,56 +64,51 @@ pub async fn process_item(
     result
 }
 
-async fn run(
-    app: &Application,
-    head: ItemHead,
-    payload: Bytes,
-    deadline: Option<Instant>,
-    timings: &mut Timings,
-) -> Result<Output, ItemFailure> {
-    let expired = || deadline.is_some_and(|d| Instant::now() >= d);
-    if expired() {
-        return Err(ItemFailure::deadline("preprocess"));
-    }
+async fn run(app: &Application, head: ItemHead, payload: Bytes, timings: &mut Timings) -> Result<Output, ItemFailure> {
     let item = Item {
         // Free when the payload is uniquely owned (e.g. just decompressed).
         data: Vec::from(payload),
         content_type: head.content_type,
         metadata: head.metadata.into_iter().collect(),
     };
-    let queued = Instant::now();
+    let arrived = Instant::now();
     let t = Instant::now();
     let prepared = call_plugin(app, item.data.len(), || app.plugin.preprocess(&item))?;
     timings.preprocess_us = micros(t.elapsed());
-    validate_inputs(app, &prepared.inputs)?;
+    check_inputs(&app.manifest.inputs, &prepared.inputs)
+        .map_err(|m| ItemFailure::new(ErrorCode::PluginFailed, format!("plugin returned invalid model inputs: {m}")))?;
 
-    if expired() {
-        return Err(ItemFailure::deadline("the forward pass"));
-    }
-    let forward = app.model.forward(prepared.inputs, deadline).await?;
+    let forward = app.model.forward(prepared.inputs).await?;
     timings.forward_us = micros(forward.run_time);
     let outputs = forward.outputs;
-    validate_outputs(app, &outputs)?;
+    check_tensors(&app.manifest.outputs, &outputs)
+        .map_err(|m| ItemFailure::new(ErrorCode::ModelError, format!("model output does not match the manifest: {m}")))?;
 
     let context = prepared.context;
     let bytes = outputs.iter().map(|t| t.data.len()).sum::<usize>() + context.len();
     let t = Instant::now();
-    let output = call_plugin(app, bytes, || app.plugin.postprocess(&outputs, &context))?;
+    let output = call_plugin(app, bytes, || app.plugin.postprocess(outputs, &context))?;
     timings.postprocess_us = micros(t.elapsed());
-    let size = output.data.len() + output.content_type.len() + output.metadata.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>();
+    let size = output.data.len()
+        + output.content_type.len()
+        + output.metadata.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>();
     if size as u64 > app.max_output_bytes {
         return Err(ItemFailure::new(
             ErrorCode::PluginFailed,
-            format!("plugin output of {size} bytes exceeds the limit of {} bytes (max_frame_bytes less 256)", app.max_output_bytes),
+            format!(
+                "plugin output of {size} bytes exceeds the limit of {} bytes (max_frame_bytes less 256)",
+                app.max_output_bytes
+            ),
         ));
     }
     let busy = timings.preprocess_us + timings.forward_us + timings.postprocess_us;
-    timings.queue_us = micros(queued.elapsed()).saturating_sub(busy);
+    timings.queue_us = micros(arrived.elapsed()).saturating_sub(busy);
     Ok(output)
 }
 
-/// Runs one item from a bundle's `[warmup]` through `app` end to end,
-/// synchronously (on a blocking thread, before the version is visible).
+/// Runs one item from a bundle's `[warmup]` through `app` end to end, on
+/// this thread (a blocking one, before the version is visible): the item
+/// path awaits only the executor's reply channel, which needs no runtime.
 pub fn warm_up(
     app: &Application,
     data: Vec<u8>,
@@ -146,30 +121,10 @@ pub fn warm_up(
         metadata: metadata.clone(),
         compression: tensorgate_protocol::Compression::None,
     };
-    block_on(run(app, head, Bytes::from(data), None, &mut Timings::default())).map(drop)
+    pollster::block_on(run(app, head, Bytes::from(data), &mut Timings::default())).map(drop)
 }
 
-/// Drives `fut` to completion on this thread (the item path awaits only the
-/// executor's reply channel, which needs no runtime).
-fn block_on<F: std::future::Future>(fut: F) -> F::Output {
-    struct Unpark(std::thread::Thread);
-    impl std::task::Wake for Unpark {
-        fn wake(self: Arc<Self>) {
-            self.0.unpark();
-        }
-    }
-    let waker = std::task::Waker::from(Arc::new(Unpark(std::thread::current())));
-    let mut cx = std::task::Context::from_waker(&waker);
-    let mut fut = std::pin::pin!(fut);
-    loop {
-        if let std::task::Poll::Ready(v) = fut.as_mut().poll(&mut cx) {
-            return v;
-        }
-        std::thread::park();
-    }
-}
-
-fn micros(d: std::time::Duration) -> u64 {
+fn micros(d: Duration) -> u64 {
     d.as_micros() as u64
 }
 
@@ -177,7 +132,8 @@ fn micros(d: std::time::Duration) -> u64 {
 /// recent average is under [`INLINE_CALL_MAX`] and the data is small) run
 /// right here on the async worker: a hand-off costs more than the call. Others
 /// run under `block_in_place`, which moves this worker's other tasks away
-/// first, so a slow plugin never stalls unrelated requests.
+/// first, so a slow plugin never stalls unrelated requests (off a runtime,
+/// as during warm-up, `block_in_place` just runs the call).
 fn call_plugin<R>(app: &Application, bytes: usize, f: impl FnOnce() -> R) -> R {
     if bytes <= INLINE_BYTES_MAX && app.plugin.average_call() <= INLINE_CALL_MAX {
         f()
@@ -187,76 +143,32 @@ fn call_plugin<R>(app: &Application, bytes: usize, f: impl FnOnce() -> R) -> R {
 }
 
 /// Plugin calls whose recent average is at most this run inline.
-pub const INLINE_CALL_MAX: std::time::Duration = std::time::Duration::from_micros(100);
+pub const INLINE_CALL_MAX: Duration = Duration::from_micros(100);
 /// ... and only when the item or outputs are at most this large.
 pub const INLINE_BYTES_MAX: usize = 64 * 1024;
 
-/// Checks the model's outputs against the manifest's declared outputs (when
-/// it declares them) before the plugin sees them.
-pub fn validate_outputs(app: &Application, outputs: &[Tensor]) -> Result<(), ItemFailure> {
-    let declared = &app.manifest.outputs;
-    if declared.is_empty() {
-        return Ok(());
-    }
-    let bad = |m: String| ItemFailure::new(ErrorCode::ModelError, format!("model output does not match the manifest: {m}"));
-    if declared.len() != outputs.len() {
-        return Err(bad(format!("{} tensors, manifest declares {}", outputs.len(), declared.len())));
-    }
-    for (decl, t) in declared.iter().zip(outputs) {
-        let want: crate::plugin::Dtype = decl.dtype.into();
-        let shape_ok = decl.shape.len() == t.shape.len()
-            && decl.shape.iter().zip(&t.shape).all(|(&d, &s)| d == -1 || d as u64 == s);
-        if want != t.dtype || !shape_ok {
-            return Err(bad(format!(
-                "output `{}` is {:?} {:?}, manifest declares {:?} {:?}",
-                decl.name, t.dtype, t.shape, decl.dtype, decl.shape
-            )));
-        }
-    }
-    Ok(())
-}
-
-/// Checks the plugin's tensors against their bytes and the manifest's inputs.
-pub fn validate_inputs(app: &Application, inputs: &[Tensor]) -> Result<(), ItemFailure> {
-    check_inputs(&app.manifest.inputs, inputs)
-        .map_err(|m| ItemFailure::new(ErrorCode::PluginFailed, format!("plugin returned invalid model inputs: {m}")))
-}
-
-/// What [`validate_inputs`] checks, on the declared inputs alone: at least
-/// one tensor; each with bytes matching its shape and dtype and at least one
-/// dimension; one batch size >= 1 for all; dtype and shape as declared.
-pub fn check_inputs(declared: &[crate::repository::TensorDecl], inputs: &[Tensor]) -> Result<(), String> {
+/// What a plugin's model inputs must satisfy: at least one tensor; each
+/// with bytes matching its shape and dtype and at least one dimension; one
+/// batch size >= 1 for all; and the manifest's declared inputs
+/// ([`check_tensors`], the same check the model's outputs get).
+pub fn check_inputs(declared: &[TensorDecl], inputs: &[Tensor]) -> Result<(), String> {
     if inputs.is_empty() {
         return Err("no tensors".into());
     }
-    if !declared.is_empty() && declared.len() != inputs.len() {
-        return Err(format!("{} tensors, manifest declares {}", inputs.len(), declared.len()));
-    }
     let batch = inputs[0].shape.first().copied();
     for (i, t) in inputs.iter().enumerate() {
-        tensor::validate(t).map_err(|e| format!("input {i}: {e}"))?;
+        t.validate().map_err(|e| format!("input {i}: {e}"))?;
         if t.shape.is_empty() || t.shape.first().copied() != batch || batch == Some(0) {
             return Err(format!("input {i} has shape {:?}; all inputs need the same batch size >= 1", t.shape));
         }
-        if let Some(decl) = declared.get(i) {
-            let want: crate::plugin::Dtype = decl.dtype.into();
-            let shape_ok = decl.shape.len() == t.shape.len()
-                && decl.shape.iter().zip(&t.shape).all(|(&d, &s)| d == -1 || d as u64 == s);
-            if want != t.dtype || !shape_ok {
-                return Err(format!(
-                    "input `{}` is {:?} {:?}, manifest declares {:?} {:?}",
-                    decl.name, t.dtype, t.shape, decl.dtype, decl.shape
-                ));
-            }
-        }
     }
-    Ok(())
+    check_tensors(declared, inputs)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plugin::Dtype;
+    use crate::tensor::Dtype;
 
     fn t(shape: &[u64]) -> Tensor {
         let n: u64 = shape.iter().product();
@@ -272,5 +184,16 @@ mod tests {
         assert!(check_inputs(&[], &[t(&[0, 3])]).is_err());
         assert!(check_inputs(&[], &[t(&[2, 3]), t(&[3, 3])]).is_err());
         assert!(check_inputs(&[], &[]).is_err());
+        let mut short = t(&[2, 3]);
+        short.data.pop();
+        assert!(check_inputs(&[], &[short]).unwrap_err().contains("needs 24 bytes, has 23"));
+    }
+
+    #[test]
+    fn declared_inputs_use_the_manifest_check() {
+        let m = crate::manifest::Manifest::parse("name='a'\nversion=1\n[[inputs]]\nname='x'\ndtype='f32'\nshape=[-1,3]\n", "m").unwrap();
+        assert!(check_inputs(&m.inputs, &[t(&[5, 3])]).is_ok());
+        let e = check_inputs(&m.inputs, &[t(&[5, 4])]).unwrap_err();
+        assert_eq!(e, "`x` is f32 [5, 4], manifest declares f32 [-1, 3]");
     }
 }

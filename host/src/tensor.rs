@@ -1,15 +1,77 @@
-//! Tensors at the plugin boundary (the WIT `tensor` record) and their
-//! conversion to and from libtorch tensors, with validation.
+//! The host's own tensor type. Everything between the plugin boundary and
+//! the model executor (validation, batching, splitting) works on these;
+//! they are converted to and from the WIT records only in `plugin/` and to
+//! and from libtorch only in `executor/`.
 
-use tch::Kind;
+use serde::Deserialize;
 
-pub use crate::plugin::{Dtype, Tensor};
+/// Element type of a tensor (written in manifests as `f32`, `f64`, `i64`,
+/// `i32`, `u8`, `bool`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Dtype {
+    /// 32-bit float.
+    F32,
+    /// 64-bit float.
+    F64,
+    /// 64-bit signed integer.
+    I64,
+    /// 32-bit signed integer.
+    I32,
+    /// Byte.
+    U8,
+    /// Boolean, one byte per element (0 or 1).
+    Bool,
+}
+
+impl Dtype {
+    /// Every dtype, in declaration order.
+    pub const ALL: [Dtype; 6] = [Dtype::F32, Dtype::F64, Dtype::I64, Dtype::I32, Dtype::U8, Dtype::Bool];
+
+    /// Size of one element in bytes.
+    pub fn size(self) -> u64 {
+        match self {
+            Dtype::F64 | Dtype::I64 => 8,
+            Dtype::F32 | Dtype::I32 => 4,
+            Dtype::U8 | Dtype::Bool => 1,
+        }
+    }
+
+    /// The name as written in manifests.
+    pub fn name(self) -> &'static str {
+        match self {
+            Dtype::F32 => "f32",
+            Dtype::F64 => "f64",
+            Dtype::I64 => "i64",
+            Dtype::I32 => "i32",
+            Dtype::U8 => "u8",
+            Dtype::Bool => "bool",
+        }
+    }
+}
+
+impl std::fmt::Display for Dtype {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A dense tensor: C-contiguous, little-endian element bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tensor {
+    /// Element type.
+    pub dtype: Dtype,
+    /// Dimensions, the batch dimension first.
+    pub shape: Vec<u64>,
+    /// `shape.product() * dtype.size()` bytes.
+    pub data: Vec<u8>,
+}
 
 /// A tensor that cannot be used as it is.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum TensorError {
     /// The byte length does not match shape × element size.
-    #[error("tensor of dtype {dtype:?} and shape {shape:?} needs {expected} bytes, has {actual}")]
+    #[error("tensor of dtype {dtype} and shape {shape:?} needs {expected} bytes, has {actual}")]
     ByteLength {
         /// Element type.
         dtype: Dtype,
@@ -23,86 +85,44 @@ pub enum TensorError {
     /// A dimension is too large to address.
     #[error("tensor shape {0:?} is too large")]
     TooLarge(Vec<u64>),
-    /// libtorch produced an element type the WIT cannot carry.
-    #[error("model output has unsupported element type {0:?}")]
-    UnsupportedKind(Kind),
-    /// A libtorch operation failed.
-    #[error("libtorch: {0}")]
-    Torch(String),
 }
 
-/// Size of one element in bytes.
-pub fn dtype_size(dtype: Dtype) -> u64 {
-    match dtype {
-        Dtype::F64 | Dtype::I64 => 8,
-        Dtype::F32 | Dtype::I32 => 4,
-        Dtype::U8 | Dtype::Boolean => 1,
+impl Tensor {
+    /// Number of elements, or `TooLarge` when it overflows (or a dimension
+    /// does not fit an `i64`, as libtorch needs).
+    pub fn numel(&self) -> Result<u64, TensorError> {
+        self.shape
+            .iter()
+            .try_fold(1u64, |acc, &d| if d > i64::MAX as u64 { None } else { acc.checked_mul(d) })
+            .ok_or_else(|| TensorError::TooLarge(self.shape.clone()))
     }
-}
 
-/// The libtorch kind of a WIT dtype.
-pub fn kind_of(dtype: Dtype) -> Kind {
-    match dtype {
-        Dtype::F32 => Kind::Float,
-        Dtype::F64 => Kind::Double,
-        Dtype::I64 => Kind::Int64,
-        Dtype::I32 => Kind::Int,
-        Dtype::U8 => Kind::Uint8,
-        Dtype::Boolean => Kind::Bool,
+    /// Checks that the bytes match the shape and dtype.
+    pub fn validate(&self) -> Result<(), TensorError> {
+        let expected = self
+            .numel()?
+            .checked_mul(self.dtype.size())
+            .ok_or_else(|| TensorError::TooLarge(self.shape.clone()))?;
+        if expected != self.data.len() as u64 {
+            return Err(TensorError::ByteLength {
+                dtype: self.dtype,
+                shape: self.shape.clone(),
+                expected,
+                actual: self.data.len() as u64,
+            });
+        }
+        Ok(())
     }
-}
 
-/// The WIT dtype of a libtorch kind, if it has one.
-pub fn dtype_of(kind: Kind) -> Result<Dtype, TensorError> {
-    Ok(match kind {
-        Kind::Float => Dtype::F32,
-        Kind::Double => Dtype::F64,
-        Kind::Int64 => Dtype::I64,
-        Kind::Int => Dtype::I32,
-        Kind::Uint8 => Dtype::U8,
-        Kind::Bool => Dtype::Boolean,
-        other => return Err(TensorError::UnsupportedKind(other)),
-    })
+    /// Rows along the batch (leading) dimension; 1 for a 0-d tensor.
+    pub fn rows(&self) -> u64 {
+        self.shape.first().copied().unwrap_or(1)
+    }
 }
 
 /// Checks that `t`'s bytes match its shape and dtype.
 pub fn validate(t: &Tensor) -> Result<(), TensorError> {
-    let numel = t
-        .shape
-        .iter()
-        .try_fold(1u64, |acc, &d| if d > i64::MAX as u64 { None } else { acc.checked_mul(d) })
-        .ok_or_else(|| TensorError::TooLarge(t.shape.clone()))?;
-    let expected = numel
-        .checked_mul(dtype_size(t.dtype))
-        .ok_or_else(|| TensorError::TooLarge(t.shape.clone()))?;
-    if expected != t.data.len() as u64 {
-        return Err(TensorError::ByteLength {
-            dtype: t.dtype,
-            shape: t.shape.clone(),
-            expected,
-            actual: t.data.len() as u64,
-        });
-    }
-    Ok(())
-}
-
-/// A libtorch tensor (on the CPU) holding a copy of `t`, after validation.
-pub fn to_torch(t: &Tensor) -> Result<tch::Tensor, TensorError> {
-    validate(t)?;
-    let shape: Vec<i64> = t.shape.iter().map(|&d| d as i64).collect();
-    tch::Tensor::f_from_data_size(&t.data, &shape, kind_of(t.dtype)).map_err(|e| TensorError::Torch(e.to_string()))
-}
-
-/// Copies a libtorch tensor (any device, any layout) into a WIT tensor.
-pub fn from_torch(t: &tch::Tensor) -> Result<Tensor, TensorError> {
-    let torch = |e: tch::TchError| TensorError::Torch(e.to_string());
-    let dtype = dtype_of(t.f_kind().map_err(torch)?)?;
-    let t = t.f_to_device(tch::Device::Cpu).map_err(torch)?.f_contiguous().map_err(torch)?;
-    let shape: Vec<u64> = t.size().iter().map(|&d| d as u64).collect();
-    let numel: usize = shape.iter().product::<u64>() as usize;
-    let mut data = vec![0u8; numel * dtype_size(dtype) as usize];
-    t.f_copy_data_u8(&mut data, numel).map_err(torch)?;
-    Ok(Tensor { dtype, shape, data })
+    t.validate()
 }
 
 #[cfg(test)]
@@ -110,36 +130,30 @@ mod tests {
     use super::*;
 
     #[test]
-    fn roundtrip_all_dtypes() {
-        for (dtype, size) in [
-            (Dtype::F32, 4),
-            (Dtype::F64, 8),
-            (Dtype::I64, 8),
-            (Dtype::I32, 4),
-            (Dtype::U8, 1),
-            (Dtype::Boolean, 1),
-        ] {
-            let data: Vec<u8> = (0..6 * size).map(|i| if dtype == Dtype::Boolean { (i % 2) as u8 } else { i as u8 }).collect();
-            let t = Tensor { dtype, shape: vec![2, 3], data };
-            let back = from_torch(&to_torch(&t).unwrap()).unwrap();
-            assert_eq!(back, t, "{dtype:?}");
-        }
-    }
-
-    #[test]
     fn byte_length_mismatch_is_named() {
         let t = Tensor { dtype: Dtype::F32, shape: vec![2, 3], data: vec![0; 20] };
-        let err = to_torch(&t).unwrap_err();
-        assert_eq!(
-            err,
-            TensorError::ByteLength { dtype: Dtype::F32, shape: vec![2, 3], expected: 24, actual: 20 }
-        );
-        assert!(err.to_string().contains("needs 24 bytes, has 20"));
+        let err = t.validate().unwrap_err();
+        assert_eq!(err, TensorError::ByteLength { dtype: Dtype::F32, shape: vec![2, 3], expected: 24, actual: 20 });
+        assert!(err.to_string().contains("f32 and shape [2, 3] needs 24 bytes, has 20"), "{err}");
     }
 
     #[test]
     fn overflowing_shape_is_refused() {
         let t = Tensor { dtype: Dtype::F64, shape: vec![u64::MAX / 2, 4], data: vec![] };
-        assert!(matches!(validate(&t), Err(TensorError::TooLarge(_))));
+        assert!(matches!(t.validate(), Err(TensorError::TooLarge(_))));
+        let t = Tensor { dtype: Dtype::F64, shape: vec![1 << 62, 4], data: vec![] };
+        assert!(matches!(t.validate(), Err(TensorError::TooLarge(_))), "bytes overflow");
+    }
+
+    #[test]
+    fn manifest_names_parse() {
+        #[derive(Deserialize)]
+        struct W {
+            d: Vec<Dtype>,
+        }
+        let w: W = toml::from_str("d = ['f32', 'f64', 'i64', 'i32', 'u8', 'bool']").unwrap();
+        assert_eq!(w.d, Dtype::ALL);
+        assert!(toml::from_str::<W>("d = ['f16']").is_err());
+        assert_eq!(Dtype::ALL.map(|d| d.name()).join(","), "f32,f64,i64,i32,u8,bool");
     }
 }

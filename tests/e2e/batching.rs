@@ -163,6 +163,12 @@ async fn two_model_instances_share_the_queue() {
     }
     let m = client.status().await.unwrap().models.into_iter().find(|m| m.name == "tabular").unwrap();
     assert_eq!(m.forward_rows, 408);
+    // Both instances took batches from the one queue.
+    let app = host.host.repository().resolve("tabular", None).unwrap();
+    let per_instance: Vec<u64> = app.model.stats().instance_forwards.iter().map(|n| n.load(std::sync::atomic::Ordering::Relaxed)).collect();
+    assert_eq!(per_instance.len(), 2, "two instances loaded");
+    assert!(per_instance.iter().all(|&n| n > 0), "every instance ran forwards: {per_instance:?}");
+    assert_eq!(per_instance.iter().sum::<u64>(), m.forwards);
     client.close().await;
     host.stop().await;
 }

@@ -97,7 +97,7 @@ async fn malformed_tensors_are_rejected_before_the_model() {
     assert!(message.contains("needs 64 bytes, has 10"), "{message}");
     let (code, message, _) = contained(&host, hostile("bad-shape")).await;
     assert_eq!(code, ErrorCode::PluginFailed);
-    assert!(message.contains("manifest declares F32 [-1, 16]"), "{message}");
+    assert!(message.contains("manifest declares f32 [-1, 16]"), "{message}");
     host.stop().await;
 }
 
@@ -134,6 +134,12 @@ async fn log_flood_is_capped() {
     // 100,000 messages: the first 64 are logged, the rest counted and dropped.
     assert_eq!(reply.summary.ok, 1, "{:?}", reply.outcomes);
     eprintln!("100k log calls took {:?}", start.elapsed());
+    let app = host.host.repository().resolve("hostile", None).unwrap();
+    let logs = app.plugin.logs();
+    let (logged, dropped) = (logs.logged.load(Ordering::Relaxed), logs.suppressed.load(Ordering::Relaxed));
+    // The warm-up and describe calls log nothing; the spam call logs 100,000.
+    assert_eq!(logged, tensorgate_host::plugin::MAX_LOGS_PER_CALL as u64, "logged {logged}");
+    assert_eq!(dropped, 100_000 - logged, "dropped {dropped}");
     client.close().await;
     host.stop().await;
 }

@@ -242,3 +242,89 @@ async fn unknown_model_connection_keeps_working() {
     client.close().await;
     host.stop().await;
 }
+
+/// §1: on a fresh connection the host grants credit for
+/// `max_streams_per_connection` + 16 streams at once, so a client holding
+/// 256 open requests (the default limit) gets `limit_exceeded` for each of
+/// the next 16 at once instead of waiting for credit.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_257th_open_stream_is_refused_at_once_on_a_fresh_connection() {
+    let host = TestHost::start().await;
+    let client = host.client().await;
+    let mut held = Vec::new();
+    for _ in 0..256 {
+        let (mut send, recv) = tokio::time::timeout(Duration::from_secs(10), client.open_raw()).await.expect("credit").unwrap();
+        send.write_all(&raw_request("tabular", &[])).await.unwrap(); // header, no End: stays open
+        held.push((send, recv));
+    }
+    // The host has accepted all 256 once a status request on top of them is refused.
+    for extra in 0..16 {
+        let opened = tokio::time::timeout(Duration::from_secs(5), client.open_raw()).await;
+        let (mut send, mut recv) = opened.unwrap_or_else(|_| panic!("stream {} waited for credit", 257 + extra)).unwrap();
+        send.write_all(&raw_request("tabular", &[])).await.unwrap();
+        match read_frames(&mut recv).await.as_slice() {
+            [Frame::RequestError(e)] => {
+                assert_eq!(e.code, ErrorCode::LimitExceeded, "stream {}", 257 + extra);
+                assert!(e.message.contains("max_streams_per_connection = 256"), "{}", e.message);
+            }
+            other => panic!("stream {}: expected one RequestError, got {other:?}", 257 + extra),
+        }
+    }
+    drop(held);
+    assert_still_serving(&host).await;
+    client.close().await;
+    host.stop().await;
+}
+
+/// §4: anything after End fails the request with `bad_request`, whether it
+/// arrives in the same write as End or later; the host keeps serving.
+#[tokio::test(flavor = "multi_thread")]
+async fn frames_after_end_are_a_bad_request() {
+    let host = TestHost::start().await;
+    let client = host.client().await;
+    let item = Bytes::from(serde_json::to_vec(&cases()[0]["request"]).unwrap());
+    for (what, tail, expect) in [
+        ("an Item in the same write", true, "unexpected Item frame after End"),
+        ("a second Header later", false, "unexpected Header frame after End"),
+    ] {
+        let (mut send, mut recv) = client.open_raw().await.unwrap();
+        let mut bytes = raw_request("tabular", &[(0, item.clone(), Compression::None)]);
+        encode(&Frame::End, &mut bytes);
+        if tail {
+            bytes.extend_from_slice(&raw_request("tabular", &[(1, item.clone(), Compression::None)])[..]);
+            send.write_all(&bytes).await.unwrap();
+        } else {
+            send.write_all(&bytes).await.unwrap();
+            let mut again = BytesMut::new();
+            encode(&Frame::Header(RequestHeader::status()), &mut again);
+            send.write_all(&again).await.unwrap();
+        }
+        let _ = send.finish();
+        let frames = read_frames(&mut recv).await;
+        match frames.last() {
+            Some(Frame::RequestError(e)) => {
+                assert_eq!(e.code, ErrorCode::BadRequest, "{what}");
+                assert!(e.message.contains(expect), "{what}: {}", e.message);
+            }
+            // The item may have finished and the Summary gone out before the
+            // second Header was read; then nothing after End was read at all.
+            Some(Frame::Summary(_)) if !tail => {}
+            other => panic!("{what}: expected a RequestError, got {other:?}"),
+        }
+        assert!(!frames.iter().any(|f| matches!(f, Frame::Summary(_))) || !tail, "{what}: no Summary after a RequestError");
+    }
+    // A host frame kind from a client is named, its body never decoded.
+    let (mut send, mut recv) = client.open_raw().await.unwrap();
+    send.write_all(&[0x81, 3, 0, 0, 0, 0xc1, 0xc1, 0xc1]).await.unwrap();
+    let _ = send.finish();
+    match read_frames(&mut recv).await.as_slice() {
+        [Frame::RequestError(e)] => {
+            assert_eq!(e.code, ErrorCode::BadRequest);
+            assert_eq!(e.message, "unexpected Result frame from a client");
+        }
+        other => panic!("expected one RequestError, got {other:?}"),
+    }
+    assert_still_serving(&host).await;
+    client.close().await;
+    host.stop().await;
+}

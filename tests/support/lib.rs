@@ -113,10 +113,12 @@ pub fn tabular_bundle(parent: &std::path::Path, dir_name: &str, version: u64, ed
     dest
 }
 
-/// Resident set size of this process, in bytes (Linux).
+/// Resident set size of this process, in bytes (Linux). Panics when it
+/// cannot be read, so that a memory test can never pass on a zero.
 pub fn rss_bytes() -> u64 {
-    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
-    let pages: u64 = statm.split_whitespace().nth(1).and_then(|p| p.parse().ok()).unwrap_or(0);
+    let statm = std::fs::read_to_string("/proc/self/statm").expect("/proc/self/statm readable (memory tests need it)");
+    let pages: u64 = statm.split_whitespace().nth(1).and_then(|p| p.parse().ok()).expect("statm has a resident field");
+    assert!(pages > 0, "resident set size read as 0 pages: {statm}");
     pages * 4096
 }
 

@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use tensorgate_host::repository::Manifest;
+use tensorgate_host::manifest::Manifest;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else { return };
@@ -12,7 +12,7 @@ fuzz_target!(|data: &[u8]| {
             assert!(!m.name.is_empty());
             assert!(m.model.max_batch >= 1 && (1..=64).contains(&m.model.instances));
             // What the plugin sees, and the batching policy, derive without panicking.
-            let _ = m.for_plugin();
+            let _ = m.params_as_text();
             let _ = m.model.batch_policy();
         }
         Err(e) => assert!(e.to_string().starts_with("fuzz/manifest.toml")),

@@ -6,9 +6,10 @@
 use libfuzzer_sys::fuzz_target;
 use tensorgate_host::executor::batch::{compatible, concat, rows, split};
 use tensorgate_host::pipeline::check_inputs;
-use tensorgate_host::tensor::{from_torch, to_torch, Dtype, Tensor};
+use tensorgate_host::executor::torch::{from_torch, to_torch};
+use tensorgate_host::tensor::{Dtype, Tensor};
 
-const DTYPES: [Dtype; 6] = [Dtype::F32, Dtype::F64, Dtype::I64, Dtype::I32, Dtype::U8, Dtype::Boolean];
+const DTYPES: [Dtype; 6] = Dtype::ALL;
 
 /// One tensor from the front of `data`: dtype, rank, dims (small or huge), bytes.
 fn tensor(data: &mut &[u8]) -> Option<Tensor> {
@@ -26,7 +27,7 @@ fn tensor(data: &mut &[u8]) -> Option<Tensor> {
     let (&len, r) = rest.split_first()?;
     let take = (len as usize).min(r.len().saturating_sub(0));
     let mut bytes = r[..take].to_vec();
-    if dtype == Dtype::Boolean {
+    if dtype == Dtype::Bool {
         bytes.iter_mut().for_each(|b| *b &= 1);
     }
     *data = &r[take..];

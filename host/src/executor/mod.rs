@@ -4,75 +4,20 @@
 //! and answer over a channel. Nothing is shared between models.
 
 pub mod batch;
+pub mod torch;
 
-use std::collections::VecDeque;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tch::{CModule, Device, IValue};
+use tch::{CModule, Device};
 use tokio::sync::oneshot;
 
-use crate::tensor::{self, Tensor, TensorError};
+use crate::tensor::{Tensor, TensorError};
 
-pub use batch::BatchPolicy;
-
-/// Where a model should run, as written in config and manifests.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DeviceSpec {
-    /// The first CUDA device when libtorch sees one, else the CPU.
-    Auto,
-    /// The CPU.
-    Cpu,
-    /// CUDA device N.
-    Cuda(usize),
-}
-
-impl std::str::FromStr for DeviceSpec {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "auto" => Ok(DeviceSpec::Auto),
-            "cpu" => Ok(DeviceSpec::Cpu),
-            "cuda" => Ok(DeviceSpec::Cuda(0)),
-            _ => s
-                .strip_prefix("cuda:")
-                .and_then(|n| n.parse().ok())
-                .map(DeviceSpec::Cuda)
-                .ok_or_else(|| format!("device `{s}` is not one of auto, cpu, cuda:N")),
-        }
-    }
-}
-
-impl DeviceSpec {
-    /// The libtorch device to use; `cuda:N` fails when that device is absent.
-    pub fn resolve(self) -> Result<Device, ModelError> {
-        match self {
-            DeviceSpec::Auto => Ok(Device::cuda_if_available()),
-            DeviceSpec::Cpu => Ok(Device::Cpu),
-            DeviceSpec::Cuda(n) => {
-                let count = tch::Cuda::device_count() as usize;
-                if n < count {
-                    Ok(Device::Cuda(n))
-                } else {
-                    Err(ModelError::Device(format!(
-                        "cuda:{n} requested but libtorch sees {count} CUDA device(s) \
-                         (a host built without the `cuda` feature sees none)"
-                    )))
-                }
-            }
-        }
-    }
-}
-
-/// Shows a device as `cpu` or `cuda:N`.
-pub fn device_name(d: Device) -> String {
-    match d {
-        Device::Cuda(n) => format!("cuda:{n}"),
-        _ => "cpu".to_string(),
-    }
-}
+pub use batch::{BatchJob, BatchPolicy, Batcher};
+pub use torch::{device_name, resolve as resolve_device};
 
 /// Errors loading or running a model.
 #[derive(Debug, thiserror::Error)]
@@ -110,15 +55,22 @@ pub enum ModelError {
         /// Estimated time for the queue to drain.
         retry_after: Duration,
     },
-    /// The item's deadline passed while it waited for the executor.
-    #[error("deadline passed while waiting for the model")]
-    DeadlineExceeded,
 }
 
 struct Job {
     inputs: Vec<Tensor>,
-    deadline: Option<Instant>,
     reply: oneshot::Sender<Result<Forward, ModelError>>,
+}
+
+impl BatchJob for Job {
+    fn inputs(&self) -> &[Tensor] {
+        &self.inputs
+    }
+
+    /// The item's future was dropped (cancelled, or its deadline passed).
+    fn abandoned(&self) -> bool {
+        self.reply.is_closed()
+    }
 }
 
 /// A finished forward pass.
@@ -151,6 +103,8 @@ pub struct ExecutorStats {
     pub busy_ns: AtomicU64,
     /// Items queued for the executor and not yet taken.
     pub queued: AtomicUsize,
+    /// Forward passes run by each model instance (`[model] instances`).
+    pub instance_forwards: Vec<AtomicU64>,
 }
 
 impl ExecutorStats {
@@ -180,8 +134,11 @@ impl ModelExecutor {
         let (tx, rx) = mpsc::channel::<Job>();
         // The instances share one queue; whoever holds the lock forms the next
         // batch, then releases it while running its forward pass.
-        let queue = Arc::new(Mutex::new((rx, VecDeque::new())));
-        let stats = Arc::new(ExecutorStats::default());
+        let queue = Arc::new(Mutex::new((rx, Batcher::new(policy))));
+        let stats = Arc::new(ExecutorStats {
+            instance_forwards: (0..instances.max(1)).map(|_| AtomicU64::new(0)).collect(),
+            ..ExecutorStats::default()
+        });
         let (ready_tx, ready_rx) = mpsc::sync_channel::<Result<Duration, ModelError>>(instances.max(1));
         for i in 0..instances.max(1) {
             let (queue, stats, ready_tx) = (queue.clone(), stats.clone(), ready_tx.clone());
@@ -209,11 +166,16 @@ impl ModelExecutor {
                     loop {
                         let batch = {
                             let mut guard = queue.lock().unwrap_or_else(|p| p.into_inner());
-                            let (rx, held) = &mut *guard;
-                            next_batch(rx, held, policy, &stats)
+                            let (rx, batcher) = &mut *guard;
+                            batcher.next_batch(rx, || {
+                                stats.queued.fetch_sub(1, Ordering::AcqRel);
+                            })
                         };
                         let Some(batch) = batch else { break };
                         let rows = run_batch(&module, device, batch, &stats);
+                        if let Some(n) = stats.instance_forwards.get(i) {
+                            n.fetch_add(1, Ordering::Relaxed);
+                        }
                         crate::metrics::forward(&model_name, rows, stats.queued.load(Ordering::Relaxed));
                     }
                 })
@@ -226,17 +188,18 @@ impl ModelExecutor {
         Ok(ModelExecutor { tx, device, load_time, stats, max_queue: policy.max_queue.max(1) })
     }
 
-    /// Runs one forward pass on `inputs` (CPU tensors, batch dimension first).
-    /// Fails at once with `Busy` when `max_queue` items are already waiting,
-    /// and with `DeadlineExceeded` if `deadline` passes before it is run.
-    pub async fn forward(&self, inputs: Vec<Tensor>, deadline: Option<Instant>) -> Result<Forward, ModelError> {
+    /// Runs one forward pass on `inputs` (host tensors, batch dimension
+    /// first). Fails at once with `Busy` when `max_queue` items are already
+    /// waiting. Dropping the returned future before it resolves withdraws the
+    /// job: the batcher drops it unrun.
+    pub async fn forward(&self, inputs: Vec<Tensor>) -> Result<Forward, ModelError> {
         let queued = self.stats.queued.fetch_add(1, Ordering::AcqRel);
         if queued >= self.max_queue {
             self.stats.queued.fetch_sub(1, Ordering::AcqRel);
             return Err(ModelError::Busy { queued, limit: self.max_queue, retry_after: self.stats.estimate(queued) });
         }
         let (reply, rx) = oneshot::channel();
-        if self.tx.send(Job { inputs, deadline, reply }).is_err() {
+        if self.tx.send(Job { inputs, reply }).is_err() {
             self.stats.queued.fetch_sub(1, Ordering::AcqRel);
             return Err(ModelError::Stopped);
         }
@@ -259,88 +222,6 @@ impl ModelExecutor {
     }
 }
 
-/// How long an idle executor polls for the next job before sleeping: a job
-/// arriving within this window skips a thread wake-up (tens of µs).
-const SPIN: Duration = Duration::from_micros(50);
-
-/// The next job, polling briefly before blocking; `None` when all handles are gone.
-fn next_job(rx: &mpsc::Receiver<Job>) -> Option<Job> {
-    let start = Instant::now();
-    loop {
-        match rx.try_recv() {
-            Ok(job) => return Some(job),
-            Err(mpsc::TryRecvError::Disconnected) => return None,
-            Err(mpsc::TryRecvError::Empty) if start.elapsed() < SPIN => std::hint::spin_loop(),
-            Err(mpsc::TryRecvError::Empty) => return rx.recv().ok(),
-        }
-    }
-}
-
-/// The next group of compatible jobs: the oldest held or queued job, plus
-/// those queued behind it (or arriving within `max_delay`) up to `max_batch`
-/// rows. A job that does not fit is held for the next batch, in order.
-fn next_batch(
-    rx: &mpsc::Receiver<Job>,
-    held: &mut VecDeque<Job>,
-    policy: BatchPolicy,
-    stats: &ExecutorStats,
-) -> Option<Vec<Job>> {
-    // Every job taken off the channel leaves the queue count; expired ones are answered here.
-    let live = |job: Job| -> Option<Job> {
-        stats.queued.fetch_sub(1, Ordering::AcqRel);
-        if job.deadline.is_some_and(|d| Instant::now() >= d) {
-            let _ = job.reply.send(Err(ModelError::DeadlineExceeded));
-            return None;
-        }
-        Some(job)
-    };
-    let first = loop {
-        match held.pop_front() {
-            Some(job) => break job,
-            None => {
-                if let Some(job) = live(next_job(rx)?) {
-                    break job;
-                }
-            }
-        }
-    };
-    let mut rows = batch::rows(&first.inputs);
-    let mut jobs = vec![first];
-    let deadline = Instant::now() + policy.max_delay;
-    while rows < policy.max_batch {
-        let next = match held.pop_front() {
-            Some(job) => job,
-            None => match rx.try_recv() {
-                Ok(job) => match live(job) {
-                    Some(job) => job,
-                    None => continue,
-                },
-                Err(_) => {
-                    let left = deadline.saturating_duration_since(Instant::now());
-                    if left.is_zero() {
-                        break;
-                    }
-                    match rx.recv_timeout(left) {
-                        Ok(job) => match live(job) {
-                            Some(job) => job,
-                            None => continue,
-                        },
-                        Err(_) => break,
-                    }
-                }
-            },
-        };
-        let n = batch::rows(&next.inputs);
-        if rows + n > policy.max_batch || !batch::compatible(&jobs[0].inputs, &next.inputs) {
-            held.push_front(next);
-            break;
-        }
-        rows += n;
-        jobs.push(next);
-    }
-    Some(jobs)
-}
-
 /// Runs a group of jobs as one forward and answers each with its rows. If the
 /// batched forward fails, or its outputs lack the batch dimension, each job
 /// runs alone so that only a bad item fails.
@@ -351,7 +232,7 @@ fn run_batch(module: &CModule, device: Device, jobs: Vec<Job>, stats: &ExecutorS
         let inputs: Vec<&[Tensor]> = jobs.iter().map(|j| j.inputs.as_slice()).collect();
         let counts: Vec<usize> = inputs.iter().map(|i| batch::rows(i)).collect();
         let rows = counts.iter().sum();
-        if let Some(parts) = run(module, device, &batch::concat(&inputs)).ok().and_then(|out| batch::split(out, &counts)) {
+        if let Some(parts) = torch::forward(module, device, &batch::concat(&inputs)).ok().and_then(|out| batch::split(out, &counts)) {
             let run_time = start.elapsed();
             stats.ran(rows, run_time);
             for (job, outputs) in jobs.into_iter().zip(parts) {
@@ -364,7 +245,7 @@ fn run_batch(module: &CModule, device: Device, jobs: Vec<Job>, stats: &ExecutorS
     for job in jobs {
         let start = Instant::now();
         let rows = batch::rows(&job.inputs);
-        let result = run(module, device, &job.inputs);
+        let result = torch::forward(module, device, &job.inputs);
         let run_time = start.elapsed();
         stats.ran(rows, run_time);
         let result = result.map(|outputs| Forward { outputs, run_time });
@@ -372,36 +253,4 @@ fn run_batch(module: &CModule, device: Device, jobs: Vec<Job>, stats: &ExecutorS
         last = rows;
     }
     last
-}
-
-fn run(module: &CModule, device: Device, inputs: &[Tensor]) -> Result<Vec<Tensor>, ModelError> {
-    let fwd = |e: tch::TchError| ModelError::Forward(e.to_string());
-    let ivalues = inputs
-        .iter()
-        .map(|t| Ok(IValue::Tensor(tensor::to_torch(t)?.f_to_device(device).map_err(fwd)?)))
-        .collect::<Result<Vec<_>, ModelError>>()?;
-    let out = module.forward_is(&ivalues).map_err(fwd)?;
-    let mut tensors = Vec::new();
-    flatten(out, &mut tensors)?;
-    tensors.iter().map(|t| tensor::from_torch(t).map_err(ModelError::from)).collect()
-}
-
-/// Flattens a tensor, or nested tuples/lists/dicts of tensors, in order.
-fn flatten(v: IValue, out: &mut Vec<tch::Tensor>) -> Result<(), ModelError> {
-    match v {
-        IValue::Tensor(t) => out.push(t),
-        IValue::TensorList(ts) => out.extend(ts),
-        IValue::Tuple(vs) | IValue::GenericList(vs) => {
-            for v in vs {
-                flatten(v, out)?;
-            }
-        }
-        IValue::GenericDict(kvs) => {
-            for (_, v) in kvs {
-                flatten(v, out)?;
-            }
-        }
-        other => return Err(ModelError::Output(format!("{other:?}").chars().take(80).collect())),
-    }
-    Ok(())
 }

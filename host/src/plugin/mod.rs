@@ -4,6 +4,7 @@
 //! One `bindgen!` from `wit/tensorgate.wit`, the host state in [`HostState`],
 //! all `Linker` wiring in [`PluginEngine::linker`].
 
+mod convert;
 mod pool;
 
 use std::hash::{Hash, Hasher};
@@ -18,16 +19,36 @@ use wasmtime::{Config, Engine, ResourceLimiter, StoreLimits, StoreLimitsBuilder}
 
 pub use pool::{CallError, PluginInstance, PluginPool};
 
-wasmtime::component::bindgen!({
-    world: "application",
-    path: "../wit",
-    additional_derives: [PartialEq],
-});
 
-pub use tensorgate::plugin::types::{
-    Dtype, Item, LogLevel, Manifest as PluginManifest, Output, PluginError, PluginInfo, Prepared,
-    Tensor, TensorSpec,
-};
+/// The bindings generated from `wit/tensorgate.wit`; their tensor records
+/// are converted to [`crate::tensor::Tensor`] in `convert.rs` and go no
+/// further into the host.
+mod wit {
+    wasmtime::component::bindgen!({
+        world: "application",
+        path: "../wit",
+        additional_derives: [PartialEq],
+    });
+
+    pub use tensorgate::plugin::types::{
+        Dtype, Item, LogLevel, Manifest as PluginManifest, Output, PluginError, PluginInfo, Tensor,
+        TensorSpec,
+    };
+}
+
+use wit::{Application as Bindings, ApplicationPre as BindingsPre, LogLevel, PluginManifest};
+pub use wit::{Item, Output, PluginError, PluginInfo};
+
+/// What `preprocess` hands to the model: one tensor per model input, all
+/// with the same leading batch dimension, plus the plugin's opaque context
+/// for `postprocess`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Prepared {
+    /// Model inputs.
+    pub inputs: Vec<crate::tensor::Tensor>,
+    /// Given back to `postprocess` unchanged.
+    pub context: Vec<u8>,
+}
 
 /// State of one plugin instance's store: what the host imports can see.
 pub struct HostState {
@@ -41,6 +62,17 @@ pub struct HostState {
     /// The last error-level message of the current call (a guest's panic
     /// message, sent by the SDK's panic hook), attached to a trap.
     last_error: Option<String>,
+    /// Log totals of every instance of this plugin.
+    log_totals: Arc<LogTotals>,
+}
+
+/// Log messages of all instances of one plugin: accepted and dropped.
+#[derive(Debug, Default)]
+pub struct LogTotals {
+    /// Messages passed on to the host's log.
+    pub logged: std::sync::atomic::AtomicU64,
+    /// Messages dropped past [`MAX_LOGS_PER_CALL`].
+    pub suppressed: std::sync::atomic::AtomicU64,
 }
 
 /// Most log messages a plugin may emit per call; the rest are counted and dropped.
@@ -58,6 +90,9 @@ impl HostState {
 
     /// Ends a call: reports dropped log messages; returns the last error message.
     fn end_call(&mut self) -> Option<String> {
+        let totals = &self.log_totals;
+        totals.logged.fetch_add(self.logged as u64, std::sync::atomic::Ordering::Relaxed);
+        totals.suppressed.fetch_add(self.suppressed, std::sync::atomic::Ordering::Relaxed);
         if self.suppressed > 0 {
             tracing::warn!(target: "plugin", app = &*self.app, suppressed = self.suppressed, "plugin log messages dropped (limit {MAX_LOGS_PER_CALL} per call)");
         }
@@ -117,9 +152,9 @@ impl ResourceLimiter for Limiter {
     }
 }
 
-impl tensorgate::plugin::types::Host for HostState {}
+impl wit::tensorgate::plugin::types::Host for HostState {}
 
-impl tensorgate::plugin::host::Host for HostState {
+impl wit::tensorgate::plugin::host::Host for HostState {
     fn log(&mut self, level: LogLevel, mut message: String) {
         if message.len() > MAX_LOG_BYTES {
             let mut cut = MAX_LOG_BYTES;
@@ -206,7 +241,7 @@ impl PluginEngine {
     /// All host imports, wired in one place.
     fn linker(engine: &Engine) -> wasmtime::Result<Linker<HostState>> {
         let mut linker = Linker::new(engine);
-        Application::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)?;
+        Bindings::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)?;
         Ok(linker)
     }
 
@@ -216,7 +251,7 @@ impl PluginEngine {
         &self,
         app: &str,
         path: &std::path::Path,
-        manifest: PluginManifest,
+        manifest: &crate::manifest::Manifest,
         call_timeout: Duration,
         memory_limit: usize,
     ) -> Result<PluginPool, PluginLoadError> {
@@ -233,9 +268,11 @@ impl PluginEngine {
             None => (Component::new(&self.engine, &bytes).map_err(err)?, false),
         };
         let pre = self.linker.instantiate_pre(&component).map_err(err)?;
-        let pre = ApplicationPre::new(pre).map_err(err)?;
+        let pre = BindingsPre::new(pre).map_err(err)?;
         let app: Arc<str> = Arc::from(app);
-        let manifest = Arc::new(manifest);
+        let manifest = Arc::new(convert::plugin_manifest(manifest));
+        let log_totals = Arc::new(LogTotals::default());
+        let totals = log_totals.clone();
         let new_state = Box::new(move || HostState {
             app: app.clone(),
             manifest: manifest.clone(),
@@ -243,8 +280,9 @@ impl PluginEngine {
             logged: 0,
             suppressed: 0,
             last_error: None,
+            log_totals: totals.clone(),
         });
-        Ok(PluginPool::new(self.engine.clone(), pre, new_state, call_timeout, from_cache))
+        Ok(PluginPool::new(self.engine.clone(), pre, new_state, call_timeout, from_cache, log_totals))
     }
 
     /// The compiled component for `bytes`, from the cache when present and

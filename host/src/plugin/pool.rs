@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 use wasmtime::{Engine, Store, Trap};
 
-use super::{Application, ApplicationPre, HostState, Item, Output, PluginError, PluginInfo, Prepared, Tensor, EPOCH_TICK};
+use super::{Bindings, BindingsPre, HostState, Item, Output, PluginError, PluginInfo, Prepared, EPOCH_TICK};
+use crate::tensor::Tensor;
 
 /// Why a plugin call produced no result.
 #[derive(Debug, thiserror::Error)]
@@ -38,28 +39,30 @@ pub enum CallError {
 /// One live instance with its own store.
 pub struct PluginInstance {
     store: Store<HostState>,
-    bindings: Application,
+    bindings: Bindings,
 }
 
 /// Instances of one plugin, created on demand and reused.
 pub struct PluginPool {
     engine: Engine,
-    pre: ApplicationPre<HostState>,
+    pre: BindingsPre<HostState>,
     new_state: Box<dyn Fn() -> HostState + Send + Sync>,
     idle: Mutex<Vec<PluginInstance>>,
     call_timeout: Duration,
     /// Moving average of call durations (ns), to decide where calls run.
     average_ns: AtomicU64,
     from_cache: bool,
+    log_totals: std::sync::Arc<super::LogTotals>,
 }
 
 impl PluginPool {
     pub(super) fn new(
         engine: Engine,
-        pre: ApplicationPre<HostState>,
+        pre: BindingsPre<HostState>,
         new_state: Box<dyn Fn() -> HostState + Send + Sync>,
         call_timeout: Duration,
         from_cache: bool,
+        log_totals: std::sync::Arc<super::LogTotals>,
     ) -> Self {
         PluginPool {
             engine,
@@ -69,6 +72,7 @@ impl PluginPool {
             call_timeout,
             average_ns: AtomicU64::new(0),
             from_cache,
+            log_totals,
         }
     }
 
@@ -89,7 +93,7 @@ impl PluginPool {
     /// instance whose call trapped or timed out is dropped, not reused.
     fn with_instance<R>(
         &self,
-        f: impl FnOnce(&Application, &mut Store<HostState>) -> wasmtime::Result<R>,
+        f: impl FnOnce(&Bindings, &mut Store<HostState>) -> wasmtime::Result<R>,
     ) -> Result<R, CallError> {
         let idle = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
         let mut inst = match idle {
@@ -129,13 +133,17 @@ impl PluginPool {
 
     /// Calls `preprocess` on one item.
     pub fn preprocess(&self, item: &Item) -> Result<Prepared, CallError> {
-        self.with_instance(|b, s| b.tensorgate_plugin_plugin().call_preprocess(s, item))?
-            .map_err(CallError::Plugin)
+        let prepared = self
+            .with_instance(|b, s| b.tensorgate_plugin_plugin().call_preprocess(s, item))?
+            .map_err(CallError::Plugin)?;
+        Ok(Prepared { inputs: prepared.inputs.into_iter().map(Tensor::from).collect(), context: prepared.context })
     }
 
-    /// Calls `postprocess` on one item's model outputs.
-    pub fn postprocess(&self, outputs: &[Tensor], context: &[u8]) -> Result<Output, CallError> {
-        self.with_instance(|b, s| b.tensorgate_plugin_plugin().call_postprocess(s, outputs, context))?
+    /// Calls `postprocess` on one item's model outputs (moved across the
+    /// boundary, not copied).
+    pub fn postprocess(&self, outputs: Vec<Tensor>, context: &[u8]) -> Result<Output, CallError> {
+        let outputs: Vec<super::wit::Tensor> = outputs.into_iter().map(Into::into).collect();
+        self.with_instance(|b, s| b.tensorgate_plugin_plugin().call_postprocess(s, &outputs, context))?
             .map_err(CallError::Plugin)
     }
 
@@ -150,6 +158,11 @@ impl PluginPool {
     /// Recent average duration of a call to this plugin (zero before the first).
     pub fn average_call(&self) -> Duration {
         Duration::from_nanos(self.average_ns.load(Ordering::Relaxed))
+    }
+
+    /// Log messages of all calls so far: accepted and dropped.
+    pub fn logs(&self) -> &super::LogTotals {
+        &self.log_totals
     }
 
     /// Whether the compiled component came from the cache (no compilation).

@@ -18,6 +18,8 @@ use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::UNIX_EPOCH;
 
+pub use crate::application::Stamp;
+
 /// Scratch space for uploads being unpacked and loaded.
 pub const STAGING: &str = ".staging";
 /// Bundles on their way out.
@@ -245,40 +247,6 @@ fn remove_holder(moved: &Path) {
 fn sync_dir(dir: &Path) {
     if let Ok(f) = std::fs::File::open(dir) {
         let _ = f.sync_all();
-    }
-}
-
-/// What a bundle's files look like now: relative path, size and mtime of
-/// each. Two equal stamps mean nothing changed on disk.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Stamp(Vec<(PathBuf, u64, u128)>);
-
-impl Stamp {
-    /// Stamp of the bundle in `dir`.
-    pub fn of(dir: &Path) -> Stamp {
-        let mut files = Vec::new();
-        collect(dir, dir, &mut files);
-        files.sort();
-        Stamp(files)
-    }
-
-    /// Total bytes of the bundle's files.
-    pub fn bytes(&self) -> u64 {
-        self.0.iter().map(|(_, len, _)| len).sum()
-    }
-}
-
-fn collect(base: &Path, dir: &Path, out: &mut Vec<(PathBuf, u64, u128)>) {
-    let Ok(rd) = std::fs::read_dir(dir) else { return };
-    for e in rd.flatten() {
-        let Ok(meta) = e.metadata() else { continue };
-        if meta.is_dir() {
-            collect(base, &e.path(), out);
-        } else {
-            let mtime = meta.modified().ok().and_then(|t| t.duration_since(UNIX_EPOCH).ok()).map(|d| d.as_nanos());
-            let rel = e.path().strip_prefix(base).map(Path::to_path_buf).unwrap_or_default();
-            out.push((rel, meta.len(), mtime.unwrap_or(0)));
-        }
     }
 }
 

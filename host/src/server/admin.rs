@@ -1,17 +1,21 @@
-//! Management requests: `models`, `upload`, `fetch`, `delete`, `reload`.
-//! The caller has already checked the admin role. Repository changes block
-//! (unpacking, compiling, loading a model), so they run on blocking threads.
+//! Status and management requests (`status`; `models`, `upload`, `fetch`,
+//! `delete`, `reload`). The caller has already checked the role. Repository
+//! changes block (unpacking, compiling, loading a model), so they run on
+//! blocking threads.
 
 use std::sync::Arc;
 use std::time::Instant;
 
+use std::sync::atomic::Ordering;
+
 use bytes::{Bytes, BytesMut};
 use tensorgate_protocol::{
     encode, encode_item_frame, AdminHeader, AdminReply, Compression, ErrorCode, Frame, FrameKind, ItemHead,
-    RequestHeader,
+    ModelStatus, RequestHeader, StatusReply,
 };
 
 use super::Shared;
+use crate::application::ModelState;
 use crate::repository::{ChangeError, StoreError};
 
 /// Bundle bytes per `Result` frame of a `fetch` reply.
@@ -20,12 +24,18 @@ pub const FETCH_CHUNK: usize = 4 << 20;
 /// A failed management request: the code and message of its `RequestError`.
 pub(crate) type Failure = (ErrorCode, String);
 
-/// Runs one management request; returns the encoded reply, in pieces to write in order.
+/// Runs one status or management request; returns the encoded reply, in
+/// pieces to write in order. `upload` holds an upload's archive chunks in order.
 pub(crate) async fn handle(
     shared: &Arc<Shared>,
     header: RequestHeader,
-    upload: Vec<(u32, Bytes)>,
+    upload: Vec<Bytes>,
 ) -> Result<Vec<Bytes>, Failure> {
+    if let RequestHeader::Status(_) = header {
+        let mut out = BytesMut::new();
+        encode(&Frame::Status(status(shared)), &mut out);
+        return Ok(vec![out.freeze()]);
+    }
     let start = Instant::now();
     let op = header.op();
     let repo = shared.repo.clone();
@@ -53,8 +63,10 @@ pub(crate) async fn handle(
             blocking(Box::new(move || {
                 let archive = tensorgate_client::pack_bundle(&app.dir)
                     .map_err(|e| (ErrorCode::Internal, format!("packing {}: {e}", app.dir.display())))?;
+                let archive = Bytes::from(archive);
                 let mut frames = Vec::new();
-                for (index, chunk) in archive.chunks(FETCH_CHUNK).enumerate() {
+                for (index, start) in (0..archive.len()).step_by(FETCH_CHUNK).enumerate() {
+                    let chunk = archive.slice(start..(start + FETCH_CHUNK).min(archive.len()));
                     let head = ItemHead {
                         index: index as u32,
                         content_type: "application/x-tar+zstd".into(),
@@ -62,7 +74,7 @@ pub(crate) async fn handle(
                         ..ItemHead::default()
                     };
                     frames.push(encode_item_frame(FrameKind::Result, &head, chunk.len()));
-                    frames.push(Bytes::copy_from_slice(chunk));
+                    frames.push(chunk);
                 }
                 let message = format!("{} version {}: {} bytes", app.name(), app.version(), archive.len());
                 Ok((frames, AdminReply { message, models: vec![app.info(false)], ..AdminReply::default() }))
@@ -92,7 +104,7 @@ pub(crate) async fn handle(
                 let mut models: Vec<_> = report.loaded.iter().map(|a| a.info(false)).collect();
                 models.extend(report.removed.iter().map(|a| {
                     let mut info = a.info(false);
-                    info.state = "deleted".into();
+                    info.state = ModelState::Deleted.to_string();
                     info
                 }));
                 Ok((Vec::new(), AdminReply { message, models, errors: report.errors, ..AdminReply::default() }))
@@ -116,14 +128,45 @@ fn required(h: &AdminHeader, op: &str) -> Result<String, Failure> {
     h.model.clone().ok_or_else(|| (ErrorCode::BadRequest, format!("`{op}` needs a `model`")))
 }
 
-/// The archive from its chunks, in index order.
-fn join_chunks(mut chunks: Vec<(u32, Bytes)>) -> Vec<u8> {
-    chunks.sort_unstable_by_key(|(i, _)| *i);
-    let mut archive = Vec::with_capacity(chunks.iter().map(|(_, c)| c.len()).sum());
-    for (_, c) in chunks {
+/// The archive from its chunks (already in index order).
+fn join_chunks(chunks: Vec<Bytes>) -> Vec<u8> {
+    let mut archive = Vec::with_capacity(chunks.iter().map(Bytes::len).sum());
+    for c in chunks {
         archive.extend_from_slice(&c);
     }
     archive
+}
+
+/// The host's status: every loaded version with its counters.
+fn status(shared: &Shared) -> StatusReply {
+    StatusReply {
+        host_version: env!("CARGO_PKG_VERSION").to_string(),
+        uptime_s: shared.started.elapsed().as_secs(),
+        models: shared
+            .repo
+            .all()
+            .iter()
+            .map(|a| {
+                let stats = a.model.stats();
+                ModelStatus {
+                    name: a.name().to_string(),
+                    version: a.version(),
+                    description: a.manifest.description.clone(),
+                    device: a.device(),
+                    items_ok: a.counters.items_ok.load(Ordering::Relaxed),
+                    items_failed: a.counters.items_failed.load(Ordering::Relaxed),
+                    forwards: stats.forwards.load(Ordering::Relaxed),
+                    forward_rows: stats.rows.load(Ordering::Relaxed),
+                    forward_us: stats.busy_ns.load(Ordering::Relaxed) / 1000,
+                    queued: stats.queued.load(Ordering::Relaxed) as u64,
+                    plugin_instances: a.plugin.idle_instances() as u64,
+                }
+            })
+            .collect(),
+        items_cancelled: shared.items_cancelled.load(Ordering::Relaxed),
+        streams_refused: shared.streams_refused.load(Ordering::Relaxed),
+        load_errors: shared.repo.failures(),
+    }
 }
 
 fn change_failure(e: ChangeError) -> Failure {

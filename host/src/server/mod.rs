@@ -2,7 +2,10 @@
 //! bidirectional stream, streams each item's reply as soon as it is done.
 
 mod admin;
+mod local;
 mod stream;
+
+pub use local::LocalRunner;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};

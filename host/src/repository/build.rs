@@ -1,0 +1,109 @@
+//! Building an application version from a bundle directory: manifest,
+//! plugin (compiled, instantiated, `describe()`d), model, and the manifest's
+//! warm-up item run end to end. Nothing is visible to clients until this
+//! returns.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::application::{Application, Counters, Stamp};
+use crate::config::HostConfig;
+use crate::executor::{resolve_device, ModelError, ModelExecutor};
+use crate::manifest::{Manifest, ManifestError};
+use crate::plugin::{CallError, PluginEngine, PluginLoadError};
+
+/// Why a bundle could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// Bad manifest.
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+    /// The bundle's location does not match its manifest.
+    #[error("{dir}: {message}")]
+    Layout {
+        /// Bundle directory.
+        dir: String,
+        /// What does not match.
+        message: String,
+    },
+    /// The plugin failed to compile or link.
+    #[error(transparent)]
+    Plugin(#[from] PluginLoadError),
+    /// `describe()` failed.
+    #[error("plugin describe() failed: {0}")]
+    Describe(#[from] CallError),
+    /// The model failed to load.
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    /// The manifest's warm-up item did not go through.
+    #[error("warm-up item {file}: {message}")]
+    Warmup {
+        /// The warm-up file named in the manifest.
+        file: String,
+        /// What failed.
+        message: String,
+    },
+}
+
+/// Loads the bundle in `dir`, which must sit at `REPO/NAME/VERSION`.
+pub fn load(dir: &Path, engine: &PluginEngine, config: &HostConfig) -> Result<Arc<Application>, LoadError> {
+    prepare(dir, dir, engine, config)
+}
+
+/// Like [`load`], for a bundle read from `dir` that will live at `home`
+/// (`REPO/NAME/VERSION`): an upload is prepared in staging and renamed into
+/// place only once it is ready.
+pub fn prepare(dir: &Path, home: &Path, engine: &PluginEngine, config: &HostConfig) -> Result<Arc<Application>, LoadError> {
+    let start = Instant::now();
+    let stamp = Stamp::of(dir);
+    let manifest = Manifest::load(dir)?;
+    let layout = |message: String| LoadError::Layout { dir: home.display().to_string(), message };
+    let dir_version = home.file_name().and_then(|n| n.to_str()).and_then(|n| n.parse::<u64>().ok());
+    if dir_version != Some(manifest.version) {
+        return Err(layout(format!("manifest version {} does not match the directory name", manifest.version)));
+    }
+    let dir_name = home.parent().and_then(|p| p.file_name()).and_then(|n| n.to_str());
+    if dir_name != Some(manifest.name.as_str()) {
+        return Err(layout(format!("manifest name `{}` does not match the directory name", manifest.name)));
+    }
+    let timeout = manifest.plugin.timeout_ms.map(Duration::from_millis).unwrap_or(config.plugin_call_timeout);
+    let memory = manifest
+        .plugin
+        .memory_mb
+        .map(|mb| (mb as usize).saturating_mul(1 << 20))
+        .unwrap_or(config.plugin_memory_limit);
+    let plugin = engine.load(&manifest.name, &dir.join(&manifest.plugin.file), &manifest, timeout, memory)?;
+    let info = plugin.describe()?;
+    let device = manifest.model.device.unwrap_or(config.device);
+    let model = ModelExecutor::load(
+        &manifest.name,
+        &dir.join(&manifest.model.file),
+        resolve_device(device)?,
+        manifest.model.batch_policy(),
+        manifest.model.instances,
+    )?;
+    let warmup = manifest.warmup.clone();
+    let mut app = Application {
+        manifest,
+        info,
+        plugin,
+        model,
+        dir: home.to_path_buf(),
+        load_time: Duration::ZERO,
+        loaded_at: SystemTime::now(),
+        stamp,
+        // Room for the frame's own fields (head length, index, compression).
+        max_output_bytes: config.limits.max_frame_bytes.saturating_sub(256),
+        counters: Arc::new(Counters::default()),
+    };
+    if let Some(w) = warmup {
+        let fail = |message: String| LoadError::Warmup { file: w.file.clone(), message };
+        let data = std::fs::read(dir.join(&w.file)).map_err(|e| fail(e.to_string()))?;
+        crate::pipeline::warm_up(&app, data, &w.content_type, &w.metadata)
+            .map_err(|f| fail(format!("[{}] {}", f.code, f.message)))?;
+    }
+    app.load_time = start.elapsed();
+    app.loaded_at = SystemTime::now();
+    Ok(Arc::new(app))
+}
