@@ -9,14 +9,20 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BEFORE=${1:?usage: bench/ab-tabular.sh BEFORE_DIR [PAIRS] [REQUESTS]}
 PAIRS=${2:-5}
 REQUESTS=${3:-5000}
+# shellcheck source=scripts/env.sh
+. "$ROOT/scripts/env.sh"
+# Another build's binaries may carry an rpath to a libtorch folder that is gone.
+export LD_LIBRARY_PATH="$LIBTORCH_DIR/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 OUT=$(mktemp)
-trap 'rm -f "$OUT"' EXIT
+trap 'rm -f "$OUT" "$OUT.run"' EXIT
 for i in $(seq "$PAIRS"); do
     for side in before after; do
         bin="$ROOT/target/release"
         [ "$side" = before ] && bin="$BEFORE"
-        TENSORGATE_BIN="$bin" bash "$ROOT/bench/tabular-latency.sh" 1 "$REQUESTS" | tee /dev/stderr \
-            | awk -v s="$side" -F'|' '/concurrency 1 /{print s, "c1_p50", $3} /concurrency 64 /{print s, "c64_rps", $6}' >> "$OUT"
+        echo "== pair $i: $side ($bin)"
+        TENSORGATE_BIN="$bin" bash "$ROOT/bench/tabular-latency.sh" 1 "$REQUESTS" > "$OUT.run"
+        cat "$OUT.run"
+        awk -v s="$side" -F'|' '/^\| host over QUIC, concurrency 1 \|/{print s, "c1_p50", $3} /^\| host over QUIC, concurrency 64 \|/{print s, "c64_rps", $6}' "$OUT.run" >> "$OUT"
     done
 done
 python3 - "$OUT" <<'PY'

@@ -291,7 +291,9 @@ async fn frames_after_end_are_a_bad_request() {
         let mut bytes = raw_request("tabular", &[(0, item.clone(), Compression::None)]);
         encode(&Frame::End, &mut bytes);
         if tail {
-            bytes.extend_from_slice(&raw_request("tabular", &[(1, item.clone(), Compression::None)])[..]);
+            let head = ItemHead { index: 1, content_type: "application/json".into(), ..Default::default() };
+            bytes.extend_from_slice(&encode_item_frame(FrameKind::Item, &head, item.len()));
+            bytes.extend_from_slice(&item);
             send.write_all(&bytes).await.unwrap();
         } else {
             send.write_all(&bytes).await.unwrap();
