@@ -165,3 +165,46 @@ def test_documented_reply_decodes():
     with pytest.raises(minimal_client.RequestFailed) as failed:
         minimal_client.collect_reply([reader.next()])
     assert failed.value.code == "unknown_model"
+
+
+def test_stream_credit_covers_the_limit_plus_sixteen(host):
+    """§1: on a fresh connection the host grants credit for 256 + 16 streams
+    at once; with 256 requests held open, each of the next 16 streams is
+    answered at once with limit_exceeded (no wait for credit)."""
+    import asyncio
+
+    async def probe():
+        address, port = minimal_client.parse_host(host.address)
+        pin = minimal_client.parse_fingerprint(host.fingerprint)
+        protocol, transport = await minimal_client._open(address, port, pin, 10.0)
+        try:
+            quic = protocol._quic  # noqa: SLF001
+            assert quic._remote_max_streams_bidi == 256 + 16  # noqa: SLF001
+            ids = []
+            for _ in range(256 + 16):
+                sid = quic.get_next_available_stream_id(is_unidirectional=False)
+                quic.send_stream_data(sid, minimal_client.header_frame("tabular"), end_stream=False)
+                ids.append(sid)
+            protocol.transmit()
+            extra = ids[256:]
+            deadline = time.monotonic() + 10
+            while not all(sid in protocol.finished for sid in extra):
+                assert time.monotonic() < deadline, "the 16 streams past the limit were not answered in time"
+                protocol.changed.clear()
+                try:
+                    await asyncio.wait_for(protocol.changed.wait(), 1.0)
+                except asyncio.TimeoutError:
+                    pass
+            for sid in extra:
+                reader = minimal_client.FrameReader()
+                reader.feed(bytes(protocol.streams[sid]))
+                kind, body = reader.next()
+                assert kind == minimal_client.REQUEST_ERROR, kind
+                assert body["code"] == "limit_exceeded", body
+                assert "max_streams_per_connection = 256" in body["message"], body
+            assert not any(sid in protocol.streams for sid in ids[:256]), "held requests stay open"
+        finally:
+            protocol.close()
+            transport.close()
+
+    asyncio.run(probe())
