@@ -312,7 +312,7 @@ pub struct Summary {
     /// Server-side time split.
     #[serde(default)]
     pub timings: Timings,
-    /// Wall time from the stream's acceptance to the summary (microseconds).
+    /// Wall time on the host from the Header's arrival to the Summary (microseconds).
     #[serde(default)]
     pub elapsed_us: u64,
 }
