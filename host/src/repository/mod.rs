@@ -113,8 +113,7 @@ impl Repository {
         store::commit(&self.root, staged, app.name(), app.version(), replace)?;
         log_loaded(&app);
         self.failures.clear(&home);
-        self.routes.insert(app.clone());
-        Ok(app)
+        Ok(self.routes.insert(app))
     }
 
     /// Stops serving `name` at `version` (every version when `None`) and

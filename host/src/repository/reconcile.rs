@@ -104,8 +104,7 @@ impl Repository {
                     Ok(app) => {
                         super::log_loaded(&app);
                         self.failures.clear(&version_dir);
-                        self.routes.insert(app.clone());
-                        report.loaded.push(app);
+                        report.loaded.push(self.routes.insert(app));
                     }
                     Err(e) => report.errors.push(self.failures.record(&version_dir, &name, version, &e, stamp)),
                 }

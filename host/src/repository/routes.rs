@@ -90,15 +90,20 @@ impl Routes {
         names
     }
 
-    /// Serves `app` (replacing what served its name and version before, whose
-    /// counters it carries on). Callers serialize changes, so no update is lost.
-    pub fn insert(&self, mut app: Arc<Application>) {
-        if let (Some(old), Some(new)) = (self.get(app.name(), app.version()), Arc::get_mut(&mut app)) {
-            new.counters = old.counters.clone();
+    /// Serves `app`, freshly built (not yet shared), replacing what served
+    /// its name and version before, whose counters it carries on; returns
+    /// it. Callers serialize changes, so no update is lost.
+    pub fn insert(&self, mut app: Arc<Application>) -> Arc<Application> {
+        if let Some(old) = self.get(app.name(), app.version()) {
+            match Arc::get_mut(&mut app) {
+                Some(new) => new.counters = old.counters.clone(),
+                None => tracing::warn!(app = app.name(), "replacing a shared application: its counters start afresh"),
+            }
         }
         self.swap(|t| {
-            t.entry(app.name().to_string()).or_default().insert(app.version(), app);
+            t.entry(app.name().to_string()).or_default().insert(app.version(), app.clone());
         });
+        app
     }
 
     /// Stops serving `name` at `version`.

@@ -19,6 +19,7 @@ use crate::config::HostConfig;
 use crate::auth::AccessPolicy;
 use crate::plugin::PluginEngine;
 use crate::repository::Repository;
+use crate::request::ItemRunner;
 use crate::tls::{Identity, TlsError};
 
 /// Errors starting the host.
@@ -149,13 +150,14 @@ impl Host {
         let addr = endpoint.local_addr().map_err(|source| StartError::Bind { addr: config.listen, source })?;
         let fingerprint = self.identity.fingerprint();
         let shared = self.shared.clone();
+        let runner = Arc::new(LocalRunner { repo: shared.repo.clone(), max_item_bytes: shared.config.limits.max_item_bytes });
         let ep = endpoint.clone();
         let task = tokio::spawn(async move {
             while let Some(incoming) = ep.accept().await {
-                let shared = shared.clone();
+                let (shared, runner) = (shared.clone(), runner.clone());
                 tokio::spawn(async move {
                     match incoming.await {
-                        Ok(conn) => serve_connection(shared, conn).await,
+                        Ok(conn) => serve_connection(shared, runner, conn).await,
                         Err(e) => tracing::debug!("handshake failed: {e}"),
                     }
                 });
@@ -187,7 +189,7 @@ fn client_verifier(access: &AccessPolicy) -> Result<Arc<dyn rustls::server::dang
     builder.build().map_err(|e| err(e.to_string()))
 }
 
-async fn serve_connection(shared: Arc<Shared>, conn: quinn::Connection) {
+async fn serve_connection<R: ItemRunner + 'static>(shared: Arc<Shared>, runner: Arc<R>, conn: quinn::Connection) {
     let remote = conn.remote_address();
     tracing::debug!(%remote, "connection open");
     // The end-entity certificate, already verified against the client CA by rustls.
@@ -208,9 +210,9 @@ async fn serve_connection(shared: Arc<Shared>, conn: quinn::Connection) {
                     continue;
                 }
                 let guard = StreamSlot(active.clone());
-                let shared = shared.clone();
+                let (shared, runner) = (shared.clone(), runner.clone());
                 tokio::spawn(async move {
-                    stream::serve_stream(shared, peer, send, recv).await;
+                    stream::serve_stream(shared, &*runner, peer, send, recv).await;
                     drop(guard);
                 });
             }

@@ -12,7 +12,6 @@ use tensorgate_protocol::{encode, ErrorCode, Frame, RequestError, RequestHeader}
 use tokio::task::{AbortHandle, JoinSet};
 use tracing::Instrument;
 
-use super::local::LocalRunner;
 use super::{admin, Shared};
 use crate::auth::Peer;
 use crate::request::{Action, ItemDone, ItemRunner, Outcome, Reject, RequestMachine, Routed};
@@ -20,16 +19,17 @@ use crate::request::{Action, ItemDone, ItemRunner, Outcome, Reject, RequestMachi
 /// Largest read from the stream at once.
 const READ_CHUNK: usize = 1 << 20;
 
-/// Serves one request on one bidirectional stream until the machine finishes it.
-pub(crate) async fn serve_stream(
+/// Serves one request on one bidirectional stream until the machine
+/// finishes it; `runner` runs its items (the local pipeline, or elsewhere).
+pub(crate) async fn serve_stream<R: ItemRunner>(
     shared: Arc<Shared>,
+    runner: &R,
     peer: Peer,
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
 ) {
     let span = tracing::info_span!("request", stream = %send.id(), model = tracing::field::Empty, request_id = tracing::field::Empty);
     async {
-        let runner = LocalRunner { repo: shared.repo.clone(), max_item_bytes: shared.config.limits.max_item_bytes };
         let mut machine = RequestMachine::new(shared.config.request_machine());
         let mut session = None;
         let mut tasks: JoinSet<(u32, ItemDone)> = JoinSet::new();
@@ -39,16 +39,16 @@ pub(crate) async fn serve_stream(
             while let Some(action) = machine.poll_action() {
                 match action {
                     Action::Open(header) => {
-                        let decision = open(&shared, &peer, &runner, &header).map(|(routed, s)| {
+                        let decision = open(&shared, &peer, runner, &header).map(|(routed, s)| {
                             session = s;
                             routed
                         });
                         machine.opened(decision, Instant::now());
                     }
                     Action::Run(item) => {
-                        let Some(app) = &session else { continue };
+                        let Some(routed) = &session else { continue };
                         let index = item.head.index;
-                        let work = runner.run(app, item);
+                        let work = runner.run(routed, item);
                         running.insert(index, tasks.spawn(async move { (index, work.await) }));
                     }
                     Action::Cancel(indices) => {
@@ -122,12 +122,12 @@ async fn sleep_until(at: Option<Instant>) {
 }
 
 /// Checks the peer's role for the header's operation and routes a predict request.
-fn open(
+fn open<R: ItemRunner>(
     shared: &Shared,
     peer: &Peer,
-    runner: &LocalRunner,
+    runner: &R,
     header: &RequestHeader,
-) -> Result<(Routed, Option<<LocalRunner as ItemRunner>::Session>), Reject> {
+) -> Result<(Routed, Option<R::Session>), Reject> {
     shared
         .config
         .access
@@ -138,8 +138,8 @@ fn open(
             let span = tracing::Span::current();
             span.record("model", h.model.as_str());
             span.record("request_id", h.request_id.as_str());
-            let (routed, app) = runner.route(h)?;
-            Ok((routed, Some(app)))
+            let (routed, session) = runner.route(h)?;
+            Ok((routed, Some(session)))
         }
         _ => Ok((Routed { model: String::new(), version: 0 }, None)),
     }
