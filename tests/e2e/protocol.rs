@@ -330,3 +330,66 @@ async fn frames_after_end_are_a_bad_request() {
     client.close().await;
     host.stop().await;
 }
+
+/// A host killed (SIGKILL) with two requests in flight: both fail within
+/// the client's dead-peer timeout (not QUIC's default 30 s), each naming
+/// exactly the items that got no answer.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_killed_host_is_noticed_quickly_and_unanswered_items_are_named() {
+    let bin = root().join("target/release/tensorgate-host");
+    assert!(bin.exists(), "{} not built", bin.display());
+    let repo = tensorgate_tests::repository_with_slow();
+    let state = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(&bin)
+        .args(["--listen", "127.0.0.1:0", "--threads", "1"])
+        .arg("--repository")
+        .arg(repo.path())
+        .arg("--state-dir")
+        .arg(state.path())
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let listening = state.path().join("listening");
+    let mut addr = None;
+    for _ in 0..1500 {
+        if let Ok(a) = std::fs::read_to_string(&listening) {
+            addr = Some(a.parse::<std::net::SocketAddr>().unwrap());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let Some(addr) = addr else {
+        let _ = child.kill();
+        panic!("host did not start");
+    };
+    let fp = std::fs::read_to_string(state.path().join("fingerprint")).unwrap();
+    let client = std::sync::Arc::new(Client::connect(addr, tensorgate_client::Trust::Fingerprint(fp)).await.unwrap());
+    let x = tensorgate_plugin::Tensor { dtype: tensorgate_plugin::Dtype::F32, shape: vec![1, 256], data: 0.5f32.to_le_bytes().repeat(256) };
+    let sample = tensorgate_plugin::npy::write_npy(&x);
+    let requests: Vec<_> = (0..2)
+        .map(|_| {
+            let client = client.clone();
+            let items: Vec<Input> = (0..400).map(|_| Input::new(sample.clone(), "application/x-npy")).collect();
+            tokio::spawn(async move { client.predict(Submission::new("slow", items)).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    child.kill().unwrap(); // SIGKILL: no goodbye, the socket just goes silent
+    let killed = std::time::Instant::now();
+    let _ = child.wait();
+    for r in requests {
+        let e = r.await.unwrap().expect_err("a request on a killed host fails");
+        let waited = killed.elapsed();
+        assert!(waited < tensorgate_client::DEAD_PEER_TIMEOUT + Duration::from_secs(3), "noticed after {waited:?}");
+        match &e {
+            tensorgate_client::ClientError::Unanswered { total, unanswered, .. } => {
+                assert_eq!(*total, 400);
+                assert!(!unanswered.is_empty() && unanswered.iter().all(|&i| i < 400), "{unanswered:?}");
+                assert!(unanswered.windows(2).all(|w| w[0] < w[1]), "ascending, each once");
+                assert!(e.to_string().contains("got no answer"), "{e}");
+            }
+            other => panic!("expected Unanswered, got {other}"),
+        }
+    }
+}

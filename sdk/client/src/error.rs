@@ -35,9 +35,31 @@ pub enum ClientError {
     /// The host closed the stream without a final frame.
     #[error("host closed the stream before the summary")]
     Incomplete,
+    /// A predict request's connection or stream broke before every item
+    /// was answered: `unanswered` lists the items that got no reply (the
+    /// others were handed out as they arrived), so they can be resubmitted.
+    #[error("{reason}: {} of {total} items got no answer ({})", unanswered.len(), index_list(unanswered))]
+    Unanswered {
+        /// What broke (the connection or stream error).
+        reason: String,
+        /// Items in the request.
+        total: usize,
+        /// Indices of the items without a reply, ascending.
+        unanswered: Vec<u32>,
+    },
     /// A bundle could not be read or packed for upload.
     #[error("bundle: {0}")]
     Bundle(String),
+}
+
+/// `0, 1, 2, … 9 more` — the first few indices of a list.
+fn index_list(indices: &[u32]) -> String {
+    const SHOWN: usize = 8;
+    let mut text: Vec<String> = indices.iter().take(SHOWN).map(u32::to_string).collect();
+    if indices.len() > SHOWN {
+        text.push(format!("… {} more", indices.len() - SHOWN));
+    }
+    format!("items {}", text.join(", "))
 }
 
 impl ClientError {

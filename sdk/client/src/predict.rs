@@ -167,8 +167,33 @@ impl Client {
             (head, payload)
         });
         let limits = self.limits();
-        self.exchange(RequestHeader::Predict(header), items, |frame| on_predict_frame(frame, limits, &mut on_event))
-            .await
+        let total = items.len();
+        let mut answered = vec![false; total];
+        let result = self
+            .exchange(RequestHeader::Predict(header), items, |frame| {
+                match &frame {
+                    Frame::Result(item) => mark(&mut answered, item.head.index),
+                    Frame::ItemError(e) => mark(&mut answered, e.index),
+                    _ => {}
+                }
+                on_predict_frame(frame, limits, &mut on_event)
+            })
+            .await;
+        match result {
+            // The connection or stream broke: say which items got no answer.
+            Err(e @ (ClientError::Connection(_) | ClientError::Incomplete)) => Err(ClientError::Unanswered {
+                reason: e.to_string(),
+                total,
+                unanswered: (0..total as u32).filter(|&i| !answered[i as usize]).collect(),
+            }),
+            other => other,
+        }
+    }
+}
+
+fn mark(answered: &mut [bool], index: u32) {
+    if let Some(slot) = answered.get_mut(index as usize) {
+        *slot = true;
     }
 }
 

@@ -32,7 +32,9 @@ fn client_error(py: Python<'_>, e: ClientError) -> PyErr {
     let (class, code) = match &e {
         ClientError::Request { code, .. } => ("RequestError", Some(code.to_string())),
         ClientError::Protocol(_) | ClientError::Incomplete => ("ProtocolError", None),
-        ClientError::Tls(_) | ClientError::Connect { .. } | ClientError::Connection(_) => ("ConnectionError", None),
+        ClientError::Tls(_) | ClientError::Connect { .. } | ClientError::Connection(_) | ClientError::Unanswered { .. } => {
+            ("ConnectionError", None)
+        }
         #[allow(unreachable_patterns)]
         _ => ("TensorgateError", None),
     };

@@ -31,6 +31,15 @@ pub fn transport_config() -> quinn::TransportConfig {
     t
 }
 
+/// How often a client pings an otherwise quiet connection.
+pub const KEEP_ALIVE: std::time::Duration = std::time::Duration::from_secs(1);
+/// A client gives up on a host it has heard nothing from (not even an
+/// acknowledgement of its pings) for this long: a host killed mid-request is
+/// noticed within it, not after QUIC's default 30 s. QUIC uses the smaller
+/// of both peers' idle timeouts, and the client's pings keep a live
+/// connection from ever idling out.
+pub const DEAD_PEER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(4);
+
 /// Largest UDP payload path-MTU discovery tries (a 9000-byte jumbo frame less headers).
 pub const MTU_UPPER_BOUND: u16 = 8952;
 
@@ -98,7 +107,10 @@ impl Client {
             .map_err(|e: std::net::AddrParseError| ClientError::Tls(e.to_string()))?;
         let mut endpoint = quinn::Endpoint::client(bind).map_err(|e| ClientError::Connect { addr, reason: e.to_string() })?;
         let mut client_config = quinn::ClientConfig::new(Arc::new(quic));
-        client_config.transport_config(Arc::new(transport_config()));
+        let mut transport = transport_config();
+        transport.keep_alive_interval(Some(KEEP_ALIVE));
+        transport.max_idle_timeout(quinn::IdleTimeout::try_from(DEAD_PEER_TIMEOUT).ok());
+        client_config.transport_config(Arc::new(transport));
         endpoint.set_default_client_config(client_config);
         let conn = endpoint
             .connect(addr, "localhost")
