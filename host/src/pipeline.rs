@@ -72,7 +72,7 @@ async fn run(app: &Application, head: ItemHead, payload: Bytes, timings: &mut Ti
         metadata: head.metadata.into_iter().collect(),
     };
     let arrived = Instant::now();
-    let t = Instant::now();
+    let t = arrived;
     let prepared = call_plugin(app, item.data.len(), || app.plugin.preprocess(&item))?;
     timings.preprocess_us = micros(t.elapsed());
     check_inputs(&app.manifest.inputs, &prepared.inputs)

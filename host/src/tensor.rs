@@ -120,11 +120,6 @@ impl Tensor {
     }
 }
 
-/// Checks that `t`'s bytes match its shape and dtype.
-pub fn validate(t: &Tensor) -> Result<(), TensorError> {
-    t.validate()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

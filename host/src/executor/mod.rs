@@ -108,8 +108,11 @@ pub struct ExecutorStats {
 }
 
 impl ExecutorStats {
-    fn ran(&self, rows: usize, took: Duration) {
+    fn ran(&self, instance: usize, rows: usize, took: Duration) {
         self.forwards.fetch_add(1, Ordering::Relaxed);
+        if let Some(n) = self.instance_forwards.get(instance) {
+            n.fetch_add(1, Ordering::Relaxed);
+        }
         self.rows.fetch_add(rows as u64, Ordering::Relaxed);
         self.busy_ns.fetch_add(took.as_nanos() as u64, Ordering::Relaxed);
     }
@@ -172,10 +175,7 @@ impl ModelExecutor {
                             })
                         };
                         let Some(batch) = batch else { break };
-                        let rows = run_batch(&module, device, batch, &stats);
-                        if let Some(n) = stats.instance_forwards.get(i) {
-                            n.fetch_add(1, Ordering::Relaxed);
-                        }
+                        let rows = run_batch(&module, device, batch, &stats, i);
                         crate::metrics::forward(&model_name, rows, stats.queued.load(Ordering::Relaxed));
                     }
                 })
@@ -226,7 +226,7 @@ impl ModelExecutor {
 /// batched forward fails, or its outputs lack the batch dimension, each job
 /// runs alone so that only a bad item fails.
 /// Returns the rows of the last forward pass.
-fn run_batch(module: &CModule, device: Device, jobs: Vec<Job>, stats: &ExecutorStats) -> usize {
+fn run_batch(module: &CModule, device: Device, jobs: Vec<Job>, stats: &ExecutorStats, instance: usize) -> usize {
     if jobs.len() > 1 {
         let start = Instant::now();
         let inputs: Vec<&[Tensor]> = jobs.iter().map(|j| j.inputs.as_slice()).collect();
@@ -234,7 +234,7 @@ fn run_batch(module: &CModule, device: Device, jobs: Vec<Job>, stats: &ExecutorS
         let rows = counts.iter().sum();
         if let Some(parts) = torch::forward(module, device, &batch::concat(&inputs)).ok().and_then(|out| batch::split(out, &counts)) {
             let run_time = start.elapsed();
-            stats.ran(rows, run_time);
+            stats.ran(instance, rows, run_time);
             for (job, outputs) in jobs.into_iter().zip(parts) {
                 let _ = job.reply.send(Ok(Forward { outputs, run_time }));
             }
@@ -247,7 +247,7 @@ fn run_batch(module: &CModule, device: Device, jobs: Vec<Job>, stats: &ExecutorS
         let rows = batch::rows(&job.inputs);
         let result = torch::forward(module, device, &job.inputs);
         let run_time = start.elapsed();
-        stats.ran(rows, run_time);
+        stats.ran(instance, rows, run_time);
         let result = result.map(|outputs| Forward { outputs, run_time });
         let _ = job.reply.send(result);
         last = rows;

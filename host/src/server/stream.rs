@@ -14,7 +14,7 @@ use tracing::Instrument;
 
 use super::{admin, Shared};
 use crate::auth::Peer;
-use crate::request::{Action, ItemDone, ItemRunner, Outcome, Reject, RequestMachine, Routed};
+use crate::request::{Action, ItemDone, ItemFailure, ItemRunner, Outcome, Reject, RequestMachine, Routed};
 
 /// Largest read from the stream at once.
 const READ_CHUNK: usize = 1 << 20;
@@ -46,8 +46,13 @@ pub(crate) async fn serve_stream<R: ItemRunner>(
                         machine.opened(decision, Instant::now());
                     }
                     Action::Run(item) => {
-                        let Some(routed) = &session else { continue };
                         let index = item.head.index;
+                        let Some(routed) = &session else {
+                            // The machine runs items only for a routed predict request.
+                            let failure = ItemFailure::new(ErrorCode::Internal, format!("item {index} of an unrouted request"));
+                            machine.item_done(index, ItemDone { result: Err(failure), timings: Default::default() }, Instant::now());
+                            continue;
+                        };
                         let work = runner.run(routed, item);
                         running.insert(index, tasks.spawn(async move { (index, work.await) }));
                     }
