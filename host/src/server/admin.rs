@@ -14,7 +14,7 @@ use tensorgate_protocol::{
     ModelStatus, RequestHeader, StatusReply,
 };
 
-use super::Shared;
+use super::{Backend, Shared};
 use crate::application::ModelState;
 use crate::repository::{ChangeError, StoreError};
 
@@ -31,14 +31,29 @@ pub(crate) async fn handle(
     header: RequestHeader,
     upload: Vec<Bytes>,
 ) -> Result<Vec<Bytes>, Failure> {
-    if let RequestHeader::Status(_) = header {
-        let mut out = BytesMut::new();
-        encode(&Frame::Status(status(shared)), &mut out);
-        return Ok(vec![out.freeze()]);
-    }
     let start = Instant::now();
     let op = header.op();
-    let repo = shared.repo.clone();
+    let repo = match (&shared.backend, &header) {
+        (_, RequestHeader::Status(_)) => {
+            let mut out = BytesMut::new();
+            encode(&Frame::Status(status(shared).await), &mut out);
+            return Ok(vec![out.freeze()]);
+        }
+        (Backend::Local(repo), _) => repo.clone(),
+        (Backend::Fleet(fleet), RequestHeader::Models(_)) => {
+            let (models, errors) = fleet.models();
+            let reply = AdminReply { op: op.to_string(), models, errors, elapsed_us: start.elapsed().as_micros() as u64, ..AdminReply::default() };
+            let mut out = BytesMut::new();
+            encode(&Frame::Reply(reply), &mut out);
+            return Ok(vec![out.freeze()]);
+        }
+        (Backend::Fleet(_), _) => {
+            return Err((
+                ErrorCode::Unsupported,
+                format!("`{op}` through a gateway is not supported yet: change the workers' repositories (a worker loads what its repository holds: `reload` or `--watch` on the worker)"),
+            ))
+        }
+    };
     let blocking = |f: Box<dyn FnOnce() -> Result<(Vec<Bytes>, AdminReply), Failure> + Send>| async move {
         tokio::task::spawn_blocking(f)
             .await
@@ -137,13 +152,31 @@ fn join_chunks(chunks: Vec<Bytes>) -> Vec<u8> {
     archive
 }
 
-/// The host's status: every loaded version with its counters.
-fn status(shared: &Shared) -> StatusReply {
+/// The host's status: every loaded version with its counters (a
+/// gateway's: its fleet's).
+async fn status(shared: &Shared) -> StatusReply {
+    let repo = match &shared.backend {
+        Backend::Local(repo) => repo,
+        Backend::Fleet(fleet) => {
+            let fleet_status = fleet.status().await;
+            return StatusReply {
+                host_version: env!("CARGO_PKG_VERSION").to_string(),
+                uptime_s: shared.started.elapsed().as_secs(),
+                models: fleet_status.models,
+                items_cancelled: shared.items_cancelled.load(Ordering::Relaxed),
+                streams_refused: shared.streams_refused.load(Ordering::Relaxed),
+                load_errors: fleet_status.load_errors,
+                role: fleet.role().to_string(),
+                workers: fleet_status.workers,
+            };
+        }
+    };
     StatusReply {
         host_version: env!("CARGO_PKG_VERSION").to_string(),
         uptime_s: shared.started.elapsed().as_secs(),
-        models: shared
-            .repo
+        role: "host".into(),
+        workers: Vec::new(),
+        models: repo
             .all()
             .iter()
             .map(|a| {
@@ -160,12 +193,13 @@ fn status(shared: &Shared) -> StatusReply {
                     forward_us: stats.busy_ns.load(Ordering::Relaxed) / 1000,
                     queued: stats.queued.load(Ordering::Relaxed) as u64,
                     plugin_instances: a.plugin.idle_instances() as u64,
+                    ..ModelStatus::default()
                 }
             })
             .collect(),
         items_cancelled: shared.items_cancelled.load(Ordering::Relaxed),
         streams_refused: shared.streams_refused.load(Ordering::Relaxed),
-        load_errors: shared.repo.failures(),
+        load_errors: repo.failures(),
     }
 }
 

@@ -7,12 +7,15 @@ mod stream;
 
 pub use local::LocalRunner;
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
 use quinn::crypto::rustls::QuicServerConfig;
+use tensorgate_protocol::{LoadFailure, ModelInfo, ModelStatus, WorkerStatus};
 use tokio::task::JoinHandle;
 
 use crate::config::HostConfig;
@@ -61,10 +64,40 @@ pub enum StartError {
     },
 }
 
+/// Where a front end's `status` and management answers come from.
+pub(crate) enum Backend {
+    /// This host's repository.
+    Local(Arc<Repository>),
+    /// A cluster's fleet (the front end is a gateway).
+    Fleet(Arc<dyn Fleet>),
+}
+
+/// A gateway's fleet as `status` shows it.
+#[derive(Debug, Clone, Default)]
+pub struct FleetStatus {
+    /// Every version the fleet serves, with counters summed over its workers.
+    pub models: Vec<ModelStatus>,
+    /// The live workers.
+    pub workers: Vec<WorkerStatus>,
+    /// Load errors of every worker.
+    pub load_errors: Vec<LoadFailure>,
+}
+
+/// `status` and `models` of a front end whose items run elsewhere (a
+/// cluster gateway); `server` knows nothing more of clusters.
+pub trait Fleet: Send + Sync {
+    /// The fleet now.
+    fn status(&self) -> Pin<Box<dyn Future<Output = FleetStatus> + Send + '_>>;
+    /// `models` entries and load errors.
+    fn models(&self) -> (Vec<ModelInfo>, Vec<LoadFailure>);
+    /// The role `status` reports.
+    fn role(&self) -> &'static str;
+}
+
 /// State shared by every connection and stream.
 pub(crate) struct Shared {
     pub(crate) config: HostConfig,
-    pub(crate) repo: Arc<Repository>,
+    pub(crate) backend: Backend,
     pub(crate) started: Instant,
     /// Items cancelled because their client went away or their request failed.
     pub(crate) items_cancelled: AtomicU64,
@@ -80,6 +113,7 @@ const STREAM_HEADROOM: u32 = 16;
 /// A host with its repository loaded, not yet serving.
 pub struct Host {
     shared: Arc<Shared>,
+    repo: Arc<Repository>,
     identity: Identity,
     _watcher: Option<crate::repository::watch::RepositoryWatcher>,
 }
@@ -102,19 +136,18 @@ impl Host {
             ),
             false => None,
         };
-        let shared = Arc::new(Shared {
-            config,
-            repo,
-            started: Instant::now(),
-            items_cancelled: AtomicU64::new(0),
-            streams_refused: AtomicU64::new(0),
-        });
-        Ok(Host { shared, identity, _watcher: watcher })
+        let shared = Shared::new(config, Backend::Local(repo.clone()));
+        Ok(Host { shared, repo, identity, _watcher: watcher })
     }
 
     /// The loaded repository.
     pub fn repository(&self) -> &Arc<Repository> {
-        &self.shared.repo
+        &self.repo
+    }
+
+    /// The configuration it was loaded with.
+    pub fn config(&self) -> &HostConfig {
+        &self.shared.config
     }
 
     /// SHA-256 fingerprint of the host certificate (hex).
@@ -124,7 +157,46 @@ impl Host {
 
     /// Binds the QUIC endpoint and starts serving. Must run inside a tokio runtime.
     pub fn serve(self) -> Result<RunningHost, StartError> {
-        let config = &self.shared.config;
+        let runner = Arc::new(LocalRunner { repo: self.repo.clone(), max_item_bytes: self.shared.config.limits.max_item_bytes });
+        let front = Front::serve(self.shared.clone(), &self.identity, runner)?;
+        Ok(RunningHost { front, host: self })
+    }
+}
+
+impl Shared {
+    fn new(config: HostConfig, backend: Backend) -> Arc<Shared> {
+        Arc::new(Shared {
+            config,
+            backend,
+            started: Instant::now(),
+            items_cancelled: AtomicU64::new(0),
+            streams_refused: AtomicU64::new(0),
+        })
+    }
+}
+
+/// The QUIC front end of a host or a gateway, serving.
+pub struct Front {
+    addr: SocketAddr,
+    fingerprint: String,
+    endpoint: quinn::Endpoint,
+    task: JoinHandle<()>,
+}
+
+impl Front {
+    /// Serves the client protocol for a gateway: items run by `runner`,
+    /// `status` and `models` from `fleet`. Must run inside a tokio runtime.
+    pub fn gateway<R, F>(config: HostConfig, runner: Arc<R>, fleet: Arc<F>) -> Result<Front, StartError>
+    where
+        R: ItemRunner + 'static,
+        F: Fleet + 'static,
+    {
+        let identity = Identity::load_or_create(&config.state_dir.join("tls"), &config.tls_names)?;
+        Front::serve(Shared::new(config, Backend::Fleet(fleet)), &identity, runner)
+    }
+
+    fn serve<R: ItemRunner + 'static>(shared: Arc<Shared>, identity: &Identity, runner: Arc<R>) -> Result<Front, StartError> {
+        let config = &shared.config;
         if let Some(addr) = config.metrics_listen {
             crate::metrics::install(addr)?;
             tracing::info!(%addr, "metrics at http://{addr}/metrics");
@@ -134,7 +206,7 @@ impl Host {
             .with_protocol_versions(&[&rustls::version::TLS13])
             .map_err(|e| StartError::TlsConfig(e.to_string()))?
             .with_client_cert_verifier(client_verifier(&config.access)?)
-            .with_single_cert(vec![self.identity.cert.clone()], self.identity.key.clone_key())
+            .with_single_cert(vec![identity.cert.clone()], identity.key.clone_key())
             .map_err(|e| StartError::TlsConfig(e.to_string()))?;
         tls.alpn_protocols = vec![tensorgate_protocol::ALPN.to_vec()];
         tls.max_early_data_size = 0;
@@ -148,9 +220,7 @@ impl Host {
         let endpoint = quinn::Endpoint::server(server, config.listen)
             .map_err(|source| StartError::Bind { addr: config.listen, source })?;
         let addr = endpoint.local_addr().map_err(|source| StartError::Bind { addr: config.listen, source })?;
-        let fingerprint = self.identity.fingerprint();
-        let shared = self.shared.clone();
-        let runner = Arc::new(LocalRunner { repo: shared.repo.clone(), max_item_bytes: shared.config.limits.max_item_bytes });
+        let fingerprint = identity.fingerprint();
         let ep = endpoint.clone();
         let task = tokio::spawn(async move {
             while let Some(incoming) = ep.accept().await {
@@ -164,7 +234,24 @@ impl Host {
             }
         });
         tracing::info!(%addr, %fingerprint, "serving");
-        Ok(RunningHost { addr, fingerprint, endpoint, task, host: self })
+        Ok(Front { addr, fingerprint, endpoint, task })
+    }
+
+    /// The bound UDP address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// SHA-256 fingerprint of the certificate (hex).
+    pub fn fingerprint(&self) -> &str {
+        &self.fingerprint
+    }
+
+    /// Stops accepting, closes connections and waits for the endpoint to go idle.
+    pub async fn shutdown(self) {
+        self.endpoint.close(0u32.into(), b"host shutting down");
+        self.task.abort();
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), self.endpoint.wait_idle()).await;
     }
 }
 
@@ -235,22 +322,19 @@ impl Drop for StreamSlot {
 
 /// A host that is serving.
 pub struct RunningHost {
-    addr: SocketAddr,
-    fingerprint: String,
-    endpoint: quinn::Endpoint,
-    task: JoinHandle<()>,
+    front: Front,
     host: Host,
 }
 
 impl RunningHost {
     /// The bound UDP address.
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        self.front.addr()
     }
 
     /// SHA-256 fingerprint of the host certificate (hex).
     pub fn fingerprint(&self) -> &str {
-        &self.fingerprint
+        self.front.fingerprint()
     }
 
     /// The loaded repository.
@@ -260,8 +344,6 @@ impl RunningHost {
 
     /// Stops accepting, closes connections and waits for the endpoint to go idle.
     pub async fn shutdown(self) {
-        self.endpoint.close(0u32.into(), b"host shutting down");
-        self.task.abort();
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), self.endpoint.wait_idle()).await;
+        self.front.shutdown().await;
     }
 }

@@ -351,6 +351,49 @@ pub struct ModelStatus {
     /// Idle plugin instances now.
     #[serde(default)]
     pub plugin_instances: u64,
+    /// Gateway: workers serving this version (0 on a host).
+    #[serde(default)]
+    pub workers: u64,
+    /// Gateway: items the fleet runs at once for it (0 on a host).
+    #[serde(default)]
+    pub capacity: u64,
+    /// Gateway: items workers hold for it now (0 on a host).
+    #[serde(default)]
+    pub in_flight: u64,
+}
+
+/// One worker of a gateway's fleet, as listed by `status`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerStatus {
+    /// Worker id.
+    pub id: String,
+    /// Its machine's host name.
+    #[serde(default)]
+    pub hostname: String,
+    /// `serving` or `draining`.
+    #[serde(default)]
+    pub state: String,
+    /// Its default device.
+    #[serde(default)]
+    pub device: String,
+    /// Seconds since it started.
+    #[serde(default)]
+    pub uptime_s: u64,
+    /// The versions it serves, as `name/version`.
+    #[serde(default)]
+    pub models: Vec<String>,
+    /// Items it runs at once, over all its versions.
+    #[serde(default)]
+    pub capacity: u64,
+    /// Items it holds now.
+    #[serde(default)]
+    pub in_flight: u64,
+    /// Items it answered with a result.
+    #[serde(default)]
+    pub items_ok: u64,
+    /// Items that failed on it.
+    #[serde(default)]
+    pub items_failed: u64,
 }
 
 /// Reply to a `status` request.
@@ -373,6 +416,12 @@ pub struct StatusReply {
     /// before keep serving).
     #[serde(default)]
     pub load_errors: Vec<LoadFailure>,
+    /// `host` or `gateway`.
+    #[serde(default)]
+    pub role: String,
+    /// Gateway: the workers of its fleet.
+    #[serde(default)]
+    pub workers: Vec<WorkerStatus>,
 }
 
 /// A bundle that failed to load.

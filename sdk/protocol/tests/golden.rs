@@ -15,7 +15,7 @@ use bytes::{Bytes, BytesMut};
 use tensorgate_protocol::{
     encode, AdminHeader, AdminReply, Compression, ErrorCode, Frame, FrameDecoder, Item, ItemError, ItemHead, Limits,
     LoadFailure, ModelInfo, ModelStatus, PredictHeader, ProtocolError, RequestError, RequestHeader, RequestState,
-    StatusHeader, StatusReply, Summary, Timings, ALPN,
+    StatusHeader, StatusReply, Summary, Timings, WorkerStatus, ALPN,
 };
 
 /// The item payload: `plugins/tabular/samples/jet-0.json`, byte for byte.
@@ -935,6 +935,24 @@ fn full_model_status() -> ModelStatus {
         forward_us: 900,
         queued: 3,
         plugin_instances: 2,
+        workers: 2,
+        capacity: 64,
+        in_flight: 5,
+    }
+}
+
+fn full_worker_status() -> WorkerStatus {
+    WorkerStatus {
+        id: "w-Qx81Ab".into(),
+        hostname: "gpu07".into(),
+        state: "serving".into(),
+        device: "cuda:0".into(),
+        uptime_s: 310,
+        models: vec!["tabular/2".into()],
+        capacity: 32,
+        in_flight: 3,
+        items_ok: 6,
+        items_failed: 1,
     }
 }
 
@@ -972,6 +990,8 @@ fn full_status() -> StatusReply {
         items_cancelled: 4,
         streams_refused: 1,
         load_errors: vec![full_load_failure()],
+        role: "gateway".into(),
+        workers: vec![full_worker_status()],
     }
 }
 
@@ -1064,6 +1084,12 @@ fn table_cases() -> Vec<Case> {
             nth: 0,
             frame: Frame::Status(full_status()),
             path: &[Step::Key("models"), Step::Index(0)],
+        },
+        Case {
+            after: "#### Status `workers` entries",
+            nth: 0,
+            frame: Frame::Status(full_status()),
+            path: &[Step::Key("workers"), Step::Index(0)],
         },
         Case {
             after: "#### LoadFailure (Status `load_errors`, Reply `errors`)",

@@ -100,11 +100,13 @@ fn main() -> std::io::Result<()> {
                 forward_us: 900,
                 queued: 2,
                 plugin_instances: 3,
+                ..Default::default()
             },
         ],
         items_cancelled: 3,
         streams_refused: 1,
         load_errors: vec![LoadFailure { model: "broken".into(), version: Some(1), error: "manifest.toml: bad".into(), at_unix_s: 5 }],
+        ..Default::default()
     })]);
     // Management: an upload in two chunks, a fetch answered by chunks and a Reply.
     let upload = stream(&[

@@ -1,0 +1,383 @@
+//! The gateway role: the client protocol on QUIC, unchanged (the same
+//! request machine and pump as a host), with a [`Gateway`] as the item
+//! runner. It routes by the workers' adverts, queues each item in the
+//! engine for the version it was routed to, and answers it with the first
+//! reply a worker sends back.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::future::{Future, IntoFuture};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{self, message::PublishMessage};
+use bytes::Bytes;
+use futures_util::StreamExt;
+use tensorgate_protocol::{ErrorCode, Item, LoadFailure, ModelInfo, ModelStatus, PredictHeader, WorkerStatus};
+use tokio::sync::oneshot;
+
+use super::wire::{self, Advert, ReplyHead, Subjects, WorkHead, WorkerState};
+use super::worker::{short_id, unix_ms, HEADER_ROOM};
+use super::{ClusterConfig, ClusterError};
+use crate::request::{ItemDone, ItemFailure, ItemFuture, ItemRunner, Reject, Routed};
+use crate::server::{Fleet, FleetStatus};
+
+/// Attempts to queue one item while the engine does not confirm it.
+const PUBLISH_ATTEMPTS: usize = 3;
+
+/// Forwards items to the fleet and keeps the fleet view. Cheap to clone.
+#[derive(Clone)]
+pub struct Gateway {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    id: String,
+    cluster: ClusterConfig,
+    subjects: Subjects,
+    reply_subject: String,
+    js: jetstream::Context,
+    client: async_nats::Client,
+    /// Items waiting for a worker's reply, by key.
+    pending: Mutex<HashMap<u64, oneshot::Sender<ItemDone>>>,
+    next_key: AtomicU64,
+    /// The latest advert of each worker and when it came.
+    fleet: Mutex<HashMap<String, (Advert, Instant)>>,
+    /// Replies for items already answered or no longer wanted.
+    replies_dropped: AtomicU64,
+}
+
+/// What one routed request's items need.
+pub struct RemoteSession {
+    subject: String,
+    request_id: String,
+    deadline_unix_ms: Option<u64>,
+}
+
+impl Gateway {
+    /// Connects to the engine, starts listening for replies and adverts, and
+    /// asks every worker to advertise (waiting briefly for their answers).
+    pub async fn connect(cluster: ClusterConfig) -> Result<Gateway, ClusterError> {
+        let id = format!("g-{}", short_id());
+        let client = super::connect(&cluster, &format!("tensorgate gateway {id}")).await?;
+        let js = jetstream::new(client.clone());
+        super::ensure_work_stream(&js, &cluster).await?;
+        let subjects = Subjects::new(&cluster.prefix);
+        let sub_err = |e: async_nats::SubscribeError| ClusterError::JetStream(format!("subscribing: {e}"));
+        let replies = client.subscribe(subjects.reply(&id)).await.map_err(sub_err)?;
+        let adverts = client.subscribe(subjects.advert()).await.map_err(sub_err)?;
+        let inner = Arc::new(Inner {
+            reply_subject: subjects.reply(&id),
+            id,
+            cluster,
+            subjects,
+            js,
+            client,
+            pending: Mutex::new(HashMap::new()),
+            next_key: AtomicU64::new(1),
+            fleet: Mutex::new(HashMap::new()),
+            replies_dropped: AtomicU64::new(0),
+        });
+        tokio::spawn(listen_replies(Arc::downgrade(&inner), replies));
+        tokio::spawn(listen_adverts(Arc::downgrade(&inner), adverts));
+        let _ = inner.client.publish(inner.subjects.ping(), Bytes::new()).await;
+        let _ = inner.client.flush().await;
+        // Workers answer a ping within milliseconds; don't route blind at start.
+        let wait = inner.cluster.heartbeat.min(Duration::from_millis(300));
+        tokio::time::sleep(wait).await;
+        tracing::info!(gateway = %inner.id, workers = inner.live().len(), "gateway connected to the engine");
+        Ok(Gateway { inner })
+    }
+
+    /// This gateway's id.
+    pub fn id(&self) -> &str {
+        &self.inner.id
+    }
+}
+
+impl Inner {
+    /// Adverts of workers heard from within three heartbeats, by id.
+    fn live(&self) -> Vec<Advert> {
+        let horizon = self.cluster.heartbeat * 3;
+        let mut fleet = self.fleet.lock().unwrap_or_else(|p| p.into_inner());
+        fleet.retain(|_, (_, at)| at.elapsed() < horizon);
+        let mut out: Vec<Advert> = fleet.values().map(|(a, _)| a.clone()).collect();
+        out.sort_by(|a, b| a.id.cmp(&b.id));
+        out
+    }
+
+    /// The version a request for `model` (at `version`, if given) goes to.
+    fn route(&self, model: &str, version: Option<u64>) -> Result<u64, Reject> {
+        let live = self.live();
+        let serving: Vec<&Advert> = live.iter().filter(|w| w.state == WorkerState::Serving).collect();
+        let versions = |w: &Advert| -> BTreeSet<u64> {
+            w.apps.iter().filter(|a| a.info.name == model).map(|a| a.info.version).collect()
+        };
+        let holders: Vec<BTreeSet<u64>> = serving.iter().map(|w| versions(w)).filter(|v| !v.is_empty()).collect();
+        if holders.is_empty() {
+            let mut names: BTreeSet<&str> = BTreeSet::new();
+            for w in &serving {
+                names.extend(w.apps.iter().map(|a| a.info.name.as_str()));
+            }
+            let message = match serving.len() {
+                0 => format!("no worker serves model `{model}`: no worker is connected to the cluster"),
+                n => format!(
+                    "no worker serves model `{model}` ({n} worker(s) serve: {})",
+                    names.into_iter().collect::<Vec<_>>().join(", ")
+                ),
+            };
+            return Err(Reject::new(ErrorCode::UnknownModel, message));
+        }
+        let any: BTreeSet<u64> = holders.iter().flatten().copied().collect();
+        if let Some(v) = version {
+            if any.contains(&v) {
+                return Ok(v);
+            }
+            let listed: Vec<String> = any.iter().map(u64::to_string).collect();
+            return Err(Reject::new(
+                ErrorCode::UnknownModel,
+                format!("no worker serves model `{model}` version {v} (served: {})", listed.join(", ")),
+            ));
+        }
+        // The newest version every worker serving the model holds: a new
+        // version is the default only once the whole fleet has it ready.
+        let everywhere = holders.iter().skip(1).fold(holders[0].clone(), |acc, v| &acc & v);
+        Ok(everywhere.last().or(any.last()).copied().unwrap_or_default())
+    }
+
+    /// Queues one item and waits for the first reply to it.
+    async fn forward(self: Arc<Self>, session: Arc<RemoteSession>, item: Item) -> ItemDone {
+        let index = item.head.index;
+        let fail = |code, message: String| ItemDone { result: Err(ItemFailure::new(code, message)), timings: Default::default() };
+        let max = self.client.server_info().max_payload.saturating_sub(HEADER_ROOM);
+        if item.payload.len() > max {
+            return fail(
+                ErrorCode::LimitExceeded,
+                format!(
+                    "item {index}: {} bytes as sent exceed the cluster engine's message limit ({max} bytes after headers; raise the engine's max_payload or compress)",
+                    item.payload.len()
+                ),
+            );
+        }
+        let key = self.next_key.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        self.pending.lock().unwrap_or_else(|p| p.into_inner()).insert(key, tx);
+        let _forget = Forget { inner: &self, key };
+        let head = WorkHead {
+            index,
+            content_type: item.head.content_type,
+            metadata: item.head.metadata,
+            compression: item.head.compression,
+            request_id: session.request_id.clone(),
+            deadline_unix_ms: session.deadline_unix_ms,
+        };
+        let key_text = key.to_string();
+        let headers = wire::headers(&head, &[(wire::KEY, &key_text), (wire::REPLY_TO, &self.reply_subject)]);
+        let msg_id = format!("{}-{key}", self.id);
+        let mut rx = rx;
+        let mut last_error = String::new();
+        for attempt in 0..PUBLISH_ATTEMPTS {
+            let publish = PublishMessage::build().payload(item.payload.clone()).headers(headers.clone()).message_id(&msg_id);
+            let ack = match self.js.send_publish(session.subject.clone(), publish).await {
+                Ok(ack) => ack,
+                Err(e) => {
+                    last_error = e.to_string();
+                    tracing::debug!(index, attempt, "queueing failed: {e}");
+                    continue;
+                }
+            };
+            // The reply can come before the engine's confirmation does.
+            let ack = tokio::select! {
+                ack = ack.into_future() => ack,
+                done = &mut rx => return done.unwrap_or_else(|_| fail(ErrorCode::Internal, format!("item {index}: reply channel closed"))),
+            };
+            match ack {
+                Ok(_) => {
+                    return rx.await.unwrap_or_else(|_| fail(ErrorCode::Internal, format!("item {index}: reply channel closed")))
+                }
+                Err(e) => {
+                    last_error = e.to_string();
+                    tracing::debug!(index, attempt, "engine did not confirm the item: {e}");
+                    if e.kind() != jetstream::context::PublishErrorKind::TimedOut {
+                        break;
+                    }
+                }
+            }
+        }
+        let mut done = fail(ErrorCode::Busy, format!("item {index}: the cluster engine did not take the item: {last_error}"));
+        if let Err(f) = &mut done.result {
+            f.retry_after_ms = Some(200);
+        }
+        done
+    }
+}
+
+/// Takes an item off the pending map when its future ends or is dropped
+/// (answered, cancelled, deadline passed): a later reply is dropped.
+struct Forget<'a> {
+    inner: &'a Inner,
+    key: u64,
+}
+
+impl Drop for Forget<'_> {
+    fn drop(&mut self) {
+        self.inner.pending.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.key);
+    }
+}
+
+impl ItemRunner for Gateway {
+    type Session = Arc<RemoteSession>;
+
+    fn route(&self, h: &PredictHeader) -> Result<(Routed, Arc<RemoteSession>), Reject> {
+        let version = self.inner.route(&h.model, h.version)?;
+        let session = RemoteSession {
+            subject: self.inner.subjects.work(&h.model, version),
+            request_id: h.request_id.clone(),
+            deadline_unix_ms: h.deadline_ms.map(|ms| unix_ms().saturating_add(ms)),
+        };
+        Ok((Routed { model: h.model.clone(), version }, Arc::new(session)))
+    }
+
+    fn run(&self, session: &Arc<RemoteSession>, item: Item) -> ItemFuture {
+        Box::pin(self.inner.clone().forward(session.clone(), item))
+    }
+}
+
+/// Hands each reply to its waiting item (the first one wins) and confirms
+/// it to the worker, so that it acknowledges the item to the engine.
+async fn listen_replies(inner: std::sync::Weak<Inner>, mut replies: async_nats::Subscriber) {
+    while let Some(msg) = replies.next().await {
+        let Some(inner) = inner.upgrade() else { return };
+        let key = wire::text(msg.headers.as_ref(), wire::KEY).and_then(|k| k.parse::<u64>().ok());
+        let waiting = key.and_then(|k| inner.pending.lock().unwrap_or_else(|p| p.into_inner()).remove(&k));
+        match (waiting, wire::head::<ReplyHead>(msg.headers.as_ref())) {
+            (Some(tx), Ok(head)) => {
+                let _ = tx.send(head.into_done(msg.payload));
+            }
+            (Some(tx), Err(e)) => {
+                let failure = ItemFailure::new(ErrorCode::Internal, format!("unreadable reply from a worker: {e}"));
+                let _ = tx.send(ItemDone { result: Err(failure), timings: Default::default() });
+            }
+            (None, _) => {
+                inner.replies_dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        if let Some(reply) = msg.reply {
+            let _ = inner.client.publish(reply, Bytes::new()).await;
+        }
+    }
+}
+
+/// Keeps the fleet view from the workers' adverts.
+async fn listen_adverts(inner: std::sync::Weak<Inner>, mut adverts: async_nats::Subscriber) {
+    while let Some(msg) = adverts.next().await {
+        let Some(inner) = inner.upgrade() else { return };
+        let advert: Advert = match serde_json::from_slice(&msg.payload) {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::debug!("unreadable advert: {e}");
+                continue;
+            }
+        };
+        let mut fleet = inner.fleet.lock().unwrap_or_else(|p| p.into_inner());
+        if advert.state == WorkerState::Left {
+            tracing::info!(worker = %advert.id, "worker left");
+            fleet.remove(&advert.id);
+        } else {
+            if !fleet.contains_key(&advert.id) {
+                tracing::info!(worker = %advert.id, host = %advert.hostname, device = %advert.device, apps = advert.apps.len(), "worker joined");
+            }
+            fleet.insert(advert.id.clone(), (advert, Instant::now()));
+        }
+    }
+}
+
+impl Fleet for Gateway {
+    fn status(&self) -> Pin<Box<dyn Future<Output = FleetStatus> + Send + '_>> {
+        Box::pin(async move {
+            let live = self.inner.live();
+            let mut models: BTreeMap<(String, u64), ModelStatus> = BTreeMap::new();
+            let mut workers = Vec::new();
+            let mut load_errors: Vec<LoadFailure> = Vec::new();
+            for w in &live {
+                let mut ws = WorkerStatus {
+                    id: w.id.clone(),
+                    hostname: w.hostname.clone(),
+                    state: w.state.as_str().to_string(),
+                    device: w.device.clone(),
+                    uptime_s: w.uptime_s,
+                    ..WorkerStatus::default()
+                };
+                for a in &w.apps {
+                    ws.models.push(format!("{}/{}", a.info.name, a.info.version));
+                    ws.capacity += a.capacity;
+                    ws.in_flight += a.in_flight;
+                    ws.items_ok += a.info.items_ok;
+                    ws.items_failed += a.info.items_failed;
+                    let m = models.entry((a.info.name.clone(), a.info.version)).or_insert_with(|| ModelStatus {
+                        name: a.info.name.clone(),
+                        version: a.info.version,
+                        description: a.info.description.clone(),
+                        ..ModelStatus::default()
+                    });
+                    if !m.device.split(", ").any(|d| d == a.info.device) {
+                        m.device = if m.device.is_empty() { a.info.device.clone() } else { format!("{}, {}", m.device, a.info.device) };
+                    }
+                    m.items_ok += a.info.items_ok;
+                    m.items_failed += a.info.items_failed;
+                    m.forwards += a.forwards;
+                    m.forward_rows += a.forward_rows;
+                    m.forward_us += a.forward_us;
+                    m.queued += a.queued;
+                    m.workers += 1;
+                    m.capacity += a.capacity;
+                    m.in_flight += a.in_flight;
+                }
+                load_errors.extend(w.load_errors.iter().map(|f| LoadFailure { error: format!("worker {}: {}", w.id, f.error), ..f.clone() }));
+                workers.push(ws);
+            }
+            // Items queued in the engine and not yet pulled by any worker.
+            if let Ok(stream) = self.inner.js.get_stream(self.inner.cluster.work_stream()).await {
+                for ((name, version), m) in models.iter_mut() {
+                    let durable = self.inner.subjects.consumer(name, *version);
+                    if let Ok(mut c) = stream.get_consumer::<jetstream::consumer::pull::Config>(&durable).await {
+                        if let Ok(info) = c.info().await {
+                            m.queued += info.num_pending;
+                        }
+                    }
+                }
+            }
+            FleetStatus { models: models.into_values().collect(), workers, load_errors }
+        })
+    }
+
+    fn models(&self) -> (Vec<ModelInfo>, Vec<LoadFailure>) {
+        let live = self.inner.live();
+        let mut out: BTreeMap<(String, u64), ModelInfo> = BTreeMap::new();
+        let mut errors = Vec::new();
+        for w in &live {
+            for a in &w.apps {
+                let m = out.entry((a.info.name.clone(), a.info.version)).or_insert_with(|| ModelInfo {
+                    requests: 0,
+                    items_ok: 0,
+                    items_failed: 0,
+                    ..a.info.clone()
+                });
+                m.requests += a.info.requests;
+                m.items_ok += a.info.items_ok;
+                m.items_failed += a.info.items_failed;
+            }
+            errors.extend(w.load_errors.iter().map(|f| LoadFailure { error: format!("worker {}: {}", w.id, f.error), ..f.clone() }));
+        }
+        let mut models: Vec<ModelInfo> = out.into_values().collect();
+        for m in &mut models {
+            m.default = self.inner.route(&m.name, None).is_ok_and(|v| v == m.version);
+        }
+        (models, errors)
+    }
+
+    fn role(&self) -> &'static str {
+        "gateway"
+    }
+}

@@ -1,0 +1,295 @@
+//! The cluster's wire format: subjects, headers and the messages between
+//! gateways and workers. Small heads travel as JSON in one NATS header
+//! (JSON never holds a raw CR or LF); payloads travel as they are, never
+//! copied into an envelope.
+//!
+//! | subject | from → to | kind | body |
+//! |---|---|---|---|
+//! | `P.work.MODEL.VERSION` | gateway → stream → a worker | JetStream, work queue | the item's payload as sent; `Tg-Head`: [`WorkHead`] |
+//! | `P.reply.GATEWAY` | worker → gateway | request (the gateway's empty answer confirms) | the result payload; `Tg-Head`: [`ReplyHead`] |
+//! | `P.fleet.advert` | worker → gateways | publish, every heartbeat and on change | [`Advert`] (JSON) |
+//! | `P.fleet.ping` | gateway → workers | publish | empty; every worker advertises at once |
+
+use std::collections::BTreeMap;
+
+use async_nats::HeaderMap;
+use serde::{Deserialize, Serialize};
+use tensorgate_protocol::{Compression, ErrorCode, ItemHead, Timings};
+
+use crate::request::{ItemDone, ItemFailure, ItemOutput};
+
+/// Header carrying a message's JSON head.
+pub const HEAD: &str = "Tg-Head";
+/// Header carrying the gateway's key of an item (decimal).
+pub const KEY: &str = "Tg-Key";
+/// Header carrying the subject a work item's reply goes to.
+pub const REPLY_TO: &str = "Tg-Reply";
+
+/// Subjects of one cluster (one prefix).
+#[derive(Debug, Clone)]
+pub struct Subjects {
+    prefix: String,
+}
+
+impl Subjects {
+    /// Subjects under `prefix`.
+    pub fn new(prefix: &str) -> Self {
+        Subjects { prefix: prefix.to_string() }
+    }
+
+    /// Where items for one application version are queued.
+    pub fn work(&self, model: &str, version: u64) -> String {
+        format!("{}.work.{model}.{version}", self.prefix)
+    }
+
+    /// Where a gateway's replies arrive.
+    pub fn reply(&self, gateway: &str) -> String {
+        format!("{}.reply.{gateway}", self.prefix)
+    }
+
+    /// Where workers advertise.
+    pub fn advert(&self) -> String {
+        format!("{}.fleet.advert", self.prefix)
+    }
+
+    /// Where gateways ask every worker to advertise now.
+    pub fn ping(&self) -> String {
+        format!("{}.fleet.ping", self.prefix)
+    }
+
+    /// The durable pull consumer shared by every worker serving one version
+    /// (model names are `[A-Za-z0-9_-]`, valid in consumer names).
+    pub fn consumer(&self, model: &str, version: u64) -> String {
+        format!("{}-{model}-{version}", self.prefix)
+    }
+}
+
+/// What a worker needs to run one item, beside its payload.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct WorkHead {
+    /// Index within the client's request.
+    pub index: u32,
+    /// Content type of the payload.
+    #[serde(default)]
+    pub content_type: String,
+    /// The item's metadata.
+    #[serde(default)]
+    pub metadata: BTreeMap<String, String>,
+    /// Compression of the payload as the client sent it.
+    #[serde(default)]
+    pub compression: Compression,
+    /// The client's request id (for logs).
+    #[serde(default)]
+    pub request_id: String,
+    /// When the request's deadline passes (ms since the Unix epoch): a
+    /// worker does not start an item past it (the gateway has already
+    /// answered `deadline_exceeded`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline_unix_ms: Option<u64>,
+}
+
+impl WorkHead {
+    /// The item head a worker's pipeline sees.
+    pub fn item_head(&self) -> ItemHead {
+        ItemHead {
+            index: self.index,
+            content_type: self.content_type.clone(),
+            metadata: self.metadata.clone(),
+            compression: self.compression,
+        }
+    }
+}
+
+/// A worker's answer for one item.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ReplyHead {
+    /// The worker that ran it.
+    pub worker: String,
+    /// Result content type (`None` when the item failed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_type: Option<String>,
+    /// Result metadata.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub metadata: BTreeMap<String, String>,
+    /// Failure code (when the item failed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<ErrorCode>,
+    /// Failure message.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
+    /// For `busy`: suggested wait.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after_ms: Option<u64>,
+    /// Time per stage on the worker.
+    #[serde(default)]
+    pub timings: Timings,
+}
+
+impl ReplyHead {
+    /// The head and payload of `done`, run by `worker`.
+    pub fn from_done(worker: &str, done: ItemDone) -> (ReplyHead, bytes::Bytes) {
+        let mut head = ReplyHead { worker: worker.to_string(), timings: done.timings, ..ReplyHead::default() };
+        match done.result {
+            Ok(out) => {
+                head.content_type = Some(out.content_type);
+                head.metadata = out.metadata;
+                (head, out.payload)
+            }
+            Err(f) => {
+                head.code = Some(f.code);
+                head.message = f.message;
+                head.retry_after_ms = f.retry_after_ms;
+                (head, bytes::Bytes::new())
+            }
+        }
+    }
+
+    /// Back into what the request machine takes.
+    pub fn into_done(self, payload: bytes::Bytes) -> ItemDone {
+        let result = match (self.code, self.content_type) {
+            (None, Some(content_type)) => Ok(ItemOutput { payload, content_type, metadata: self.metadata }),
+            (code, _) => Err(ItemFailure {
+                code: code.unwrap_or(ErrorCode::Internal),
+                message: self.message,
+                retry_after_ms: self.retry_after_ms,
+            }),
+        };
+        ItemDone { result, timings: self.timings }
+    }
+}
+
+/// A worker's state as it advertises it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WorkerState {
+    /// Pulling work.
+    #[default]
+    Serving,
+    /// Finishing what it holds; takes nothing new.
+    Draining,
+    /// Gone (its last advert).
+    Left,
+}
+
+impl WorkerState {
+    /// The name used in adverts and `status`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WorkerState::Serving => "serving",
+            WorkerState::Draining => "draining",
+            WorkerState::Left => "left",
+        }
+    }
+}
+
+/// What a worker serves and how busy it is.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Advert {
+    /// Worker id (unique per process).
+    pub id: String,
+    /// Host name of the machine.
+    #[serde(default)]
+    pub hostname: String,
+    /// Serving, draining or left.
+    pub state: WorkerState,
+    /// Its default device (`cpu`, `cuda:0`).
+    #[serde(default)]
+    pub device: String,
+    /// Seconds since it started.
+    #[serde(default)]
+    pub uptime_s: u64,
+    /// Every application version it holds ready.
+    #[serde(default)]
+    pub apps: Vec<AppAdvert>,
+    /// Bundles that failed to load on it.
+    #[serde(default)]
+    pub load_errors: Vec<tensorgate_protocol::LoadFailure>,
+}
+
+/// One application version a worker holds.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AppAdvert {
+    /// Its `models` entry on the worker (name, version, labels, counters…).
+    pub info: tensorgate_protocol::ModelInfo,
+    /// Items it pulls at once for this version.
+    pub capacity: u64,
+    /// Items it holds now.
+    pub in_flight: u64,
+    /// Items waiting for its model now.
+    pub queued: u64,
+    /// Forward passes, rows and time in them (µs).
+    pub forwards: u64,
+    /// Rows run through them.
+    pub forward_rows: u64,
+    /// Time in forward passes (µs).
+    pub forward_us: u64,
+}
+
+/// A header map with the JSON `head` and extra text headers.
+pub fn headers<T: Serialize>(head: &T, extra: &[(&str, &str)]) -> HeaderMap {
+    let mut map = HeaderMap::new();
+    // Serialising plain structs of strings and numbers cannot fail.
+    map.insert(HEAD, serde_json::to_string(head).unwrap_or_default().as_str());
+    for (name, value) in extra {
+        map.insert(*name, *value);
+    }
+    map
+}
+
+/// The JSON head of a message, or why it is unreadable.
+pub fn head<T: for<'de> Deserialize<'de>>(headers: Option<&HeaderMap>) -> Result<T, String> {
+    let value = headers.and_then(|h| h.get(HEAD)).ok_or_else(|| format!("no `{HEAD}` header"))?;
+    serde_json::from_str(value.as_str()).map_err(|e| format!("`{HEAD}` header: {e}"))
+}
+
+/// A text header's value.
+pub fn text<'a>(headers: Option<&'a HeaderMap>, name: &str) -> Option<&'a str> {
+    headers.and_then(|h| h.get(name)).map(|v| v.as_str())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reply_round_trips_a_result_and_a_failure() {
+        let ok = ItemDone {
+            result: Ok(ItemOutput {
+                payload: bytes::Bytes::from_static(b"{\"a\":1}"),
+                content_type: "application/json".into(),
+                metadata: [("k".to_string(), "line\nbreak".to_string())].into_iter().collect(),
+            }),
+            timings: Timings { forward_us: 5, ..Timings::default() },
+        };
+        let (head, payload) = ReplyHead::from_done("w1", ok.clone());
+        let map = headers(&head, &[]);
+        assert!(!map.get(HEAD).unwrap().as_str().contains('\n'), "a header value must not hold a raw newline");
+        let back: ReplyHead = super::head(Some(&map)).unwrap();
+        assert_eq!(back.worker, "w1");
+        assert_eq!(back.into_done(payload), ok);
+
+        let failed = ItemDone {
+            result: Err(ItemFailure { code: ErrorCode::Busy, message: "full".into(), retry_after_ms: Some(7) }),
+            timings: Timings::default(),
+        };
+        let (head, payload) = ReplyHead::from_done("w1", failed.clone());
+        let back: ReplyHead = super::head(Some(&headers(&head, &[]))).unwrap();
+        assert_eq!(back.into_done(payload), failed);
+    }
+
+    #[test]
+    fn a_missing_or_garbled_head_is_named() {
+        assert_eq!(head::<WorkHead>(None).unwrap_err(), "no `Tg-Head` header");
+        let mut map = HeaderMap::new();
+        map.insert(HEAD, "{not json");
+        assert!(head::<WorkHead>(Some(&map)).unwrap_err().starts_with("`Tg-Head` header: "));
+    }
+
+    #[test]
+    fn subjects_and_consumers_are_per_version() {
+        let s = Subjects::new("tg");
+        assert_eq!(s.work("tabular", 2), "tg.work.tabular.2");
+        assert_eq!(s.consumer("tabular", 2), "tg-tabular-2");
+        assert_ne!(s.work("tabular", 2), s.work("tabular", 3));
+    }
+}

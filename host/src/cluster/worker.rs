@@ -1,0 +1,404 @@
+//! The worker role: a host that dials out to the engine, listens on no
+//! port, and pulls items for every application version it holds, but only
+//! as many as it has free capacity for, so a busy or slow GPU is never
+//! handed more than it can run and faster workers take proportionally more.
+//!
+//! Each held version has its own pull loop (its own model executor and
+//! plugin pool, so its own capacity). An item is acknowledged to the engine
+//! only after its reply reached the gateway; while it runs the worker tells
+//! the engine it is still working on it. On [`RunningWorker::drain`] it
+//! stops pulling, finishes what it holds, says it left, and returns.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use async_nats::jetstream::{self, consumer::pull, AckKind};
+use bytes::Bytes;
+use futures_util::StreamExt;
+use tensorgate_protocol::{ErrorCode, Item};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinHandle;
+
+use super::wire::{self, Advert, AppAdvert, ReplyHead, Subjects, WorkHead, WorkerState};
+use super::{ClusterConfig, ClusterError};
+use crate::application::Application;
+use crate::repository::Repository;
+use crate::request::{ItemDone, ItemFailure, ItemRunner};
+use crate::server::{Host, LocalRunner};
+
+/// How long one pull request waits for items before the worker asks again
+/// (also the longest a drain waits for a pull already sent).
+const PULL_EXPIRES: Duration = Duration::from_millis(1000);
+/// Waits between attempts to hand a reply to its gateway (about 5 s in all,
+/// so a gateway reconnecting after an engine restart still gets it).
+const REPLY_BACKOFF: [u64; 6] = [0, 100, 250, 500, 1000, 2000];
+/// How long one reply attempt waits for the gateway's confirmation.
+const REPLY_WAIT: Duration = Duration::from_secs(2);
+/// Room left in a message for headers when checking payloads against the
+/// engine's `max_payload`.
+pub(crate) const HEADER_ROOM: usize = 4096;
+
+/// Worker settings beside the cluster's.
+#[derive(Debug, Clone, Default)]
+pub struct WorkerOptions {
+    /// Items pulled at once per application version; `None`: twice the
+    /// model's `max_batch × instances` (the next batch fills while one runs).
+    pub capacity: Option<usize>,
+}
+
+/// What every pull loop and item task of one worker shares.
+struct Shared {
+    id: String,
+    hostname: String,
+    device: String,
+    cluster: ClusterConfig,
+    subjects: Subjects,
+    client: async_nats::Client,
+    js: jetstream::Context,
+    repo: Arc<Repository>,
+    runner: LocalRunner,
+    started: Instant,
+}
+
+/// One held version's pull loop.
+struct AppLoop {
+    app: Arc<Application>,
+    capacity: usize,
+    slots: Arc<Semaphore>,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+/// A worker connected to the engine and pulling work.
+pub struct RunningWorker {
+    id: String,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl RunningWorker {
+    /// Connects `host` (its repository loaded) to the engine and starts
+    /// pulling. Must run inside a tokio runtime.
+    pub async fn start(host: Host, cluster: ClusterConfig, options: WorkerOptions) -> Result<Self, ClusterError> {
+        let id = format!("w-{}", short_id());
+        let client = super::connect(&cluster, &format!("tensorgate worker {id}")).await?;
+        let js = jetstream::new(client.clone());
+        super::ensure_work_stream(&js, &cluster).await?;
+        let repo = host.repository().clone();
+        let config = host.config().clone();
+        let shared = Arc::new(Shared {
+            hostname: hostname(),
+            device: config.device.to_string(),
+            subjects: Subjects::new(&cluster.prefix),
+            runner: LocalRunner { repo: repo.clone(), max_item_bytes: config.limits.max_item_bytes },
+            id: id.clone(),
+            cluster,
+            client,
+            js,
+            repo,
+            started: Instant::now(),
+        });
+        let pings = shared
+            .client
+            .subscribe(shared.subjects.ping())
+            .await
+            .map_err(|e| ClusterError::JetStream(format!("subscribing to pings: {e}")))?;
+        let (stop, stopped) = watch::channel(false);
+        let task = tokio::spawn(control(shared, options, pings, stopped, host));
+        tracing::info!(worker = %id, "worker started; pulling work");
+        Ok(RunningWorker { id, stop, task })
+    }
+
+    /// This worker's id, as adverts and `status` show it.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Stops pulling, finishes every item it holds, advertises that it
+    /// left, and returns.
+    pub async fn drain(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
+}
+
+/// Keeps one pull loop per held version, advertises every heartbeat and
+/// when pinged; drains on stop. `host` is kept alive for the worker's life.
+async fn control(
+    shared: Arc<Shared>,
+    options: WorkerOptions,
+    mut pings: async_nats::Subscriber,
+    mut stopped: watch::Receiver<bool>,
+    host: Host,
+) {
+    let mut loops: HashMap<(String, u64), AppLoop> = HashMap::new();
+    let mut tick = tokio::time::interval(shared.cluster.heartbeat);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                sync_loops(&shared, &options, &mut loops);
+                advertise(&shared, &loops, WorkerState::Serving).await;
+            }
+            Some(_) = pings.next() => advertise(&shared, &loops, WorkerState::Serving).await,
+            _ = stopped.changed() => break,
+        }
+    }
+    tracing::info!(worker = %shared.id, "draining: no new work; finishing what is held");
+    for l in loops.values() {
+        let _ = l.stop.send(true);
+    }
+    advertise(&shared, &loops, WorkerState::Draining).await;
+    for (_, l) in loops.drain() {
+        let _ = l.task.await;
+    }
+    advertise(&shared, &HashMap::new(), WorkerState::Left).await;
+    let _ = shared.client.flush().await;
+    drop(host);
+    tracing::info!(worker = %shared.id, "drained; left the cluster");
+}
+
+/// Starts a pull loop for each newly held version and stops those of
+/// versions no longer held (they finish what they hold).
+fn sync_loops(shared: &Arc<Shared>, options: &WorkerOptions, loops: &mut HashMap<(String, u64), AppLoop>) {
+    let held: HashMap<(String, u64), Arc<Application>> =
+        shared.repo.all().into_iter().map(|a| ((a.name().to_string(), a.version()), a)).collect();
+    loops.retain(|key, l| {
+        let keep = held.get(key).is_some_and(|a| Arc::ptr_eq(a, &l.app));
+        if !keep {
+            let _ = l.stop.send(true);
+        }
+        keep
+    });
+    for (key, app) in held {
+        if loops.contains_key(&key) {
+            continue;
+        }
+        let m = &app.manifest.model;
+        let capacity = options.capacity.unwrap_or(2 * m.max_batch.max(1) * m.instances.max(1)).clamp(1, 4096);
+        let slots = Arc::new(Semaphore::new(capacity));
+        let (stop, stopped) = watch::channel(false);
+        let task = tokio::spawn(pull_loop(shared.clone(), app.clone(), capacity, slots.clone(), stopped));
+        tracing::info!(app = %key.0, version = key.1, capacity, "pulling work");
+        loops.insert(key, AppLoop { app, capacity, slots, stop, task });
+    }
+}
+
+/// Pulls items for one version while it has free slots, runs each in its
+/// own task, and when stopped waits until every item it took is answered.
+async fn pull_loop(
+    shared: Arc<Shared>,
+    app: Arc<Application>,
+    capacity: usize,
+    slots: Arc<Semaphore>,
+    mut stopped: watch::Receiver<bool>,
+) {
+    let (name, version) = (app.name().to_string(), app.version());
+    let consumer = loop {
+        match consumer(&shared, &name, version).await {
+            Ok(c) => break Some(c),
+            Err(e) => {
+                tracing::warn!(app = %name, version, "cannot open the work consumer (retrying): {e}");
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = stopped.changed() => break None,
+                }
+            }
+        }
+    };
+    if let Some(consumer) = consumer {
+        while !*stopped.borrow() {
+            let first = tokio::select! {
+                p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+                _ = stopped.changed() => break,
+            };
+            let mut permits = vec![first];
+            while permits.len() < capacity {
+                match slots.clone().try_acquire_owned() {
+                    Ok(p) => permits.push(p),
+                    Err(_) => break,
+                }
+            }
+            let batch = consumer.batch().max_messages(permits.len()).expires(PULL_EXPIRES).messages().await;
+            let mut batch = match batch {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::debug!(app = %name, version, "pull failed (engine unreachable?): {e}");
+                    drop(permits);
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                    continue;
+                }
+            };
+            // What a pull already sent delivers is this worker's to run, even
+            // while it drains; the pull ends by itself within PULL_EXPIRES.
+            while let Some(next) = batch.next().await {
+                match next {
+                    Ok(msg) => match permits.pop() {
+                        Some(permit) => {
+                            tokio::spawn(run_item(shared.clone(), app.clone(), msg, permit));
+                        }
+                        None => {
+                            let _ = msg.ack_with(AckKind::Nak(None)).await;
+                        }
+                    },
+                    Err(e) => {
+                        tracing::debug!(app = %name, version, "pull ended: {e}");
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    // Every slot back means every item taken has been answered.
+    let _ = slots.acquire_many(capacity as u32).await;
+}
+
+/// The durable consumer every worker serving `name` `version` pulls from.
+async fn consumer(shared: &Shared, name: &str, version: u64) -> Result<jetstream::consumer::PullConsumer, String> {
+    let durable = shared.subjects.consumer(name, version);
+    let stream = shared.js.get_stream(shared.cluster.work_stream()).await.map_err(|e| e.to_string())?;
+    let config = pull::Config {
+        durable_name: Some(durable.clone()),
+        filter_subject: shared.subjects.work(name, version),
+        ack_policy: jetstream::consumer::AckPolicy::Explicit,
+        ack_wait: shared.cluster.redeliver_after,
+        max_deliver: shared.cluster.max_deliveries,
+        max_ack_pending: 1 << 20,
+        max_waiting: 4096,
+        inactive_threshold: Duration::from_secs(3600),
+        description: Some(format!("workers serving {name} version {version}")),
+        ..Default::default()
+    };
+    stream.get_or_create_consumer(&durable, config).await.map_err(|e| e.to_string())
+}
+
+/// Runs one item and hands its reply to the gateway; the engine hears
+/// "still working" while it runs and the acknowledgement once the gateway
+/// has the reply.
+async fn run_item(shared: Arc<Shared>, app: Arc<Application>, msg: jetstream::Message, permit: OwnedSemaphorePermit) {
+    let headers = msg.headers.as_ref();
+    let head: Result<WorkHead, String> = wire::head(headers);
+    let (Ok(head), Some(reply_to), Some(key)) = (head, wire::text(headers, wire::REPLY_TO), wire::text(headers, wire::KEY))
+    else {
+        // Nobody can be answered about a message without its head: drop it for good.
+        tracing::warn!(subject = %msg.subject, "work message without a readable head, reply subject or key; dropped");
+        let _ = msg.ack_with(AckKind::Term).await;
+        return;
+    };
+    let (reply_to, key) = (reply_to.to_string(), key.to_string());
+    if head.deadline_unix_ms.is_some_and(|d| unix_ms() > d) {
+        // Its gateway has already answered `deadline_exceeded`.
+        let _ = msg.ack().await;
+        return;
+    }
+    let index = head.index;
+    let item = Item { head: head.item_head(), payload: msg.payload.clone() };
+    let mut work = shared.runner.run(&app, item);
+    let mut progress = tokio::time::interval(shared.cluster.redeliver_after / 3);
+    progress.tick().await;
+    let done = loop {
+        tokio::select! {
+            done = &mut work => break done,
+            _ = progress.tick() => { let _ = msg.ack_with(AckKind::Progress).await; }
+        }
+    };
+    let done = fit_reply(&shared, index, done);
+    let (reply_head, payload) = ReplyHead::from_done(&shared.id, done);
+    let reply_headers = wire::headers(&reply_head, &[(wire::KEY, &key)]);
+    let mut delivered = false;
+    for wait in REPLY_BACKOFF {
+        tokio::time::sleep(Duration::from_millis(wait)).await;
+        let attempt = shared.client.request_with_headers(reply_to.clone(), reply_headers.clone(), payload.clone());
+        match tokio::time::timeout(REPLY_WAIT, attempt).await {
+            Ok(Ok(_)) => {
+                delivered = true;
+                break;
+            }
+            Ok(Err(e)) => tracing::debug!(index, "reply to {reply_to} not confirmed: {e}"),
+            Err(_) => tracing::debug!(index, "reply to {reply_to} not confirmed in {REPLY_WAIT:?}"),
+        }
+        let _ = msg.ack_with(AckKind::Progress).await;
+    }
+    if delivered {
+        let _ = msg.ack().await;
+    } else {
+        // Its gateway is gone (its client with it) or unreachable: if it is
+        // still waiting, another attempt may reach it; if not, the engine
+        // stops after `max_deliveries`.
+        tracing::warn!(index, %reply_to, "no gateway confirmed the reply; item handed back to the engine");
+        let _ = msg.ack_with(AckKind::Nak(Some(shared.cluster.redeliver_after))).await;
+    }
+    drop(permit);
+}
+
+/// A result too big for one engine message fails with a message naming the
+/// limit (large results across the cluster are not chunked yet).
+fn fit_reply(shared: &Shared, index: u32, done: ItemDone) -> ItemDone {
+    let max = shared.client.server_info().max_payload.saturating_sub(HEADER_ROOM);
+    match &done.result {
+        Ok(out) if out.payload.len() > max => ItemDone {
+            result: Err(ItemFailure::new(
+                ErrorCode::LimitExceeded,
+                format!(
+                    "item {index}: result of {} bytes exceeds the cluster engine's message limit ({max} bytes after headers; raise the engine's max_payload)",
+                    out.payload.len()
+                ),
+            )),
+            timings: done.timings,
+        },
+        _ => done,
+    }
+}
+
+/// Publishes this worker's advert.
+async fn advertise(shared: &Shared, loops: &HashMap<(String, u64), AppLoop>, state: WorkerState) {
+    let mut apps: Vec<AppAdvert> = loops
+        .values()
+        .map(|l| {
+            let default = shared.repo.resolve(l.app.name(), None).is_ok_and(|d| Arc::ptr_eq(&d, &l.app));
+            let stats = l.app.model.stats();
+            let load = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+            AppAdvert {
+                info: l.app.info(default),
+                capacity: l.capacity as u64,
+                in_flight: l.capacity.saturating_sub(l.slots.available_permits()) as u64,
+                queued: stats.queued.load(std::sync::atomic::Ordering::Relaxed) as u64,
+                forwards: load(&stats.forwards),
+                forward_rows: load(&stats.rows),
+                forward_us: load(&stats.busy_ns) / 1000,
+            }
+        })
+        .collect();
+    apps.sort_by(|a, b| (&a.info.name, a.info.version).cmp(&(&b.info.name, b.info.version)));
+    let advert = Advert {
+        id: shared.id.clone(),
+        hostname: shared.hostname.clone(),
+        state,
+        device: shared.device.clone(),
+        uptime_s: shared.started.elapsed().as_secs(),
+        apps,
+        load_errors: shared.repo.failures(),
+    };
+    let body = Bytes::from(serde_json::to_vec(&advert).unwrap_or_default());
+    if let Err(e) = shared.client.publish(shared.subjects.advert(), body).await {
+        tracing::debug!("advert not sent: {e}");
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub(crate) fn unix_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+/// A random id, unique across the fleet.
+pub(crate) fn short_id() -> String {
+    nuid::next().to_string()[..12].to_string()
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .or_else(|_| std::env::var("HOSTNAME"))
+        .unwrap_or_default()
+}

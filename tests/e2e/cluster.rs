@@ -1,0 +1,201 @@
+//! Cluster mode with real processes on loopback: a `nats-server` with
+//! JetStream, `tensorgate-host` workers (dialing out, listening on no port)
+//! and a gateway speaking the unchanged client protocol.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tensorgate_client::protocol::ErrorCode;
+use tensorgate_client::{Client, ClientError, Input, Submission};
+use tensorgate_tests::cluster::{Engine, Proc};
+use tensorgate_tests::{repository, root};
+
+fn reference() -> Value {
+    let text = std::fs::read_to_string(root().join("plugins/tabular/reference.json")).expect("reference.json");
+    serde_json::from_str(&text).expect("reference parses")
+}
+
+/// The reference cases as inputs, repeated to `n` items, with their PyTorch scores.
+fn tabular_items(n: usize) -> (Vec<Input>, Vec<serde_json::Map<String, Value>>) {
+    let reference = reference();
+    let cases = reference["cases"].as_array().unwrap().clone();
+    let mut inputs = Vec::new();
+    let mut want = Vec::new();
+    for i in 0..n {
+        let c = &cases[i % cases.len()];
+        inputs.push(Input::json(serde_json::to_vec(&c["request"]).unwrap()));
+        want.push(c["scores"].as_object().unwrap().clone());
+    }
+    (inputs, want)
+}
+
+/// Every item answered once, in order, and equal to PyTorch's scores.
+fn check_scores(reply: &tensorgate_client::Reply, want: &[serde_json::Map<String, Value>]) {
+    assert_eq!(reply.outcomes.len(), want.len());
+    assert_eq!(reply.summary.ok as usize, want.len(), "every item answered with a result");
+    for (i, (outcome, want)) in reply.outcomes.iter().zip(want).enumerate() {
+        let out = outcome.as_ref().unwrap_or_else(|e| panic!("item {i}: {e}"));
+        assert_eq!(out.index as usize, i);
+        let got: serde_json::Map<String, Value> = serde_json::from_slice(&out.payload).unwrap();
+        for (label, w) in want {
+            let (g, w) = (got[label].as_f64().unwrap(), w.as_f64().unwrap());
+            assert!((g - w).abs() <= 1e-5, "item {i} label {label}: cluster {g} vs pytorch {w}");
+        }
+    }
+}
+
+/// Waits until the gateway's status shows `n` serving workers.
+async fn wait_for_workers(client: &Client, n: usize) -> tensorgate_client::protocol::StatusReply {
+    let start = Instant::now();
+    loop {
+        let status = client.status().await.expect("gateway status");
+        if status.workers.iter().filter(|w| w.state == "serving").count() == n {
+            return status;
+        }
+        assert!(start.elapsed() < Duration::from_secs(20), "gateway saw {:?}, want {n} workers", status.workers);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn items_spread_over_workers_match_pytorch_and_the_gateway_shows_the_fleet() {
+    let engine = Engine::start();
+    let repo = repository();
+    let _w1 = Proc::worker(&engine, &repo, &[]);
+    let _w2 = Proc::worker(&engine, &repo, &[]);
+    let gateway = Proc::gateway(&engine, &[]);
+    let client = gateway.client().await;
+    let status = wait_for_workers(&client, 2).await;
+    assert_eq!(status.role, "gateway");
+    assert!(status.models.iter().any(|m| m.name == "tabular" && m.workers == 2 && m.capacity > 0), "{:#?}", status.models);
+
+    // Several requests at once, so that both workers have work to pull.
+    let client = std::sync::Arc::new(client);
+    let mut tasks = Vec::new();
+    for _ in 0..6 {
+        let client = client.clone();
+        tasks.push(tokio::spawn(async move {
+            let (inputs, want) = tabular_items(200);
+            let reply = client.predict(Submission::new("tabular", inputs)).await.expect("predict through the gateway");
+            check_scores(&reply, &want);
+            assert_eq!((reply.summary.model.as_str(), reply.summary.version), ("tabular", 1));
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let status = client.status().await.unwrap();
+    let per_worker: Vec<u64> = status.workers.iter().map(|w| w.items_ok).collect();
+    // Adverts lag by up to one heartbeat: wait for the counts to settle.
+    let start = Instant::now();
+    let mut status = status;
+    while status.workers.iter().map(|w| w.items_ok).sum::<u64>() < 1200 && start.elapsed() < Duration::from_secs(5) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        status = client.status().await.unwrap();
+    }
+    let per_worker_now: Vec<u64> = status.workers.iter().map(|w| w.items_ok).collect();
+    assert_eq!(per_worker_now.iter().sum::<u64>(), 1200, "each item ran to a result once: {per_worker:?} then {per_worker_now:?}");
+    assert!(per_worker_now.iter().all(|&n| n > 0), "work reached every worker: {per_worker_now:?}");
+    for w in &status.workers {
+        assert!(!w.device.is_empty() && w.capacity > 0 && w.models.iter().any(|m| m == "tabular/1"), "{w:?}");
+    }
+    let models = client.models().await.expect("models through the gateway");
+    assert!(models.iter().any(|m| m.name == "tabular" && m.default && m.items_ok >= 1200), "{models:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_model_no_worker_serves_fails_at_once_with_a_clear_code() {
+    let engine = Engine::start();
+    let gateway = Proc::gateway(&engine, &[]);
+    let client = gateway.client().await;
+    let start = Instant::now();
+    let err = client.predict(Submission::new("tabular", vec![Input::json(&b"{}"[..])])).await.expect_err("no worker");
+    assert!(start.elapsed() < Duration::from_secs(1), "failed after {:?}", start.elapsed());
+    match err {
+        ClientError::Request { code, message } => {
+            assert_eq!(code, ErrorCode::UnknownModel);
+            assert!(message.contains("no worker serves model `tabular`"), "{message}");
+        }
+        other => panic!("expected a request error, got {other}"),
+    }
+    // With a worker up, a model it does not serve is named too.
+    let _w = Proc::worker(&engine, &repository(), &[]);
+    wait_for_workers(&client, 1).await;
+    let err = client.predict(Submission::new("nope", vec![Input::json(&b"{}"[..])])).await.expect_err("unknown model");
+    assert!(err.to_string().contains("no worker serves model `nope`") && err.to_string().contains("tabular"), "{err}");
+    let err = client.predict(Submission::new("tabular", vec![Input::json(&b"{}"[..])]).version(99)).await.unwrap_err();
+    assert!(err.to_string().contains("version 99 (served: 1)"), "{err}");
+    // Management that would change a repository is refused with its own code, not run half-way.
+    let err = client.reload(None).await.expect_err("reload through a gateway");
+    assert!(matches!(&err, ClientError::Request { code: ErrorCode::Unsupported, .. }), "{err}");
+}
+
+/// A worker SIGKILLed while it holds items: the engine hands them to the
+/// other worker after `--redeliver-after-ms`, and every item reaches the
+/// client exactly once.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_killed_worker_s_items_run_elsewhere_and_each_is_answered_once() {
+    let engine = Engine::start();
+    let repo = tensorgate_tests::repository_with_slow();
+    let mut w1 = Proc::worker(&engine, repo.path(), &[]);
+    let _w2 = Proc::worker(&engine, repo.path(), &[]);
+    let gateway = Proc::gateway(&engine, &[]);
+    let client = gateway.client().await;
+    wait_for_workers(&client, 2).await;
+    let x = tensorgate_plugin::Tensor { dtype: tensorgate_plugin::Dtype::F32, shape: vec![1, 256], data: 0.5f32.to_le_bytes().repeat(256) };
+    let sample = tensorgate_plugin::npy::write_npy(&x);
+    let items: Vec<Input> = (0..120).map(|_| Input::new(sample.clone(), "application/x-npy")).collect();
+    let client = std::sync::Arc::new(client);
+    let c = client.clone();
+    let request = tokio::spawn(async move { c.predict(Submission::new("slow", items)).await });
+    // Kill w1 once it holds items.
+    let start = Instant::now();
+    loop {
+        let status = client.status().await.unwrap();
+        if status.workers.iter().any(|w| w.id == w1.announced && w.in_flight > 0) {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "w1 never held items: {:?}", status.workers);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    w1.kill();
+    let killed = Instant::now();
+    let reply = tokio::time::timeout(Duration::from_secs(60), request).await.expect("request finishes").unwrap().expect("predict");
+    assert_eq!(reply.summary.ok, 120, "every item answered with a result: {:?}", reply.summary);
+    let indices: BTreeSet<u32> = reply.outcomes.iter().map(|o| o.as_ref().unwrap().index).collect();
+    assert_eq!(indices.len(), 120, "each item exactly once");
+    tracing_free_log(&format!("killed worker's items finished {:?} after the kill", killed.elapsed()));
+}
+
+/// SIGTERM: the worker stops pulling, finishes what it holds, and exits 0;
+/// nothing is lost and the other worker takes the rest.
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_drains_a_worker_without_losing_items() {
+    let engine = Engine::start();
+    let repo = tensorgate_tests::repository_with_slow();
+    let mut w1 = Proc::worker(&engine, repo.path(), &[]);
+    let _w2 = Proc::worker(&engine, repo.path(), &[]);
+    let gateway = Proc::gateway(&engine, &[]);
+    let client = gateway.client().await;
+    wait_for_workers(&client, 2).await;
+    let x = tensorgate_plugin::Tensor { dtype: tensorgate_plugin::Dtype::F32, shape: vec![1, 256], data: 0.5f32.to_le_bytes().repeat(256) };
+    let sample = tensorgate_plugin::npy::write_npy(&x);
+    let items: Vec<Input> = (0..120).map(|_| Input::new(sample.clone(), "application/x-npy")).collect();
+    let client = std::sync::Arc::new(client);
+    let c = client.clone();
+    let request = tokio::spawn(async move { c.predict(Submission::new("slow", items)).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let start = Instant::now();
+    assert!(w1.terminate(Duration::from_secs(30)), "the worker drained and exited 0");
+    tracing_free_log(&format!("drain took {:?}", start.elapsed()));
+    let reply = tokio::time::timeout(Duration::from_secs(60), request).await.expect("request finishes").unwrap().expect("predict");
+    assert_eq!(reply.summary.ok, 120, "{:?}", reply.summary);
+    // The drained worker said it left: the gateway drops it at once, not after three heartbeats.
+    let status = client.status().await.unwrap();
+    assert!(status.workers.iter().all(|w| w.id != w1.announced), "{:?}", status.workers);
+}
+
+fn tracing_free_log(line: &str) {
+    eprintln!("[cluster] {line}");
+}
