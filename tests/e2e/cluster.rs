@@ -196,6 +196,81 @@ async fn sigterm_drains_a_worker_without_losing_items() {
     assert!(status.workers.iter().all(|w| w.id != w1.announced), "{:?}", status.workers);
 }
 
+/// A worker that joins while requests flow gets work within 2 s of
+/// connecting, without any gateway being told about it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_worker_joining_mid_run_gets_work_within_two_seconds() {
+    let engine = Engine::start();
+    let repo = repository();
+    let _w1 = Proc::worker(&engine, &repo, &[]);
+    let gateway = Proc::gateway(&engine, &[]);
+    let client = std::sync::Arc::new(gateway.client().await);
+    wait_for_workers(&client, 1).await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut load = Vec::new();
+    for _ in 0..4 {
+        let (client, stop) = (client.clone(), stop.clone());
+        load.push(tokio::spawn(async move {
+            let mut items = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let (inputs, want) = tabular_items(50);
+                let reply = client.predict(Submission::new("tabular", inputs)).await.expect("predict under load");
+                check_scores(&reply, &want);
+                items += 50;
+            }
+            items
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let w2 = Proc::worker(&engine, &repo, &[]);
+    let joined = Instant::now();
+    let first_item = loop {
+        let status = client.status().await.unwrap();
+        if status.workers.iter().any(|w| w.id == w2.announced && w.items_ok > 0) {
+            break joined.elapsed();
+        }
+        assert!(joined.elapsed() < Duration::from_secs(5), "the new worker got no work: {:?}", status.workers);
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    };
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut total = 0;
+    for t in load {
+        total += t.await.unwrap();
+    }
+    tracing_free_log(&format!("new worker's first item seen {first_item:?} after it connected; {total} items, all checked"));
+    // Seen through an advert (every 200 ms here), so the real time is shorter still.
+    assert!(first_item < Duration::from_secs(2), "first item after {first_item:?}");
+}
+
+/// The engine killed and restarted mid-request: workers and the gateway
+/// reconnect by themselves and every item is answered exactly once.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_engine_restart_loses_and_duplicates_nothing() {
+    let mut engine = Engine::start();
+    let repo = tensorgate_tests::repository_with_slow();
+    let _w1 = Proc::worker(&engine, repo.path(), &[]);
+    let _w2 = Proc::worker(&engine, repo.path(), &[]);
+    let gateway = Proc::gateway(&engine, &[]);
+    let client = std::sync::Arc::new(gateway.client().await);
+    wait_for_workers(&client, 2).await;
+    let x = tensorgate_plugin::Tensor { dtype: tensorgate_plugin::Dtype::F32, shape: vec![1, 256], data: 0.5f32.to_le_bytes().repeat(256) };
+    let sample = tensorgate_plugin::npy::write_npy(&x);
+    let items: Vec<Input> = (0..120).map(|_| Input::new(sample.clone(), "application/x-npy")).collect();
+    let c = client.clone();
+    let request = tokio::spawn(async move { c.predict(Submission::new("slow", items)).await });
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    engine.restart(Duration::from_millis(500));
+    let reply = tokio::time::timeout(Duration::from_secs(90), request).await.expect("request finishes").unwrap().expect("predict");
+    assert_eq!(reply.summary.ok, 120, "{:?}", reply.summary);
+    let indices: BTreeSet<u32> = reply.outcomes.iter().map(|o| o.as_ref().unwrap().index).collect();
+    assert_eq!(indices.len(), 120, "each item exactly once");
+    // And the cluster serves new requests after the restart.
+    wait_for_workers(&client, 2).await;
+    let (inputs, want) = tabular_items(20);
+    let reply = client.predict(Submission::new("tabular", inputs)).await.expect("predict after the restart");
+    check_scores(&reply, &want);
+}
+
 fn tracing_free_log(line: &str) {
     eprintln!("[cluster] {line}");
 }

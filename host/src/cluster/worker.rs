@@ -10,6 +10,7 @@
 //! stops pulling, finishes what it holds, says it left, and returns.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -65,7 +66,9 @@ struct Shared {
 struct AppLoop {
     app: Arc<Application>,
     capacity: usize,
-    slots: Arc<Semaphore>,
+    /// Items taken and not yet answered (its semaphore's slots also cover
+    /// pulls still waiting for items).
+    held: Arc<AtomicUsize>,
     stop: watch::Sender<bool>,
     task: JoinHandle<()>,
 }
@@ -89,7 +92,9 @@ impl RunningWorker {
         let config = host.config().clone();
         let shared = Arc::new(Shared {
             hostname: hostname(),
-            device: config.device.to_string(),
+            device: crate::executor::torch::resolve(config.device)
+                .map(crate::executor::torch::device_name)
+                .unwrap_or_else(|_| config.device.to_string()),
             subjects: Subjects::new(&cluster.prefix),
             runner: LocalRunner { repo: repo.clone(), max_item_bytes: config.limits.max_item_bytes },
             id: id.clone(),
@@ -179,9 +184,10 @@ fn sync_loops(shared: &Arc<Shared>, options: &WorkerOptions, loops: &mut HashMap
         let capacity = options.capacity.unwrap_or(2 * m.max_batch.max(1) * m.instances.max(1)).clamp(1, 4096);
         let slots = Arc::new(Semaphore::new(capacity));
         let (stop, stopped) = watch::channel(false);
-        let task = tokio::spawn(pull_loop(shared.clone(), app.clone(), capacity, slots.clone(), stopped));
+        let held = Arc::new(AtomicUsize::new(0));
+        let task = tokio::spawn(pull_loop(shared.clone(), app.clone(), capacity, slots, held.clone(), stopped));
         tracing::info!(app = %key.0, version = key.1, capacity, "pulling work");
-        loops.insert(key, AppLoop { app, capacity, slots, stop, task });
+        loops.insert(key, AppLoop { app, capacity, held, stop, task });
     }
 }
 
@@ -192,6 +198,7 @@ async fn pull_loop(
     app: Arc<Application>,
     capacity: usize,
     slots: Arc<Semaphore>,
+    held: Arc<AtomicUsize>,
     mut stopped: watch::Receiver<bool>,
 ) {
     let (name, version) = (app.name().to_string(), app.version());
@@ -236,7 +243,9 @@ async fn pull_loop(
                 match next {
                     Ok(msg) => match permits.pop() {
                         Some(permit) => {
-                            tokio::spawn(run_item(shared.clone(), app.clone(), msg, permit));
+                            held.fetch_add(1, Ordering::Relaxed);
+                            let held = Held(held.clone());
+                            tokio::spawn(run_item(shared.clone(), app.clone(), msg, (permit, held)));
                         }
                         None => {
                             let _ = msg.ack_with(AckKind::Nak(None)).await;
@@ -276,7 +285,7 @@ async fn consumer(shared: &Shared, name: &str, version: u64) -> Result<jetstream
 /// Runs one item and hands its reply to the gateway; the engine hears
 /// "still working" while it runs and the acknowledgement once the gateway
 /// has the reply.
-async fn run_item(shared: Arc<Shared>, app: Arc<Application>, msg: jetstream::Message, permit: OwnedSemaphorePermit) {
+async fn run_item(shared: Arc<Shared>, app: Arc<Application>, msg: jetstream::Message, permit: (OwnedSemaphorePermit, Held)) {
     let headers = msg.headers.as_ref();
     let head: Result<WorkHead, String> = wire::head(headers);
     let (Ok(head), Some(reply_to), Some(key)) = (head, wire::text(headers, wire::REPLY_TO), wire::text(headers, wire::KEY))
@@ -332,6 +341,15 @@ async fn run_item(shared: Arc<Shared>, app: Arc<Application>, msg: jetstream::Me
     drop(permit);
 }
 
+/// Counts an item as held until it is answered.
+struct Held(Arc<AtomicUsize>);
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// A result too big for one engine message fails with a message naming the
 /// limit (large results across the cluster are not chunked yet).
 fn fit_reply(shared: &Shared, index: u32, done: ItemDone) -> ItemDone {
@@ -358,12 +376,12 @@ async fn advertise(shared: &Shared, loops: &HashMap<(String, u64), AppLoop>, sta
         .map(|l| {
             let default = shared.repo.resolve(l.app.name(), None).is_ok_and(|d| Arc::ptr_eq(&d, &l.app));
             let stats = l.app.model.stats();
-            let load = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+            let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
             AppAdvert {
                 info: l.app.info(default),
                 capacity: l.capacity as u64,
-                in_flight: l.capacity.saturating_sub(l.slots.available_permits()) as u64,
-                queued: stats.queued.load(std::sync::atomic::Ordering::Relaxed) as u64,
+                in_flight: l.held.load(Ordering::Relaxed) as u64,
+                queued: stats.queued.load(Ordering::Relaxed) as u64,
                 forwards: load(&stats.forwards),
                 forward_rows: load(&stats.rows),
                 forward_us: load(&stats.busy_ns) / 1000,
