@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use tensorgate_client::protocol::ErrorCode;
 use tensorgate_client::{Client, ClientError, Input, Submission};
-use tensorgate_tests::cluster::{Engine, Proc};
+use tensorgate_tests::cluster::{repository_of, Engine, Proc};
 use tensorgate_tests::{repository, root};
 
 fn reference() -> Value {
@@ -126,9 +126,6 @@ async fn a_model_no_worker_serves_fails_at_once_with_a_clear_code() {
     assert!(err.to_string().contains("no worker serves model `nope`") && err.to_string().contains("tabular"), "{err}");
     let err = client.predict(Submission::new("tabular", vec![Input::json(&b"{}"[..])]).version(99)).await.unwrap_err();
     assert!(err.to_string().contains("version 99 (served: 1)"), "{err}");
-    // Management that would change a repository is refused with its own code, not run half-way.
-    let err = client.reload(None).await.expect_err("reload through a gateway");
-    assert!(matches!(&err, ClientError::Request { code: ErrorCode::Unsupported, .. }), "{err}");
 }
 
 /// A worker SIGKILLed while it holds items: the engine hands them to the
@@ -269,6 +266,129 @@ async fn an_engine_restart_loses_and_duplicates_nothing() {
     let (inputs, want) = tabular_items(20);
     let reply = client.predict(Submission::new("tabular", inputs)).await.expect("predict after the restart");
     check_scores(&reply, &want);
+}
+
+/// Fleet management through a gateway: an upload reaches every worker, the
+/// default flips only once all have it ready, under continuous load with
+/// no failed request; a worker joining later loads it; fetch returns the
+/// bundle; delete removes it everywhere.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fleet_upload_flips_the_default_only_when_every_worker_is_ready() {
+    let engine = Engine::start();
+    let repo1 = repository_of(&["tabular"]);
+    let repo2 = repository_of(&["tabular"]);
+    let _w1 = Proc::worker(&engine, repo1.path(), &[]);
+    let _w2 = Proc::worker(&engine, repo2.path(), &[]);
+    let gateway = Proc::gateway(&engine, &[]);
+    let client = std::sync::Arc::new(gateway.client().await);
+    wait_for_workers(&client, 2).await;
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut load = Vec::new();
+    for _ in 0..3 {
+        let (client, stop) = (client.clone(), stop.clone());
+        load.push(tokio::spawn(async move {
+            let mut versions = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let (inputs, want) = tabular_items(10);
+                let reply = client.predict(Submission::new("tabular", inputs)).await.expect("no request fails during the rollout");
+                check_scores(&reply, &want);
+                versions.push(reply.summary.version);
+            }
+            versions
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let work = tempfile::tempdir().unwrap();
+    let bundle = tensorgate_tests::tabular_bundle(work.path(), "tabular-v2", 2, |_| {});
+    let start = Instant::now();
+    let reply = client.upload(&bundle, false).await.expect("fleet upload");
+    let took = start.elapsed();
+    assert!(reply.message.contains("ready on 2 worker(s)"), "{}", reply.message);
+    // Right after the reply, unversioned requests go to version 2.
+    let (inputs, want) = tabular_items(5);
+    let after = client.predict(Submission::new("tabular", inputs)).await.unwrap();
+    check_scores(&after, &want);
+    assert_eq!(after.summary.version, 2);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut seen = Vec::new();
+    for t in load {
+        seen.extend(t.await.unwrap());
+    }
+    // Once a request saw version 2, none later on the same task went back.
+    assert!(seen.contains(&1) && seen.contains(&2), "{seen:?}");
+    tracing_free_log(&format!("fleet upload to default flip: {took:?} ({} requests during, 0 failed)", seen.len()));
+
+    // A worker joining later converges on the fleet state.
+    let repo3 = repository_of(&["tabular"]);
+    let w3 = Proc::worker(&engine, repo3.path(), &[]);
+    let joined = Instant::now();
+    loop {
+        let status = client.status().await.unwrap();
+        if status.workers.iter().any(|w| w.id == w3.announced && w.models.contains(&"tabular/2".to_string())) {
+            break;
+        }
+        assert!(joined.elapsed() < Duration::from_secs(30), "the late worker never loaded v2: {:?}", status.workers);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Fetch returns the uploaded bundle; a second upload of it is a conflict.
+    let archive = client.fetch("tabular", Some(2)).await.expect("fleet fetch");
+    assert_eq!(archive, bytes::Bytes::from(tensorgate_client::pack_bundle(&bundle).unwrap()));
+    let err = client.upload(&bundle, false).await.expect_err("same version again");
+    assert!(matches!(&err, ClientError::Request { code: ErrorCode::Conflict, .. }), "{err}");
+    // Delete removes it everywhere; the default goes back to version 1.
+    let reply = client.delete("tabular", Some(2)).await.expect("fleet delete");
+    assert!(reply.message.contains("deleted version(s) 2"), "{}", reply.message);
+    let models = client.models().await.unwrap();
+    assert!(models.iter().all(|m| m.version != 2), "{models:#?}");
+    let (inputs, _) = tabular_items(1);
+    assert_eq!(client.predict(Submission::new("tabular", inputs)).await.unwrap().summary.version, 1);
+    // Reload through the gateway asks every worker.
+    let reply = client.reload(None).await.expect("fleet reload");
+    assert!(reply.message.starts_with("3 of 3 worker(s) reloaded"), "{}", reply.message);
+}
+
+/// A version that fails on one worker (here: its upload limit is too small)
+/// is rolled back everywhere and never becomes the default; the reply names
+/// that worker and its error.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_version_broken_on_one_worker_never_becomes_default() {
+    let engine = Engine::start();
+    let repo1 = repository_of(&["tabular"]);
+    let repo2 = repository_of(&["tabular"]);
+    let _good = Proc::worker(&engine, repo1.path(), &[]);
+    let small = Proc::worker(&engine, repo2.path(), &["--max-upload-bytes", "1000"]);
+    let gateway = Proc::gateway(&engine, &[]);
+    let client = gateway.client().await;
+    wait_for_workers(&client, 2).await;
+    let work = tempfile::tempdir().unwrap();
+    let bundle = tensorgate_tests::tabular_bundle(work.path(), "tabular-v2", 2, |_| {});
+    let err = client.upload(&bundle, false).await.expect_err("fails on one worker");
+    match &err {
+        ClientError::Request { code, message } => {
+            assert_eq!(*code, ErrorCode::LoadFailed);
+            assert!(message.contains(&format!("worker {}", small.announced)) && message.contains("rolled back"), "{message}");
+        }
+        other => panic!("expected load_failed, got {other}"),
+    }
+    let start = Instant::now();
+    loop {
+        let models = client.models().await.unwrap();
+        if models.iter().all(|m| m.version != 2) {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "v2 still held after the rollback: {models:#?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (inputs, want) = tabular_items(5);
+    let reply = client.predict(Submission::new("tabular", inputs)).await.unwrap();
+    check_scores(&reply, &want);
+    assert_eq!(reply.summary.version, 1);
+    // A bundle broken everywhere (bad manifest) fails before any worker sees it.
+    let broken = tensorgate_tests::tabular_bundle(work.path(), "tabular-v3", 3, |m| *m = m.replace("[model]", "[modle]"));
+    let err = client.upload(&broken, false).await.expect_err("bad manifest");
+    assert!(err.to_string().contains("manifest.toml"), "{err}");
 }
 
 fn tracing_free_log(line: &str) {

@@ -209,3 +209,12 @@ impl Drop for Proc {
         self.kill();
     }
 }
+
+/// A repository holding only the named applications of the standard one.
+pub fn repository_of(apps: &[&str]) -> tempfile::TempDir {
+    let repo = tempfile::tempdir().expect("repo dir");
+    for app in apps {
+        crate::copy_dir(&crate::repository().join(app), &repo.path().join(app));
+    }
+    repo
+}

@@ -14,11 +14,14 @@ use std::time::{Duration, Instant};
 use async_nats::jetstream::{self, message::PublishMessage};
 use bytes::Bytes;
 use futures_util::StreamExt;
-use tensorgate_protocol::{ErrorCode, Item, LoadFailure, ModelInfo, ModelStatus, PredictHeader, WorkerStatus};
+use tensorgate_protocol::{
+    AdminReply, ErrorCode, Item, LoadFailure, ModelInfo, ModelStatus, PredictHeader, RequestHeader, WorkerStatus,
+};
 use tokio::sync::oneshot;
 
 use super::wire::{self, Advert, ReplyHead, Subjects, WorkHead, WorkerState};
 use super::worker::{short_id, unix_ms, HEADER_ROOM};
+use super::fleet::{self, Failure};
 use super::{ClusterConfig, ClusterError};
 use crate::request::{ItemDone, ItemFailure, ItemFuture, ItemRunner, Reject, Routed};
 use crate::server::{Fleet, FleetStatus};
@@ -46,6 +49,8 @@ struct Inner {
     fleet: Mutex<HashMap<String, (Advert, Instant)>>,
     /// Replies for items already answered or no longer wanted.
     replies_dropped: AtomicU64,
+    /// The fleet's desired state and bundles.
+    stores: super::fleet::Stores,
 }
 
 /// What one routed request's items need.
@@ -63,6 +68,7 @@ impl Gateway {
         let client = super::connect(&cluster, &format!("tensorgate gateway {id}")).await?;
         let js = jetstream::new(client.clone());
         super::ensure_work_stream(&js, &cluster).await?;
+        let stores = super::fleet::stores(&js, &cluster).await?;
         let subjects = Subjects::new(&cluster.prefix);
         let sub_err = |e: async_nats::SubscribeError| ClusterError::JetStream(format!("subscribing: {e}"));
         let replies = client.subscribe(subjects.reply(&id)).await.map_err(sub_err)?;
@@ -78,6 +84,7 @@ impl Gateway {
             next_key: AtomicU64::new(1),
             fleet: Mutex::new(HashMap::new()),
             replies_dropped: AtomicU64::new(0),
+            stores,
         });
         tokio::spawn(listen_replies(Arc::downgrade(&inner), replies));
         tokio::spawn(listen_adverts(Arc::downgrade(&inner), adverts));
@@ -115,6 +122,9 @@ impl Inner {
             w.apps.iter().filter(|a| a.info.name == model).map(|a| a.info.version).collect()
         };
         let holders: Vec<BTreeSet<u64>> = serving.iter().map(|w| versions(w)).filter(|v| !v.is_empty()).collect();
+        // Workers still applying the fleet state they joined to do not hold the default back.
+        let settled: Vec<BTreeSet<u64>> =
+            serving.iter().filter(|w| w.converged).map(|w| versions(w)).filter(|v| !v.is_empty()).collect();
         if holders.is_empty() {
             let mut names: BTreeSet<&str> = BTreeSet::new();
             for w in &serving {
@@ -142,7 +152,8 @@ impl Inner {
         }
         // The newest version every worker serving the model holds: a new
         // version is the default only once the whole fleet has it ready.
-        let everywhere = holders.iter().skip(1).fold(holders[0].clone(), |acc, v| &acc & v);
+        let basis = if settled.is_empty() { &holders } else { &settled };
+        let everywhere = basis.iter().skip(1).fold(basis[0].clone(), |acc, v| &acc & v);
         Ok(everywhere.last().or(any.last()).copied().unwrap_or_default())
     }
 
@@ -379,5 +390,50 @@ impl Fleet for Gateway {
 
     fn role(&self) -> &'static str {
         "gateway"
+    }
+
+    fn manage(
+        &self,
+        header: RequestHeader,
+        upload: Vec<Bytes>,
+    ) -> Pin<Box<dyn Future<Output = Result<(Option<Bytes>, AdminReply), Failure>> + Send + '_>> {
+        Box::pin(async move {
+            let inner = &self.inner;
+            let prefix = inner.cluster.prefix.as_str();
+            match header {
+                RequestHeader::Upload(h) => {
+                    let mut archive = Vec::with_capacity(upload.iter().map(Bytes::len).sum());
+                    for c in &upload {
+                        archive.extend_from_slice(c);
+                    }
+                    fleet::upload(&inner.client, prefix, &inner.stores, self, archive, h.replace).await.map(|r| (None, r))
+                }
+                RequestHeader::Delete(h) => fleet::delete(&inner.stores, self, &h).await.map(|r| (None, r)),
+                RequestHeader::Reload(h) => fleet::reload(&inner.client, prefix, self, h.model).await.map(|r| (None, r)),
+                RequestHeader::Fetch(h) => {
+                    let (archive, message) = fleet::fetch(&inner.stores, &h).await?;
+                    Ok((Some(archive), AdminReply { message, ..AdminReply::default() }))
+                }
+                other => Err((ErrorCode::Internal, format!("`{}` is not a fleet management request", other.op()))),
+            }
+        })
+    }
+}
+
+impl fleet::View for Gateway {
+    fn live_workers(&self) -> Vec<String> {
+        self.inner.live().into_iter().filter(|w| w.state == WorkerState::Serving).map(|w| w.id).collect()
+    }
+
+    fn holds(&self, ids: &[String], name: &str, version: u64, present: bool) -> bool {
+        self.inner
+            .live()
+            .iter()
+            .filter(|w| ids.contains(&w.id))
+            .all(|w| w.apps.iter().any(|a| a.info.name == name && a.info.version == version) == present)
+    }
+
+    fn models(&self) -> Vec<ModelInfo> {
+        Fleet::models(self).0
     }
 }

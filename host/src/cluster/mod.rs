@@ -15,7 +15,9 @@
 //! - [`worker`]: pulls items for each application version it holds, runs
 //!   them, replies, heartbeats, drains on SIGTERM;
 //! - [`gateway`]: the item runner that forwards items and the fleet view
-//!   (`status`, `models`, routing) built from the workers' adverts.
+//!   (`status`, `models`, routing) built from the workers' adverts;
+//! - [`fleet`]: fleet management: bundles in the engine's object store,
+//!   the desired state in its KV bucket, workers converging on it.
 //!
 //! Delivery: an item is a JetStream message; a worker acknowledges it only
 //! after its reply reached the gateway. A worker that dies stops sending
@@ -24,6 +26,7 @@
 //! at most once (the first reply wins; later ones are dropped), and the
 //! request machine answers each item exactly once.
 
+pub mod fleet;
 pub mod gateway;
 pub mod wire;
 pub mod worker;

@@ -204,6 +204,10 @@ pub struct Advert {
     /// Bundles that failed to load on it.
     #[serde(default)]
     pub load_errors: Vec<tensorgate_protocol::LoadFailure>,
+    /// Whether it has applied the fleet's desired state as it was when it
+    /// joined (until then routing does not wait for it).
+    #[serde(default)]
+    pub converged: bool,
 }
 
 /// One application version a worker holds.

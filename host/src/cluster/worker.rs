@@ -60,6 +60,8 @@ struct Shared {
     repo: Arc<Repository>,
     runner: LocalRunner,
     started: Instant,
+    /// Set once the fleet state as it was at start has been applied.
+    converged: watch::Receiver<bool>,
 }
 
 /// One held version's pull loop.
@@ -90,7 +92,11 @@ impl RunningWorker {
         super::ensure_work_stream(&js, &cluster).await?;
         let repo = host.repository().clone();
         let config = host.config().clone();
+        let stores = super::fleet::stores(&js, &cluster).await?;
+        let changed = Arc::new(tokio::sync::Notify::new());
+        let (caught_up, converged) = watch::channel(false);
         let shared = Arc::new(Shared {
+            converged,
             hostname: hostname(),
             device: crate::executor::torch::resolve(config.device)
                 .map(crate::executor::torch::device_name)
@@ -109,8 +115,28 @@ impl RunningWorker {
             .subscribe(shared.subjects.ping())
             .await
             .map_err(|e| ClusterError::JetStream(format!("subscribing to pings: {e}")))?;
+        let converge = tokio::spawn(super::fleet::converge(
+            id.clone(),
+            shared.cluster.prefix.clone(),
+            shared.client.clone(),
+            stores,
+            shared.repo.clone(),
+            changed.clone(),
+            caught_up,
+        ));
+        let reloads = tokio::spawn(super::fleet::answer_reloads(
+            id.clone(),
+            shared.client.clone(),
+            shared.cluster.prefix.clone(),
+            shared.repo.clone(),
+            changed.clone(),
+        ));
         let (stop, stopped) = watch::channel(false);
-        let task = tokio::spawn(control(shared, options, pings, stopped, host));
+        let task = tokio::spawn(async move {
+            control(shared, options, pings, changed, stopped, host).await;
+            converge.abort();
+            reloads.abort();
+        });
         tracing::info!(worker = %id, "worker started; pulling work");
         Ok(RunningWorker { id, stop, task })
     }
@@ -134,9 +160,11 @@ async fn control(
     shared: Arc<Shared>,
     options: WorkerOptions,
     mut pings: async_nats::Subscriber,
+    changed: Arc<tokio::sync::Notify>,
     mut stopped: watch::Receiver<bool>,
     host: Host,
 ) {
+    let mut converged = shared.converged.clone();
     let mut loops: HashMap<(String, u64), AppLoop> = HashMap::new();
     let mut tick = tokio::time::interval(shared.cluster.heartbeat);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -147,6 +175,15 @@ async fn control(
                 advertise(&shared, &loops, WorkerState::Serving).await;
             }
             Some(_) = pings.next() => advertise(&shared, &loops, WorkerState::Serving).await,
+            // The repository changed (fleet change applied, reload): say so at once.
+            _ = changed.notified() => {
+                sync_loops(&shared, &options, &mut loops);
+                advertise(&shared, &loops, WorkerState::Serving).await;
+            }
+            Ok(()) = converged.changed() => {
+                sync_loops(&shared, &options, &mut loops);
+                advertise(&shared, &loops, WorkerState::Serving).await;
+            }
             _ = stopped.changed() => break,
         }
     }
@@ -397,6 +434,7 @@ async fn advertise(shared: &Shared, loops: &HashMap<(String, u64), AppLoop>, sta
         uptime_s: shared.started.elapsed().as_secs(),
         apps,
         load_errors: shared.repo.failures(),
+        converged: *shared.converged.borrow(),
     };
     let body = Bytes::from(serde_json::to_vec(&advert).unwrap_or_default());
     if let Err(e) = shared.client.publish(shared.subjects.advert(), body).await {

@@ -185,6 +185,29 @@ fn unpack_into(dest: &Path, archive: &[u8], max_bytes: u64) -> Result<PathBuf, S
     }
 }
 
+/// The text of a `.tar.zst` bundle's `manifest.toml` (at the archive's root
+/// or in its single top-level folder), read without unpacking the rest.
+pub fn manifest_text(archive: &[u8]) -> Result<String, StoreError> {
+    let bad = |m: String| StoreError::Archive(m);
+    let decoder = zstd::stream::read::Decoder::new(archive).map_err(|e| bad(format!("zstd: {e}")))?;
+    let mut tar = tar::Archive::new(decoder);
+    let entries = tar.entries().map_err(|e| bad(format!("tar: {e}")))?;
+    for (count, entry) in entries.enumerate() {
+        let mut entry = entry.map_err(|e| bad(format!("tar: {e}")))?;
+        if count >= MAX_ENTRIES {
+            break;
+        }
+        let path = entry.path().map_err(|e| bad(format!("tar entry name: {e}")))?.into_owned();
+        let names: Vec<_> = path.components().filter(|c| matches!(c, Component::Normal(_))).collect();
+        if names.len() <= 2 && path.file_name().is_some_and(|n| n == "manifest.toml") {
+            let mut text = String::new();
+            (&mut entry).take(1 << 20).read_to_string(&mut text).map_err(|e| bad(format!("manifest.toml: {e}")))?;
+            return Ok(text);
+        }
+    }
+    Err(bad("no manifest.toml at the archive's root (or in its single top-level folder)".into()))
+}
+
 /// Moves the checked bundle at `staged` to `REPO/NAME/VERSION`. An existing
 /// bundle there is replaced only when `replace` is set; it is moved to the
 /// trash first and removed after. Returns the final directory.

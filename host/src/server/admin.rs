@@ -22,7 +22,7 @@ use crate::repository::{ChangeError, StoreError};
 pub const FETCH_CHUNK: usize = 4 << 20;
 
 /// A failed management request: the code and message of its `RequestError`.
-pub(crate) type Failure = (ErrorCode, String);
+pub type Failure = (ErrorCode, String);
 
 /// Runs one status or management request; returns the encoded reply, in
 /// pieces to write in order. `upload` holds an upload's archive chunks in order.
@@ -47,11 +47,16 @@ pub(crate) async fn handle(
             encode(&Frame::Reply(reply), &mut out);
             return Ok(vec![out.freeze()]);
         }
-        (Backend::Fleet(_), _) => {
-            return Err((
-                ErrorCode::Unsupported,
-                format!("`{op}` through a gateway is not supported yet: change the workers' repositories (a worker loads what its repository holds: `reload` or `--watch` on the worker)"),
-            ))
+        (Backend::Fleet(fleet), _) => {
+            let (archive, mut reply) = fleet.manage(header, upload).await?;
+            let mut out = archive.map(|a| archive_frames(&a)).unwrap_or_default();
+            reply.op = op.to_string();
+            reply.elapsed_us = start.elapsed().as_micros() as u64;
+            tracing::info!(op, elapsed_ms = start.elapsed().as_secs_f64() * 1e3, "fleet: {}", reply.message);
+            let mut last = BytesMut::new();
+            encode(&Frame::Reply(reply), &mut last);
+            out.push(last.freeze());
+            return Ok(out);
         }
     };
     let blocking = |f: Box<dyn FnOnce() -> Result<(Vec<Bytes>, AdminReply), Failure> + Send>| async move {
@@ -79,18 +84,7 @@ pub(crate) async fn handle(
                 let archive = tensorgate_client::pack_bundle(&app.dir)
                     .map_err(|e| (ErrorCode::Internal, format!("packing {}: {e}", app.dir.display())))?;
                 let archive = Bytes::from(archive);
-                let mut frames = Vec::new();
-                for (index, start) in (0..archive.len()).step_by(FETCH_CHUNK).enumerate() {
-                    let chunk = archive.slice(start..(start + FETCH_CHUNK).min(archive.len()));
-                    let head = ItemHead {
-                        index: index as u32,
-                        content_type: "application/x-tar+zstd".into(),
-                        compression: Compression::None,
-                        ..ItemHead::default()
-                    };
-                    frames.push(encode_item_frame(FrameKind::Result, &head, chunk.len()));
-                    frames.push(chunk);
-                }
+                let frames = archive_frames(&archive);
                 let message = format!("{} version {}: {} bytes", app.name(), app.version(), archive.len());
                 Ok((frames, AdminReply { message, models: vec![app.info(false)], ..AdminReply::default() }))
             }))
@@ -137,6 +131,23 @@ pub(crate) async fn handle(
     encode(&Frame::Reply(reply), &mut last);
     out.push(last.freeze());
     Ok(out)
+}
+
+/// A `fetch` reply's `Result` frames: the archive in [`FETCH_CHUNK`] pieces.
+fn archive_frames(archive: &Bytes) -> Vec<Bytes> {
+    let mut frames = Vec::new();
+    for (index, start) in (0..archive.len()).step_by(FETCH_CHUNK).enumerate() {
+        let chunk = archive.slice(start..(start + FETCH_CHUNK).min(archive.len()));
+        let head = ItemHead {
+            index: index as u32,
+            content_type: "application/x-tar+zstd".into(),
+            compression: Compression::None,
+            ..ItemHead::default()
+        };
+        frames.push(encode_item_frame(FrameKind::Result, &head, chunk.len()));
+        frames.push(chunk);
+    }
+    frames
 }
 
 fn required(h: &AdminHeader, op: &str) -> Result<String, Failure> {

@@ -1,7 +1,7 @@
 //! The QUIC front end: accepts connections, runs one request per
 //! bidirectional stream, streams each item's reply as soon as it is done.
 
-mod admin;
+pub mod admin;
 mod local;
 mod stream;
 
@@ -15,7 +15,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use quinn::crypto::rustls::QuicServerConfig;
-use tensorgate_protocol::{LoadFailure, ModelInfo, ModelStatus, WorkerStatus};
+use bytes::Bytes;
+use tensorgate_protocol::{AdminReply, LoadFailure, ModelInfo, ModelStatus, RequestHeader, WorkerStatus};
 use tokio::task::JoinHandle;
 
 use crate::config::HostConfig;
@@ -90,6 +91,9 @@ pub trait Fleet: Send + Sync {
     fn status(&self) -> Pin<Box<dyn Future<Output = FleetStatus> + Send + '_>>;
     /// `models` entries and load errors.
     fn models(&self) -> (Vec<ModelInfo>, Vec<LoadFailure>);
+    /// `upload`, `fetch`, `delete` or `reload` for the whole fleet: the
+    /// reply, and for `fetch` the archive; `upload` holds an upload's chunks.
+    fn manage(&self, header: RequestHeader, upload: Vec<Bytes>) -> Pin<Box<dyn Future<Output = Result<(Option<Bytes>, AdminReply), admin::Failure>> + Send + '_>>;
     /// The role `status` reports.
     fn role(&self) -> &'static str;
 }
