@@ -391,6 +391,79 @@ async fn a_version_broken_on_one_worker_never_becomes_default() {
     assert!(err.to_string().contains("manifest.toml"), "{err}");
 }
 
+/// Items and results above the engine's message limit (here the default
+/// 1 MB) pass through the large-item store: a raw 14 MB wire plane in, and
+/// a 1.2 MB result out, both checked.
+#[tokio::test(flavor = "multi_thread")]
+async fn items_and_results_larger_than_an_engine_message_pass_transparently() {
+    use tensorgate_plugin::npy::{parse_npz, write_npy};
+    use tensorgate_plugin::{Dtype, Tensor};
+    let engine = Engine::start_conf(&[], "");
+    let repo = repository_of(&["plane-stats"]);
+    let _w = Proc::worker(&engine, repo.path(), &[]);
+    let gateway = Proc::gateway(&engine, &[]);
+    let client = gateway.client().await;
+    wait_for_workers(&client, 1).await;
+    let f32s = |t: &Tensor| t.data.chunks(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect::<Vec<_>>();
+    // A 3456 x 1008 plane (13.9 MB raw, sent uncompressed), a diagonal track of charge 2.0.
+    let (w, t) = (3456u64, 1008u64);
+    let mut values = vec![0f32; (w * t) as usize];
+    for i in 0..1000usize {
+        values[i * t as usize + i] = 2.0;
+    }
+    let plane = Tensor { dtype: Dtype::F32, shape: vec![1, w, t], data: values.iter().flat_map(|v| v.to_le_bytes()).collect() };
+    let start = Instant::now();
+    let reply = client
+        .predict(Submission::new("plane-stats", vec![Input::new(write_npy(&plane), "application/x-npy")]).uncompressed())
+        .await
+        .expect("a 14 MB item through a 1 MB engine");
+    let took = start.elapsed();
+    let got = parse_npz(&reply.outcomes[0].as_ref().expect("ok").payload).unwrap();
+    assert_eq!(got[0].1.data[..8], 1000i64.to_le_bytes());
+    assert_eq!(f32s(&got[1].1), vec![2000.0]);
+    tracing_free_log(&format!("13.9 MB item through the engine in {took:?} ({:.0} MB/s)", 13.9 / took.as_secs_f64()));
+    // 300,000 wires: the per-wire maximum alone is 1.2 MB, above the engine's limit.
+    let wires = 300_000usize;
+    let mut values = vec![0f32; wires * 4];
+    for (i, v) in values.iter_mut().enumerate() {
+        *v = (i % 7) as f32;
+    }
+    let plane = Tensor { dtype: Dtype::F32, shape: vec![1, wires as u64, 4], data: values.iter().flat_map(|v| v.to_le_bytes()).collect() };
+    let reply = client
+        .predict(Submission::new("plane-stats", vec![Input::new(write_npy(&plane), "application/x-npy")]))
+        .await
+        .expect("a large result");
+    let got = parse_npz(&reply.outcomes[0].as_ref().expect("ok").payload).unwrap();
+    let wire_max = f32s(&got[2].1);
+    assert_eq!(wire_max.len(), wires);
+    for (j, m) in wire_max.iter().enumerate() {
+        let want = (0..4).map(|k| ((j * 4 + k) % 7) as f32).fold(0f32, f32::max);
+        assert_eq!(*m, want, "wire {j}");
+    }
+}
+
+/// Engine credentials: with the right user and password everything works;
+/// a worker with a wrong one exits with an error naming the engine.
+#[tokio::test(flavor = "multi_thread")]
+async fn engine_credentials_are_required_and_checked() {
+    let engine = Engine::start_conf(&[], "max_payload: 8388608\nauthorization { users = [ { user: tg, password: s3cret } ] }\n");
+    let repo = repository_of(&["tabular"]);
+    let creds = ["--nats-user", "tg", "--nats-password", "s3cret"];
+    let _w = Proc::worker(&engine, repo.path(), &creds);
+    let gateway = Proc::gateway(&engine, &creds);
+    let client = gateway.client().await;
+    wait_for_workers(&client, 1).await;
+    let (inputs, want) = tabular_items(10);
+    check_scores(&client.predict(Submission::new("tabular", inputs)).await.unwrap(), &want);
+    let state = tempfile::tempdir().unwrap();
+    let out = Proc::worker_command(&engine, repo.path(), state.path(), &["--nats-user", "tg", "--nats-password", "wrong"])
+        .output()
+        .expect("worker runs");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(&engine.url) && stderr.to_lowercase().contains("authorization"), "{stderr}");
+}
+
 fn tracing_free_log(line: &str) {
     eprintln!("[cluster] {line}");
 }

@@ -53,6 +53,7 @@ pub struct Engine {
     port: u16,
     dir: tempfile::TempDir,
     args: Vec<String>,
+    conf: String,
 }
 
 impl Engine {
@@ -64,6 +65,11 @@ impl Engine {
 
     /// Starts an engine with extra command-line arguments.
     pub fn start_with(extra: &[&str]) -> Engine {
+        Self::start_conf(extra, "max_payload: 67108864\n")
+    }
+
+    /// Starts an engine with this configuration file text.
+    pub fn start_conf(extra: &[&str], conf: &str) -> Engine {
         let dir = tempfile::tempdir().expect("engine dir");
         let port = free_port();
         let mut engine = Engine {
@@ -72,6 +78,7 @@ impl Engine {
             port,
             dir,
             args: extra.iter().map(|s| s.to_string()).collect(),
+            conf: conf.to_string(),
         };
         engine.spawn();
         engine
@@ -79,7 +86,7 @@ impl Engine {
 
     fn spawn(&mut self) {
         let conf = self.dir.path().join("engine.conf");
-        std::fs::write(&conf, "max_payload: 67108864\n").expect("engine conf");
+        std::fs::write(&conf, &self.conf).expect("engine conf");
         let child = Command::new(nats_server())
             .args(["-a", "127.0.0.1", "-p", &self.port.to_string(), "-js", "-sd"])
             .arg(self.dir.path().join("store"))
@@ -132,17 +139,23 @@ pub struct Proc {
 }
 
 impl Proc {
-    /// A worker serving `repo`, pulling from `engine`, with `extra` arguments.
-    pub fn worker(engine: &Engine, repo: &Path, extra: &[&str]) -> Proc {
-        let state = tempfile::tempdir().expect("worker state");
-        let mut child = Command::new(host_binary())
-            .args(["--nats", &engine.url, "--threads", "1", "--heartbeat-ms", "200", "--redeliver-after-ms", "1000"])
+    /// The command that starts a worker serving `repo` on `engine`.
+    pub fn worker_command(engine: &Engine, repo: &Path, state: &Path, extra: &[&str]) -> Command {
+        let mut cmd = Command::new(host_binary());
+        cmd.args(["--nats", &engine.url, "--threads", "1", "--heartbeat-ms", "200", "--redeliver-after-ms", "1000"])
             .arg("--repository")
             .arg(repo)
             .arg("--state-dir")
-            .arg(state.path())
+            .arg(state)
             .args(extra)
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", "warn");
+        cmd
+    }
+
+    /// A worker serving `repo`, pulling from `engine`, with `extra` arguments.
+    pub fn worker(engine: &Engine, repo: &Path, extra: &[&str]) -> Proc {
+        let state = tempfile::tempdir().expect("worker state");
+        let mut child = Self::worker_command(engine, repo, state.path(), extra)
             .stdout(Stdio::null())
             .spawn()
             .expect("worker starts");

@@ -93,6 +93,10 @@ pub struct Stores {
     pub kv: kv::Store,
     /// Bundle archives.
     pub objects: object_store::ObjectStore,
+    /// Item payloads and results too large for one engine message (each
+    /// deleted once its item is answered; an hour's age limit clears what a
+    /// lost gateway or worker leaves behind).
+    pub large: object_store::ObjectStore,
 }
 
 /// Opens (creating when missing) the cluster's KV bucket and object store.
@@ -124,7 +128,20 @@ pub async fn stores(js: &jetstream::Context, config: &ClusterConfig) -> Result<S
             .await
             .map_err(|e| err(format!("creating the bundle store: {e}")))?,
     };
-    Ok(Stores { kv, objects })
+    let large = match js.get_object_store(format!("{stem}_LARGE")).await {
+        Ok(o) => o,
+        Err(_) => js
+            .create_object_store(object_store::Config {
+                bucket: format!("{stem}_LARGE"),
+                description: Some("tensorgate: payloads larger than one engine message".into()),
+                storage: jetstream::stream::StorageType::File,
+                max_age: Duration::from_secs(3600),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| err(format!("creating the large-item store: {e}")))?,
+    };
+    Ok(Stores { kv, objects, large })
 }
 
 /// The KV key of one version.
@@ -256,10 +273,24 @@ async fn apply(worker: &str, stores: &Stores, repo: &Arc<Repository>, d: &Desire
 }
 
 async fn fetch_object(stores: &Stores, object: &str) -> Result<Vec<u8>, String> {
-    let mut obj = stores.objects.get(object).await.map_err(|e| format!("fetching bundle {object}: {e}"))?;
-    let mut archive = Vec::new();
-    obj.read_to_end(&mut archive).await.map_err(|e| format!("reading bundle {object}: {e}"))?;
-    Ok(archive)
+    read_object(&stores.objects, object).await.map_err(|e| format!("bundle {e}"))
+}
+
+/// Stores `data` as object `name` in chunks as large as one engine
+/// message allows (fewer round trips than the default 128 KiB).
+pub async fn write_object(client: &async_nats::Client, store: &object_store::ObjectStore, name: &str, data: &[u8]) -> Result<(), String> {
+    let chunk = client.server_info().max_payload.saturating_sub(super::worker::HEADER_ROOM).clamp(64 << 10, 8 << 20);
+    let meta = object_store::ObjectMetadata { name: name.to_string(), chunk_size: Some(chunk), ..Default::default() };
+    let mut reader = data;
+    store.put(meta, &mut reader).await.map(|_| ()).map_err(|e| e.to_string())
+}
+
+/// The bytes of one object.
+pub async fn read_object(store: &object_store::ObjectStore, name: &str) -> Result<Vec<u8>, String> {
+    let mut obj = store.get(name).await.map_err(|e| format!("{name}: {e}"))?;
+    let mut data = Vec::with_capacity(obj.info().size);
+    obj.read_to_end(&mut data).await.map_err(|e| format!("{name}: {e}"))?;
+    Ok(data)
 }
 
 /// Answers fleet-wide reloads for one worker.
@@ -320,8 +351,7 @@ pub async fn upload(
         return Err((ErrorCode::Conflict, format!("{name} version {version} already exists in the fleet (upload with replace to swap it)")));
     }
     let object = format!("{name}/{version}/{sha256}");
-    let mut reader: &[u8] = &archive;
-    stores.objects.put(object.as_str(), &mut reader).await.map_err(|e| internal("storing the bundle", e.to_string()))?;
+    write_object(client, &stores.objects, &object, &archive).await.map_err(|e| internal("storing the bundle", e))?;
     let desired = Desired { name: name.clone(), version, object, sha256: sha256.clone(), bytes: archive.len() as u64 };
     let workers = view.live_workers();
     let mut reports = client

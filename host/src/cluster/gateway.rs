@@ -161,20 +161,27 @@ impl Inner {
     async fn forward(self: Arc<Self>, session: Arc<RemoteSession>, item: Item) -> ItemDone {
         let index = item.head.index;
         let fail = |code, message: String| ItemDone { result: Err(ItemFailure::new(code, message)), timings: Default::default() };
-        let max = self.client.server_info().max_payload.saturating_sub(HEADER_ROOM);
-        if item.payload.len() > max {
-            return fail(
-                ErrorCode::LimitExceeded,
-                format!(
-                    "item {index}: {} bytes as sent exceed the cluster engine's message limit ({max} bytes after headers; raise the engine's max_payload or compress)",
-                    item.payload.len()
-                ),
-            );
-        }
         let key = self.next_key.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         self.pending.lock().unwrap_or_else(|p| p.into_inner()).insert(key, tx);
         let _forget = Forget { inner: &self, key };
+        // Above the engine's message limit the payload goes to the large-item store.
+        let max = self.client.server_info().max_payload.saturating_sub(HEADER_ROOM);
+        let mut object = None;
+        let payload = if item.payload.len() > max {
+            let name = format!("i-{}-{key}", self.id);
+            if let Err(e) = super::fleet::write_object(&self.client, &self.stores.large, &name, &item.payload).await {
+                let mut done = fail(ErrorCode::Busy, format!("item {index}: the cluster engine did not store its {} bytes: {e}", item.payload.len()));
+                if let Err(f) = &mut done.result {
+                    f.retry_after_ms = Some(200);
+                }
+                return done;
+            }
+            object = Some(name);
+            Bytes::new()
+        } else {
+            item.payload
+        };
         let head = WorkHead {
             index,
             content_type: item.head.content_type,
@@ -184,12 +191,16 @@ impl Inner {
             deadline_unix_ms: session.deadline_unix_ms,
         };
         let key_text = key.to_string();
-        let headers = wire::headers(&head, &[(wire::KEY, &key_text), (wire::REPLY_TO, &self.reply_subject)]);
+        let mut extra = vec![(wire::KEY, key_text.as_str()), (wire::REPLY_TO, self.reply_subject.as_str())];
+        if let Some(name) = &object {
+            extra.push((wire::OBJECT, name.as_str()));
+        }
+        let headers = wire::headers(&head, &extra);
         let msg_id = format!("{}-{key}", self.id);
         let mut rx = rx;
         let mut last_error = String::new();
         for attempt in 0..PUBLISH_ATTEMPTS {
-            let publish = PublishMessage::build().payload(item.payload.clone()).headers(headers.clone()).message_id(&msg_id);
+            let publish = PublishMessage::build().payload(payload.clone()).headers(headers.clone()).message_id(&msg_id);
             let ack = match self.js.send_publish(session.subject.clone(), publish).await {
                 Ok(ack) => ack,
                 Err(e) => {
@@ -215,6 +226,9 @@ impl Inner {
                     }
                 }
             }
+        }
+        if let Some(name) = &object {
+            let _ = self.stores.large.delete(name).await;
         }
         let mut done = fail(ErrorCode::Busy, format!("item {index}: the cluster engine did not take the item: {last_error}"));
         if let Err(f) = &mut done.result {
@@ -262,16 +276,37 @@ async fn listen_replies(inner: std::sync::Weak<Inner>, mut replies: async_nats::
         let Some(inner) = inner.upgrade() else { return };
         let key = wire::text(msg.headers.as_ref(), wire::KEY).and_then(|k| k.parse::<u64>().ok());
         let waiting = key.and_then(|k| inner.pending.lock().unwrap_or_else(|p| p.into_inner()).remove(&k));
+        let object = wire::text(msg.headers.as_ref(), wire::OBJECT).map(str::to_string);
         match (waiting, wire::head::<ReplyHead>(msg.headers.as_ref())) {
-            (Some(tx), Ok(head)) => {
-                let _ = tx.send(head.into_done(msg.payload));
-            }
+            (Some(tx), Ok(head)) => match object {
+                None => {
+                    let _ = tx.send(head.into_done(msg.payload));
+                }
+                // A large result: fetched from the store off this loop.
+                Some(name) => {
+                    let large = inner.stores.large.clone();
+                    tokio::spawn(async move {
+                        let done = match super::fleet::read_object(&large, &name).await {
+                            Ok(data) => head.into_done(Bytes::from(data)),
+                            Err(e) => ItemDone {
+                                result: Err(ItemFailure::new(ErrorCode::Internal, format!("large result: {e}"))),
+                                timings: head.timings,
+                            },
+                        };
+                        let _ = large.delete(&name).await;
+                        let _ = tx.send(done);
+                    });
+                }
+            },
             (Some(tx), Err(e)) => {
                 let failure = ItemFailure::new(ErrorCode::Internal, format!("unreadable reply from a worker: {e}"));
                 let _ = tx.send(ItemDone { result: Err(failure), timings: Default::default() });
             }
             (None, _) => {
                 inner.replies_dropped.fetch_add(1, Ordering::Relaxed);
+                if let Some(name) = object {
+                    let _ = inner.stores.large.delete(&name).await;
+                }
             }
         }
         if let Some(reply) = msg.reply {

@@ -9,6 +9,10 @@
 //! | `P.reply.GATEWAY` | worker → gateway | request (the gateway's empty answer confirms) | the result payload; `Tg-Head`: [`ReplyHead`] |
 //! | `P.fleet.advert` | worker → gateways | publish, every heartbeat and on change | [`Advert`] (JSON) |
 //! | `P.fleet.ping` | gateway → workers | publish | empty; every worker advertises at once |
+//!
+//! A payload or result larger than the engine's `max_payload` travels in
+//! the `P_LARGE` object store instead; the message's `Tg-Object` header
+//! names the object and its body is empty. The receiver deletes it.
 
 use std::collections::BTreeMap;
 
@@ -24,6 +28,9 @@ pub const HEAD: &str = "Tg-Head";
 pub const KEY: &str = "Tg-Key";
 /// Header carrying the subject a work item's reply goes to.
 pub const REPLY_TO: &str = "Tg-Reply";
+/// Header naming the large-item object that holds the payload (the message
+/// body is then empty): payloads above the engine's `max_payload`.
+pub const OBJECT: &str = "Tg-Object";
 
 /// Subjects of one cluster (one prefix).
 #[derive(Debug, Clone)]

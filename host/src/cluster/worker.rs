@@ -62,6 +62,8 @@ struct Shared {
     started: Instant,
     /// Set once the fleet state as it was at start has been applied.
     converged: watch::Receiver<bool>,
+    /// Payloads and results above the engine's message limit.
+    large: async_nats::jetstream::object_store::ObjectStore,
 }
 
 /// One held version's pull loop.
@@ -97,6 +99,7 @@ impl RunningWorker {
         let (caught_up, converged) = watch::channel(false);
         let shared = Arc::new(Shared {
             converged,
+            large: stores.large.clone(),
             hostname: hostname(),
             device: crate::executor::torch::resolve(config.device)
                 .map(crate::executor::torch::device_name)
@@ -339,8 +342,18 @@ async fn run_item(shared: Arc<Shared>, app: Arc<Application>, msg: jetstream::Me
         return;
     }
     let index = head.index;
-    let item = Item { head: head.item_head(), payload: msg.payload.clone() };
-    let mut work = shared.runner.run(&app, item);
+    let object = wire::text(headers, wire::OBJECT).map(str::to_string);
+    let payload = match &object {
+        None => Ok(msg.payload.clone()),
+        Some(name) => super::fleet::read_object(&shared.large, name).await.map(Bytes::from),
+    };
+    let mut work = match payload {
+        Ok(payload) => shared.runner.run(&app, Item { head: head.item_head(), payload }),
+        Err(e) => {
+            let failure = ItemFailure::new(ErrorCode::Internal, format!("item {index}: its payload is not in the engine's large-item store: {e}"));
+            Box::pin(std::future::ready(ItemDone { result: Err(failure), timings: Default::default() }))
+        }
+    };
     let mut progress = tokio::time::interval(shared.cluster.redeliver_after / 3);
     progress.tick().await;
     let done = loop {
@@ -349,9 +362,29 @@ async fn run_item(shared: Arc<Shared>, app: Arc<Application>, msg: jetstream::Me
             _ = progress.tick() => { let _ = msg.ack_with(AckKind::Progress).await; }
         }
     };
-    let done = fit_reply(&shared, index, done);
-    let (reply_head, payload) = ReplyHead::from_done(&shared.id, done);
-    let reply_headers = wire::headers(&reply_head, &[(wire::KEY, &key)]);
+    let (reply_head, mut payload) = ReplyHead::from_done(&shared.id, done);
+    let mut extra = vec![(wire::KEY, key.clone())];
+    let max = shared.client.server_info().max_payload.saturating_sub(HEADER_ROOM);
+    let mut reply_head = reply_head;
+    if payload.len() > max {
+        // A large result goes to the store; the gateway fetches and deletes it.
+        let name = format!("r-{}-{}", shared.id, nuid::next());
+        match super::fleet::write_object(&shared.client, &shared.large, &name, &payload).await {
+            Ok(_) => {
+                extra.push((wire::OBJECT, name));
+                payload = Bytes::new();
+            }
+            Err(e) => {
+                let failed = ItemDone {
+                    result: Err(ItemFailure::new(ErrorCode::Internal, format!("item {index}: storing its {} byte result: {e}", payload.len()))),
+                    timings: reply_head.timings,
+                };
+                (reply_head, payload) = ReplyHead::from_done(&shared.id, failed);
+            }
+        }
+    }
+    let extra: Vec<(&str, &str)> = extra.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let reply_headers = wire::headers(&reply_head, &extra);
     let mut delivered = false;
     for wait in REPLY_BACKOFF {
         tokio::time::sleep(Duration::from_millis(wait)).await;
@@ -368,6 +401,9 @@ async fn run_item(shared: Arc<Shared>, app: Arc<Application>, msg: jetstream::Me
     }
     if delivered {
         let _ = msg.ack().await;
+        if let Some(name) = &object {
+            let _ = shared.large.delete(name).await;
+        }
     } else {
         // Its gateway is gone (its client with it) or unreachable: if it is
         // still waiting, another attempt may reach it; if not, the engine
@@ -384,25 +420,6 @@ struct Held(Arc<AtomicUsize>);
 impl Drop for Held {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-/// A result too big for one engine message fails with a message naming the
-/// limit (large results across the cluster are not chunked yet).
-fn fit_reply(shared: &Shared, index: u32, done: ItemDone) -> ItemDone {
-    let max = shared.client.server_info().max_payload.saturating_sub(HEADER_ROOM);
-    match &done.result {
-        Ok(out) if out.payload.len() > max => ItemDone {
-            result: Err(ItemFailure::new(
-                ErrorCode::LimitExceeded,
-                format!(
-                    "item {index}: result of {} bytes exceeds the cluster engine's message limit ({max} bytes after headers; raise the engine's max_payload)",
-                    out.payload.len()
-                ),
-            )),
-            timings: done.timings,
-        },
-        _ => done,
     }
 }
 
