@@ -112,6 +112,9 @@ struct Args {
     /// Worker: items pulled at once per application version (default: 2 × max_batch × instances).
     #[arg(long)]
     capacity: Option<usize>,
+    /// Worker: on SIGTERM, wait at most this long (s) for the items it holds.
+    #[arg(long, default_value_t = 120)]
+    drain_timeout_s: u64,
     /// Print the SHA-256 of a token read from stdin (for the access file) and exit.
     #[arg(long, exclusive = true)]
     hash_token: bool,
@@ -217,7 +220,7 @@ fn run_cluster(args: &Args, url: &str, config: HostConfig) -> anyhow::Result<()>
         });
     }
     let host = Host::load(config).context("starting the worker")?;
-    let options = worker::WorkerOptions { capacity: args.capacity };
+    let options = worker::WorkerOptions { capacity: args.capacity, drain_timeout: Duration::from_secs(args.drain_timeout_s) };
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async move {
         let running = worker::RunningWorker::start(host, cluster, options).await.context("connecting the worker to the engine")?;

@@ -464,6 +464,44 @@ async fn engine_credentials_are_required_and_checked() {
     assert!(stderr.contains(&engine.url) && stderr.to_lowercase().contains("authorization"), "{stderr}");
 }
 
+/// One of two gateways killed mid-request: a client given both fails over
+/// and resubmits only the unanswered items; each is answered exactly once.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_given_two_gateways_survives_losing_one() {
+    let engine = Engine::start();
+    let repo = tensorgate_tests::repository_with_slow();
+    let _w1 = Proc::worker(&engine, repo.path(), &[]);
+    let _w2 = Proc::worker(&engine, repo.path(), &[]);
+    let mut g1 = Proc::gateway(&engine, &[]);
+    let g2 = Proc::gateway(&engine, &[]);
+    wait_for_workers(&g2.client().await, 2).await;
+    let failover = std::sync::Arc::new(tensorgate_client::Failover::new(vec![g1.target(), g2.target()]).unwrap());
+    let x = tensorgate_plugin::Tensor { dtype: tensorgate_plugin::Dtype::F32, shape: vec![1, 256], data: 0.5f32.to_le_bytes().repeat(256) };
+    let sample = tensorgate_plugin::npy::write_npy(&x);
+    let items: Vec<Input> = (0..120).map(|_| Input::new(sample.clone(), "application/x-npy")).collect();
+    let f = failover.clone();
+    let request = tokio::spawn(async move { f.predict(Submission::new("slow", items)).await });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    g1.kill();
+    let reply = tokio::time::timeout(Duration::from_secs(60), request).await.expect("request finishes").unwrap().expect("predict fails over");
+    assert_eq!(reply.summary.ok, 120, "{:?}", reply.summary);
+    for (i, o) in reply.outcomes.iter().enumerate() {
+        assert_eq!(o.as_ref().expect("item ok").index as usize, i);
+    }
+}
+
+/// A worker told to stop while the engine is down still exits, in bounded time.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_worker_drains_even_with_the_engine_gone() {
+    let mut engine = Engine::start();
+    let repo = repository_of(&["tabular"]);
+    let mut w = Proc::worker(&engine, repo.path(), &[]);
+    engine.kill();
+    let start = Instant::now();
+    assert!(w.terminate(Duration::from_secs(20)), "the worker exited 0");
+    assert!(start.elapsed() < Duration::from_secs(10), "took {:?}", start.elapsed());
+}
+
 fn tracing_free_log(line: &str) {
     eprintln!("[cluster] {line}");
 }

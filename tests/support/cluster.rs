@@ -105,6 +105,14 @@ impl Engine {
         }
     }
 
+    /// Kills the engine (SIGKILL).
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
     /// Kills the engine (SIGKILL) and starts it again on the same port and store.
     pub fn restart(&mut self, down_for: Duration) {
         if let Some(mut c) = self.child.take() {
@@ -182,6 +190,12 @@ impl Proc {
     /// The gateway's address.
     pub fn addr(&self) -> SocketAddr {
         self.announced.parse().expect("gateway address")
+    }
+
+    /// How a client reaches and trusts this gateway.
+    pub fn target(&self) -> (SocketAddr, tensorgate_client::ConnectOptions) {
+        let fp = std::fs::read_to_string(self.state.path().join("fingerprint")).expect("fingerprint");
+        (self.addr(), tensorgate_client::ConnectOptions::new(Trust::Fingerprint(fp)))
     }
 
     /// A client pinning this gateway's certificate.

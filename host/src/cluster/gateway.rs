@@ -209,6 +209,7 @@ impl Inner {
                     continue;
                 }
             };
+            let queued = Instant::now();
             // The reply can come before the engine's confirmation does.
             let ack = tokio::select! {
                 ack = ack.into_future() => ack,
@@ -216,7 +217,10 @@ impl Inner {
             };
             match ack {
                 Ok(_) => {
-                    return rx.await.unwrap_or_else(|_| fail(ErrorCode::Internal, format!("item {index}: reply channel closed")))
+                    let acked = queued.elapsed();
+                    let done = rx.await.unwrap_or_else(|_| fail(ErrorCode::Internal, format!("item {index}: reply channel closed")));
+                    tracing::trace!(index, ?acked, replied = ?queued.elapsed(), "item round trip");
+                    return done;
                 }
                 Err(e) => {
                     last_error = e.to_string();

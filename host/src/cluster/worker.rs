@@ -41,11 +41,19 @@ const REPLY_WAIT: Duration = Duration::from_secs(2);
 pub(crate) const HEADER_ROOM: usize = 4096;
 
 /// Worker settings beside the cluster's.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct WorkerOptions {
     /// Items pulled at once per application version; `None`: twice the
     /// model's `max_batch × instances` (the next batch fills while one runs).
     pub capacity: Option<usize>,
+    /// Longest a drain waits for the items it holds.
+    pub drain_timeout: Duration,
+}
+
+impl Default for WorkerOptions {
+    fn default() -> Self {
+        WorkerOptions { capacity: None, drain_timeout: Duration::from_secs(120) }
+    }
 }
 
 /// What every pull loop and item task of one worker shares.
@@ -195,11 +203,16 @@ async fn control(
         let _ = l.stop.send(true);
     }
     advertise(&shared, &loops, WorkerState::Draining).await;
-    for (_, l) in loops.drain() {
-        let _ = l.task.await;
+    let finish = async {
+        for (_, l) in loops.drain() {
+            let _ = l.task.await;
+        }
+    };
+    if tokio::time::timeout(options.drain_timeout, finish).await.is_err() {
+        tracing::warn!(worker = %shared.id, "items still running after {:?}; leaving (the engine hands them to another worker)", options.drain_timeout);
     }
     advertise(&shared, &HashMap::new(), WorkerState::Left).await;
-    let _ = shared.client.flush().await;
+    let _ = tokio::time::timeout(Duration::from_secs(2), shared.client.flush()).await;
     drop(host);
     tracing::info!(worker = %shared.id, "drained; left the cluster");
 }
@@ -279,7 +292,8 @@ async fn pull_loop(
             };
             // What a pull already sent delivers is this worker's to run, even
             // while it drains; the pull ends by itself within PULL_EXPIRES.
-            while let Some(next) = batch.next().await {
+            // Bounded: with the engine gone a pull never ends by itself.
+            while let Ok(Some(next)) = tokio::time::timeout(PULL_EXPIRES + Duration::from_secs(1), batch.next()).await {
                 match next {
                     Ok(msg) => match permits.pop() {
                         Some(permit) => {
@@ -342,6 +356,7 @@ async fn run_item(shared: Arc<Shared>, app: Arc<Application>, msg: jetstream::Me
         return;
     }
     let index = head.index;
+    let received = Instant::now();
     let object = wire::text(headers, wire::OBJECT).map(str::to_string);
     let payload = match &object {
         None => Ok(msg.payload.clone()),
@@ -354,14 +369,16 @@ async fn run_item(shared: Arc<Shared>, app: Arc<Application>, msg: jetstream::Me
             Box::pin(std::future::ready(ItemDone { result: Err(failure), timings: Default::default() }))
         }
     };
-    let mut progress = tokio::time::interval(shared.cluster.redeliver_after / 3);
-    progress.tick().await;
+    // (Not `interval`: its first tick waits for the timer wheel's next turn, up to 1 ms.)
+    let period = shared.cluster.redeliver_after / 3;
+    let mut progress = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     let done = loop {
         tokio::select! {
             done = &mut work => break done,
             _ = progress.tick() => { let _ = msg.ack_with(AckKind::Progress).await; }
         }
     };
+    let ran = received.elapsed();
     let (reply_head, mut payload) = ReplyHead::from_done(&shared.id, done);
     let mut extra = vec![(wire::KEY, key.clone())];
     let max = shared.client.server_info().max_payload.saturating_sub(HEADER_ROOM);
@@ -387,7 +404,10 @@ async fn run_item(shared: Arc<Shared>, app: Arc<Application>, msg: jetstream::Me
     let reply_headers = wire::headers(&reply_head, &extra);
     let mut delivered = false;
     for wait in REPLY_BACKOFF {
-        tokio::time::sleep(Duration::from_millis(wait)).await;
+        if wait > 0 {
+            // (A zero sleep would still wait for the timer wheel's next turn.)
+            tokio::time::sleep(Duration::from_millis(wait)).await;
+        }
         let attempt = shared.client.request_with_headers(reply_to.clone(), reply_headers.clone(), payload.clone());
         match tokio::time::timeout(REPLY_WAIT, attempt).await {
             Ok(Ok(_)) => {
@@ -399,6 +419,7 @@ async fn run_item(shared: Arc<Shared>, app: Arc<Application>, msg: jetstream::Me
         }
         let _ = msg.ack_with(AckKind::Progress).await;
     }
+    tracing::trace!(index, ?ran, took = ?received.elapsed(), "item run and replied");
     if delivered {
         let _ = msg.ack().await;
         if let Some(name) = &object {

@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use anyhow::bail;
 use clap::{Args, Parser, Subcommand};
-use tensorgate_client::{Client, ConnectOptions, Identity, Trust};
+use tensorgate_client::{ConnectOptions, Failover, Identity, Trust};
 
 #[derive(Parser)]
 #[command(name = "tensorgate", version, about = "Submit work to a tensorgate host")]
@@ -27,10 +27,13 @@ struct Cli {
 
 #[derive(Args)]
 struct ConnArgs {
-    /// Host address (UDP).
-    #[arg(long, global = true, env = "TENSORGATE_HOST", default_value = "127.0.0.1:7443")]
-    host: SocketAddr,
-    /// Pin the host certificate's SHA-256 fingerprint (hex, as the host prints it).
+    /// Host address (UDP); several, comma-separated (cluster gateways): one
+    /// is used, and `submit` fails over to the next, resubmitting the items
+    /// that got no answer.
+    #[arg(long, global = true, env = "TENSORGATE_HOST", default_value = "127.0.0.1:7443", value_delimiter = ',')]
+    host: Vec<SocketAddr>,
+    /// Pin the host certificate's SHA-256 fingerprint (hex, as the host
+    /// prints it); with several hosts, one per host (comma-separated) or one for all.
     #[arg(long, global = true, env = "TENSORGATE_FINGERPRINT")]
     fingerprint: Option<String>,
     /// Verify the host certificate against this CA file (PEM) instead.
@@ -150,19 +153,28 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    let trust = match (&cli.conn.fingerprint, &cli.conn.ca) {
-        (Some(fp), _) => Trust::Fingerprint(fp.clone()),
-        (None, Some(ca)) => Trust::CaFile(ca.clone()),
-        (None, None) => bail!("give --fingerprint (printed by tensorgate-host) or --ca to trust the host"),
-    };
     let identity = match (&cli.conn.cert, &cli.conn.key) {
         (Some(cert), Some(key)) => Some(Identity { cert: cert.clone(), key: key.clone() }),
         _ => None,
     };
-    let options = ConnectOptions { trust, identity, token: cli.conn.token.clone() };
-    let client = Arc::new(Client::connect_with(cli.conn.host, options).await?);
+    let hosts = &cli.conn.host;
+    let fingerprints: Vec<&str> = cli.conn.fingerprint.as_deref().map(|f| f.split(',').map(str::trim).collect()).unwrap_or_default();
+    if fingerprints.len() > 1 && fingerprints.len() != hosts.len() {
+        bail!("{} fingerprints for {} hosts: give one per host, or one for all", fingerprints.len(), hosts.len());
+    }
+    let mut targets = Vec::new();
+    for (i, addr) in hosts.iter().enumerate() {
+        let trust = match (fingerprints.get(i).or(fingerprints.first()), &cli.conn.ca) {
+            (Some(fp), _) => Trust::Fingerprint(fp.to_string()),
+            (None, Some(ca)) => Trust::CaFile(ca.clone()),
+            (None, None) => bail!("give --fingerprint (printed by tensorgate-host) or --ca to trust the host"),
+        };
+        targets.push((*addr, ConnectOptions { trust, identity: identity.clone(), token: cli.conn.token.clone() }));
+    }
+    let failover = Arc::new(Failover::new(targets)?);
+    let client = failover.client().await?;
     let code = match cli.command {
-        Command::Submit(args) => submit::run(client.clone(), args).await?,
+        Command::Submit(args) => submit::run(failover.clone(), args).await?,
         Command::Plugin(_) => unreachable!("handled in main before connecting"),
         Command::Bench(args) => {
             bench::run(client.clone(), args).await?;

@@ -9,7 +9,7 @@ use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
-use tensorgate_client::{Client, ClientError, Event, Input, Submission};
+use tensorgate_client::{ClientError, Event, Failover, Input, Submission};
 
 /// Compression switch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -111,7 +111,7 @@ struct Totals {
     failed: u64,
 }
 
-pub async fn run(client: Arc<Client>, args: SubmitArgs) -> anyhow::Result<ExitCode> {
+pub async fn run(client: Arc<Failover>, args: SubmitArgs) -> anyhow::Result<ExitCode> {
     let files = Arc::new(expand(&args.inputs)?);
     if files.is_empty() {
         bail!("no input files in {:?}", args.inputs);

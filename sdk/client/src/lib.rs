@@ -24,11 +24,13 @@
 #![warn(missing_docs)]
 
 mod error;
+mod failover;
 mod management;
 mod predict;
 mod transport;
 
 pub use error::ClientError;
+pub use failover::Failover;
 pub use management::pack_bundle;
 pub use predict::{Event, Input, ItemFailed, ItemReply, Reply, Submission};
 pub use transport::{transport_config, Client, ConnectOptions, Identity, Trust, DEAD_PEER_TIMEOUT, KEEP_ALIVE, MTU_UPPER_BOUND};

@@ -1,0 +1,164 @@
+//! Several gateways (or hosts) serving the same applications behind one
+//! client: when the connection in use breaks, the next address is tried,
+//! and a predict request is resubmitted there for the items that had no
+//! answer only, so each item is still answered exactly once.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use tensorgate_protocol::Summary;
+use tokio::sync::Mutex;
+
+use tensorgate_protocol::ErrorCode;
+
+use crate::{Client, ClientError, ConnectOptions, Event, ItemFailed, Reply, Submission};
+
+/// A client over several addresses, failing over in turn.
+pub struct Failover {
+    targets: Vec<(SocketAddr, ConnectOptions)>,
+    /// The connection in use and the index of its target.
+    current: Mutex<Option<(usize, Arc<Client>)>>,
+    /// Index of the target whose connection broke last (`usize::MAX`: none).
+    failed: AtomicUsize,
+}
+
+impl Failover {
+    /// A client for `targets` (tried in order); nothing connects until used.
+    pub fn new(targets: Vec<(SocketAddr, ConnectOptions)>) -> Result<Self, ClientError> {
+        if targets.is_empty() {
+            return Err(ClientError::Tls("no address to connect to".into()));
+        }
+        Ok(Failover { targets, current: Mutex::new(None), failed: AtomicUsize::new(usize::MAX) })
+    }
+
+    /// The connection in use, connecting (from the one after the last that
+    /// failed, wrapping around once) when there is none.
+    pub async fn client(&self) -> Result<Arc<Client>, ClientError> {
+        let mut current = self.current.lock().await;
+        if let Some((_, c)) = current.as_ref() {
+            return Ok(c.clone());
+        }
+        let start = match self.failed.load(Ordering::Relaxed) {
+            usize::MAX => 0,
+            i => (i + 1) % self.targets.len(),
+        };
+        let mut last = None;
+        for k in 0..self.targets.len() {
+            let i = (start + k) % self.targets.len();
+            let (addr, options) = &self.targets[i];
+            match Client::connect_with(*addr, options.clone()).await {
+                Ok(c) => {
+                    let c = Arc::new(c);
+                    *current = Some((i, c.clone()));
+                    return Ok(c);
+                }
+                Err(e) => {
+                    tracing::warn!(%addr, "cannot connect: {e}");
+                    last = Some(e);
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| ClientError::Connection("no address answered".into())))
+    }
+
+    /// Forgets a broken connection so that the next call connects to the next address.
+    async fn broken(&self, client: &Arc<Client>) {
+        let mut current = self.current.lock().await;
+        if let Some((i, c)) = current.as_ref() {
+            if Arc::ptr_eq(c, client) {
+                self.failed.store(*i, Ordering::Relaxed);
+                *current = None;
+            }
+        }
+    }
+
+    /// Submits a request and collects every reply in input order, failing
+    /// over as [`Failover::predict_stream`] does.
+    pub async fn predict(&self, submission: Submission) -> Result<Reply, ClientError> {
+        let total = submission.items.len();
+        let mut outcomes = vec![None; total];
+        let summary = self
+            .predict_stream(submission, |event| {
+                if let Event::Item(o) = event {
+                    let i = match &o {
+                        Ok(r) => r.index,
+                        Err(e) => e.index,
+                    } as usize;
+                    if let Some(slot) = outcomes.get_mut(i) {
+                        *slot = Some(o);
+                    }
+                }
+            })
+            .await?;
+        let outcomes = outcomes
+            .into_iter()
+            .enumerate()
+            .map(|(i, o)| {
+                o.unwrap_or_else(|| {
+                    Err(ItemFailed { index: i as u32, code: ErrorCode::Internal, message: "no reply for this item".into(), retry_after_ms: None })
+                })
+            })
+            .collect();
+        Ok(Reply { outcomes, summary })
+    }
+
+    /// Submits a request and calls `on_event` for each item's reply as it
+    /// arrives (indices as in `submission`). If the connection breaks, the
+    /// items that got no answer are resubmitted through the next address
+    /// (each address at most once more); an item answered before the break
+    /// is never sent again. The summary is the last attempt's, with `ok`
+    /// and `failed` counted over all attempts.
+    pub async fn predict_stream(&self, submission: Submission, mut on_event: impl FnMut(Event)) -> Result<Summary, ClientError> {
+        let total = submission.items.len();
+        let mut answered = vec![false; total];
+        let (mut ok, mut failed) = (0u32, 0u32);
+        // Original index of each item of the current attempt.
+        let mut pending: Vec<usize> = (0..total).collect();
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let client = self.client().await?;
+            let mut attempt = submission.clone();
+            attempt.items = pending.iter().map(|&i| submission.items[i].clone()).collect();
+            let result = client
+                .predict_stream(attempt, |event| match event {
+                    Event::Item(mut o) => {
+                        let slot = match &mut o {
+                            Ok(r) => &mut r.index,
+                            Err(e) => &mut e.index,
+                        };
+                        let Some(&original) = pending.get(*slot as usize) else { return };
+                        *slot = original as u32;
+                        if !std::mem::replace(&mut answered[original], true) {
+                            if o.is_ok() {
+                                ok += 1
+                            } else {
+                                failed += 1
+                            }
+                            on_event(Event::Item(o));
+                        }
+                    }
+                    other => on_event(other),
+                })
+                .await;
+            match result {
+                Ok(mut s) => {
+                    s.ok = ok;
+                    s.failed = failed;
+                    return Ok(s);
+                }
+                Err(ClientError::Unanswered { reason, .. }) if attempts <= self.targets.len() => {
+                    self.broken(&client).await;
+                    pending.retain(|&i| !answered[i]);
+                    tracing::warn!("{reason}: resubmitting {} unanswered item(s) through the next address", pending.len());
+                }
+                Err(e @ ClientError::Connection(_)) if attempts <= self.targets.len() => {
+                    tracing::warn!("{e}: trying the next address");
+                    self.broken(&client).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
