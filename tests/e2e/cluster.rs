@@ -502,6 +502,67 @@ async fn a_worker_drains_even_with_the_engine_gone() {
     assert!(start.elapsed() < Duration::from_secs(10), "took {:?}", start.elapsed());
 }
 
+/// Soak: continuous many-item requests while workers are SIGKILLed and
+/// replaced and new versions are rolled out through the gateway. Every
+/// item of every request is answered exactly once, with a result. CI runs
+/// 15 s; `TENSORGATE_CLUSTER_SOAK_SECS` sets a longer run.
+#[tokio::test(flavor = "multi_thread")]
+async fn soak_with_worker_kills_and_rollouts_loses_and_duplicates_nothing() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::Arc;
+    let secs: u64 = std::env::var("TENSORGATE_CLUSTER_SOAK_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(15);
+    let engine = Engine::start();
+    let repos: Vec<tempfile::TempDir> = (0..12).map(|_| repository_of(&["tabular"])).collect();
+    let mut workers: Vec<Proc> = (0..3).map(|i| Proc::worker(&engine, repos[i].path(), &[])).collect();
+    let gateway = Proc::gateway(&engine, &[]);
+    let client = Arc::new(gateway.client().await);
+    wait_for_workers(&client, 3).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let (submitted, answered) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let mut load = Vec::new();
+    for _ in 0..4 {
+        let (client, stop, submitted, answered) = (client.clone(), stop.clone(), submitted.clone(), answered.clone());
+        load.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                let (inputs, want) = tabular_items(50);
+                submitted.fetch_add(50, Ordering::Relaxed);
+                let reply = client.predict(Submission::new("tabular", inputs)).await.expect("a request during the soak");
+                check_scores(&reply, &want);
+                let indices: BTreeSet<u32> = reply.outcomes.iter().map(|o| o.as_ref().unwrap().index).collect();
+                assert_eq!(indices.len(), 50, "each item exactly once");
+                answered.fetch_add(50, Ordering::Relaxed);
+            }
+        }));
+    }
+    let work = tempfile::tempdir().unwrap();
+    let start = Instant::now();
+    let (mut kills, mut rollouts, mut next_repo, mut version) = (0, 0, 3, 1);
+    while start.elapsed() < Duration::from_secs(secs) {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        // Kill the oldest worker outright and start a fresh one (it converges on the fleet state).
+        let mut victim = workers.remove(0);
+        victim.kill();
+        kills += 1;
+        workers.push(Proc::worker(&engine, repos[next_repo % repos.len()].path(), &[]));
+        next_repo += 1;
+        if kills % 2 == 0 {
+            version += 1;
+            let bundle = tensorgate_tests::tabular_bundle(work.path(), &format!("tabular-v{version}"), version, |_| {});
+            let reply = client.upload(&bundle, false).await.expect("a rollout during the soak");
+            assert!(reply.message.contains("ready on"), "{}", reply.message);
+            rollouts += 1;
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    for t in load {
+        tokio::time::timeout(Duration::from_secs(60), t).await.expect("load finishes").unwrap();
+    }
+    let (s, a) = (submitted.load(Ordering::Relaxed), answered.load(Ordering::Relaxed));
+    tracing_free_log(&format!("soak {secs} s: {s} items submitted, {a} answered once each, {kills} worker kills, {rollouts} rollouts (to v{version})"));
+    assert_eq!(s, a, "every submitted item answered");
+    assert!(kills >= 3 && rollouts >= 1);
+}
+
 fn tracing_free_log(line: &str) {
     eprintln!("[cluster] {line}");
 }

@@ -72,6 +72,8 @@ struct Shared {
     converged: watch::Receiver<bool>,
     /// Payloads and results above the engine's message limit.
     large: async_nats::jetstream::object_store::ObjectStore,
+    /// Whether an item has arrived yet (its time after joining is logged once).
+    got_first: std::sync::atomic::AtomicBool,
 }
 
 /// One held version's pull loop.
@@ -108,6 +110,7 @@ impl RunningWorker {
         let shared = Arc::new(Shared {
             converged,
             large: stores.large.clone(),
+            got_first: std::sync::atomic::AtomicBool::new(false),
             hostname: hostname(),
             device: crate::executor::torch::resolve(config.device)
                 .map(crate::executor::torch::device_name)
@@ -357,6 +360,9 @@ async fn run_item(shared: Arc<Shared>, app: Arc<Application>, msg: jetstream::Me
     }
     let index = head.index;
     let received = Instant::now();
+    if !shared.got_first.swap(true, Ordering::Relaxed) {
+        tracing::info!(worker = %shared.id, after_ms = shared.started.elapsed().as_secs_f64() * 1e3, "first item since joining");
+    }
     let object = wire::text(headers, wire::OBJECT).map(str::to_string);
     let payload = match &object {
         None => Ok(msg.payload.clone()),
