@@ -1,0 +1,116 @@
+"""Clients against a cluster gateway, exactly as against a host: the
+independent client written from docs/protocol.md (aioquic + msgpack) and
+the `tensorgate` package, through a real nats-server engine, one gateway
+and one worker on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+HOST_BIN = ROOT / "target" / "release" / "tensorgate-host"
+REPOSITORY = ROOT / "target" / "repository"
+CLIENT = Path(__file__).resolve().parent / "minimal_client.py"
+SAMPLE = ROOT / "plugins" / "tabular" / "samples" / "jet-0.json"
+REFERENCE = ROOT / "plugins" / "tabular" / "reference.json"
+CACHE = Path(os.environ.get("TENSORGATE_CACHE", Path.home() / ".cache" / "tensorgate"))
+NATS_SERVER = Path(os.environ.get("NATS_SERVER", CACHE / "bin" / "nats-server-2.15.1"))
+TIMEOUT_S = 60
+
+
+def wait_for(path: Path, proc: subprocess.Popen, what: str, log: Path) -> str:
+    deadline = time.monotonic() + TIMEOUT_S
+    while not (path.exists() and path.read_text().strip()):
+        if proc.poll() is not None:
+            pytest.fail(f"{what} exited with {proc.returncode}:\n{log.read_text()}")
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what} not ready after {TIMEOUT_S} s:\n{log.read_text()}")
+        time.sleep(0.05)
+    return path.read_text().strip()
+
+
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory):
+    """(address, fingerprint) of a gateway with one worker behind it."""
+    for path in (HOST_BIN, REPOSITORY, NATS_SERVER):
+        if not path.exists():
+            pytest.fail(f"{path} is missing: run scripts/setup")
+    work = tmp_path_factory.mktemp("cluster")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    procs = []
+    try:
+        procs.append(subprocess.Popen([str(NATS_SERVER), "-a", "127.0.0.1", "-p", str(port), "-js", "-sd", str(work / "engine")],
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "engine did not start"
+                time.sleep(0.05)
+        url = f"nats://127.0.0.1:{port}"
+        for role, args in (("worker", ["--repository", str(REPOSITORY), "--threads", "1"]),
+                           ("gateway", ["--gateway", "--listen", "127.0.0.1:0"])):
+            state = work / role
+            state.mkdir()
+            log = work / f"{role}.log"
+            with open(log, "wb") as f:
+                procs.append(subprocess.Popen([str(HOST_BIN), "--nats", url, "--heartbeat-ms", "200", "--state-dir", str(state), *args],
+                                              stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL))
+            wait_for(state / ("worker" if role == "worker" else "listening"), procs[-1], role, log)
+        address = (work / "gateway" / "listening").read_text().strip()
+        fingerprint = (work / "gateway" / "fingerprint").read_text().strip()
+        yield address, fingerprint
+    finally:
+        for p in reversed(procs):
+            p.terminate()
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait(timeout=10)
+
+
+def test_the_independent_client_works_against_a_gateway(gateway):
+    address, fingerprint = gateway
+    reference = json.loads(REFERENCE.read_text())
+    out = subprocess.run([sys.executable, str(CLIENT), "--host", address, "--fingerprint", fingerprint,
+                          "--model", "tabular", "--timeout", "30", str(SAMPLE)],
+                         capture_output=True, text=True, timeout=TIMEOUT_S, cwd=ROOT)
+    assert out.returncode == 0, f"client failed ({out.returncode}):\n{out.stderr}\n{out.stdout}"
+    reply = json.loads(out.stdout)
+    assert reply["errors"] == []
+    scores = reply["results"][0]["value"]
+    for label in reference["labels"]:
+        assert abs(scores[label] - reference["cases"][0]["scores"][label]) <= 1e-5
+    assert (reply["summary"]["model"], reply["summary"]["ok"]) == ("tabular", 1)
+
+
+def test_the_python_package_works_against_a_gateway(gateway):
+    import tensorgate
+
+    address, fingerprint = gateway
+    reference = json.loads(REFERENCE.read_text())
+    with tensorgate.Client(address, fingerprint=fingerprint) as client:
+        results = client.predict("tabular", [c["request"] for c in reference["cases"]])
+        assert len(results) == len(reference["cases"])
+        for got, case in zip(results, reference["cases"]):
+            for label in reference["labels"]:
+                assert abs(got[label] - case["scores"][label]) <= 1e-5
+        status = client.status()
+        assert status["role"] == "gateway"
+        assert len(status["workers"]) == 1 and "tabular/1" in status["workers"][0]["models"]
+        with pytest.raises(tensorgate.RequestError) as e:
+            client.predict("nope", [{}])
+        assert "no worker serves model `nope`" in str(e.value)
