@@ -5,6 +5,7 @@ and one worker on 127.0.0.1."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -37,13 +38,19 @@ def wait_for(path: Path, proc: subprocess.Popen, what: str, log: Path) -> str:
     return path.read_text().strip()
 
 
-@pytest.fixture(scope="module")
-def gateway(tmp_path_factory):
-    """(address, fingerprint) of a gateway with one worker behind it."""
+class Gateway:
+    def __init__(self, proc: subprocess.Popen, state: Path):
+        self.proc = proc
+        self.address = (state / "listening").read_text().strip()
+        self.fingerprint = (state / "fingerprint").read_text().strip()
+
+
+@contextlib.contextmanager
+def cluster(work: Path, gateways: int):
+    """An engine, one worker and `gateways` gateways; yields the gateways."""
     for path in (HOST_BIN, REPOSITORY, NATS_SERVER):
         if not path.exists():
             pytest.fail(f"{path} is missing: run scripts/setup")
-    work = tmp_path_factory.mktemp("cluster")
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -60,8 +67,10 @@ def gateway(tmp_path_factory):
                 assert time.monotonic() < deadline, "engine did not start"
                 time.sleep(0.05)
         url = f"nats://127.0.0.1:{port}"
-        for role, args in (("worker", ["--repository", str(REPOSITORY), "--threads", "1"]),
-                           ("gateway", ["--gateway", "--listen", "127.0.0.1:0"])):
+        roles = [("worker", ["--repository", str(REPOSITORY), "--threads", "1"])]
+        roles += [(f"gateway{i}", ["--gateway", "--listen", "127.0.0.1:0"]) for i in range(gateways)]
+        found = []
+        for role, args in roles:
             state = work / role
             state.mkdir()
             log = work / f"{role}.log"
@@ -69,9 +78,9 @@ def gateway(tmp_path_factory):
                 procs.append(subprocess.Popen([str(HOST_BIN), "--nats", url, "--heartbeat-ms", "200", "--state-dir", str(state), *args],
                                               stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL))
             wait_for(state / ("worker" if role == "worker" else "listening"), procs[-1], role, log)
-        address = (work / "gateway" / "listening").read_text().strip()
-        fingerprint = (work / "gateway" / "fingerprint").read_text().strip()
-        yield address, fingerprint
+            if role != "worker":
+                found.append(Gateway(procs[-1], state))
+        yield found
     finally:
         for p in reversed(procs):
             p.terminate()
@@ -80,6 +89,13 @@ def gateway(tmp_path_factory):
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory):
+    """(address, fingerprint) of a gateway with one worker behind it."""
+    with cluster(tmp_path_factory.mktemp("cluster"), 1) as gateways:
+        yield gateways[0].address, gateways[0].fingerprint
 
 
 def test_the_independent_client_works_against_a_gateway(gateway):
@@ -114,3 +130,22 @@ def test_the_python_package_works_against_a_gateway(gateway):
         with pytest.raises(tensorgate.RequestError) as e:
             client.predict("nope", [{}])
         assert "no worker serves model `nope`" in str(e.value)
+
+
+def test_a_client_given_two_gateways_survives_losing_one(tmp_path):
+    import tensorgate
+
+    reference = json.loads(REFERENCE.read_text())
+    requests = [c["request"] for c in reference["cases"]]
+    with cluster(tmp_path, 2) as (g1, g2):
+        client = tensorgate.Client([g1.address, g2.address], fingerprint=[g1.fingerprint, g2.fingerprint])
+        with client:
+            assert len(client.predict("tabular", requests)) == len(requests)  # through g1
+            g1.proc.kill()
+            g1.proc.wait(timeout=10)
+            # The connection to g1 is dead: the request is resubmitted through g2.
+            results = client.predict("tabular", requests)
+            assert len(results) == len(requests)
+            for got, case in zip(results, reference["cases"]):
+                for label in reference["labels"]:
+                    assert abs(got[label] - case["scores"][label]) <= 1e-5

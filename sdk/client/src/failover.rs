@@ -7,7 +7,10 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use tensorgate_protocol::Summary;
+use std::path::Path;
+
+use bytes::Bytes;
+use tensorgate_protocol::{AdminReply, ModelInfo, StatusReply, Summary};
 use tokio::sync::Mutex;
 
 use tensorgate_protocol::ErrorCode;
@@ -69,6 +72,45 @@ impl Failover {
             if Arc::ptr_eq(c, client) {
                 self.failed.store(*i, Ordering::Relaxed);
                 *current = None;
+            }
+        }
+    }
+
+    /// The status of the host or gateway in use.
+    pub async fn status(&self) -> Result<StatusReply, ClientError> {
+        self.client().await?.status().await
+    }
+
+    /// Every application version (`models`), from the host or gateway in use.
+    pub async fn models(&self) -> Result<Vec<ModelInfo>, ClientError> {
+        self.client().await?.models().await
+    }
+
+    /// Uploads a bundle directory or archive through the host or gateway in use.
+    pub async fn upload(&self, path: &Path, replace: bool) -> Result<AdminReply, ClientError> {
+        self.client().await?.upload(path, replace).await
+    }
+
+    /// Fetches a bundle archive.
+    pub async fn fetch(&self, model: &str, version: Option<u64>) -> Result<Bytes, ClientError> {
+        self.client().await?.fetch(model, version).await
+    }
+
+    /// Deletes one version of a model, or all of them.
+    pub async fn delete(&self, model: &str, version: Option<u64>) -> Result<AdminReply, ClientError> {
+        self.client().await?.delete(model, version).await
+    }
+
+    /// Reloads one model or all of them.
+    pub async fn reload(&self, model: Option<&str>) -> Result<AdminReply, ClientError> {
+        self.client().await?.reload(model).await
+    }
+
+    /// Closes the connection in use, if this is its last user.
+    pub async fn close(&self) {
+        if let Some((_, c)) = self.current.lock().await.take() {
+            if let Ok(c) = Arc::try_unwrap(c) {
+                c.close().await;
             }
         }
     }

@@ -23,7 +23,7 @@ use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyByteArray, PyBytes, PyDict, PyList, PyString, PyTuple};
-use tensorgate_client::{Client, ClientError, ConnectOptions, Event, Input, ItemFailed, ItemReply, Reply, Submission, Trust};
+use tensorgate_client::{ClientError, ConnectOptions, Event, Failover, Input, ItemFailed, ItemReply, Reply, Submission, Trust};
 
 const POLL: Duration = Duration::from_millis(100);
 
@@ -503,12 +503,14 @@ impl Stream {
 #[pyclass(module = "tensorgate._native")]
 struct NativeClient {
     rt: tokio::runtime::Runtime,
-    client: Option<Arc<Client>>,
+    /// One host, or several gateways failed over in turn.
+    client: Option<Arc<Failover>>,
+    targets: Vec<(SocketAddr, ConnectOptions)>,
     address: SocketAddr,
 }
 
 impl NativeClient {
-    fn client(&self) -> PyResult<Arc<Client>> {
+    fn client(&self) -> PyResult<Arc<Failover>> {
         self.client.clone().ok_or_else(|| PyValueError::new_err("the client is closed"))
     }
 
@@ -543,6 +545,38 @@ impl NativeClient {
     }
 }
 
+/// The addresses of `address` (one, or several comma-separated), each with
+/// its trust: one fingerprint for all or one per address.
+fn targets(address: &str, fingerprint: Option<String>, ca: Option<PathBuf>, token: Option<String>) -> PyResult<Vec<(SocketAddr, ConnectOptions)>> {
+    let addresses: Vec<&str> = address.split(',').map(str::trim).filter(|a| !a.is_empty()).collect();
+    if addresses.is_empty() {
+        return Err(PyValueError::new_err("no host address given"));
+    }
+    let fingerprints: Vec<String> = fingerprint.map(|f| f.split(',').map(|s| s.trim().to_string()).collect()).unwrap_or_default();
+    if fingerprints.len() > 1 && fingerprints.len() != addresses.len() {
+        return Err(PyValueError::new_err(format!(
+            "{} fingerprints for {} addresses: give one per address, or one for all",
+            fingerprints.len(),
+            addresses.len()
+        )));
+    }
+    let mut out = Vec::new();
+    for (i, a) in addresses.iter().enumerate() {
+        let trust = match (fingerprints.get(i).or(fingerprints.first()), &ca) {
+            (Some(_), Some(_)) => return Err(PyValueError::new_err("give fingerprint or ca, not both")),
+            (Some(fp), None) => Trust::Fingerprint(fp.clone()),
+            (None, Some(ca)) => Trust::CaFile(ca.clone()),
+            (None, None) => {
+                return Err(PyValueError::new_err("give fingerprint= (printed by tensorgate-host) or ca= to trust the host"))
+            }
+        };
+        let mut options = ConnectOptions::new(trust);
+        options.token = token.clone();
+        out.push((resolve(a)?, options));
+    }
+    Ok(out)
+}
+
 fn resolve(address: &str) -> PyResult<SocketAddr> {
     address
         .to_socket_addrs()
@@ -563,28 +597,20 @@ impl NativeClient {
         threads: usize,
         token: Option<String>,
     ) -> PyResult<Self> {
-        let trust = match (fingerprint, ca) {
-            (Some(_), Some(_)) => return Err(PyValueError::new_err("give fingerprint or ca, not both")),
-            (Some(fp), None) => Trust::Fingerprint(fp),
-            (None, Some(ca)) => Trust::CaFile(ca),
-            (None, None) => {
-                return Err(PyValueError::new_err(
-                    "give fingerprint= (printed by tensorgate-host) or ca= to trust the host",
-                ))
-            }
-        };
-        let addr = resolve(address)?;
+        let targets = targets(address, fingerprint, ca, token)?;
+        let addr = targets[0].0;
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(threads.max(1))
             .thread_name("tensorgate-client")
             .enable_all()
             .build()
             .map_err(|e| PyValueError::new_err(format!("starting the client runtime: {e}")))?;
-        let mut me = NativeClient { rt, client: None, address: addr };
-        let mut options = ConnectOptions::new(trust);
-        options.token = token;
-        let client = me.block_on(py, async move { Client::connect_with(addr, options).await })?;
-        me.client = Some(Arc::new(client));
+        let failover = Arc::new(Failover::new(targets.clone()).map_err(|e| PyValueError::new_err(e.to_string()))?);
+        let mut me = NativeClient { rt, client: None, targets, address: addr };
+        // Connect now, so that a bad address or certificate fails here.
+        let f = failover.clone();
+        me.block_on(py, async move { f.client().await.map(|_| ()) })?;
+        me.client = Some(failover);
         Ok(me)
     }
 
@@ -739,10 +765,15 @@ impl NativeClient {
     /// Sets (or clears) the bearer token sent with every following request.
     #[pyo3(signature = (token))]
     fn set_token(&mut self, token: Option<String>) -> PyResult<()> {
-        let client = self.client.as_mut().ok_or_else(|| PyValueError::new_err("the client is closed"))?;
-        Arc::get_mut(client)
-            .ok_or_else(|| PyValueError::new_err("cannot change the token while requests are in flight"))?
-            .set_token(token);
+        if self.client.is_none() {
+            return Err(PyValueError::new_err("the client is closed"));
+        }
+        for (_, options) in &mut self.targets {
+            options.token = token.clone();
+        }
+        // Requests in flight keep the old connection; new ones open another.
+        let failover = Failover::new(self.targets.clone()).map_err(|e| PyValueError::new_err(e.to_string()))?;
+        self.client = Some(Arc::new(failover));
         Ok(())
     }
 
@@ -789,11 +820,7 @@ impl NativeClient {
     fn close(&mut self, py: Python<'_>) {
         if let Some(client) = self.client.take() {
             let rt = &self.rt;
-            py.detach(|| {
-                if let Ok(client) = Arc::try_unwrap(client) {
-                    rt.block_on(client.close());
-                }
-            });
+            py.detach(|| rt.block_on(client.close()));
         }
     }
 }

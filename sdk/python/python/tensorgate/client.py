@@ -74,16 +74,25 @@ class Request:
 class Client:
     """A QUIC connection to a tensorgate host.
 
-    `address` is "HOST:PORT" (default `$TENSORGATE_HOST`, else 127.0.0.1:7443).
-    Trust the host by its certificate `fingerprint` (printed by tensorgate-host)
+    `address` is "HOST:PORT" (default `$TENSORGATE_HOST`, else 127.0.0.1:7443),
+    or several cluster gateways ("A:P,B:P" or a list): one is used, and when
+    its connection breaks a request's unanswered items are resubmitted
+    through the next one (each item still answered once).
+    Trust the host by its certificate `fingerprint` (printed by tensorgate-host;
+    with several addresses, one for all or a list with one per address)
     or a `ca` PEM file; defaults come from `$TENSORGATE_FINGERPRINT` and
     `$TENSORGATE_CA`. `token` (default `$TENSORGATE_TOKEN`) is a bearer token
     sent with every request. `threads` sizes the client's own I/O runtime.
     """
 
-    def __init__(self, address: Optional[str] = None, *, fingerprint: Optional[str] = None,
+    def __init__(self, address: Union[str, Sequence[str], None] = None, *,
+                 fingerprint: Union[str, Sequence[str], None] = None,
                  ca: Optional[str] = None, token: Optional[str] = None, threads: int = 2):
         address = address or os.environ.get("TENSORGATE_HOST", "127.0.0.1:7443")
+        if not isinstance(address, str):
+            address = ",".join(address)
+        if fingerprint is not None and not isinstance(fingerprint, str):
+            fingerprint = ",".join(fingerprint)
         if fingerprint is None and ca is None:
             fingerprint = os.environ.get("TENSORGATE_FINGERPRINT") or None
             ca = None if fingerprint else (os.environ.get("TENSORGATE_CA") or None)
@@ -96,7 +105,7 @@ class Client:
 
     @property
     def address(self) -> str:
-        """The host's resolved address."""
+        """The (first) host's resolved address."""
         return self._native.address
 
     def submit(self, model: str, items: Union[Sequence[Any], Batch], version: Optional[int] = None, *,
