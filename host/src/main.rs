@@ -112,6 +112,10 @@ struct Args {
     /// Worker: items pulled at once per application version (default: 2 × max_batch × instances).
     #[arg(long)]
     capacity: Option<usize>,
+    /// Most queued item bytes the engine holds for the cluster (MiB); past it
+    /// new items fail `busy` (set by whichever role creates the work stream first).
+    #[arg(long, default_value_t = 1024)]
+    max_queued_mb: i64,
     /// Worker: on SIGTERM, wait at most this long (s) for the items it holds.
     #[arg(long, default_value_t = 120)]
     drain_timeout_s: u64,
@@ -193,6 +197,7 @@ fn run_cluster(args: &Args, url: &str, config: HostConfig) -> anyhow::Result<()>
     cluster.redeliver_after = Duration::from_millis(args.redeliver_after_ms.max(100));
     cluster.heartbeat = Duration::from_millis(args.heartbeat_ms.max(50));
     cluster.tls_ca = args.nats_ca.clone();
+    cluster.max_queued_bytes = args.max_queued_mb.max(1) << 20;
     cluster.auth = match (&args.nats_user, &args.nats_password, &args.nats_nkey, &args.nats_creds) {
         (Some(user), password, None, None) => {
             EngineAuth::User { user: user.clone(), password: password.clone().unwrap_or_default() }

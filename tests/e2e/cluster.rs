@@ -563,6 +563,35 @@ async fn soak_with_worker_kills_and_rollouts_loses_and_duplicates_nothing() {
     assert!(kills >= 3 && rollouts >= 1);
 }
 
+/// A saturated fleet: with the engine's queue bounded (here 1 MiB) and one
+/// slow worker pulling one item at a time, items beyond the bound fail at
+/// once with `busy` and a retry hint instead of piling up; the rest run.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_saturated_fleet_answers_busy_instead_of_queueing_without_bound() {
+    let engine = Engine::start();
+    let repo = tensorgate_tests::repository_with_slow();
+    let bounded = ["--max-queued-mb", "1"];
+    let _w = Proc::worker(&engine, repo.path(), &["--capacity", "1", "--max-queued-mb", "1"]);
+    let gateway = Proc::gateway(&engine, &bounded);
+    let client = gateway.client().await;
+    wait_for_workers(&client, 1).await;
+    // 40 items of 100 x 256 f32 (100 KiB each, sent raw): 4 MiB against a 1 MiB queue.
+    let x = tensorgate_plugin::Tensor { dtype: tensorgate_plugin::Dtype::F32, shape: vec![100, 256], data: 0.5f32.to_le_bytes().repeat(25_600) };
+    let sample = tensorgate_plugin::npy::write_npy(&x);
+    let items: Vec<Input> = (0..40).map(|_| Input::new(sample.clone(), "application/x-npy")).collect();
+    let reply = tokio::time::timeout(Duration::from_secs(120), client.predict(Submission::new("slow", items).uncompressed()))
+        .await
+        .expect("the request finishes")
+        .expect("predict");
+    let busy: Vec<_> = reply.outcomes.iter().filter_map(|o| o.as_ref().err()).filter(|e| e.code == ErrorCode::Busy).collect();
+    let ok = reply.outcomes.iter().filter(|o| o.is_ok()).count();
+    assert_eq!(reply.outcomes.len(), 40);
+    assert!(!busy.is_empty() && ok > 0, "{ok} ok, {} busy: {:?}", busy.len(), reply.summary);
+    assert_eq!(ok + busy.len(), 40, "only busy failures: {:?}", reply.outcomes.iter().filter_map(|o| o.as_ref().err()).collect::<Vec<_>>());
+    assert!(busy.iter().all(|e| e.retry_after_ms.is_some() && e.message.contains("did not take the item")), "{busy:?}");
+    tracing_free_log(&format!("saturated: {ok} ran, {} answered busy", busy.len()));
+}
+
 fn tracing_free_log(line: &str) {
     eprintln!("[cluster] {line}");
 }
