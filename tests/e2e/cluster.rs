@@ -45,6 +45,17 @@ fn check_scores(reply: &tensorgate_client::Reply, want: &[serde_json::Map<String
     }
 }
 
+/// `n` items for the test-only `slow` application, each `rows` x 256 f32 (.npy).
+fn slow_items(n: usize, rows: u64) -> Vec<Input> {
+    let x = tensorgate_plugin::Tensor {
+        dtype: tensorgate_plugin::Dtype::F32,
+        shape: vec![rows, 256],
+        data: 0.5f32.to_le_bytes().repeat(256 * rows as usize),
+    };
+    let sample = tensorgate_plugin::npy::write_npy(&x);
+    (0..n).map(|_| Input::new(sample.clone(), "application/x-npy")).collect()
+}
+
 /// Waits until the gateway's status shows `n` serving workers.
 async fn wait_for_workers(client: &Client, n: usize) -> tensorgate_client::protocol::StatusReply {
     let start = Instant::now();
@@ -140,9 +151,7 @@ async fn a_killed_worker_s_items_run_elsewhere_and_each_is_answered_once() {
     let gateway = Proc::gateway(&engine, &[]);
     let client = gateway.client().await;
     wait_for_workers(&client, 2).await;
-    let x = tensorgate_plugin::Tensor { dtype: tensorgate_plugin::Dtype::F32, shape: vec![1, 256], data: 0.5f32.to_le_bytes().repeat(256) };
-    let sample = tensorgate_plugin::npy::write_npy(&x);
-    let items: Vec<Input> = (0..120).map(|_| Input::new(sample.clone(), "application/x-npy")).collect();
+    let items = slow_items(120, 1);
     let client = std::sync::Arc::new(client);
     let c = client.clone();
     let request = tokio::spawn(async move { c.predict(Submission::new("slow", items)).await });
@@ -176,9 +185,7 @@ async fn sigterm_drains_a_worker_without_losing_items() {
     let gateway = Proc::gateway(&engine, &[]);
     let client = gateway.client().await;
     wait_for_workers(&client, 2).await;
-    let x = tensorgate_plugin::Tensor { dtype: tensorgate_plugin::Dtype::F32, shape: vec![1, 256], data: 0.5f32.to_le_bytes().repeat(256) };
-    let sample = tensorgate_plugin::npy::write_npy(&x);
-    let items: Vec<Input> = (0..120).map(|_| Input::new(sample.clone(), "application/x-npy")).collect();
+    let items = slow_items(120, 1);
     let client = std::sync::Arc::new(client);
     let c = client.clone();
     let request = tokio::spawn(async move { c.predict(Submission::new("slow", items)).await });
@@ -250,9 +257,7 @@ async fn an_engine_restart_loses_and_duplicates_nothing() {
     let gateway = Proc::gateway(&engine, &[]);
     let client = std::sync::Arc::new(gateway.client().await);
     wait_for_workers(&client, 2).await;
-    let x = tensorgate_plugin::Tensor { dtype: tensorgate_plugin::Dtype::F32, shape: vec![1, 256], data: 0.5f32.to_le_bytes().repeat(256) };
-    let sample = tensorgate_plugin::npy::write_npy(&x);
-    let items: Vec<Input> = (0..120).map(|_| Input::new(sample.clone(), "application/x-npy")).collect();
+    let items = slow_items(120, 1);
     let c = client.clone();
     let request = tokio::spawn(async move { c.predict(Submission::new("slow", items)).await });
     tokio::time::sleep(Duration::from_millis(400)).await;
@@ -476,9 +481,7 @@ async fn a_client_given_two_gateways_survives_losing_one() {
     let g2 = Proc::gateway(&engine, &[]);
     wait_for_workers(&g2.client().await, 2).await;
     let failover = std::sync::Arc::new(tensorgate_client::Failover::new(vec![g1.target(), g2.target()]).unwrap());
-    let x = tensorgate_plugin::Tensor { dtype: tensorgate_plugin::Dtype::F32, shape: vec![1, 256], data: 0.5f32.to_le_bytes().repeat(256) };
-    let sample = tensorgate_plugin::npy::write_npy(&x);
-    let items: Vec<Input> = (0..120).map(|_| Input::new(sample.clone(), "application/x-npy")).collect();
+    let items = slow_items(120, 1);
     let f = failover.clone();
     let request = tokio::spawn(async move { f.predict(Submission::new("slow", items)).await });
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -576,9 +579,7 @@ async fn a_saturated_fleet_answers_busy_instead_of_queueing_without_bound() {
     let client = gateway.client().await;
     wait_for_workers(&client, 1).await;
     // 40 items of 100 x 256 f32 (100 KiB each, sent raw): 4 MiB against a 1 MiB queue.
-    let x = tensorgate_plugin::Tensor { dtype: tensorgate_plugin::Dtype::F32, shape: vec![100, 256], data: 0.5f32.to_le_bytes().repeat(25_600) };
-    let sample = tensorgate_plugin::npy::write_npy(&x);
-    let items: Vec<Input> = (0..40).map(|_| Input::new(sample.clone(), "application/x-npy")).collect();
+    let items = slow_items(40, 100);
     let reply = tokio::time::timeout(Duration::from_secs(120), client.predict(Submission::new("slow", items).uncompressed()))
         .await
         .expect("the request finishes")

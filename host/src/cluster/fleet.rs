@@ -116,32 +116,30 @@ pub async fn stores(js: &jetstream::Context, config: &ClusterConfig) -> Result<S
             .await
             .map_err(|e| err(format!("creating the fleet KV bucket: {e}")))?,
     };
-    let objects = match js.get_object_store(format!("{stem}_BUNDLES")).await {
-        Ok(o) => o,
-        Err(_) => js
-            .create_object_store(object_store::Config {
-                bucket: format!("{stem}_BUNDLES"),
-                description: Some("tensorgate: bundle archives".into()),
-                storage: jetstream::stream::StorageType::File,
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| err(format!("creating the bundle store: {e}")))?,
-    };
-    let large = match js.get_object_store(format!("{stem}_LARGE")).await {
-        Ok(o) => o,
-        Err(_) => js
-            .create_object_store(object_store::Config {
-                bucket: format!("{stem}_LARGE"),
-                description: Some("tensorgate: payloads larger than one engine message".into()),
-                storage: jetstream::stream::StorageType::File,
-                max_age: Duration::from_secs(3600),
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| err(format!("creating the large-item store: {e}")))?,
-    };
+    let objects = object_store(js, format!("{stem}_BUNDLES"), "bundle archives", Duration::ZERO).await?;
+    let large = object_store(js, format!("{stem}_LARGE"), "payloads larger than one engine message", Duration::from_secs(3600)).await?;
     Ok(Stores { kv, objects, large })
+}
+
+/// Opens the object store `bucket`, creating it (file storage, objects
+/// older than `max_age` removed; zero: kept) when missing.
+async fn object_store(
+    js: &jetstream::Context,
+    bucket: String,
+    what: &str,
+    max_age: Duration,
+) -> Result<object_store::ObjectStore, ClusterError> {
+    if let Ok(store) = js.get_object_store(&bucket).await {
+        return Ok(store);
+    }
+    let config = object_store::Config {
+        bucket: bucket.clone(),
+        description: Some(format!("tensorgate: {what}")),
+        storage: jetstream::stream::StorageType::File,
+        max_age,
+        ..Default::default()
+    };
+    js.create_object_store(config).await.map_err(|e| ClusterError::JetStream(format!("creating the object store {bucket}: {e}")))
 }
 
 /// The KV key of one version.

@@ -47,8 +47,6 @@ struct Inner {
     next_key: AtomicU64,
     /// The latest advert of each worker and when it came.
     fleet: Mutex<HashMap<String, (Advert, Instant)>>,
-    /// Replies for items already answered or no longer wanted.
-    replies_dropped: AtomicU64,
     /// The fleet's desired state and bundles.
     stores: super::fleet::Stores,
 }
@@ -83,7 +81,6 @@ impl Gateway {
             pending: Mutex::new(HashMap::new()),
             next_key: AtomicU64::new(1),
             fleet: Mutex::new(HashMap::new()),
-            replies_dropped: AtomicU64::new(0),
             stores,
         });
         tokio::spawn(listen_replies(Arc::downgrade(&inner), replies));
@@ -183,10 +180,7 @@ impl Inner {
             item.payload
         };
         let head = WorkHead {
-            index,
-            content_type: item.head.content_type,
-            metadata: item.head.metadata,
-            compression: item.head.compression,
+            item: item.head,
             request_id: session.request_id.clone(),
             deadline_unix_ms: session.deadline_unix_ms,
         };
@@ -306,8 +300,8 @@ async fn listen_replies(inner: std::sync::Weak<Inner>, mut replies: async_nats::
                 let failure = ItemFailure::new(ErrorCode::Internal, format!("unreadable reply from a worker: {e}"));
                 let _ = tx.send(ItemDone { result: Err(failure), timings: Default::default() });
             }
+            // Already answered (a redelivered duplicate) or no longer wanted.
             (None, _) => {
-                inner.replies_dropped.fetch_add(1, Ordering::Relaxed);
                 if let Some(name) = object {
                     let _ = inner.stores.large.delete(&name).await;
                 }

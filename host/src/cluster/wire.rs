@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 
 use async_nats::HeaderMap;
 use serde::{Deserialize, Serialize};
-use tensorgate_protocol::{Compression, ErrorCode, ItemHead, Timings};
+use tensorgate_protocol::{ErrorCode, ItemHead, Timings};
 
 use crate::request::{ItemDone, ItemFailure, ItemOutput};
 
@@ -74,17 +74,10 @@ impl Subjects {
 /// What a worker needs to run one item, beside its payload.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct WorkHead {
-    /// Index within the client's request.
-    pub index: u32,
-    /// Content type of the payload.
-    #[serde(default)]
-    pub content_type: String,
-    /// The item's metadata.
-    #[serde(default)]
-    pub metadata: BTreeMap<String, String>,
-    /// Compression of the payload as the client sent it.
-    #[serde(default)]
-    pub compression: Compression,
+    /// The item's head as the client sent it (index, content type,
+    /// metadata, compression of the payload).
+    #[serde(flatten)]
+    pub item: ItemHead,
     /// The client's request id (for logs).
     #[serde(default)]
     pub request_id: String,
@@ -93,18 +86,6 @@ pub struct WorkHead {
     /// answered `deadline_exceeded`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deadline_unix_ms: Option<u64>,
-}
-
-impl WorkHead {
-    /// The item head a worker's pipeline sees.
-    pub fn item_head(&self) -> ItemHead {
-        ItemHead {
-            index: self.index,
-            content_type: self.content_type.clone(),
-            metadata: self.metadata.clone(),
-            compression: self.compression,
-        }
-    }
 }
 
 /// A worker's answer for one item.

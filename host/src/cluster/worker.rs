@@ -358,7 +358,7 @@ async fn run_item(shared: Arc<Shared>, app: Arc<Application>, msg: jetstream::Me
         let _ = msg.ack().await;
         return;
     }
-    let index = head.index;
+    let index = head.item.index;
     let received = Instant::now();
     if !shared.got_first.swap(true, Ordering::Relaxed) {
         tracing::info!(worker = %shared.id, after_ms = shared.started.elapsed().as_secs_f64() * 1e3, "first item since joining");
@@ -369,7 +369,7 @@ async fn run_item(shared: Arc<Shared>, app: Arc<Application>, msg: jetstream::Me
         Some(name) => super::fleet::read_object(&shared.large, name).await.map(Bytes::from),
     };
     let mut work = match payload {
-        Ok(payload) => shared.runner.run(&app, Item { head: head.item_head(), payload }),
+        Ok(payload) => shared.runner.run(&app, Item { head: head.item.clone(), payload }),
         Err(e) => {
             let failure = ItemFailure::new(ErrorCode::Internal, format!("item {index}: its payload is not in the engine's large-item store: {e}"));
             Box::pin(std::future::ready(ItemDone { result: Err(failure), timings: Default::default() }))

@@ -30,7 +30,7 @@ impl Failover {
     /// A client for `targets` (tried in order); nothing connects until used.
     pub fn new(targets: Vec<(SocketAddr, ConnectOptions)>) -> Result<Self, ClientError> {
         if targets.is_empty() {
-            return Err(ClientError::Tls("no address to connect to".into()));
+            return Err(ClientError::Connection("no address to connect to".into()));
         }
         Ok(Failover { targets, current: Mutex::new(None), failed: AtomicUsize::new(usize::MAX) })
     }
