@@ -92,6 +92,7 @@ impl Application {
             outputs: self.manifest.outputs.iter().map(decl).collect(),
             device: self.device(),
             default,
+            rolled_back: None,
             load_us: self.load_time.as_micros() as u64,
             plugin_cached: self.plugin.from_cache(),
             loaded_at_unix_s: unix_s(self.loaded_at),

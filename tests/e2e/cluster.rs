@@ -354,6 +354,67 @@ async fn a_fleet_upload_flips_the_default_only_when_every_worker_is_ready() {
     assert!(reply.message.starts_with("3 of 3 worker(s) reloaded"), "{}", reply.message);
 }
 
+/// `rollback` and `promote` through one gateway change what every gateway
+/// routes to; a newer release takes over the default again.
+#[tokio::test(flavor = "multi_thread")]
+async fn rollback_and_promote_through_one_gateway_route_every_gateway() {
+    let engine = Engine::start();
+    let repo1 = repository_of(&["tabular"]);
+    let repo2 = repository_of(&["tabular"]);
+    let _w1 = Proc::worker(&engine, repo1.path(), &[]);
+    let _w2 = Proc::worker(&engine, repo2.path(), &[]);
+    let (g1, g2) = (Proc::gateway(&engine, &[]), Proc::gateway(&engine, &[]));
+    let (c1, c2) = (g1.client().await, g2.client().await);
+    wait_for_workers(&c1, 2).await;
+    wait_for_workers(&c2, 2).await;
+    async fn served(client: &Client) -> u64 {
+        let (inputs, want) = tabular_items(3);
+        let reply = client.predict(Submission::new("tabular", inputs)).await.expect("predict");
+        check_scores(&reply, &want);
+        reply.summary.version
+    }
+    async fn eventually(client: &Client, want: u64, what: &str) {
+        let start = Instant::now();
+        while served(client).await != want {
+            assert!(start.elapsed() < Duration::from_secs(5), "{what}: still not version {want}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let work = tempfile::tempdir().unwrap();
+    c1.upload(&tensorgate_tests::tabular_bundle(work.path(), "tabular-v2", 2, |_| {}), false).await.expect("upload v2");
+    assert_eq!(served(&c1).await, 2);
+    eventually(&c2, 2, "the other gateway after the upload").await;
+
+    let reply = c1.rollback("tabular").await.expect("fleet rollback");
+    assert!(reply.message.contains("version 2 rolled back, version 1 is the default"), "{}", reply.message);
+    assert_eq!(served(&c1).await, 1, "the answering gateway routes by it at once");
+    eventually(&c2, 1, "the other gateway after the rollback").await;
+    let models = c2.models().await.unwrap();
+    let v2 = models.iter().find(|m| m.name == "tabular" && m.version == 2).expect("v2 still listed");
+    assert_eq!((v2.default, v2.rolled_back.as_deref()), (false, Some("rolled back by hand")));
+    let (inputs, _) = tabular_items(1);
+    let named = c2.predict(Submission::new("tabular", inputs).version(2)).await.unwrap();
+    assert_eq!(named.summary.version, 2, "a rolled-back version still answers when named");
+    let err = c2.rollback("tabular").await.expect_err("nothing before version 1");
+    assert!(matches!(&err, ClientError::Request { code: ErrorCode::Conflict, .. }), "{err}");
+
+    let err = c2.promote("tabular", 7).await.expect_err("no such version");
+    assert!(matches!(&err, ClientError::Request { code: ErrorCode::UnknownModel, .. }), "{err}");
+    c2.promote("tabular", 2).await.expect("fleet promote");
+    assert_eq!(served(&c2).await, 2);
+    eventually(&c1, 2, "the first gateway after the promote").await;
+
+    // Rolled back again, then a newer release is the default on both.
+    c2.rollback("tabular").await.unwrap();
+    eventually(&c1, 1, "the first gateway after the second rollback").await;
+    c1.upload(&tensorgate_tests::tabular_bundle(work.path(), "tabular-v3", 3, |_| {}), false).await.expect("upload v3");
+    assert_eq!(served(&c1).await, 3);
+    eventually(&c2, 3, "the other gateway after a new release").await;
+    // Deleting v3: v2 is still rolled back, so version 1 serves.
+    c1.delete("tabular", Some(3)).await.unwrap();
+    eventually(&c2, 1, "v3 deleted, v2 still rolled back").await;
+}
+
 /// A version that fails on one worker (here: its upload limit is too small)
 /// is rolled back everywhere and never becomes the default; the reply names
 /// that worker and its error.

@@ -116,6 +116,76 @@ async fn upload_models_fetch_delete() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn rollback_and_promote_choose_the_default_and_survive_a_restart() {
+    let repo = repository_with(|_, _| {});
+    let work = tempfile::tempdir().unwrap();
+    let host = TestHost::start_with(repo.path().to_path_buf(), |_| {}).await;
+    let client = host.client().await;
+    let default_of = |models: &[tensorgate_client::protocol::ModelInfo]| -> Vec<u64> {
+        models.iter().filter(|m| m.name == "tabular" && m.default).map(|m| m.version).collect()
+    };
+    // Nothing earlier than the only version: refused, nothing changed.
+    let e = client.rollback("tabular").await.unwrap_err();
+    assert_eq!(code(&e), Some(ErrorCode::Conflict), "{e}");
+    assert!(e.to_string().contains("no version older than the default 1"), "{e}");
+    for v in [2, 3] {
+        client.upload(&tabular_bundle(work.path(), &format!("tabular-v{v}"), v, |_| {}), false).await.unwrap();
+    }
+    let r = client.predict(Submission::new("tabular", vec![jet(0)])).await.unwrap();
+    assert_eq!(r.summary.version, 3);
+
+    // v3 is bad: roll back to v2; v3 still answers when named.
+    let reply = client.rollback("tabular").await.unwrap();
+    assert!(reply.message.contains("version 3 rolled back, version 2 is the default"), "{}", reply.message);
+    assert_eq!(default_of(&reply.models), vec![2]);
+    let v3 = reply.models.iter().find(|m| m.version == 3).expect("v3 listed");
+    assert_eq!(v3.rolled_back.as_deref(), Some("rolled back by hand"));
+    let r = client.predict(Submission::new("tabular", vec![jet(0)])).await.unwrap();
+    assert_eq!((r.summary.version, r.summary.ok), (2, 1));
+    let r = client.predict(Submission::new("tabular", vec![jet(0)]).version(3)).await.unwrap();
+    assert_eq!((r.summary.version, r.summary.ok), (3, 1));
+    // Replacing the rolled-back version is not a new release: v2 stays the default.
+    client.upload(&tabular_bundle(work.path(), "tabular-v3b", 3, |_| {}), true).await.unwrap();
+    assert_eq!(default_of(&client.models().await.unwrap()), vec![2]);
+
+    // The choice survives a restart.
+    client.close().await;
+    host.stop().await;
+    assert!(repo.path().join(".defaults.json").is_file());
+    let host = TestHost::start_with(repo.path().to_path_buf(), |_| {}).await;
+    let client = host.client().await;
+    let r = client.predict(Submission::new("tabular", vec![jet(1)])).await.unwrap();
+    assert_eq!(r.summary.version, 2, "a restart does not bring the rolled-back version back");
+    let models = client.models().await.unwrap();
+    assert_eq!(default_of(&models), vec![2]);
+    assert!(models.iter().any(|m| m.version == 3 && m.rolled_back.is_some()));
+
+    // Promote: unknown versions and models are refused; v1 on purpose, then v3 again.
+    let e = client.promote("tabular", 9).await.unwrap_err();
+    assert_eq!(code(&e), Some(ErrorCode::UnknownModel), "{e}");
+    assert!(e.to_string().contains("no version 9 ready to promote (ready: 1, 2, 3)"), "{e}");
+    let e = client.promote("nope", 1).await.unwrap_err();
+    assert_eq!(code(&e), Some(ErrorCode::UnknownModel), "{e}");
+    client.promote("tabular", 1).await.unwrap();
+    assert_eq!(client.predict(Submission::new("tabular", vec![jet(0)])).await.unwrap().summary.version, 1);
+    let reply = client.promote("tabular", 3).await.unwrap();
+    assert_eq!(default_of(&reply.models), vec![3]);
+    assert!(reply.models.iter().all(|m| m.rolled_back.is_none()), "promoting clears the mark");
+
+    // Roll back again, then a newer release takes over the default.
+    client.rollback("tabular").await.unwrap();
+    assert_eq!(client.predict(Submission::new("tabular", vec![jet(0)])).await.unwrap().summary.version, 2);
+    client.upload(&tabular_bundle(work.path(), "tabular-v4", 4, |_| {}), false).await.unwrap();
+    assert_eq!(client.predict(Submission::new("tabular", vec![jet(0)])).await.unwrap().summary.version, 4);
+    // Deleting v4 and v2: the newest version not rolled back (v1) serves, not v3.
+    client.delete("tabular", Some(4)).await.unwrap();
+    client.delete("tabular", Some(2)).await.unwrap();
+    assert_eq!(client.predict(Submission::new("tabular", vec![jet(0)])).await.unwrap().summary.version, 1);
+    client.close().await;
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn broken_uploads_change_nothing() {
     let repo = repository_with(|_, _| {});
     let host = TestHost::start_with(repo.path().to_path_buf(), |_| {}).await;

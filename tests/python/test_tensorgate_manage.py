@@ -1,5 +1,5 @@
 """Model management and tokens from Python (tensorgate.Client.models /
-upload / fetch / delete / reload, token=) against real hosts with their own
+upload / fetch / delete / reload / promote / rollback, token=) against real hosts with their own
 scratch repositories (so target/repository is never changed)."""
 
 from __future__ import annotations
@@ -83,6 +83,17 @@ def test_models_fetch_upload_delete_reload(loopback_host, tmp_path):
         out = client.predict("multi-io", {"x": sample["x"], "y": sample["y"]}, version=2)
         np.testing.assert_allclose(out["h"], ref["h"], rtol=1e-5, atol=1e-6)
         assert out.summary["version"] == 2
+
+        # Roll the default back to 1, then promote 2 again.
+        reply = client.rollback("multi-io")
+        assert [m["version"] for m in reply["models"] if m["default"]] == [1]
+        assert [m.get("rolled_back") for m in reply["models"] if m["version"] == 2] == ["rolled back by hand"]
+        assert client.predict("multi-io", {"x": sample["x"], "y": sample["y"]}).summary["version"] == 1
+        with pytest.raises(tensorgate.RequestError) as info:
+            client.rollback("multi-io")
+        assert info.value.code == "conflict"
+        client.promote("multi-io", 2)
+        assert client.predict("multi-io", {"x": sample["x"], "y": sample["y"]}).summary["version"] == 2
 
         client.delete("multi-io", 2)
         with pytest.raises(tensorgate.RequestError) as info:

@@ -1,7 +1,9 @@
 //! Fleet management: the cluster's repository lives in the engine. Bundles
 //! are objects in a JetStream object store (`P_BUNDLES`, one object per
 //! content: `NAME/VERSION/SHA256`), the desired state is a KV bucket
-//! (`P_FLEET`, key `bundle.NAME.VERSION` → [`Desired`]). Every worker
+//! (`P_FLEET`, key `bundle.NAME.VERSION` → [`Desired`], and key
+//! `default.NAME` → the model's [`DefaultPolicy`], which every gateway
+//! routes by: `promote` and `rollback` change it). Every worker
 //! watches the bucket and converges: fetches, loads and warms up each
 //! desired bundle into its own repository (its disk is a cache of the
 //! fleet), deletes what was deleted, and reports each outcome on
@@ -28,7 +30,7 @@ use tokio::io::AsyncReadExt;
 
 use super::{ClusterConfig, ClusterError};
 use crate::application::ModelState;
-use crate::repository::Repository;
+use crate::repository::{DefaultPolicy, PolicyError, Repository};
 
 /// A management failure: the code and message of its `RequestError`.
 pub type Failure = (ErrorCode, String);
@@ -154,6 +156,9 @@ fn parse_key(key: &str) -> Option<(String, u64)> {
     Some((name.to_string(), version.parse().ok()?))
 }
 
+/// Prefix of the KV keys holding default-version policies (`default.NAME`).
+pub const POLICY_PREFIX: &str = "default.";
+
 /// Subject of the reports about one version.
 pub fn report_subject(prefix: &str, name: &str, version: u64) -> String {
     format!("{prefix}.fleet.report.{name}.{version}")
@@ -188,8 +193,8 @@ pub async fn converge(
                 continue;
             }
         };
-        // An empty bucket has nothing to replay.
-        if stores.kv.status().await.is_ok_and(|s| s.values() == 0) {
+        // No bundle in the bucket: nothing to replay.
+        if !has_bundles(&stores.kv).await {
             let _ = caught_up.send(true);
         }
         while let Some(entry) = watch.next().await {
@@ -245,6 +250,24 @@ pub async fn converge(
                 let _ = caught_up.send(true);
             }
         }
+    }
+}
+
+/// Whether the bucket holds any bundle key (it may hold only policies).
+async fn has_bundles(kv: &kv::Store) -> bool {
+    match kv.keys().await {
+        Ok(mut keys) => {
+            while let Some(k) = keys.next().await {
+                match k {
+                    Ok(k) if parse_key(&k).is_some() => return true,
+                    Ok(_) => {}
+                    Err(_) => return true,
+                }
+            }
+            false
+        }
+        // An empty bucket can answer "no keys" as an error.
+        Err(_) => false,
     }
 }
 
@@ -323,6 +346,106 @@ pub trait View: Send + Sync {
     fn holds(&self, ids: &[String], name: &str, version: u64, present: bool) -> bool;
     /// `models` entries of the fleet.
     fn models(&self) -> Vec<ModelInfo>;
+    /// The versions of `name` every live serving worker holds ready.
+    fn everywhere(&self, name: &str) -> Result<BTreeSet<u64>, Failure>;
+    /// The version a request for `name` naming no version goes to.
+    fn default_of(&self, name: &str) -> Option<u64>;
+    /// Applies a policy this gateway just wrote (the KV watch brings it too,
+    /// a moment later; the reply must not race it).
+    fn set_policy(&self, name: &str, policy: Option<DefaultPolicy>);
+}
+
+/// Reads, changes with `edit` and writes back the policy of `name`, with
+/// compare-and-set so that two gateways changing it at once do not lose a
+/// change. Returns `edit`'s result and the policy written.
+async fn update_policy<T>(
+    stores: &Stores,
+    name: &str,
+    mut edit: impl FnMut(&mut DefaultPolicy) -> Result<T, Failure>,
+) -> Result<(T, DefaultPolicy), Failure> {
+    let key = format!("{POLICY_PREFIX}{name}");
+    let internal = |e: String| (ErrorCode::Internal, format!("writing the fleet's default versions: {e}"));
+    for _ in 0..8 {
+        let entry = stores.kv.entry(&key).await.map_err(|e| internal(e.to_string()))?;
+        let (mut policy, revision) = match &entry {
+            Some(e) if e.operation == kv::Operation::Put => {
+                (serde_json::from_slice(&e.value).unwrap_or_default(), Some(e.revision))
+            }
+            _ => (DefaultPolicy::default(), None),
+        };
+        let out = edit(&mut policy)?;
+        let body = Bytes::from(serde_json::to_vec(&policy).unwrap_or_default());
+        let written = match revision {
+            Some(r) => stores.kv.update(&key, body, r).await.map(|_| ()).map_err(|e| e.to_string()),
+            None => stores.kv.create(&key, body).await.map(|_| ()).map_err(|e| e.to_string()),
+        };
+        match written {
+            Ok(()) => return Ok((out, policy)),
+            Err(e) => tracing::debug!(model = name, "default-version policy changed meanwhile (retrying): {e}"),
+        }
+    }
+    Err(internal("another gateway kept changing it; try again".into()))
+}
+
+fn policy_failure(e: PolicyError) -> Failure {
+    let code = match e {
+        PolicyError::NotReady { .. } => ErrorCode::UnknownModel,
+        PolicyError::NothingEarlier { .. } => ErrorCode::Conflict,
+    };
+    (code, format!("{e}; in a fleet, ready means held by every live worker serving the model"))
+}
+
+/// Makes a version the fleet-wide default of its model; it must be ready on
+/// every live worker serving the model.
+pub async fn promote(stores: &Stores, view: &dyn View, h: &AdminHeader) -> Result<AdminReply, Failure> {
+    let name = h.model.clone().ok_or_else(|| (ErrorCode::BadRequest, "`promote` needs a `model`".to_string()))?;
+    let version = h.version.ok_or_else(|| (ErrorCode::BadRequest, "`promote` needs a `version`".to_string()))?;
+    let ready = view.everywhere(&name)?;
+    let ((), policy) = update_policy(stores, &name, |p| p.promote(&name, version, &ready).map_err(policy_failure)).await?;
+    view.set_policy(&name, Some(policy));
+    tracing::info!(app = %name, version, "promoted fleet-wide: the default version");
+    let models = view.models().into_iter().filter(|m| m.name == name).collect();
+    Ok(AdminReply { message: format!("{name}: version {version} is the default on every gateway"), models, ..AdminReply::default() })
+}
+
+/// Rolls the fleet-wide default of a model back to the newest earlier
+/// version every live worker holds and that is not rolled back.
+pub async fn rollback(stores: &Stores, view: &dyn View, h: &AdminHeader) -> Result<AdminReply, Failure> {
+    let name = h.model.clone().ok_or_else(|| (ErrorCode::BadRequest, "`rollback` needs a `model`".to_string()))?;
+    let ready = view.everywhere(&name)?;
+    let current = view.default_of(&name);
+    let ((from, to), policy) = update_policy(stores, &name, |p| {
+        // Roll back what this gateway routes to (a pin not yet everywhere does not count).
+        if let Some(c) = current.filter(|c| p.choose(&ready) != Some(*c)) {
+            p.pinned = Some(c);
+        }
+        p.rollback(&name, &ready, "rolled back by hand").map_err(policy_failure)
+    })
+    .await?;
+    view.set_policy(&name, Some(policy));
+    tracing::warn!(app = %name, from, to, "rolled back fleet-wide");
+    let models = view.models().into_iter().filter(|m| m.name == name).collect();
+    Ok(AdminReply {
+        message: format!("{name}: version {from} rolled back, version {to} is the default on every gateway"),
+        models,
+        ..AdminReply::default()
+    })
+}
+
+/// After a successful upload: a new release takes over the default from a pin.
+async fn released(stores: &Stores, view: &dyn View, name: &str, version: u64) {
+    let key = format!("{POLICY_PREFIX}{name}");
+    if !matches!(stores.kv.entry(&key).await, Ok(Some(e)) if e.operation == kv::Operation::Put) {
+        return;
+    }
+    match update_policy(stores, name, |p| Ok(p.released(version))).await {
+        Ok((true, policy)) => {
+            tracing::info!(app = %name, version, "a newer version is in the fleet: it is the default again, not the promoted one");
+            view.set_policy(name, Some(policy));
+        }
+        Ok((false, _)) => {}
+        Err((_, e)) => tracing::warn!(app = %name, "{e}"),
+    }
 }
 
 /// Uploads a bundle to the fleet and waits until every live worker has it
@@ -378,6 +501,7 @@ pub async fn upload(
             ),
         ));
     }
+    released(stores, view, &name, version).await;
     let missing: Vec<&String> = workers.iter().filter(|w| !got.contains_key(*w) && view.live_workers().contains(w)).collect();
     // The reply says "serving" only once routing can see the version everywhere.
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -422,6 +546,16 @@ pub async fn delete(stores: &Stores, view: &dyn View, h: &AdminHeader) -> Result
     let before: Vec<ModelInfo> = view.models().into_iter().filter(|m| m.name == name && versions.contains(&m.version)).collect();
     for v in &versions {
         stores.kv.delete(key(&name, *v)).await.map_err(|e| (ErrorCode::Internal, format!("writing the fleet state: {e}")))?;
+    }
+    let policy_key = format!("{POLICY_PREFIX}{name}");
+    if h.version.is_none() {
+        let _ = stores.kv.delete(&policy_key).await;
+        view.set_policy(&name, None);
+    } else if matches!(stores.kv.entry(&policy_key).await, Ok(Some(e)) if e.operation == kv::Operation::Put) {
+        let forgot = update_policy(stores, &name, |p| Ok(versions.iter().fold(false, |acc, v| p.forget(*v) | acc))).await;
+        if let Ok((_, policy)) = forgot {
+            view.set_policy(&name, Some(policy));
+        }
     }
     let workers = view.live_workers();
     let deadline = Instant::now() + Duration::from_secs(30);

@@ -23,6 +23,7 @@ use super::wire::{self, Advert, ReplyHead, Subjects, WorkHead, WorkerState};
 use super::worker::{short_id, unix_ms, HEADER_ROOM};
 use super::fleet::{self, Failure};
 use super::{ClusterConfig, ClusterError};
+use crate::repository::DefaultPolicy;
 use crate::request::{ItemDone, ItemFailure, ItemFuture, ItemRunner, Reject, Routed};
 use crate::server::{Fleet, FleetStatus};
 
@@ -49,6 +50,9 @@ struct Inner {
     fleet: Mutex<HashMap<String, (Advert, Instant)>>,
     /// The fleet's desired state and bundles.
     stores: super::fleet::Stores,
+    /// Each model's default-version policy (`promote`, `rollback`), kept
+    /// from the fleet's KV bucket.
+    policies: Mutex<HashMap<String, DefaultPolicy>>,
 }
 
 /// What one routed request's items need.
@@ -82,7 +86,9 @@ impl Gateway {
             next_key: AtomicU64::new(1),
             fleet: Mutex::new(HashMap::new()),
             stores,
+            policies: Mutex::new(HashMap::new()),
         });
+        tokio::spawn(watch_policies(Arc::downgrade(&inner)));
         tokio::spawn(listen_replies(Arc::downgrade(&inner), replies));
         tokio::spawn(listen_adverts(Arc::downgrade(&inner), adverts));
         let _ = inner.client.publish(inner.subjects.ping(), Bytes::new()).await;
@@ -111,15 +117,18 @@ impl Inner {
         out
     }
 
-    /// The version a request for `model` (at `version`, if given) goes to.
-    fn route(&self, model: &str, version: Option<u64>) -> Result<u64, Reject> {
+    /// The versions of `model` held by some live serving worker (`any`),
+    /// and those every one of them holds (`everywhere`: a new version is a
+    /// candidate for the default only once the whole fleet has it ready).
+    /// Workers still applying the fleet state they joined to do not hold
+    /// the default back. Refused when no live worker serves the model.
+    fn holdings(&self, model: &str) -> Result<(BTreeSet<u64>, BTreeSet<u64>), Reject> {
         let live = self.live();
         let serving: Vec<&Advert> = live.iter().filter(|w| w.state == WorkerState::Serving).collect();
         let versions = |w: &Advert| -> BTreeSet<u64> {
             w.apps.iter().filter(|a| a.info.name == model).map(|a| a.info.version).collect()
         };
         let holders: Vec<BTreeSet<u64>> = serving.iter().map(|w| versions(w)).filter(|v| !v.is_empty()).collect();
-        // Workers still applying the fleet state they joined to do not hold the default back.
         let settled: Vec<BTreeSet<u64>> =
             serving.iter().filter(|w| w.converged).map(|w| versions(w)).filter(|v| !v.is_empty()).collect();
         if holders.is_empty() {
@@ -137,6 +146,14 @@ impl Inner {
             return Err(Reject::new(ErrorCode::UnknownModel, message));
         }
         let any: BTreeSet<u64> = holders.iter().flatten().copied().collect();
+        let basis = if settled.is_empty() { &holders } else { &settled };
+        let everywhere = basis.iter().skip(1).fold(basis[0].clone(), |acc, v| &acc & v);
+        Ok((any, everywhere))
+    }
+
+    /// The version a request for `model` (at `version`, if given) goes to.
+    fn route(&self, model: &str, version: Option<u64>) -> Result<u64, Reject> {
+        let (any, everywhere) = self.holdings(model)?;
         if let Some(v) = version {
             if any.contains(&v) {
                 return Ok(v);
@@ -147,11 +164,13 @@ impl Inner {
                 format!("no worker serves model `{model}` version {v} (served: {})", listed.join(", ")),
             ));
         }
-        // The newest version every worker serving the model holds: a new
-        // version is the default only once the whole fleet has it ready.
-        let basis = if settled.is_empty() { &holders } else { &settled };
-        let everywhere = basis.iter().skip(1).fold(basis[0].clone(), |acc, v| &acc & v);
-        Ok(everywhere.last().or(any.last()).copied().unwrap_or_default())
+        let chosen = self.policy(model).choose(&everywhere);
+        Ok(chosen.or(any.last().copied()).unwrap_or_default())
+    }
+
+    /// The default-version policy of `model`.
+    fn policy(&self, model: &str) -> DefaultPolicy {
+        self.policies.lock().unwrap_or_else(|p| p.into_inner()).get(model).cloned().unwrap_or_default()
     }
 
     /// Queues one item and waits for the first reply to it.
@@ -313,6 +332,43 @@ async fn listen_replies(inner: std::sync::Weak<Inner>, mut replies: async_nats::
     }
 }
 
+/// Keeps each model's default-version policy from the fleet's KV bucket
+/// (every gateway routes by the same policies).
+async fn watch_policies(inner: std::sync::Weak<Inner>) {
+    loop {
+        let Some(kv) = inner.upgrade().map(|i| i.stores.kv.clone()) else { return };
+        let mut watch = match kv.watch_with_history(format!("{}>", fleet::POLICY_PREFIX)).await {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::warn!("cannot watch the default versions (retrying): {e}");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        while let Some(entry) = watch.next().await {
+            let Some(inner) = inner.upgrade() else { return };
+            let entry = match entry {
+                Ok(e) => e,
+                Err(e) => {
+                    tracing::debug!("default-version watch: {e}");
+                    break;
+                }
+            };
+            let Some(name) = entry.key.strip_prefix(fleet::POLICY_PREFIX) else { continue };
+            let mut policies = inner.policies.lock().unwrap_or_else(|p| p.into_inner());
+            match (entry.operation, serde_json::from_slice::<DefaultPolicy>(&entry.value)) {
+                (async_nats::jetstream::kv::Operation::Put, Ok(p)) => {
+                    policies.insert(name.to_string(), p);
+                }
+                (async_nats::jetstream::kv::Operation::Put, Err(e)) => tracing::warn!(model = name, "unreadable default-version policy: {e}"),
+                _ => {
+                    policies.remove(name);
+                }
+            }
+        }
+    }
+}
+
 /// Keeps the fleet view from the workers' adverts.
 async fn listen_adverts(inner: std::sync::Weak<Inner>, mut adverts: async_nats::Subscriber) {
     while let Some(msg) = adverts.next().await {
@@ -417,6 +473,7 @@ impl Fleet for Gateway {
         let mut models: Vec<ModelInfo> = out.into_values().collect();
         for m in &mut models {
             m.default = self.inner.route(&m.name, None).is_ok_and(|v| v == m.version);
+            m.rolled_back = self.inner.policy(&m.name).rolled_back.get(&m.version).cloned();
         }
         (models, errors)
     }
@@ -443,6 +500,8 @@ impl Fleet for Gateway {
                 }
                 RequestHeader::Delete(h) => fleet::delete(&inner.stores, self, &h).await.map(|r| (None, r)),
                 RequestHeader::Reload(h) => fleet::reload(&inner.client, prefix, self, h.model).await.map(|r| (None, r)),
+                RequestHeader::Promote(h) => fleet::promote(&inner.stores, self, &h).await.map(|r| (None, r)),
+                RequestHeader::Rollback(h) => fleet::rollback(&inner.stores, self, &h).await.map(|r| (None, r)),
                 RequestHeader::Fetch(h) => {
                     let (archive, message) = fleet::fetch(&inner.stores, &h).await?;
                     Ok((Some(archive), AdminReply { message, ..AdminReply::default() }))
@@ -468,5 +527,21 @@ impl fleet::View for Gateway {
 
     fn models(&self) -> Vec<ModelInfo> {
         Fleet::models(self).0
+    }
+
+    fn everywhere(&self, name: &str) -> Result<BTreeSet<u64>, Failure> {
+        self.inner.holdings(name).map(|(_, everywhere)| everywhere).map_err(|r| (r.code, r.message))
+    }
+
+    fn default_of(&self, name: &str) -> Option<u64> {
+        self.inner.route(name, None).ok()
+    }
+
+    fn set_policy(&self, name: &str, policy: Option<DefaultPolicy>) {
+        let mut policies = self.inner.policies.lock().unwrap_or_else(|p| p.into_inner());
+        match policy {
+            Some(p) => policies.insert(name.to_string(), p),
+            None => policies.remove(name),
+        };
     }
 }

@@ -3,11 +3,13 @@
 //!
 //! - `build.rs`: one bundle directory → a ready application (plugin, model, warm-up);
 //! - `routes.rs`: the lock-free routing table;
+//! - `defaults.rs`: which version is a model's default (`promote`, `rollback`);
 //! - `reconcile.rs`: `reload`, bringing the table in line with the disk;
 //! - `store.rs`: crash-safe changes on disk (uploads, replacements, deletes);
 //! - `watch.rs`: reload on file changes.
 
 pub mod build;
+pub mod defaults;
 mod reconcile;
 pub mod routes;
 pub mod store;
@@ -20,6 +22,7 @@ use tensorgate_protocol::{LoadFailure, ModelInfo};
 
 pub use crate::manifest::{Manifest, ManifestError, ModelSection, PluginSection, TensorDecl, Warmup};
 pub use build::LoadError;
+pub use defaults::{DefaultPolicy, PolicyError};
 pub use reconcile::ReloadReport;
 pub use routes::RouteError;
 pub use store::{Stamp, StoreError};
@@ -41,6 +44,9 @@ pub enum ChangeError {
     /// No such model or version.
     #[error(transparent)]
     Route(#[from] RouteError),
+    /// `promote` or `rollback` could not be done.
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
 }
 
 /// The model repository: the bundles under one directory and the table that
@@ -80,6 +86,7 @@ impl Repository {
             failures: Failures::default(),
             changes: Mutex::new(()),
         };
+        repo.routes.set_policies(defaults::load(root));
         repo.reload(None);
         Ok(repo)
     }
@@ -113,7 +120,71 @@ impl Repository {
         store::commit(&self.root, staged, app.name(), app.version(), replace)?;
         log_loaded(&app);
         self.failures.clear(&home);
-        Ok(self.routes.insert(app))
+        let app = self.routes.insert(app);
+        self.released(&[(app.name().to_string(), app.version())]);
+        Ok(app)
+    }
+
+    /// Newly installed versions: a new release takes over the default from
+    /// a pin (saved). Called with the change lock held.
+    fn released(&self, installed: &[(String, u64)]) {
+        let mut policies = self.routes.policies();
+        let mut changed = false;
+        for (name, version) in installed {
+            if let Some(p) = policies.get_mut(name) {
+                if p.released(*version) {
+                    tracing::info!(app = %name, version, "a newer version is installed: it is the default again, not the promoted one");
+                    changed = true;
+                }
+            }
+        }
+        if changed {
+            self.save_policies(policies);
+        }
+    }
+
+    fn save_policies(&self, policies: std::collections::BTreeMap<String, DefaultPolicy>) {
+        if let Err(e) = defaults::save(&self.root, &policies) {
+            tracing::warn!(dir = %self.root.display(), "could not save the default versions (they hold until a restart): {e}");
+        }
+        self.routes.set_policies(policies);
+    }
+
+    /// Makes `version` the default of `name` until a newer version is
+    /// installed; returns every version of the model afterwards.
+    pub fn promote(&self, name: &str, version: u64) -> Result<Vec<ModelInfo>, ChangeError> {
+        let _guard = self.changes.lock().unwrap_or_else(|p| p.into_inner());
+        let ready = self.ready_versions(name)?;
+        let mut policies = self.routes.policies();
+        policies.entry(name.to_string()).or_default().promote(name, version, &ready)?;
+        self.save_policies(policies);
+        tracing::info!(app = name, version, "promoted: the default version");
+        Ok(self.models_of(name))
+    }
+
+    /// Rolls the default of `name` back to the newest earlier version not
+    /// rolled back, marking the current default rolled back with `reason`.
+    /// Returns `(from, to)` and every version of the model afterwards.
+    pub fn rollback(&self, name: &str, reason: &str) -> Result<((u64, u64), Vec<ModelInfo>), ChangeError> {
+        let _guard = self.changes.lock().unwrap_or_else(|p| p.into_inner());
+        let ready = self.ready_versions(name)?;
+        let mut policies = self.routes.policies();
+        let moved = policies.entry(name.to_string()).or_default().rollback(name, &ready, reason)?;
+        self.save_policies(policies);
+        tracing::warn!(app = name, from = moved.0, to = moved.1, "rolled back: {reason}");
+        Ok((moved, self.models_of(name)))
+    }
+
+    fn ready_versions(&self, name: &str) -> Result<std::collections::BTreeSet<u64>, RouteError> {
+        let ready: std::collections::BTreeSet<u64> = self.routes.versions(name).keys().copied().collect();
+        if ready.is_empty() {
+            return Err(RouteError::UnknownModel { name: name.into(), loaded: self.routes.names().join(", ") });
+        }
+        Ok(ready)
+    }
+
+    fn models_of(&self, name: &str) -> Vec<ModelInfo> {
+        self.models().into_iter().filter(|m| m.name == name).collect()
     }
 
     /// Stops serving `name` at `version` (every version when `None`) and
@@ -156,10 +227,20 @@ impl Repository {
             info.state = ModelState::Deleted.to_string();
             removed.push(info);
         }
+        let mut policies = self.routes.policies();
+        if let Some(p) = policies.get_mut(name) {
+            let mut changed = false;
+            for m in &removed {
+                changed |= p.forget(m.version);
+            }
+            if changed {
+                self.save_policies(policies);
+            }
+        }
         Ok(removed)
     }
 
-    /// The application serving `name` at `version` (newest when `None`).
+    /// The application serving `name` at `version` (the default when `None`).
     pub fn resolve(&self, name: &str, version: Option<u64>) -> Result<Arc<Application>, RouteError> {
         self.routes.resolve(name, version)
     }
@@ -171,7 +252,17 @@ impl Repository {
 
     /// Every version: loaded ones (`ready`) and bundles that failed (`failed`).
     pub fn models(&self) -> Vec<ModelInfo> {
-        let mut out: Vec<ModelInfo> = self.routes.all().iter().map(|(a, default)| a.info(*default)).collect();
+        let policies = self.routes.policies();
+        let mut out: Vec<ModelInfo> = self
+            .routes
+            .all()
+            .iter()
+            .map(|(a, default)| {
+                let mut info = a.info(*default);
+                info.rolled_back = policies.get(a.name()).and_then(|p| p.rolled_back.get(&a.version()).cloned());
+                info
+            })
+            .collect();
         for f in self.failures.all() {
             let Some(v) = f.version else { continue };
             if !out.iter().any(|m| m.name == f.model && m.version == v) {

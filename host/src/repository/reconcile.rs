@@ -124,6 +124,8 @@ impl Repository {
             self.routes.remove(app.name(), app.version());
         }
         self.failures.retain_existing();
+        let installed: Vec<(String, u64)> = report.loaded.iter().map(|a| (a.name().to_string(), a.version())).collect();
+        self.released(&installed);
         report.removed = gone;
         report
     }

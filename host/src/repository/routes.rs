@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
+use super::defaults::DefaultPolicy;
 use crate::application::Application;
 
 /// Why a request could not be routed.
@@ -34,14 +35,40 @@ pub enum RouteError {
 
 type Table = HashMap<String, BTreeMap<u64, Arc<Application>>>;
 
-/// Loaded versions by name, then version.
+/// Loaded versions by name, then version, and the policies that choose
+/// each model's default version.
 #[derive(Default)]
 pub struct Routes {
     table: ArcSwap<Table>,
+    policies: ArcSwap<BTreeMap<String, DefaultPolicy>>,
 }
 
 impl Routes {
-    /// The application serving `name` at `version` (newest when `None`).
+    /// The default-version policy of `name` (empty when none was set).
+    pub fn policy(&self, name: &str) -> DefaultPolicy {
+        self.policies.load().get(name).cloned().unwrap_or_default()
+    }
+
+    /// Every model's policy.
+    pub fn policies(&self) -> BTreeMap<String, DefaultPolicy> {
+        BTreeMap::clone(&self.policies.load())
+    }
+
+    /// Replaces every model's policy.
+    pub fn set_policies(&self, policies: BTreeMap<String, DefaultPolicy>) {
+        self.policies.store(Arc::new(policies));
+    }
+
+    /// The default version of `name` among `versions`.
+    fn default_of(&self, name: &str, versions: &BTreeMap<u64, Arc<Application>>) -> Option<u64> {
+        let ready = versions.keys().copied().collect();
+        match self.policies.load().get(name) {
+            Some(p) => p.choose(&ready),
+            None => ready.last().copied(),
+        }
+    }
+
+    /// The application serving `name` at `version` (the default when `None`).
     pub fn resolve(&self, name: &str, version: Option<u64>) -> Result<Arc<Application>, RouteError> {
         let table = self.table.load();
         let Some(versions) = table.get(name) else {
@@ -49,7 +76,7 @@ impl Routes {
         };
         let found = match version {
             Some(v) => versions.get(&v),
-            None => versions.values().next_back(),
+            None => self.default_of(name, versions).and_then(|v| versions.get(&v)),
         };
         found.cloned().ok_or_else(|| RouteError::UnknownVersion {
             name: name.to_string(),
@@ -69,14 +96,14 @@ impl Routes {
     }
 
     /// Every loaded application version, by name then version; with each,
-    /// whether it is its model's default (newest) version.
+    /// whether it is its model's default version.
     pub fn all(&self) -> Vec<(Arc<Application>, bool)> {
         let table = self.table.load();
         let mut all: Vec<_> = table
-            .values()
-            .flat_map(|versions| {
-                let newest = versions.keys().next_back().copied();
-                versions.values().map(move |a| (a.clone(), Some(a.version()) == newest))
+            .iter()
+            .flat_map(|(name, versions)| {
+                let default = self.default_of(name, versions);
+                versions.values().map(move |a| (a.clone(), Some(a.version()) == default))
             })
             .collect();
         all.sort_by(|(a, _), (b, _)| (a.name(), a.version()).cmp(&(b.name(), b.version())));

@@ -1,5 +1,5 @@
 //! Status and management requests (`status`; `models`, `upload`, `fetch`,
-//! `delete`, `reload`). The caller has already checked the role. Repository
+//! `delete`, `reload`, `promote`, `rollback`). The caller has already checked the role. Repository
 //! changes block (unpacking, compiling, loading a model), so they run on
 //! blocking threads.
 
@@ -16,7 +16,7 @@ use tensorgate_protocol::{
 
 use super::{Backend, Shared};
 use crate::application::ModelState;
-use crate::repository::{ChangeError, StoreError};
+use crate::repository::{ChangeError, PolicyError, StoreError};
 
 /// Bundle bytes per `Result` frame of a `fetch` reply.
 pub const FETCH_CHUNK: usize = 4 << 20;
@@ -120,6 +120,26 @@ pub(crate) async fn handle(
             }))
             .await?
         }
+        RequestHeader::Promote(h) => {
+            let model = required(&h, op)?;
+            let version = h.version.ok_or_else(|| (ErrorCode::BadRequest, "`promote` needs a `version`".to_string()))?;
+            // Behind the change lock, which an upload may hold while it compiles.
+            blocking(Box::new(move || {
+                let models = repo.promote(&model, version).map_err(change_failure)?;
+                let message = format!("{model}: version {version} is the default");
+                Ok((Vec::new(), AdminReply { message, models, ..AdminReply::default() }))
+            }))
+            .await?
+        }
+        RequestHeader::Rollback(h) => {
+            let model = required(&h, op)?;
+            blocking(Box::new(move || {
+                let ((from, to), models) = repo.rollback(&model, "rolled back by hand").map_err(change_failure)?;
+                let message = format!("{model}: version {from} rolled back, version {to} is the default");
+                Ok((Vec::new(), AdminReply { message, models, ..AdminReply::default() }))
+            }))
+            .await?
+        }
         RequestHeader::Predict(_) | RequestHeader::Status(_) => {
             return Err((ErrorCode::Internal, format!("`{op}` is not a management request")))
         }
@@ -218,6 +238,8 @@ fn change_failure(e: ChangeError) -> Failure {
     let code = match &e {
         ChangeError::Load(_) => ErrorCode::LoadFailed,
         ChangeError::Route(_) => ErrorCode::UnknownModel,
+        ChangeError::Policy(PolicyError::NotReady { .. }) => ErrorCode::UnknownModel,
+        ChangeError::Policy(PolicyError::NothingEarlier { .. }) => ErrorCode::Conflict,
         ChangeError::Store(StoreError::Exists { .. }) => ErrorCode::Conflict,
         ChangeError::Store(StoreError::TooLarge { .. }) => ErrorCode::LimitExceeded,
         ChangeError::Store(StoreError::Archive(_)) => ErrorCode::BadRequest,

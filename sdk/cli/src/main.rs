@@ -98,6 +98,21 @@ enum Command {
         /// Only this model.
         model: Option<String>,
     },
+    /// Make a version the model's default (served when a request names no
+    /// version) until a newer version is installed (admin).
+    Promote {
+        /// Model name.
+        model: String,
+        /// Version to serve by default.
+        version: u64,
+    },
+    /// The model's default version is bad: go back to the newest earlier
+    /// version not rolled back (admin). The bad version stays loaded for
+    /// requests that name it.
+    Rollback {
+        /// Model name.
+        model: String,
+    },
     /// Load generator: send requests of one payload file and report latency
     /// percentiles and throughput.
     Bench(bench::BenchArgs),
@@ -123,7 +138,8 @@ fn print_models(models: &[tensorgate_client::protocol::ModelInfo]) {
     );
     for m in models {
         let default = if m.default { "*" } else { "" };
-        let about = m.error.as_deref().unwrap_or(&m.description);
+        let rolled_back = m.rolled_back.as_ref().map(|r| format!("[rolled back: {r}] "));
+        let about = m.error.clone().unwrap_or_else(|| format!("{}{}", rolled_back.unwrap_or_default(), m.description));
         println!(
             "{:<16} {:>7} {:<8} {:<6} {:>9} {:>9} {:>7} {:>8.1}  {about}",
             m.name,
@@ -209,6 +225,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Delete { model, version } => {
             println!("{}", client.delete(&model, version).await?.message);
+            ExitCode::SUCCESS
+        }
+        Command::Promote { model, version } => {
+            println!("{}", client.promote(&model, version).await?.message);
+            ExitCode::SUCCESS
+        }
+        Command::Rollback { model } => {
+            println!("{}", client.rollback(&model).await?.message);
             ExitCode::SUCCESS
         }
         Command::Reload { model } => {

@@ -106,6 +106,16 @@ impl Failover {
         self.client().await?.reload(model).await
     }
 
+    /// Makes `version` the default of `model`.
+    pub async fn promote(&self, model: &str, version: u64) -> Result<AdminReply, ClientError> {
+        self.client().await?.promote(model, version).await
+    }
+
+    /// Rolls the default of `model` back to its previous version.
+    pub async fn rollback(&self, model: &str) -> Result<AdminReply, ClientError> {
+        self.client().await?.rollback(model).await
+    }
+
     /// Closes the connection in use, if this is its last user.
     pub async fn close(&self) {
         if let Some((_, c)) = self.current.lock().await.take() {

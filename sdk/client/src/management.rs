@@ -1,5 +1,6 @@
 //! Status and management requests: list, upload, fetch, delete and reload
-//! application bundles (management needs the `admin` role), and packing a
+//! application bundles, promote or roll back a model's default version
+//! (management needs the `admin` role), and packing a
 //! bundle directory into the `.tar.zst` archive they exchange.
 
 use std::path::Path;
@@ -78,6 +79,21 @@ impl Client {
     /// leave the versions that served before serving. Needs admin.
     pub async fn reload(&self, model: Option<&str>) -> Result<AdminReply, ClientError> {
         let header = RequestHeader::Reload(self.admin_header(model, None));
+        Ok(self.admin(header, Vec::new()).await?.0)
+    }
+
+    /// Makes `version` the default of `model` (served when a request names
+    /// no version) until a newer version is installed. Needs admin.
+    pub async fn promote(&self, model: &str, version: u64) -> Result<AdminReply, ClientError> {
+        let header = RequestHeader::Promote(self.admin_header(Some(model), Some(version)));
+        Ok(self.admin(header, Vec::new()).await?.0)
+    }
+
+    /// Rolls the default of `model` back to the newest earlier version not
+    /// rolled back; the version that was the default is marked rolled back
+    /// (and still serves requests that name it). Needs admin.
+    pub async fn rollback(&self, model: &str) -> Result<AdminReply, ClientError> {
+        let header = RequestHeader::Rollback(self.admin_header(Some(model), None));
         Ok(self.admin(header, Vec::new()).await?.0)
     }
 

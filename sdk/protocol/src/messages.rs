@@ -46,6 +46,13 @@ pub enum RequestHeader {
     Delete(AdminHeader),
     /// Re-read the repository on disk (one model or all) and load what changed. Role: admin.
     Reload(AdminHeader),
+    /// Make `version` the model's default (the version served when a
+    /// request names none), until a newer version is installed. Role: admin.
+    Promote(AdminHeader),
+    /// The model's default version is bad: serve the newest earlier version
+    /// that is not rolled back instead, and mark the current one rolled back
+    /// (it still serves requests that name it). Role: admin.
+    Rollback(AdminHeader),
 }
 
 /// The role a request needs.
@@ -69,6 +76,8 @@ impl RequestHeader {
             RequestHeader::Fetch(_) => "fetch",
             RequestHeader::Delete(_) => "delete",
             RequestHeader::Reload(_) => "reload",
+            RequestHeader::Promote(_) => "promote",
+            RequestHeader::Rollback(_) => "rollback",
         }
     }
 
@@ -89,7 +98,9 @@ impl RequestHeader {
             | RequestHeader::Upload(h)
             | RequestHeader::Fetch(h)
             | RequestHeader::Delete(h)
-            | RequestHeader::Reload(h) => h.token.as_deref(),
+            | RequestHeader::Reload(h)
+            | RequestHeader::Promote(h)
+            | RequestHeader::Rollback(h) => h.token.as_deref(),
         }
     }
 
@@ -112,17 +123,20 @@ pub struct StatusHeader {
     pub token: Option<String>,
 }
 
-/// Header of a management request (`models`, `upload`, `fetch`, `delete`, `reload`).
+/// Header of a management request (`models`, `upload`, `fetch`, `delete`,
+/// `reload`, `promote`, `rollback`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AdminHeader {
     /// Bearer token with the admin role (not needed from loopback on a host
     /// with no admin tokens configured).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token: Option<String>,
-    /// Model name: required by `fetch` and `delete`; limits `reload` to one model.
+    /// Model name: required by `fetch`, `delete`, `promote` and `rollback`;
+    /// limits `reload` to one model.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
-    /// Version: `fetch` defaults to the newest; `delete` without one removes every version.
+    /// Version: `fetch` defaults to the newest; `delete` without one removes
+    /// every version; required by `promote`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<u64>,
     /// `upload`: replace an existing bundle of the same name and version.
@@ -467,6 +481,10 @@ pub struct ModelInfo {
     /// Whether this is the version served when a request names none.
     #[serde(default)]
     pub default: bool,
+    /// Why this version was rolled back (it then serves only requests that
+    /// name it); absent when it was not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rolled_back: Option<String>,
     /// Time to load (plugin, model and warm-up), microseconds.
     #[serde(default)]
     pub load_us: u64,
@@ -502,7 +520,8 @@ pub struct AdminReply {
     #[serde(default)]
     pub message: String,
     /// `models`: every version; `upload`/`reload`: the versions loaded;
-    /// `delete`: the versions removed; `fetch`: the version sent.
+    /// `delete`: the versions removed; `fetch`: the version sent;
+    /// `promote`/`rollback`: every version of the model, after the change.
     #[serde(default)]
     pub models: Vec<ModelInfo>,
     /// `reload`: bundles that failed to load (old versions keep serving).

@@ -569,12 +569,12 @@ fn documented_error_messages_are_the_decoders() {
     let unknown_op = decode_err(&frame_bytes(0x01, &msgpack(&Op { op: "train" }))).to_string();
     assert_eq!(
         unknown_op,
-        "malformed Header frame: unknown variant `train`, expected one of `predict`, `status`, `models`, `upload`, `fetch`, `delete`, `reload`"
+        "malformed Header frame: unknown variant `train`, expected one of `predict`, `status`, `models`, `upload`, `fetch`, `delete`, `reload`, `promote`, `rollback`"
     );
     for quoted in [
         "``missing field `model` ``",
         "``duplicate field `index` ``",
-        "``unknown variant `train`, expected one of `predict`, `status`, `models`, `upload`, `fetch`, `delete`, `reload` ``",
+        "``unknown variant `train`, expected one of `predict`, `status`, `models`, `upload`, `fetch`, `delete`, `reload`, `promote`, `rollback` ``",
     ] {
         assert!(doc.contains(quoted), "docs/protocol.md lacks {quoted}");
     }
@@ -971,6 +971,7 @@ fn full_model_info() -> ModelInfo {
         outputs: vec!["h: F32[-1, 3]".into(), "s: F64[-1]".into()],
         device: "cpu".into(),
         default: true,
+        rolled_back: Some("rolled back by hand".into()),
         load_us: 12_345,
         plugin_cached: true,
         loaded_at_unix_s: 1_700_000_001,

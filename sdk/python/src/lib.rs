@@ -816,6 +816,20 @@ impl NativeClient {
         to_python(py, &reply)
     }
 
+    /// Makes `version` the default of `model`. Needs admin.
+    fn promote<'py>(&self, py: Python<'py>, model: String, version: u64) -> PyResult<Bound<'py, PyAny>> {
+        let client = self.client()?;
+        let reply = self.block_on(py, async move { client.promote(&model, version).await })?;
+        to_python(py, &reply)
+    }
+
+    /// Rolls the default of `model` back to its previous version. Needs admin.
+    fn rollback<'py>(&self, py: Python<'py>, model: String) -> PyResult<Bound<'py, PyAny>> {
+        let client = self.client()?;
+        let reply = self.block_on(py, async move { client.rollback(&model).await })?;
+        to_python(py, &reply)
+    }
+
     /// Closes the connection (idempotent).
     fn close(&mut self, py: Python<'_>) {
         if let Some(client) = self.client.take() {

@@ -49,6 +49,11 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--version", type=int)
     rl = sub.add_parser("reload", help="make the host re-read its repository; needs admin")
     rl.add_argument("model", nargs="?")
+    pr = sub.add_parser("promote", help="make a version the model's default; needs admin")
+    pr.add_argument("model")
+    pr.add_argument("version", type=int)
+    rb = sub.add_parser("rollback", help="go back to the model's previous default version; needs admin")
+    rb.add_argument("model")
     s = sub.add_parser("submit", help="send files as items; one JSON line per result")
     s.add_argument("--model", required=True)
     s.add_argument("--version", type=int)
@@ -199,6 +204,12 @@ def main(argv=None) -> int:
                 return 0
             if args.command == "reload":
                 print(json.dumps(client.reload(args.model), indent=2))
+                return 0
+            if args.command == "promote":
+                print(json.dumps(client.promote(args.model, args.version), indent=2))
+                return 0
+            if args.command == "rollback":
+                print(json.dumps(client.rollback(args.model), indent=2))
                 return 0
             if args.command == "submit":
                 return _submit(client, args)

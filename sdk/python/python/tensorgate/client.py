@@ -196,6 +196,17 @@ class Client:
         """Makes the host re-read its repository (one model, or all) and load what changed."""
         return self._native.reload(model)
 
+    def promote(self, model: str, version: int) -> dict:
+        """Makes `version` the default of `model` (served when a request names none)."""
+        return self._native.promote(model, version)
+
+    def rollback(self, model: str) -> dict:
+        """The default of `model` is bad: serve the newest earlier version not rolled back.
+
+        The bad version is marked rolled back and still serves requests that name it.
+        """
+        return self._native.rollback(model)
+
     def close(self) -> None:
         """Closes the connection."""
         self._native.close()

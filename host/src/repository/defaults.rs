@@ -1,0 +1,226 @@
+//! Which version serves a model when a request names none: the newest one,
+//! unless `promote` chose another or `rollback` marked versions bad.
+//!
+//! One [`DefaultPolicy`] per model. A host keeps them in `REPO/.defaults.json`
+//! (so a rolled-back version does not come back as the default after a
+//! restart); a cluster keeps them in the fleet's KV bucket, and every gateway
+//! applies the same rules to the versions its whole fleet holds.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// The default-version choices made by hand for one model.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DefaultPolicy {
+    /// The version `promote` (or `rollback`) made the default, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pinned: Option<u64>,
+    /// Versions rolled back, with why: never the default unless promoted.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub rolled_back: BTreeMap<u64, String>,
+    /// The newest version ready when the pin was set: installing a newer
+    /// one is a new release, which takes over the default.
+    #[serde(default)]
+    pub newest: u64,
+}
+
+/// Why a `promote` or `rollback` was refused (nothing changed).
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum PolicyError {
+    /// `promote` named a version that is not serving.
+    #[error("model `{name}` has no version {version} ready to promote (ready: {ready})")]
+    NotReady {
+        /// Model name.
+        name: String,
+        /// Version asked for.
+        version: u64,
+        /// Versions ready.
+        ready: String,
+    },
+    /// `rollback` found no earlier good version.
+    #[error("model `{name}`: no version older than the default {current} to roll back to (ready: {ready})")]
+    NothingEarlier {
+        /// Model name.
+        name: String,
+        /// The default now.
+        current: u64,
+        /// Versions ready.
+        ready: String,
+    },
+}
+
+fn listed(versions: &BTreeSet<u64>) -> String {
+    versions.iter().map(u64::to_string).collect::<Vec<_>>().join(", ")
+}
+
+impl DefaultPolicy {
+    /// The default among the `ready` versions: the pinned one when ready,
+    /// else the newest not rolled back, else (every one rolled back) the newest.
+    pub fn choose(&self, ready: &BTreeSet<u64>) -> Option<u64> {
+        if let Some(p) = self.pinned.filter(|p| ready.contains(p)) {
+            return Some(p);
+        }
+        ready.iter().rev().find(|v| !self.rolled_back.contains_key(v)).or(ready.last()).copied()
+    }
+
+    /// Makes `version` (one of `ready`) the default and clears its rolled-back mark.
+    pub fn promote(&mut self, name: &str, version: u64, ready: &BTreeSet<u64>) -> Result<(), PolicyError> {
+        if !ready.contains(&version) {
+            return Err(PolicyError::NotReady { name: name.into(), version, ready: listed(ready) });
+        }
+        self.pinned = Some(version);
+        self.newest = self.newest.max(ready.last().copied().unwrap_or_default());
+        self.rolled_back.remove(&version);
+        Ok(())
+    }
+
+    /// Marks the current default rolled back (with `reason`) and pins the
+    /// newest earlier ready version not rolled back; returns `(from, to)`.
+    pub fn rollback(&mut self, name: &str, ready: &BTreeSet<u64>, reason: &str) -> Result<(u64, u64), PolicyError> {
+        let Some(current) = self.choose(ready) else {
+            return Err(PolicyError::NothingEarlier { name: name.into(), current: 0, ready: listed(ready) });
+        };
+        let target = ready.range(..current).rev().find(|v| !self.rolled_back.contains_key(v)).copied();
+        let Some(target) = target else {
+            return Err(PolicyError::NothingEarlier { name: name.into(), current, ready: listed(ready) });
+        };
+        self.rolled_back.insert(current, reason.to_string());
+        self.pinned = Some(target);
+        self.newest = self.newest.max(ready.last().copied().unwrap_or_default());
+        Ok((current, target))
+    }
+
+    /// `version` was installed: when it is newer than every version there
+    /// was when the pin was set, it is a new release and takes over the
+    /// default from the pin. Returns whether anything changed.
+    pub fn released(&mut self, version: u64) -> bool {
+        if self.pinned.is_none() || version <= self.newest {
+            return false;
+        }
+        self.pinned = None;
+        self.newest = version;
+        true
+    }
+
+    /// `version` was deleted: forget what was said about it.
+    pub fn forget(&mut self, version: u64) -> bool {
+        let pinned = self.pinned == Some(version);
+        if pinned {
+            self.pinned = None;
+        }
+        self.rolled_back.remove(&version).is_some() || pinned
+    }
+
+    /// Whether nothing was chosen by hand.
+    pub fn is_empty(&self) -> bool {
+        self.pinned.is_none() && self.rolled_back.is_empty()
+    }
+}
+
+/// The file a repository keeps its policies in.
+pub const FILE: &str = ".defaults.json";
+
+/// Reads the policies of the repository at `root` (none when the file is
+/// missing; a file that cannot be read is logged and ignored, so the host
+/// still starts and serves the newest versions).
+pub fn load(root: &Path) -> BTreeMap<String, DefaultPolicy> {
+    let path = root.join(FILE);
+    match std::fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+            tracing::warn!(file = %path.display(), "default versions unreadable, serving the newest versions: {e}");
+            BTreeMap::new()
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
+        Err(e) => {
+            tracing::warn!(file = %path.display(), "default versions unreadable, serving the newest versions: {e}");
+            BTreeMap::new()
+        }
+    }
+}
+
+/// Writes the policies atomically (a temporary file renamed over the old one).
+pub fn save(root: &Path, policies: &BTreeMap<String, DefaultPolicy>) -> std::io::Result<()> {
+    let kept: BTreeMap<&String, &DefaultPolicy> = policies.iter().filter(|(_, p)| !p.is_empty()).collect();
+    let path = root.join(FILE);
+    let tmp: PathBuf = root.join(format!("{FILE}.tmp"));
+    std::fs::write(&tmp, serde_json::to_vec_pretty(&kept).map_err(std::io::Error::other)?)?;
+    std::fs::File::open(&tmp)?.sync_all()?;
+    std::fs::rename(&tmp, &path)?;
+    if let Ok(dir) = std::fs::File::open(root) {
+        let _ = dir.sync_all();
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(v: &[u64]) -> BTreeSet<u64> {
+        v.iter().copied().collect()
+    }
+
+    #[test]
+    fn newest_by_default_pinned_when_promoted() {
+        let mut p = DefaultPolicy::default();
+        assert_eq!(p.choose(&set(&[1, 2, 3])), Some(3));
+        assert_eq!(p.choose(&set(&[])), None);
+        p.promote("m", 2, &set(&[1, 2, 3])).unwrap();
+        assert_eq!(p.choose(&set(&[1, 2, 3])), Some(2));
+        // A pin that is not ready (yet, or any more) does not route.
+        assert_eq!(p.choose(&set(&[1, 3])), Some(3));
+        let e = p.promote("m", 7, &set(&[1, 2, 3])).unwrap_err();
+        assert_eq!(e.to_string(), "model `m` has no version 7 ready to promote (ready: 1, 2, 3)");
+    }
+
+    #[test]
+    fn rollback_marks_the_default_and_steps_down_past_bad_versions() {
+        let ready = set(&[1, 2, 3]);
+        let mut p = DefaultPolicy::default();
+        assert_eq!(p.rollback("m", &ready, "by hand"), Ok((3, 2)));
+        assert_eq!(p.choose(&ready), Some(2));
+        assert_eq!(p.rolled_back.get(&3).map(String::as_str), Some("by hand"));
+        assert_eq!(p.rollback("m", &ready, "again"), Ok((2, 1)));
+        assert_eq!(p.choose(&ready), Some(1));
+        let e = p.rollback("m", &ready, "once more").unwrap_err();
+        assert!(matches!(e, PolicyError::NothingEarlier { current: 1, .. }), "{e}");
+        // Deleting the pinned version falls back to the newest good one, not a rolled-back one.
+        assert!(p.forget(1));
+        assert_eq!(p.choose(&set(&[2, 3])), Some(3), "every version rolled back: the newest serves");
+        assert_eq!(p.choose(&set(&[2, 3, 4])), Some(4));
+        // Promoting a rolled-back version clears its mark.
+        p.promote("m", 3, &ready).unwrap();
+        assert!(!p.rolled_back.contains_key(&3));
+    }
+
+    #[test]
+    fn a_new_release_takes_over_from_a_pin_but_a_reinstall_does_not() {
+        let mut p = DefaultPolicy::default();
+        p.rollback("m", &set(&[1, 2]), "bad").unwrap();
+        assert!(!p.released(2), "replacing the rolled-back version is not a release");
+        assert!(!p.released(1), "nor is loading the versions there were (a restart)");
+        assert_eq!(p.choose(&set(&[1, 2])), Some(1));
+        assert!(p.released(3));
+        assert_eq!(p.choose(&set(&[1, 2, 3])), Some(3));
+        assert!(p.rolled_back.contains_key(&2), "still marked");
+    }
+
+    #[test]
+    fn policies_survive_a_save_and_load() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(load(dir.path()).is_empty());
+        let mut all = BTreeMap::new();
+        let mut p = DefaultPolicy::default();
+        p.rollback("tabular", &set(&[1, 2]), "rolled back by hand").unwrap();
+        all.insert("tabular".to_string(), p.clone());
+        all.insert("empty".to_string(), DefaultPolicy::default());
+        save(dir.path(), &all).unwrap();
+        let back = load(dir.path());
+        assert_eq!(back.len(), 1, "empty policies are not written");
+        assert_eq!(back.get("tabular"), Some(&p));
+        std::fs::write(dir.path().join(FILE), b"{not json").unwrap();
+        assert!(load(dir.path()).is_empty(), "an unreadable file is ignored");
+    }
+}
