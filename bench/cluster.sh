@@ -55,14 +55,15 @@ for r in $(seq "$ROUNDS"); do
     host bench --model tabular --file "$SAMPLE" --requests "$REQUESTS" --concurrency 1 --json | sed 's/^/host1 /' >> "$OUT"
     gw bench --model tabular --file "$SAMPLE" --requests "$REQUESTS" --concurrency 1 --json | sed 's/^/gw1 /' >> "$OUT"
 done
-many() { "$@" bench --model tabular --file "$SAMPLE" --items 1000 --requests 20 --warmup 2 --concurrency 4 --json; }
+many() { "$@" bench --model tabular --file "$SAMPLE" --items 1000 --requests "${MANY_REQUESTS:-20}" --warmup 2 --concurrency 4 --json; }
 many host | sed 's/^/hostmany /' >> "$OUT"
 many gw | sed 's/^/w1many /' >> "$OUT"
 start_worker 2
 many gw | sed 's/^/w2many /' >> "$OUT"
 
 # Worker 3 joins while 1,000-item requests flow; time to its first item.
-( many gw | sed 's/^/w3many /' >> "$OUT" ) &
+# (long enough that the join happens while it runs: 200 requests of 1,000 items)
+( MANY_REQUESTS=200 many gw | sed 's/^/w3join /' >> "$OUT" ) &
 LOAD=$!
 sleep 0.5
 start_worker 3

@@ -139,6 +139,27 @@ async fn a_model_no_worker_serves_fails_at_once_with_a_clear_code() {
     assert!(err.to_string().contains("version 99 (served: 1)"), "{err}");
 }
 
+/// The items of a many-item request travel in group messages: far fewer
+/// engine messages than items, every result still right and answered once.
+#[tokio::test(flavor = "multi_thread")]
+async fn many_items_travel_in_few_engine_messages() {
+    let engine = Engine::start();
+    let repo = repository_of(&["tabular"]);
+    let _w = Proc::worker(&engine, repo.path(), &[]);
+    let gateway = Proc::gateway(&engine, &[]);
+    let client = gateway.client().await;
+    wait_for_workers(&client, 1).await;
+    let (inputs, want) = tabular_items(600);
+    let reply = client.predict(Submission::new("tabular", inputs)).await.expect("predict");
+    check_scores(&reply, &want);
+    assert_eq!(reply.summary.ok, 600);
+    let nats = async_nats::connect(&engine.url).await.expect("engine");
+    let mut stream = async_nats::jetstream::new(nats).get_stream("TG_WORK").await.expect("work stream");
+    let messages = stream.info().await.expect("stream info").state.last_sequence;
+    assert!(messages > 0 && messages <= 600 / 4, "600 items took {messages} engine messages");
+    tracing_free_log(&format!("600 items in {messages} engine messages"));
+}
+
 /// A worker SIGKILLed while it holds items: the engine hands them to the
 /// other worker after `--redeliver-after-ms`, and every item reaches the
 /// client exactly once.

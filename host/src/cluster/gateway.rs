@@ -1,7 +1,8 @@
 //! The gateway role: the client protocol on QUIC, unchanged (the same
 //! request machine and pump as a host), with a [`Gateway`] as the item
 //! runner. It routes by the workers' adverts, queues each item in the
-//! engine for the version it was routed to, and answers it with the first
+//! engine for the version it was routed to (the items of one request that
+//! arrive together in one group message), and answers it with the first
 //! reply a worker sends back.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -15,7 +16,7 @@ use async_nats::jetstream::{self, message::PublishMessage};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use tensorgate_protocol::{
-    AdminReply, ErrorCode, Item, LoadFailure, ModelInfo, ModelStatus, PredictHeader, RequestHeader, WorkerStatus,
+    AdminReply, ErrorCode, Item, ItemHead, LoadFailure, ModelInfo, ModelStatus, PredictHeader, RequestHeader, WorkerStatus,
 };
 use tokio::sync::oneshot;
 
@@ -29,6 +30,9 @@ use crate::server::{Fleet, FleetStatus};
 
 /// Attempts to queue one item while the engine does not confirm it.
 const PUBLISH_ATTEMPTS: usize = 3;
+
+/// Items in one group message at most.
+pub const GROUP_MAX: usize = 64;
 
 /// Forwards items to the fleet and keeps the fleet view. Cheap to clone.
 #[derive(Clone)]
@@ -60,6 +64,19 @@ pub struct RemoteSession {
     subject: String,
     request_id: String,
     deadline_unix_ms: Option<u64>,
+    /// Items started and waiting to be queued in the engine together.
+    queue: Mutex<Outbox>,
+}
+
+/// A request's items on their way to the engine.
+#[derive(Default)]
+struct Outbox {
+    /// Started, not yet sent.
+    items: Vec<(u64, Item)>,
+    /// Whether a task is sending: it takes what gathered here meanwhile
+    /// when it is done (so under load the groups grow by themselves, and an
+    /// idle request's item goes at once).
+    sending: bool,
 }
 
 impl Gateway {
@@ -173,14 +190,115 @@ impl Inner {
         self.policies.lock().unwrap_or_else(|p| p.into_inner()).get(model).cloned().unwrap_or_default()
     }
 
-    /// Queues one item and waits for the first reply to it.
+    /// Payload bytes one engine message can carry.
+    fn max_body(&self) -> usize {
+        self.client.server_info().max_payload.saturating_sub(HEADER_ROOM)
+    }
+
+    /// Queues `queued` in the engine, then whatever the request started
+    /// meanwhile, until nothing is left.
+    async fn send_queued(self: Arc<Self>, session: Arc<RemoteSession>, mut queued: Vec<(u64, Item)>) {
+        loop {
+            self.send_groups(&session, queued).await;
+            let mut outbox = session.queue.lock().unwrap_or_else(|p| p.into_inner());
+            if outbox.items.is_empty() {
+                outbox.sending = false;
+                return;
+            }
+            queued = std::mem::take(&mut outbox.items);
+        }
+    }
+
+    /// Queues items in the engine in groups of up to [`GROUP_MAX`] items and
+    /// half a message's bytes, all groups at once; an item the engine does
+    /// not take fails `busy`.
+    async fn send_groups(&self, session: &RemoteSession, queued: Vec<(u64, Item)>) {
+        let budget = self.max_body() / 2;
+        let mut groups = Vec::new();
+        // Items cancelled meanwhile (deadline, client gone) are not sent.
+        let queued: Vec<(u64, Item)> = {
+            let pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+            queued.into_iter().filter(|(key, _)| pending.contains_key(key)).collect()
+        };
+        let mut rest = queued.into_iter().peekable();
+        while rest.peek().is_some() {
+            let (mut group, mut bytes) = (Vec::new(), 0);
+            while let Some((_, item)) = rest.peek() {
+                let head_bytes = 256 + item.head.content_type.len() + item.head.metadata.iter().map(|(k, v)| k.len() + v.len() + 8).sum::<usize>();
+                let size = item.payload.len() + head_bytes;
+                if !group.is_empty() && (group.len() == GROUP_MAX || bytes + size > budget) {
+                    break;
+                }
+                bytes += size;
+                group.extend(rest.next());
+            }
+            groups.push(group);
+        }
+        let sends = groups.into_iter().map(|g| self.publish_group(session, g));
+        futures_util::future::join_all(sends).await;
+    }
+
+    /// Queues one group (a lone item in the single-item form) and waits for
+    /// the engine to confirm it, retrying with the same message id (the
+    /// engine drops duplicates).
+    async fn publish_group(&self, session: &RemoteSession, group: Vec<(u64, Item)>) {
+        let keys: Vec<u64> = group.iter().map(|(k, _)| *k).collect();
+        let work_head = |item: ItemHead| WorkHead { item, request_id: session.request_id.clone(), deadline_unix_ms: session.deadline_unix_ms };
+        let reply_to = self.reply_subject.as_str();
+        let (headers, body) = match <[(u64, Item); 1]>::try_from(group) {
+            Ok([(key, item)]) => {
+                let key = key.to_string();
+                (wire::headers(&work_head(item.head), &[(wire::KEY, key.as_str()), (wire::REPLY_TO, reply_to)]), item.payload)
+            }
+            Err(group) => {
+                let members: Vec<(u64, WorkHead, Bytes)> =
+                    group.into_iter().map(|(key, item)| (key, work_head(item.head), item.payload)).collect();
+                let mut map = async_nats::HeaderMap::new();
+                map.insert(wire::GROUP, members.len().to_string().as_str());
+                map.insert(wire::REPLY_TO, reply_to);
+                (map, wire::pack(&members))
+            }
+        };
+        let msg_id = format!("{}-{}", self.id, keys[0]);
+        let mut last_error = String::new();
+        for attempt in 0..PUBLISH_ATTEMPTS {
+            let publish = PublishMessage::build().payload(body.clone()).headers(headers.clone()).message_id(&msg_id);
+            match self.js.send_publish(session.subject.clone(), publish).await {
+                Ok(ack) => match ack.into_future().await {
+                    Ok(_) => return,
+                    Err(e) => {
+                        last_error = e.to_string();
+                        tracing::debug!(items = keys.len(), attempt, "engine did not confirm the items: {e}");
+                        if e.kind() != jetstream::context::PublishErrorKind::TimedOut {
+                            break;
+                        }
+                    }
+                },
+                Err(e) => {
+                    last_error = e.to_string();
+                    tracing::debug!(items = keys.len(), attempt, "queueing failed: {e}");
+                }
+            }
+        }
+        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        for key in keys {
+            if let Some(tx) = pending.remove(&key) {
+                let mut failure = ItemFailure::new(ErrorCode::Busy, format!("the cluster engine did not take the item: {last_error}"));
+                failure.retry_after_ms = Some(200);
+                let _ = tx.send(ItemDone { result: Err(failure), timings: Default::default() });
+            }
+        }
+    }
+
+    /// Queues one item on its own (storing a payload above the engine's
+    /// message limit in the large-item store) and waits for the first reply to it.
     async fn forward(self: Arc<Self>, session: Arc<RemoteSession>, item: Item) -> ItemDone {
         let index = item.head.index;
         let fail = |code, message: String| ItemDone { result: Err(ItemFailure::new(code, message)), timings: Default::default() };
         let key = self.next_key.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         self.pending.lock().unwrap_or_else(|p| p.into_inner()).insert(key, tx);
-        let _forget = Forget { inner: &self, key };
+        let _forget = Forget { inner: self.clone(), key };
         // Above the engine's message limit the payload goes to the large-item store.
         let max = self.client.server_info().max_payload.saturating_sub(HEADER_ROOM);
         let mut object = None;
@@ -257,12 +375,12 @@ impl Inner {
 
 /// Takes an item off the pending map when its future ends or is dropped
 /// (answered, cancelled, deadline passed): a later reply is dropped.
-struct Forget<'a> {
-    inner: &'a Inner,
+struct Forget {
+    inner: Arc<Inner>,
     key: u64,
 }
 
-impl Drop for Forget<'_> {
+impl Drop for Forget {
     fn drop(&mut self) {
         self.inner.pending.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.key);
     }
@@ -277,12 +395,42 @@ impl ItemRunner for Gateway {
             subject: self.inner.subjects.work(&h.model, version),
             request_id: h.request_id.clone(),
             deadline_unix_ms: h.deadline_ms.map(|ms| unix_ms().saturating_add(ms)),
+            queue: Mutex::new(Outbox::default()),
         };
         Ok((Routed { model: h.model.clone(), version }, Arc::new(session)))
     }
 
+    /// A large item goes on its own at once; a small one is registered and
+    /// queued with the others of its burst until [`ItemRunner::flush`].
     fn run(&self, session: &Arc<RemoteSession>, item: Item) -> ItemFuture {
-        Box::pin(self.inner.clone().forward(session.clone(), item))
+        let inner = self.inner.clone();
+        if item.payload.len() > inner.max_body() / 4 {
+            return Box::pin(inner.forward(session.clone(), item));
+        }
+        let index = item.head.index;
+        let key = inner.next_key.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        inner.pending.lock().unwrap_or_else(|p| p.into_inner()).insert(key, tx);
+        session.queue.lock().unwrap_or_else(|p| p.into_inner()).items.push((key, item));
+        let forget = Forget { inner, key };
+        Box::pin(async move {
+            let _forget = forget;
+            rx.await.unwrap_or_else(|_| ItemDone {
+                result: Err(ItemFailure::new(ErrorCode::Internal, format!("item {index}: reply channel closed"))),
+                timings: Default::default(),
+            })
+        })
+    }
+
+    fn flush(&self, session: &Arc<RemoteSession>) {
+        let mut outbox = session.queue.lock().unwrap_or_else(|p| p.into_inner());
+        if outbox.sending || outbox.items.is_empty() {
+            return;
+        }
+        outbox.sending = true;
+        let queued = std::mem::take(&mut outbox.items);
+        drop(outbox);
+        tokio::spawn(self.inner.clone().send_queued(session.clone(), queued));
     }
 }
 
@@ -291,6 +439,28 @@ impl ItemRunner for Gateway {
 async fn listen_replies(inner: std::sync::Weak<Inner>, mut replies: async_nats::Subscriber) {
     while let Some(msg) = replies.next().await {
         let Some(inner) = inner.upgrade() else { return };
+        if wire::text(msg.headers.as_ref(), wire::GROUP).is_some() {
+            match wire::unpack::<ReplyHead>(&msg.payload) {
+                Ok(members) => {
+                    let mut pending = inner.pending.lock().unwrap_or_else(|p| p.into_inner());
+                    for (key, head, payload) in members {
+                        // None: already answered (a redelivered duplicate) or no longer wanted.
+                        if let Some(tx) = pending.remove(&key) {
+                            let _ = tx.send(head.into_done(payload));
+                        }
+                    }
+                }
+                // Not confirmed: the worker hands the items back and they run again.
+                Err(e) => {
+                    tracing::error!("unreadable group reply from a worker: {e}");
+                    continue;
+                }
+            }
+            if let Some(reply) = msg.reply {
+                let _ = inner.client.publish(reply, Bytes::new()).await;
+            }
+            continue;
+        }
         let key = wire::text(msg.headers.as_ref(), wire::KEY).and_then(|k| k.parse::<u64>().ok());
         let waiting = key.and_then(|k| inner.pending.lock().unwrap_or_else(|p| p.into_inner()).remove(&k));
         let object = wire::text(msg.headers.as_ref(), wire::OBJECT).map(str::to_string);

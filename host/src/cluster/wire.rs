@@ -5,14 +5,21 @@
 //!
 //! | subject | from → to | kind | body |
 //! |---|---|---|---|
-//! | `P.work.MODEL.VERSION` | gateway → stream → a worker | JetStream, work queue | the item's payload as sent; `Tg-Head`: [`WorkHead`] |
-//! | `P.reply.GATEWAY` | worker → gateway | request (the gateway's empty answer confirms) | the result payload; `Tg-Head`: [`ReplyHead`] |
+//! | `P.work.MODEL.VERSION` | gateway → stream → a worker | JetStream, work queue | the item's payload as sent; `Tg-Head`: [`WorkHead`] — or a group of items (`Tg-Group`) |
+//! | `P.reply.GATEWAY` | worker → gateway | request (the gateway's empty answer confirms) | the result payload; `Tg-Head`: [`ReplyHead`] — or a group of results (`Tg-Group`) |
 //! | `P.fleet.advert` | worker → gateways | publish, every heartbeat and on change | [`Advert`] (JSON) |
 //! | `P.fleet.ping` | gateway → workers | publish | empty; every worker advertises at once |
 //!
 //! A payload or result larger than the engine's `max_payload` travels in
 //! the `P_LARGE` object store instead; the message's `Tg-Object` header
 //! names the object and its body is empty. The receiver deletes it.
+//!
+//! Items of one request that reach the gateway together travel as one
+//! **group** message (and results finished together as one group reply):
+//! the `Tg-Group` header holds the count, the body is [`pack`]ed — each
+//! member's key, head and payload length, then the payloads back to back.
+//! One engine message, acknowledgement and confirmation then serve many
+//! items; each member is still answered (and deduplicated) by its own key.
 
 use std::collections::BTreeMap;
 
@@ -31,6 +38,57 @@ pub const REPLY_TO: &str = "Tg-Reply";
 /// Header naming the large-item object that holds the payload (the message
 /// body is then empty): payloads above the engine's `max_payload`.
 pub const OBJECT: &str = "Tg-Object";
+/// Header of a message carrying several items or results ([`pack`]): their count.
+pub const GROUP: &str = "Tg-Group";
+
+/// One member of a group: its gateway key, its head, and the length of its
+/// payload in the body.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Member<H> {
+    /// The gateway's key of the item.
+    pub key: u64,
+    /// Payload bytes in the body.
+    pub len: u64,
+    /// Its head.
+    pub head: H,
+}
+
+/// A group body: `u32` little-endian length of the JSON member list, the
+/// list, then every member's payload back to back.
+pub fn pack<H: Serialize>(members: &[(u64, H, bytes::Bytes)]) -> bytes::Bytes {
+    let list: Vec<Member<&H>> =
+        members.iter().map(|(key, head, payload)| Member { key: *key, len: payload.len() as u64, head }).collect();
+    // Serialising plain structs of strings and numbers cannot fail.
+    let json = serde_json::to_vec(&list).unwrap_or_default();
+    let total = 4 + json.len() + members.iter().map(|(_, _, p)| p.len()).sum::<usize>();
+    let mut body = bytes::BytesMut::with_capacity(total);
+    body.extend_from_slice(&(json.len() as u32).to_le_bytes());
+    body.extend_from_slice(&json);
+    for (_, _, payload) in members {
+        body.extend_from_slice(payload);
+    }
+    body.freeze()
+}
+
+/// The members of a group body, each payload a slice of `body` (no
+/// copies), or why the body is unreadable.
+pub fn unpack<H: for<'de> Deserialize<'de>>(body: &bytes::Bytes) -> Result<Vec<(u64, H, bytes::Bytes)>, String> {
+    let len = body.get(..4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize).ok_or("group body shorter than 4 bytes")?;
+    let json = body.get(4..4 + len).ok_or_else(|| format!("group body of {} bytes holds no {len}-byte member list", body.len()))?;
+    let list: Vec<Member<H>> = serde_json::from_slice(json).map_err(|e| format!("group member list: {e}"))?;
+    let mut at = 4 + len;
+    let mut out = Vec::with_capacity(list.len());
+    for m in list {
+        let end = usize::try_from(m.len).ok().and_then(|n| at.checked_add(n)).filter(|&e| e <= body.len());
+        let end = end.ok_or_else(|| format!("group member {} claims {} bytes past the body's end", m.key, m.len))?;
+        out.push((m.key, m.head, body.slice(at..end)));
+        at = end;
+    }
+    if at != body.len() {
+        return Err(format!("group body has {} bytes after its members", body.len() - at));
+    }
+    Ok(out)
+}
 
 /// Subjects of one cluster (one prefix).
 #[derive(Debug, Clone)]
@@ -275,6 +333,27 @@ mod tests {
         let mut map = HeaderMap::new();
         map.insert(HEAD, "{not json");
         assert!(head::<WorkHead>(Some(&map)).unwrap_err().starts_with("`Tg-Head` header: "));
+    }
+
+    #[test]
+    fn a_group_round_trips_and_a_garbled_one_is_named() {
+        let head = |i: u32| WorkHead { item: ItemHead { index: i, ..ItemHead::default() }, ..WorkHead::default() };
+        let members = vec![
+            (7, head(0), bytes::Bytes::from_static(b"abc")),
+            (8, head(1), bytes::Bytes::new()),
+            (9, head(2), bytes::Bytes::from_static(b"\n\0z")),
+        ];
+        let body = pack(&members);
+        assert_eq!(unpack::<WorkHead>(&body).unwrap(), members);
+        assert_eq!(unpack::<WorkHead>(&body.slice(..2)).unwrap_err(), "group body shorter than 4 bytes");
+        let cut = body.slice(..body.len() - 1);
+        assert_eq!(unpack::<WorkHead>(&cut).unwrap_err(), "group member 9 claims 3 bytes past the body's end");
+        let mut longer = body.to_vec();
+        longer.push(1);
+        assert_eq!(unpack::<WorkHead>(&bytes::Bytes::from(longer)).unwrap_err(), "group body has 1 bytes after its members");
+        let mut bad = body.to_vec();
+        bad[0] = 0xff;
+        assert!(unpack::<WorkHead>(&bytes::Bytes::from(bad)).unwrap_err().contains("holds no"));
     }
 
     #[test]

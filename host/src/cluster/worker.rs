@@ -271,6 +271,9 @@ async fn pull_loop(
         }
     };
     if let Some(consumer) = consumer {
+        // Items per message lately (groups carry many): a pull asks for as
+        // many messages as the free slots hold on that measure.
+        let mut per_message = 1.0f64;
         while !*stopped.borrow() {
             let first = tokio::select! {
                 p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
@@ -283,7 +286,8 @@ async fn pull_loop(
                     Err(_) => break,
                 }
             }
-            let batch = consumer.batch().max_messages(permits.len()).expires(PULL_EXPIRES).messages().await;
+            let messages = ((permits.len() as f64 / per_message) as usize).clamp(1, permits.len());
+            let batch = consumer.batch().max_messages(messages).expires(PULL_EXPIRES).messages().await;
             let mut batch = match batch {
                 Ok(b) => b,
                 Err(e) => {
@@ -297,22 +301,27 @@ async fn pull_loop(
             // while it drains; the pull ends by itself within PULL_EXPIRES.
             // Bounded: with the engine gone a pull never ends by itself.
             while let Ok(Some(next)) = tokio::time::timeout(PULL_EXPIRES + Duration::from_secs(1), batch.next()).await {
-                match next {
-                    Ok(msg) => match permits.pop() {
-                        Some(permit) => {
-                            held.fetch_add(1, Ordering::Relaxed);
-                            let held = Held(held.clone());
-                            tokio::spawn(run_item(shared.clone(), app.clone(), msg, (permit, held)));
-                        }
-                        None => {
-                            let _ = msg.ack_with(AckKind::Nak(None)).await;
-                        }
-                    },
+                let msg = match next {
+                    Ok(msg) => msg,
                     Err(e) => {
                         tracing::debug!(app = %name, version, "pull ended: {e}");
                         break;
                     }
+                };
+                let items = group_size(&msg);
+                per_message = 0.8 * per_message + 0.2 * items as f64;
+                // A slot per item (a group larger than the capacity takes it all).
+                let need = items.clamp(1, capacity);
+                let mut mine: Vec<OwnedSemaphorePermit> = permits.drain(permits.len().saturating_sub(need)..).collect();
+                if mine.len() < need {
+                    match more_slots(&shared, &slots, need - mine.len(), &msg).await {
+                        Some(more) => mine.push(more),
+                        None => break,
+                    }
                 }
+                held.fetch_add(items, Ordering::Relaxed);
+                let held = Held(held.clone(), items);
+                tokio::spawn(run_message(shared.clone(), app.clone(), msg, (mine, held)));
             }
         }
     }
@@ -339,20 +348,203 @@ async fn consumer(shared: &Shared, name: &str, version: u64) -> Result<jetstream
     stream.get_or_create_consumer(&durable, config).await.map_err(|e| e.to_string())
 }
 
+/// Items in a work message: its `Tg-Group` count, or 1.
+fn group_size(msg: &jetstream::Message) -> usize {
+    wire::text(msg.headers.as_ref(), wire::GROUP).and_then(|n| n.parse().ok()).unwrap_or(1)
+}
+
+/// Waits for `n` more free slots for a message already taken (telling the
+/// engine meanwhile that it is in hand); `None` if the slots are gone.
+async fn more_slots(shared: &Shared, slots: &Arc<Semaphore>, n: usize, msg: &jetstream::Message) -> Option<OwnedSemaphorePermit> {
+    let period = shared.cluster.redeliver_after / 3;
+    let mut progress = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    let acquire = slots.clone().acquire_many_owned(n as u32);
+    tokio::pin!(acquire);
+    loop {
+        tokio::select! {
+            p = &mut acquire => return p.ok(),
+            _ = progress.tick() => { let _ = msg.ack_with(AckKind::Progress).await; }
+        }
+    }
+}
+
+/// What a work message's items hold while they run: their slots and their count.
+type Holding = (Vec<OwnedSemaphorePermit>, Held);
+
+/// Runs a work message: one item, or a group of them.
+async fn run_message(shared: Arc<Shared>, app: Arc<Application>, msg: jetstream::Message, holding: Holding) {
+    if !shared.got_first.swap(true, Ordering::Relaxed) {
+        tracing::info!(worker = %shared.id, after_ms = shared.started.elapsed().as_secs_f64() * 1e3, "first item since joining");
+    }
+    if wire::text(msg.headers.as_ref(), wire::GROUP).is_some() {
+        run_group(shared, app, msg, holding).await
+    } else {
+        run_item(shared, app, msg, holding).await
+    }
+}
+
+/// Runs a group's items side by side and sends back each result as it
+/// finishes (those finishing together in one group reply); the message is
+/// acknowledged once every reply reached the gateway, and handed back to
+/// the engine otherwise (the gateway drops answers it already has).
+async fn run_group(shared: Arc<Shared>, app: Arc<Application>, msg: jetstream::Message, holding: Holding) {
+    let reply_to = wire::text(msg.headers.as_ref(), wire::REPLY_TO).map(str::to_string);
+    let members = wire::unpack::<WorkHead>(&msg.payload);
+    let (Some(reply_to), Ok(members)) = (reply_to, members) else {
+        tracing::warn!(subject = %msg.subject, "group work message without a reply subject or with an unreadable body; dropped");
+        let _ = msg.ack_with(AckKind::Term).await;
+        return;
+    };
+    if members.iter().any(|(_, h, _)| h.deadline_unix_ms.is_some_and(|d| unix_ms() > d)) {
+        // Its gateway has already answered `deadline_exceeded`.
+        let _ = msg.ack().await;
+        return;
+    }
+    let mut running: futures_util::stream::FuturesUnordered<_> = members
+        .into_iter()
+        .map(|(key, head, payload)| {
+            let index = head.item.index;
+            let work = shared.runner.run(&app, Item { head: head.item, payload });
+            async move { (key, index, work.await) }
+        })
+        .collect();
+    let mut sending = futures_util::stream::FuturesUnordered::new();
+    let period = shared.cluster.redeliver_after / 3;
+    let mut progress = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    let mut delivered = true;
+    while !running.is_empty() || !sending.is_empty() {
+        tokio::select! {
+            Some(done) = running.next() => {
+                let mut finished = vec![done];
+                while let Some(Some(more)) = futures_util::FutureExt::now_or_never(running.next()) {
+                    finished.push(more);
+                }
+                sending.push(send_results(&shared, &msg, &reply_to, finished));
+            }
+            Some(ok) = sending.next() => delivered &= ok,
+            _ = progress.tick() => { let _ = msg.ack_with(AckKind::Progress).await; }
+        }
+    }
+    if delivered {
+        let _ = msg.ack().await;
+    } else {
+        tracing::warn!(%reply_to, "no gateway confirmed some replies; the group is handed back to the engine");
+        let _ = msg.ack_with(AckKind::Nak(Some(shared.cluster.redeliver_after))).await;
+    }
+    drop(holding);
+}
+
+/// Sends results finished together: a large one alone (through the
+/// large-item store when above the message limit), the others in group
+/// replies of at most half a message each. Whether the gateway confirmed all.
+async fn send_results(shared: &Shared, msg: &jetstream::Message, reply_to: &str, finished: Vec<(u64, u32, ItemDone)>) -> bool {
+    let budget = shared.client.server_info().max_payload.saturating_sub(HEADER_ROOM) / 2;
+    let mut ok = true;
+    let mut group: Vec<(u64, ReplyHead, Bytes)> = Vec::new();
+    let mut bytes = 0;
+    for (key, index, done) in finished {
+        let (head, payload) = ReplyHead::from_done(&shared.id, done);
+        let size = payload.len() + 256 + head.message.len() + head.metadata.iter().map(|(k, v)| k.len() + v.len() + 8).sum::<usize>();
+        if size > budget / 2 {
+            ok &= send_one(shared, msg, reply_to, key, index, head, payload).await.is_ok();
+            continue;
+        }
+        if !group.is_empty() && bytes + size > budget {
+            ok &= send_group(shared, msg, reply_to, std::mem::take(&mut group)).await;
+            bytes = 0;
+        }
+        bytes += size;
+        group.push((key, head, payload));
+    }
+    match group.len() {
+        0 => {}
+        1 => {
+            if let Some((key, head, payload)) = group.pop() {
+                ok &= send_one(shared, msg, reply_to, key, 0, head, payload).await.is_ok();
+            }
+        }
+        _ => ok &= send_group(shared, msg, reply_to, group).await,
+    }
+    ok
+}
+
+async fn send_group(shared: &Shared, msg: &jetstream::Message, reply_to: &str, group: Vec<(u64, ReplyHead, Bytes)>) -> bool {
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert(wire::GROUP, group.len().to_string().as_str());
+    deliver(shared, msg, reply_to, headers, wire::pack(&group)).await
+}
+
+/// Sends one result in the single-reply form, storing it in the large-item
+/// store when it is above the engine's message limit; `Ok` once the gateway
+/// confirmed it, with the name of the object holding the result, if any.
+async fn send_one(
+    shared: &Shared,
+    msg: &jetstream::Message,
+    reply_to: &str,
+    key: u64,
+    index: u32,
+    mut reply_head: ReplyHead,
+    mut payload: Bytes,
+) -> Result<(), ()> {
+    let mut extra = vec![(wire::KEY, key.to_string())];
+    let max = shared.client.server_info().max_payload.saturating_sub(HEADER_ROOM);
+    if payload.len() > max {
+        // A large result goes to the store; the gateway fetches and deletes it.
+        let name = format!("r-{}-{}", shared.id, nuid::next());
+        match super::fleet::write_object(&shared.client, &shared.large, &name, &payload).await {
+            Ok(_) => {
+                extra.push((wire::OBJECT, name));
+                payload = Bytes::new();
+            }
+            Err(e) => {
+                let failed = ItemDone {
+                    result: Err(ItemFailure::new(ErrorCode::Internal, format!("item {index}: storing its {} byte result: {e}", payload.len()))),
+                    timings: reply_head.timings,
+                };
+                (reply_head, payload) = ReplyHead::from_done(&shared.id, failed);
+            }
+        }
+    }
+    let extra: Vec<(&str, &str)> = extra.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    match deliver(shared, msg, reply_to, wire::headers(&reply_head, &extra), payload).await {
+        true => Ok(()),
+        false => Err(()),
+    }
+}
+
+/// Hands a reply to its gateway, retrying for about 5 s (telling the engine
+/// meanwhile that the work is in hand); whether the gateway confirmed it.
+async fn deliver(shared: &Shared, msg: &jetstream::Message, reply_to: &str, headers: async_nats::HeaderMap, body: Bytes) -> bool {
+    for wait in REPLY_BACKOFF {
+        if wait > 0 {
+            // (A zero sleep would still wait for the timer wheel's next turn.)
+            tokio::time::sleep(Duration::from_millis(wait)).await;
+        }
+        let attempt = shared.client.request_with_headers(reply_to.to_string(), headers.clone(), body.clone());
+        match tokio::time::timeout(REPLY_WAIT, attempt).await {
+            Ok(Ok(_)) => return true,
+            Ok(Err(e)) => tracing::debug!("reply to {reply_to} not confirmed: {e}"),
+            Err(_) => tracing::debug!("reply to {reply_to} not confirmed in {REPLY_WAIT:?}"),
+        }
+        let _ = msg.ack_with(AckKind::Progress).await;
+    }
+    false
+}
+
 /// Runs one item and hands its reply to the gateway; the engine hears
 /// "still working" while it runs and the acknowledgement once the gateway
 /// has the reply.
-async fn run_item(shared: Arc<Shared>, app: Arc<Application>, msg: jetstream::Message, permit: (OwnedSemaphorePermit, Held)) {
+async fn run_item(shared: Arc<Shared>, app: Arc<Application>, msg: jetstream::Message, holding: Holding) {
     let headers = msg.headers.as_ref();
     let head: Result<WorkHead, String> = wire::head(headers);
-    let (Ok(head), Some(reply_to), Some(key)) = (head, wire::text(headers, wire::REPLY_TO), wire::text(headers, wire::KEY))
-    else {
+    let key = wire::text(headers, wire::KEY).and_then(|k| k.parse::<u64>().ok());
+    let (Ok(head), Some(reply_to), Some(key)) = (head, wire::text(headers, wire::REPLY_TO), key) else {
         // Nobody can be answered about a message without its head: drop it for good.
         tracing::warn!(subject = %msg.subject, "work message without a readable head, reply subject or key; dropped");
         let _ = msg.ack_with(AckKind::Term).await;
         return;
     };
-    let (reply_to, key) = (reply_to.to_string(), key.to_string());
+    let reply_to = reply_to.to_string();
     if head.deadline_unix_ms.is_some_and(|d| unix_ms() > d) {
         // Its gateway has already answered `deadline_exceeded`.
         let _ = msg.ack().await;
@@ -360,9 +552,6 @@ async fn run_item(shared: Arc<Shared>, app: Arc<Application>, msg: jetstream::Me
     }
     let index = head.item.index;
     let received = Instant::now();
-    if !shared.got_first.swap(true, Ordering::Relaxed) {
-        tracing::info!(worker = %shared.id, after_ms = shared.started.elapsed().as_secs_f64() * 1e3, "first item since joining");
-    }
     let object = wire::text(headers, wire::OBJECT).map(str::to_string);
     let payload = match &object {
         None => Ok(msg.payload.clone()),
@@ -385,46 +574,8 @@ async fn run_item(shared: Arc<Shared>, app: Arc<Application>, msg: jetstream::Me
         }
     };
     let ran = received.elapsed();
-    let (reply_head, mut payload) = ReplyHead::from_done(&shared.id, done);
-    let mut extra = vec![(wire::KEY, key.clone())];
-    let max = shared.client.server_info().max_payload.saturating_sub(HEADER_ROOM);
-    let mut reply_head = reply_head;
-    if payload.len() > max {
-        // A large result goes to the store; the gateway fetches and deletes it.
-        let name = format!("r-{}-{}", shared.id, nuid::next());
-        match super::fleet::write_object(&shared.client, &shared.large, &name, &payload).await {
-            Ok(_) => {
-                extra.push((wire::OBJECT, name));
-                payload = Bytes::new();
-            }
-            Err(e) => {
-                let failed = ItemDone {
-                    result: Err(ItemFailure::new(ErrorCode::Internal, format!("item {index}: storing its {} byte result: {e}", payload.len()))),
-                    timings: reply_head.timings,
-                };
-                (reply_head, payload) = ReplyHead::from_done(&shared.id, failed);
-            }
-        }
-    }
-    let extra: Vec<(&str, &str)> = extra.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let reply_headers = wire::headers(&reply_head, &extra);
-    let mut delivered = false;
-    for wait in REPLY_BACKOFF {
-        if wait > 0 {
-            // (A zero sleep would still wait for the timer wheel's next turn.)
-            tokio::time::sleep(Duration::from_millis(wait)).await;
-        }
-        let attempt = shared.client.request_with_headers(reply_to.clone(), reply_headers.clone(), payload.clone());
-        match tokio::time::timeout(REPLY_WAIT, attempt).await {
-            Ok(Ok(_)) => {
-                delivered = true;
-                break;
-            }
-            Ok(Err(e)) => tracing::debug!(index, "reply to {reply_to} not confirmed: {e}"),
-            Err(_) => tracing::debug!(index, "reply to {reply_to} not confirmed in {REPLY_WAIT:?}"),
-        }
-        let _ = msg.ack_with(AckKind::Progress).await;
-    }
+    let (reply_head, payload) = ReplyHead::from_done(&shared.id, done);
+    let delivered = send_one(&shared, &msg, &reply_to, key, index, reply_head, payload).await.is_ok();
     tracing::trace!(index, ?ran, took = ?received.elapsed(), "item run and replied");
     if delivered {
         let _ = msg.ack().await;
@@ -438,15 +589,15 @@ async fn run_item(shared: Arc<Shared>, app: Arc<Application>, msg: jetstream::Me
         tracing::warn!(index, %reply_to, "no gateway confirmed the reply; item handed back to the engine");
         let _ = msg.ack_with(AckKind::Nak(Some(shared.cluster.redeliver_after))).await;
     }
-    drop(permit);
+    drop(holding);
 }
 
-/// Counts an item as held until it is answered.
-struct Held(Arc<AtomicUsize>);
+/// Counts items as held until they are answered.
+struct Held(Arc<AtomicUsize>, usize);
 
 impl Drop for Held {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+        self.0.fetch_sub(self.1, Ordering::Relaxed);
     }
 }
 

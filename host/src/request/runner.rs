@@ -34,6 +34,11 @@ pub trait ItemRunner: Send + Sync {
     /// completion, or dropped when the item is cancelled (its request's
     /// deadline passed, the client went away, the request failed).
     fn run(&self, session: &Self::Session, item: Item) -> ItemFuture;
+
+    /// Called once the items of one burst (those decoded together) have
+    /// been started, so that a runner sending items elsewhere sends them
+    /// together. The default does nothing.
+    fn flush(&self, _session: &Self::Session) {}
 }
 
 /// An item's payload as the client meant it: decompressed, within

@@ -36,7 +36,15 @@ pub(crate) async fn serve_stream<R: ItemRunner>(
         let mut running: HashMap<u32, AbortHandle> = HashMap::new();
         let mut write_failed = false;
         'pump: loop {
+            // Items started since the runner was last told to send them.
+            let mut started = false;
             while let Some(action) = machine.poll_action() {
+                if started && matches!(action, Action::Write(_) | Action::Serve { .. } | Action::Finish(_)) {
+                    if let Some(s) = &session {
+                        runner.flush(s);
+                    }
+                    started = false;
+                }
                 match action {
                     Action::Open(header) => {
                         let decision = open(&shared, &peer, runner, &header).map(|(routed, s)| {
@@ -55,6 +63,7 @@ pub(crate) async fn serve_stream<R: ItemRunner>(
                         };
                         let work = runner.run(routed, item);
                         running.insert(index, tasks.spawn(async move { (index, work.await) }));
+                        started = true;
                     }
                     Action::Cancel(indices) => {
                         for index in indices {
@@ -81,6 +90,11 @@ pub(crate) async fn serve_stream<R: ItemRunner>(
                         finish(&shared, &machine, outcome);
                         break 'pump;
                     }
+                }
+            }
+            if started {
+                if let Some(s) = &session {
+                    runner.flush(s);
                 }
             }
             let deadline = machine.poll_timeout();
