@@ -160,6 +160,31 @@ async fn many_items_travel_in_few_engine_messages() {
     tracing_free_log(&format!("600 items in {messages} engine messages"));
 }
 
+/// Groups never hand a worker more items than its capacity: a worker that
+/// runs 3 at once holds at most 3 while a 24-item request flows.
+#[tokio::test(flavor = "multi_thread")]
+async fn groups_respect_a_worker_s_capacity() {
+    let engine = Engine::start();
+    let repo = tensorgate_tests::repository_with_slow();
+    let w = Proc::worker(&engine, repo.path(), &["--capacity", "3"]);
+    let gateway = Proc::gateway(&engine, &[]);
+    let client = std::sync::Arc::new(gateway.client().await);
+    wait_for_workers(&client, 1).await;
+    let c = client.clone();
+    let request = tokio::spawn(async move { c.predict(Submission::new("slow", slow_items(24, 40))).await });
+    let mut most = 0;
+    while !request.is_finished() {
+        let status = client.status().await.unwrap();
+        if let Some(me) = status.workers.iter().find(|x| x.id == w.announced) {
+            most = most.max(me.in_flight);
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let reply = request.await.unwrap().expect("predict");
+    assert_eq!(reply.summary.ok, 24, "{:?}", reply.summary);
+    assert!((1..=3).contains(&most), "the worker held {most} items at once with --capacity 3");
+}
+
 /// A worker SIGKILLed while it holds items: the engine hands them to the
 /// other worker after `--redeliver-after-ms`, and every item reaches the
 /// client exactly once.

@@ -185,6 +185,61 @@ async fn rollback_and_promote_choose_the_default_and_survive_a_restart() {
     host.stop().await;
 }
 
+/// A manifest that does not match its model is refused at upload, naming the
+/// author's file and field in one line (no staging path, no C++ backtrace),
+/// and what served keeps serving; samples in the bundle are run at load.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_manifest_that_does_not_match_its_model_is_refused_before_it_serves() {
+    let repo = repository_with(|_, _| {});
+    let host = TestHost::start_with(repo.path().to_path_buf(), |_| {}).await;
+    let client = host.client().await;
+    let work = tempfile::tempdir().unwrap();
+    let refused = |e: &tensorgate_client::ClientError, want: &[&str]| {
+        let text = e.to_string();
+        assert_eq!(code(e), Some(ErrorCode::LoadFailed), "{text}");
+        for w in want {
+            assert!(text.contains(w), "`{w}` not in: {text}");
+        }
+        assert!(!text.contains(".staging") && !text.contains("frame #"), "{text}");
+        // One line, but for TOML's own pointer at the offending line.
+        assert!(!text.contains('\n') || text.contains("TOML parse error"), "{text}");
+    };
+    let cases: [(&str, fn(&mut String), &[&str]); 5] = [
+        // 3 labels for a model whose declared output has 4 columns.
+        ("labels", |m| *m = m.replace(r#"labels = ["qcd", "top", "w", "z"]"#, r#"labels = ["qcd", "top", "w"]"#),
+            &["manifest.toml: field `labels`: 3 label(s), but no declared output has 3 classes", "`scores` f32 [-1, 4]"]),
+        // Declared inputs the model cannot take.
+        ("inputs", |m| *m = m.replace("shape = [-1, 16]", "shape = [-1, 32]"),
+            &["manifest.toml: the declared inputs do not fit the model", "`features` f32 [1, 32]", "Error"]),
+        // Declared outputs the model does not produce.
+        ("outputs", |m| *m = m.replace("shape = [-1, 4]", "shape = [-1, 5]").replace(r#""w", "z"]"#, r#""w", "z", "h"]"#),
+            &["manifest.toml: the model's outputs for zeros shaped like the declared inputs do not match the declared outputs", "manifest declares f32 [-1, 5]"]),
+        // A model file that is not there.
+        ("model-file", |m| *m = m.replace(r#"file = "model.pt""#, r#"file = "modle.pt""#), &["modle.pt", "No such file"]),
+        // A typo in a field name.
+        ("typo", |m| *m = m.replace("labels = [", "labelz = ["), &["manifest.toml", "unknown field `labelz`"]),
+    ];
+    for (name, edit, want) in cases {
+        let bundle = tabular_bundle(work.path(), name, 2, edit);
+        let e = client.upload(&bundle, false).await.expect_err(name);
+        refused(&e, want);
+    }
+    // A sample under samples/ is run at load: a bad one refuses the bundle, a good one passes.
+    let bundle = tabular_bundle(work.path(), "bad-sample", 2, |_| {});
+    std::fs::create_dir(bundle.join("samples")).unwrap();
+    std::fs::write(bundle.join("samples/jet.json"), br#"{"jet_pt": 1.0}"#).unwrap();
+    let e = client.upload(&bundle, false).await.expect_err("bad sample");
+    refused(&e, &["samples/jet.json: sample item: [plugin_error]", "malformed-json"]);
+    let r = client.predict(Submission::new("tabular", vec![jet(0)])).await.unwrap();
+    assert_eq!((r.summary.version, r.summary.ok), (1, 1), "what served keeps serving");
+    std::fs::copy(root().join("plugins/tabular/samples/jet-0.json"), bundle.join("samples/jet.json")).unwrap();
+    client.upload(&bundle, false).await.expect("a good sample passes");
+    let r = client.predict(Submission::new("tabular", vec![jet(0)])).await.unwrap();
+    assert_eq!((r.summary.version, r.summary.ok), (2, 1));
+    client.close().await;
+    host.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn broken_uploads_change_nothing() {
     let repo = repository_with(|_, _| {});

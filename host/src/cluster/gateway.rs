@@ -66,6 +66,11 @@ pub struct RemoteSession {
     deadline_unix_ms: Option<u64>,
     /// Items started and waiting to be queued in the engine together.
     queue: Mutex<Outbox>,
+    /// Live workers serving the version (at routing).
+    workers: usize,
+    /// Items per group at most: [`GROUP_MAX`], or the smallest capacity of
+    /// those workers.
+    group_max: usize,
 }
 
 /// A request's items on their way to the engine.
@@ -209,9 +214,10 @@ impl Inner {
         }
     }
 
-    /// Queues items in the engine in groups of up to [`GROUP_MAX`] items and
-    /// half a message's bytes, all groups at once; an item the engine does
-    /// not take fails `busy`.
+    /// Queues items in the engine in groups (at most the session's
+    /// `group_max` items, a fair share of the burst per worker, and half a
+    /// message's bytes), all groups at once; an item the engine does not
+    /// take fails `busy`.
     async fn send_groups(&self, session: &RemoteSession, queued: Vec<(u64, Item)>) {
         let budget = self.max_body() / 2;
         let mut groups = Vec::new();
@@ -220,13 +226,16 @@ impl Inner {
             let pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
             queued.into_iter().filter(|(key, _)| pending.contains_key(key)).collect()
         };
+        // Spread a burst over the workers, and never hand one worker more
+        // items in one message than it runs at once.
+        let per_group = queued.len().div_ceil(session.workers).clamp(1, session.group_max);
         let mut rest = queued.into_iter().peekable();
         while rest.peek().is_some() {
             let (mut group, mut bytes) = (Vec::new(), 0);
             while let Some((_, item)) = rest.peek() {
                 let head_bytes = 256 + item.head.content_type.len() + item.head.metadata.iter().map(|(k, v)| k.len() + v.len() + 8).sum::<usize>();
                 let size = item.payload.len() + head_bytes;
-                if !group.is_empty() && (group.len() == GROUP_MAX || bytes + size > budget) {
+                if !group.is_empty() && (group.len() == per_group || bytes + size > budget) {
                     break;
                 }
                 bytes += size;
@@ -391,11 +400,21 @@ impl ItemRunner for Gateway {
 
     fn route(&self, h: &PredictHeader) -> Result<(Routed, Arc<RemoteSession>), Reject> {
         let version = self.inner.route(&h.model, h.version)?;
+        let capacities: Vec<u64> = self
+            .inner
+            .live()
+            .iter()
+            .filter(|w| w.state == WorkerState::Serving)
+            .filter_map(|w| w.apps.iter().find(|a| a.info.name == h.model && a.info.version == version).map(|a| a.capacity))
+            .collect();
+        let smallest = capacities.iter().min().copied().unwrap_or(GROUP_MAX as u64);
         let session = RemoteSession {
             subject: self.inner.subjects.work(&h.model, version),
             request_id: h.request_id.clone(),
             deadline_unix_ms: h.deadline_ms.map(|ms| unix_ms().saturating_add(ms)),
             queue: Mutex::new(Outbox::default()),
+            workers: capacities.len().max(1),
+            group_max: (smallest as usize).clamp(1, GROUP_MAX),
         };
         Ok((Routed { model: h.model.clone(), version }, Arc::new(session)))
     }

@@ -395,30 +395,40 @@ async fn run_group(shared: Arc<Shared>, app: Arc<Application>, msg: jetstream::M
         let _ = msg.ack_with(AckKind::Term).await;
         return;
     };
+    let group_len = members.len();
     if members.iter().any(|(_, h, _)| h.deadline_unix_ms.is_some_and(|d| unix_ms() > d)) {
         // Its gateway has already answered `deadline_exceeded`.
         let _ = msg.ack().await;
         return;
     }
-    let mut running: futures_util::stream::FuturesUnordered<_> = members
-        .into_iter()
-        .map(|(key, head, payload)| {
-            let index = head.item.index;
-            let work = shared.runner.run(&app, Item { head: head.item, payload });
-            async move { (key, index, work.await) }
-        })
-        .collect();
+    // Each item in its own task (plugin calls of different items run in
+    // parallel), at most as many at once as the slots this message holds.
+    let at_once = holding.0.len().max(1);
+    let tasks = members.into_iter().map(|(key, head, payload)| {
+        let index = head.item.index;
+        let work = shared.runner.run(&app, Item { head: head.item, payload });
+        async move {
+            let done = tokio::spawn(work).await.unwrap_or_else(|e| ItemDone {
+                result: Err(ItemFailure::new(ErrorCode::Internal, format!("item {index}: its task failed: {e}"))),
+                timings: Default::default(),
+            });
+            (key, index, done)
+        }
+    });
+    let mut running = futures_util::stream::iter(tasks).buffer_unordered(at_once);
+    let mut left = group_len;
     let mut sending = futures_util::stream::FuturesUnordered::new();
     let period = shared.cluster.redeliver_after / 3;
     let mut progress = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     let mut delivered = true;
-    while !running.is_empty() || !sending.is_empty() {
+    while left > 0 || !sending.is_empty() {
         tokio::select! {
-            Some(done) = running.next() => {
+            Some(done) = running.next(), if left > 0 => {
                 let mut finished = vec![done];
                 while let Some(Some(more)) = futures_util::FutureExt::now_or_never(running.next()) {
                     finished.push(more);
                 }
+                left -= finished.len();
                 sending.push(send_results(&shared, &msg, &reply_to, finished));
             }
             Some(ok) = sending.next() => delivered &= ok,

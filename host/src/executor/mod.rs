@@ -160,7 +160,7 @@ impl ModelExecutor {
                         Err(e) => {
                             let _ = ready_tx.send(Err(ModelError::Load {
                                 path: path_buf.display().to_string(),
-                                reason: e.to_string(),
+                                reason: torch::short_message(&e.to_string()),
                             }));
                             return;
                         }

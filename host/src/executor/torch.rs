@@ -60,7 +60,21 @@ pub fn dtype_of(kind: Kind) -> Result<Dtype, ModelError> {
 }
 
 fn torch_err(e: tch::TchError) -> ModelError {
-    ModelError::Forward(e.to_string())
+    ModelError::Forward(short_message(&e.to_string()))
+}
+
+/// libtorch's message reduced to the line that names the problem: the last
+/// `SomethingError: …` line (a TorchScript traceback ends with it), else
+/// the first line. The whole message, C++ backtrace and all, goes to the
+/// debug log.
+pub fn short_message(full: &str) -> String {
+    let lines: Vec<&str> = full.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    if lines.len() > 1 {
+        tracing::debug!("libtorch said: {full}");
+    }
+    let is_error_line = |l: &&&str| l.split_once(": ").is_some_and(|(head, _)| head.ends_with("Error") && !head.contains(' '));
+    let line = lines.iter().skip(1).rev().find(is_error_line).or(lines.first()).copied().unwrap_or_default();
+    line.strip_prefix("Internal torch error: ").unwrap_or(line).to_string()
 }
 
 /// A libtorch tensor (on the CPU) holding a copy of `t`, after validation.
@@ -146,5 +160,20 @@ mod tests {
             assert!(e.to_string().contains("cuda:0 requested"), "{e}");
         }
         assert_eq!(device_name(Device::Cuda(2)), "cuda:2");
+    }
+
+    #[test]
+    fn libtorch_messages_are_cut_to_the_line_that_names_the_problem() {
+        let traceback = "The following operation failed in the TorchScript interpreter.\n\
+            Traceback of TorchScript, serialized code (most recent call last):\n\
+              File \"code/__torch__.py\", line 10, in forward\n\
+                input = torch.linear(x, w)\n\
+            RuntimeError: mat1 and mat2 shapes cannot be multiplied (1x32 and 64x8)\n";
+        assert_eq!(short_message(traceback), "RuntimeError: mat1 and mat2 shapes cannot be multiplied (1x32 and 64x8)");
+        let load = "Internal torch error: open file failed because of errno 2 on fopen: No such file or directory, file path: m.pt\n\
+            Exception raised from RAIIFile at ../caffe2/serialize/file_adapter.cc:30 (most recent call first):\n\
+            frame #0: c10::Error::Error(c10::SourceLocation, std::string) + 0x9c";
+        assert_eq!(short_message(load), "open file failed because of errno 2 on fopen: No such file or directory, file path: m.pt");
+        assert_eq!(short_message("one line"), "one line");
     }
 }

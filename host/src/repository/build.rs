@@ -1,7 +1,8 @@
 //! Building an application version from a bundle directory: manifest,
-//! plugin (compiled, instantiated, `describe()`d), model, and the manifest's
-//! warm-up item run end to end. Nothing is visible to clients until this
-//! returns.
+//! plugin (compiled, instantiated, `describe()`d), model, and the checks
+//! before it can serve ([`super::check`]: labels against outputs; the
+//! warm-up item, the samples, or a synthetic input through the model).
+//! Nothing is visible to clients until this returns.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -44,6 +45,19 @@ pub enum LoadError {
         /// What failed.
         message: String,
     },
+    /// A check before serving failed: the manifest does not match the
+    /// model or plugin, or a sample item did not go through.
+    #[error("{file}: {message}")]
+    Check {
+        /// The bundle file at fault (`manifest.toml`, `samples/…`).
+        file: String,
+        /// What does not match.
+        message: String,
+    },
+    /// An uploaded bundle's error, its paths made relative to the bundle
+    /// (the author's files, not the host's staging directory).
+    #[error("{0}")]
+    InBundle(String),
 }
 
 /// Loads the bundle in `dir`, which must sit at `REPO/NAME/VERSION`.
@@ -55,9 +69,25 @@ pub fn load(dir: &Path, engine: &PluginEngine, config: &HostConfig) -> Result<Ar
 /// (`REPO/NAME/VERSION`): an upload is prepared in staging and renamed into
 /// place only once it is ready.
 pub fn prepare(dir: &Path, home: &Path, engine: &PluginEngine, config: &HostConfig) -> Result<Arc<Application>, LoadError> {
+    build(dir, home, engine, config).map_err(|e| match dir == home {
+        true => e,
+        false => in_bundle(e, dir),
+    })
+}
+
+/// `e` with the paths under `dir` (a staging directory) made relative to
+/// the bundle, as its author knows them.
+pub fn in_bundle(e: LoadError, dir: &Path) -> LoadError {
+    let text = e.to_string();
+    let prefix = dir.display().to_string();
+    LoadError::InBundle(text.replace(&format!("{prefix}/"), "").replace(&prefix, "the bundle"))
+}
+
+fn build(dir: &Path, home: &Path, engine: &PluginEngine, config: &HostConfig) -> Result<Arc<Application>, LoadError> {
     let start = Instant::now();
     let stamp = Stamp::of(dir);
     let manifest = Manifest::load(dir)?;
+    super::check::labels(&manifest)?;
     let layout = |message: String| LoadError::Layout { dir: home.display().to_string(), message };
     let dir_version = home.file_name().and_then(|n| n.to_str()).and_then(|n| n.parse::<u64>().ok());
     if dir_version != Some(manifest.version) {
@@ -83,7 +113,6 @@ pub fn prepare(dir: &Path, home: &Path, engine: &PluginEngine, config: &HostConf
         manifest.model.batch_policy(),
         manifest.model.instances,
     )?;
-    let warmup = manifest.warmup.clone();
     let mut app = Application {
         manifest,
         info,
@@ -97,12 +126,7 @@ pub fn prepare(dir: &Path, home: &Path, engine: &PluginEngine, config: &HostConf
         max_output_bytes: config.limits.max_frame_bytes.saturating_sub(256),
         counters: Arc::new(Counters::default()),
     };
-    if let Some(w) = warmup {
-        let fail = |message: String| LoadError::Warmup { file: w.file.clone(), message };
-        let data = std::fs::read(dir.join(&w.file)).map_err(|e| fail(e.to_string()))?;
-        crate::pipeline::warm_up(&app, data, &w.content_type, &w.metadata)
-            .map_err(|f| fail(format!("[{}] {}", f.code, f.message)))?;
-    }
+    super::check::run(&app, dir)?;
     app.load_time = start.elapsed();
     app.loaded_at = SystemTime::now();
     Ok(Arc::new(app))

@@ -2,6 +2,7 @@
 //! [`Application`]s and routed by name and version.
 //!
 //! - `build.rs`: one bundle directory → a ready application (plugin, model, warm-up);
+//! - `check.rs`: the checks a version passes before it serves;
 //! - `routes.rs`: the lock-free routing table;
 //! - `defaults.rs`: which version is a model's default (`promote`, `rollback`);
 //! - `reconcile.rs`: `reload`, bringing the table in line with the disk;
@@ -9,6 +10,7 @@
 //! - `watch.rs`: reload on file changes.
 
 pub mod build;
+pub mod check;
 pub mod defaults;
 mod reconcile;
 pub mod routes;
@@ -110,7 +112,7 @@ impl Repository {
     }
 
     fn install(&self, staged: &Path, replace: bool) -> Result<Arc<Application>, ChangeError> {
-        let manifest = Manifest::load(staged).map_err(LoadError::from)?;
+        let manifest = Manifest::load(staged).map_err(|e| build::in_bundle(e.into(), staged))?;
         let home = self.root.join(&manifest.name).join(manifest.version.to_string());
         if home.exists() && !replace {
             return Err(StoreError::Exists { name: manifest.name, version: manifest.version }.into());

@@ -8,7 +8,7 @@ mod scaffold;
 mod submit;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -120,16 +120,7 @@ enum Command {
     Plugin(scaffold::PluginArgs),
 }
 
-/// Content type guessed from a file's extension.
-pub(crate) fn content_type_for(path: &Path) -> &'static str {
-    match path.extension().and_then(|e| e.to_str()).map(|e| e.to_ascii_lowercase()).as_deref() {
-        Some("json") => "application/json",
-        Some("npy") => "application/x-npy",
-        Some("npz") => "application/x-npz",
-        Some("png") => "image/png",
-        _ => "application/octet-stream",
-    }
-}
+pub(crate) use tensorgate_client::content_type_for;
 
 fn print_models(models: &[tensorgate_client::protocol::ModelInfo]) {
     println!(

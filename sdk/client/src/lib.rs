@@ -32,7 +32,7 @@ mod transport;
 pub use error::ClientError;
 pub use failover::Failover;
 pub use management::pack_bundle;
-pub use predict::{Event, Input, ItemFailed, ItemReply, Reply, Submission};
+pub use predict::{content_type_for, Event, Input, ItemFailed, ItemReply, Reply, Submission};
 pub use transport::{transport_config, Client, ConnectOptions, Identity, Trust, DEAD_PEER_TIMEOUT, KEEP_ALIVE, MTU_UPPER_BOUND};
 
 /// The wire protocol crate this client speaks (frames, headers, replies, error codes).

@@ -317,3 +317,15 @@ mod tests {
         assert_eq!(outcomes[1], Ok(ok));
     }
 }
+
+/// The content type of an item file, guessed from its extension (`.json`,
+/// `.npy`, `.npz`, `.png`; anything else `application/octet-stream`).
+pub fn content_type_for(path: &std::path::Path) -> &'static str {
+    match path.extension().and_then(|e| e.to_str()).map(|e| e.to_ascii_lowercase()).as_deref() {
+        Some("json") => "application/json",
+        Some("npy") => "application/x-npy",
+        Some("npz") => "application/x-npz",
+        Some("png") => "image/png",
+        _ => "application/octet-stream",
+    }
+}
