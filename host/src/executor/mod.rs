@@ -117,6 +117,14 @@ impl ExecutorStats {
         self.busy_ns.fetch_add(took.as_nanos() as u64, Ordering::Relaxed);
     }
 
+    /// Zeroes the counters of forwards run (kept: the queue), so that the
+    /// load checks' forwards are not counted as served.
+    pub fn reset(&self) {
+        for n in [&self.forwards, &self.rows, &self.busy_ns].into_iter().chain(&self.instance_forwards) {
+            n.store(0, Ordering::Relaxed);
+        }
+    }
+
     /// Estimated time to run `rows` more rows, from the average so far.
     fn estimate(&self, rows: usize) -> Duration {
         let done = self.rows.load(Ordering::Relaxed).max(1);

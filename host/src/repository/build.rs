@@ -127,6 +127,7 @@ fn build(dir: &Path, home: &Path, engine: &PluginEngine, config: &HostConfig) ->
         counters: Arc::new(Counters::default()),
     };
     super::check::run(&app, dir)?;
+    app.model.stats().reset();
     app.load_time = start.elapsed();
     app.loaded_at = SystemTime::now();
     Ok(Arc::new(app))
