@@ -25,6 +25,32 @@ pub struct Counters {
     pub requests: AtomicU64,
 }
 
+/// Rings when an item fails anywhere in the process, so that a canary
+/// that starts failing is judged at once rather than at the next tick.
+pub static ITEM_FAILED: FailureBell = FailureBell { count: std::sync::Mutex::new(0), rung: std::sync::Condvar::new() };
+
+/// A count of failed items and a condition variable to wait for the next one.
+pub struct FailureBell {
+    count: std::sync::Mutex<u64>,
+    rung: std::sync::Condvar,
+}
+
+impl FailureBell {
+    /// Counts one failed item and wakes the waiters.
+    pub fn ring(&self) {
+        *self.count.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+        self.rung.notify_all();
+    }
+
+    /// Waits until an item fails after `seen` (a count [`FailureBell::wait`]
+    /// returned before) or `timeout` passes; returns the count now.
+    pub fn wait(&self, seen: u64, timeout: Duration) -> u64 {
+        let guard = self.count.lock().unwrap_or_else(|p| p.into_inner());
+        let (guard, _) = self.rung.wait_timeout_while(guard, timeout, |n| *n == seen).unwrap_or_else(|p| p.into_inner());
+        *guard
+    }
+}
+
 /// The state of a version as `models` reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ModelState {
@@ -93,6 +119,7 @@ impl Application {
             device: self.device(),
             default,
             rolled_back: None,
+            canary: None,
             load_us: self.load_time.as_micros() as u64,
             plugin_cached: self.plugin.from_cache(),
             loaded_at_unix_s: unix_s(self.loaded_at),

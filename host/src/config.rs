@@ -47,6 +47,9 @@ pub struct HostConfig {
     pub watch_debounce: Duration,
     /// Who may do what.
     pub access: crate::auth::AccessPolicy,
+    /// How a new version is tried before it becomes the default, where its
+    /// manifest's `[rollout]` does not say (default: no trial).
+    pub rollout: crate::manifest::Rollout,
 }
 
 impl HostConfig {
@@ -79,6 +82,7 @@ impl HostConfig {
             watch: false,
             watch_debounce: Duration::from_millis(500),
             access: crate::auth::AccessPolicy::default(),
+            rollout: crate::manifest::Rollout::default(),
         }
     }
 }

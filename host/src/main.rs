@@ -76,6 +76,17 @@ struct Args {
     /// Largest bundle an upload may unpack to, in bytes.
     #[arg(long, default_value_t = 4 << 30)]
     max_upload_bytes: u64,
+    /// Share of the requests naming no version that a new version takes on
+    /// trial before it becomes the default (0: none, the default at once);
+    /// a manifest's `[rollout]` overrides it.
+    #[arg(long, default_value_t = 0.0)]
+    canary_share: f64,
+    /// Items a new version on trial must answer before it is promoted.
+    #[arg(long, default_value_t = 200)]
+    canary_items: u64,
+    /// How much a canary's item-failure rate may exceed the default's (0.02: two points).
+    #[arg(long, default_value_t = 0.02)]
+    canary_max_failure_increase: f64,
     /// Cluster mode: the NATS engine's URL(s), comma-separated. With a
     /// repository this process is a worker (it dials out and listens on no
     /// port); with `--gateway` it is a gateway (see docs/cluster.md).
@@ -159,6 +170,18 @@ fn main() -> anyhow::Result<()> {
     config.watch = args.watch;
     config.watch_debounce = Duration::from_millis(args.watch_debounce_ms);
     config.max_upload_bytes = args.max_upload_bytes;
+    anyhow::ensure!((0.0..=1.0).contains(&args.canary_share), "--canary-share {} is not in 0..=1", args.canary_share);
+    anyhow::ensure!(args.canary_items >= 1, "--canary-items must be at least 1");
+    anyhow::ensure!(
+        (0.0..=1.0).contains(&args.canary_max_failure_increase),
+        "--canary-max-failure-increase {} is not in 0..=1",
+        args.canary_max_failure_increase
+    );
+    config.rollout = tensorgate_host::manifest::Rollout {
+        canary_share: args.canary_share,
+        canary_items: args.canary_items,
+        max_failure_increase: args.canary_max_failure_increase,
+    };
     if let Some(path) = &args.access {
         config.access = AccessPolicy::load(path)?;
     }

@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::device::DeviceSpec;
 use crate::tensor::{Dtype, Tensor};
@@ -39,7 +39,55 @@ pub struct Manifest {
     /// An item run end to end before a new version is served.
     #[serde(default)]
     pub warmup: Option<Warmup>,
+    /// How this version is tried before it becomes the default (what is
+    /// not set comes from the host's defaults).
+    #[serde(default)]
+    pub rollout: RolloutSection,
 }
+
+/// `[rollout]`: this version's canary terms, each optional.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RolloutSection {
+    /// Share of the requests naming no version it takes while on trial (0..=1; 0: no trial).
+    pub canary_share: Option<f64>,
+    /// Items it must answer before it is promoted (>= 1).
+    pub canary_items: Option<u64>,
+    /// How much its item-failure rate may exceed the default's (0..=1).
+    pub max_failure_increase: Option<f64>,
+}
+
+impl RolloutSection {
+    /// These terms over the host's `defaults`.
+    pub fn over(&self, defaults: Rollout) -> Rollout {
+        Rollout {
+            canary_share: self.canary_share.unwrap_or(defaults.canary_share),
+            canary_items: self.canary_items.unwrap_or(defaults.canary_items),
+            max_failure_increase: self.max_failure_increase.unwrap_or(defaults.max_failure_increase),
+        }
+    }
+}
+
+/// How a new version is tried before it becomes the default (the
+/// manifest's `[rollout]`, or the host's defaults).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Rollout {
+    /// Share of the requests naming no version the new version takes while
+    /// on trial; 0: no trial, a new version is the default at once.
+    pub canary_share: f64,
+    /// Items it must answer before it can be promoted.
+    pub canary_items: u64,
+    /// How much its item-failure rate may exceed the default's (0.02: two
+    /// percentage points).
+    pub max_failure_increase: f64,
+}
+
+impl Default for Rollout {
+    fn default() -> Self {
+        Rollout { canary_share: 0.0, canary_items: 200, max_failure_increase: 0.02 }
+    }
+}
+
 
 /// `[warmup]`: an item from the bundle that must go through preprocess,
 /// forward and postprocess before the version is made visible.
@@ -236,6 +284,16 @@ impl Manifest {
         let field = |field, message: String| ManifestError::Field { path: path.into(), field, message };
         if m.name.is_empty() || !m.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
             return Err(field("name", format!("`{}` must be non-empty [A-Za-z0-9_-]", m.name)));
+        }
+        let r = &m.rollout;
+        if r.canary_share.is_some_and(|x| !(0.0..=1.0).contains(&x)) {
+            return Err(field("rollout.canary_share", format!("{} is not in 0..=1", r.canary_share.unwrap_or_default())));
+        }
+        if r.canary_items == Some(0) {
+            return Err(field("rollout.canary_items", "must be at least 1".into()));
+        }
+        if r.max_failure_increase.is_some_and(|x| !(0.0..=1.0).contains(&x)) {
+            return Err(field("rollout.max_failure_increase", format!("{} is not in 0..=1", r.max_failure_increase.unwrap_or_default())));
         }
         if !(1..=64).contains(&m.model.instances) {
             return Err(field("model.instances", format!("{} is not in 1..=64", m.model.instances)));

@@ -32,6 +32,10 @@ pub mod names {
     pub const QUEUE_DEPTH: &str = "tensorgate_queue_depth";
     /// Gauge: idle plugin instances, label `model`.
     pub const PLUGIN_INSTANCES: &str = "tensorgate_plugin_instances";
+    /// Counter: versions rolled back automatically, labels `model`, `cause` (`canary`).
+    pub const ROLLBACKS: &str = "tensorgate_rollbacks_total";
+    /// Counter: versions promoted after their trial, label `model`.
+    pub const PROMOTIONS: &str = "tensorgate_promotions_total";
 }
 
 /// Errors starting the exporter.

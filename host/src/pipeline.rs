@@ -55,6 +55,9 @@ pub async fn process_item(
     let result = run(app, head, payload, timings).await;
     let counter = if result.is_ok() { &app.counters.items_ok } else { &app.counters.items_failed };
     counter.fetch_add(1, Ordering::Relaxed);
+    if result.is_err() {
+        crate::application::ITEM_FAILED.ring();
+    }
     let status = match &result {
         Ok(_) => "ok".to_string(),
         Err(f) => f.code.to_string(),

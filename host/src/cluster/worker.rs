@@ -616,7 +616,7 @@ async fn advertise(shared: &Shared, loops: &HashMap<(String, u64), AppLoop>, sta
     let mut apps: Vec<AppAdvert> = loops
         .values()
         .map(|l| {
-            let default = shared.repo.resolve(l.app.name(), None).is_ok_and(|d| Arc::ptr_eq(&d, &l.app));
+            let default = shared.repo.is_default(l.app.name(), l.app.version());
             let stats = l.app.model.stats();
             let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
             AppAdvert {

@@ -67,6 +67,25 @@ pub struct Repository {
     failures: Failures,
     /// Serializes changes (reload, upload commit, delete).
     changes: Mutex<()>,
+    /// Set once the repository as found at start is loaded: versions
+    /// installed after that are releases (and may go on trial).
+    opened: std::sync::atomic::AtomicBool,
+    /// Each running trial's item counts when it began.
+    trials: Mutex<std::collections::HashMap<String, TrialStart>>,
+}
+
+/// Where a trial's counting began.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct TrialStart {
+    canary: u64,
+    base: u64,
+    canary_at: defaults::Tally,
+    base_at: defaults::Tally,
+}
+
+fn tally(app: &Application) -> defaults::Tally {
+    use std::sync::atomic::Ordering::Relaxed;
+    defaults::Tally { ok: app.counters.items_ok.load(Relaxed), failed: app.counters.items_failed.load(Relaxed) }
 }
 
 impl Repository {
@@ -87,9 +106,12 @@ impl Repository {
             routes: routes::Routes::default(),
             failures: Failures::default(),
             changes: Mutex::new(()),
+            opened: std::sync::atomic::AtomicBool::new(false),
+            trials: Mutex::new(std::collections::HashMap::new()),
         };
         repo.routes.set_policies(defaults::load(root));
         repo.reload(None);
+        repo.opened.store(true, std::sync::atomic::Ordering::Relaxed);
         Ok(repo)
     }
 
@@ -132,12 +154,28 @@ impl Repository {
     fn released(&self, installed: &[(String, u64)]) {
         let mut policies = self.routes.policies();
         let mut changed = false;
+        let opened = self.opened.load(std::sync::atomic::Ordering::Relaxed);
         for (name, version) in installed {
-            if let Some(p) = policies.get_mut(name) {
-                if p.released(*version) {
-                    tracing::info!(app = %name, version, "a newer version is installed: it is the default again, not the promoted one");
+            let versions = self.routes.versions(name);
+            let ready: std::collections::BTreeSet<u64> = versions.keys().copied().collect();
+            let newest = ready.last() == Some(version);
+            let terms = versions.get(version).map(|a| a.manifest.rollout.over(self.config.rollout));
+            let p = policies.entry(name.clone()).or_default();
+            if let (true, true, Some(terms)) = (opened, newest, terms) {
+                if p.start_trial(*version, &ready, terms) {
+                    let base = p.choose(&ready).and_then(|v| versions.get(&v));
+                    if let (Some(c), Some(b)) = (versions.get(version), base) {
+                        let start = TrialStart { canary: c.version(), base: b.version(), canary_at: tally(c), base_at: tally(b) };
+                        self.trials.lock().unwrap_or_else(|e| e.into_inner()).insert(name.clone(), start);
+                    }
+                    tracing::info!(app = %name, version, share = terms.canary_share, items = terms.canary_items, "on trial: takes its share of requests until promoted or rolled back");
                     changed = true;
+                    continue;
                 }
+            }
+            if p.released(*version) {
+                tracing::info!(app = %name, version, "a newer version is installed: it is the default again, not the promoted one");
+                changed = true;
             }
         }
         if changed {
@@ -145,11 +183,83 @@ impl Repository {
         }
     }
 
+    /// Routes by `policies` at once, then keeps them on disk.
     fn save_policies(&self, policies: std::collections::BTreeMap<String, DefaultPolicy>) {
+        self.routes.set_policies(policies.clone());
         if let Err(e) = defaults::save(&self.root, &policies) {
             tracing::warn!(dir = %self.root.display(), "could not save the default versions (they hold until a restart): {e}");
         }
-        self.routes.set_policies(policies);
+    }
+
+    /// Judges every running trial once (see [`defaults::judge`]): promotes a
+    /// canary that answered its items within the allowed failure rate, and
+    /// rolls back one that failed more items than its trial allows.
+    /// Returns the trials ended, as `(model, version, promoted, why)`.
+    pub fn judge_trials(&self) -> Vec<(String, u64, bool, String)> {
+        let mut ended = Vec::new();
+        for (name, p) in self.routes.policies() {
+            let Some(canary) = p.canary.clone() else { continue };
+            let versions = self.routes.versions(&name);
+            let ready: std::collections::BTreeSet<u64> = versions.keys().copied().collect();
+            let (Some(c), Some(b)) = (versions.get(&canary.version), p.choose(&ready).and_then(|v| versions.get(&v))) else {
+                continue;
+            };
+            let (now_c, now_b) = (tally(c), tally(b));
+            let start = {
+                let mut trials = self.trials.lock().unwrap_or_else(|e| e.into_inner());
+                let fresh = TrialStart { canary: c.version(), base: b.version(), canary_at: now_c, base_at: now_b };
+                let start = trials.entry(name.clone()).or_insert(fresh);
+                if (start.canary, start.base) != (fresh.canary, fresh.base) {
+                    *start = fresh;
+                }
+                *start
+            };
+            let since = |now: defaults::Tally, at: defaults::Tally| defaults::Tally {
+                ok: now.ok.saturating_sub(at.ok),
+                failed: now.failed.saturating_sub(at.failed),
+            };
+            let (promoted, why) = match defaults::judge(&canary.rollout, since(now_c, start.canary_at), since(now_b, start.base_at)) {
+                defaults::Verdict::Running => continue,
+                defaults::Verdict::Promote(why) => (true, why),
+                defaults::Verdict::RollBack(why) => (false, why),
+            };
+            let _guard = self.changes.lock().unwrap_or_else(|e| e.into_inner());
+            let mut policies = self.routes.policies();
+            let Some(p) = policies.get_mut(&name).filter(|p| p.canary.as_ref().is_some_and(|x| x.version == canary.version)) else {
+                continue;
+            };
+            p.end_trial(canary.version, promoted, &why);
+            self.save_policies(policies);
+            self.trials.lock().unwrap_or_else(|e| e.into_inner()).remove(&name);
+            let version = canary.version;
+            if promoted {
+                tracing::info!(app = %name, version, "promoted: {why}");
+                metrics::counter!(crate::metrics::names::PROMOTIONS, "model" => name.clone()).increment(1);
+            } else {
+                tracing::warn!(app = %name, version, "rolled back automatically: {why}");
+                metrics::counter!(crate::metrics::names::ROLLBACKS, "model" => name.clone(), "cause" => "canary").increment(1);
+            }
+            ended.push((name, version, promoted, why));
+        }
+        ended
+    }
+
+    /// Judges running trials on a thread of its own, for as long as the
+    /// repository lives: at once when an item fails (so a bad canary fails
+    /// only the items already on their way), and every `period` otherwise.
+    pub fn judge_trials_every(self: &Arc<Self>, period: std::time::Duration) {
+        let weak = Arc::downgrade(self);
+        let spawned = std::thread::Builder::new().name("trials".into()).spawn(move || {
+            let mut seen = 0;
+            while let Some(repo) = weak.upgrade() {
+                repo.judge_trials();
+                drop(repo);
+                seen = crate::application::ITEM_FAILED.wait(seen, period);
+            }
+        });
+        if let Err(e) = spawned {
+            tracing::error!("no thread to judge canaries (new versions stay on trial): {e}");
+        }
     }
 
     /// Makes `version` the default of `name` until a newer version is
@@ -247,6 +357,16 @@ impl Repository {
         self.routes.resolve(name, version)
     }
 
+    /// Whether `version` is the default of `name` (a canary is not).
+    pub fn is_default(&self, name: &str, version: u64) -> bool {
+        self.routes.all().iter().any(|(a, default)| *default && a.name() == name && a.version() == version)
+    }
+
+    /// The loaded versions of `name`, in order.
+    pub fn versions(&self, name: &str) -> Vec<u64> {
+        self.routes.versions(name).into_keys().collect()
+    }
+
     /// Every loaded application version, by name then version.
     pub fn all(&self) -> Vec<Arc<Application>> {
         self.routes.all().into_iter().map(|(a, _)| a).collect()
@@ -261,7 +381,18 @@ impl Repository {
             .iter()
             .map(|(a, default)| {
                 let mut info = a.info(*default);
-                info.rolled_back = policies.get(a.name()).and_then(|p| p.rolled_back.get(&a.version()).cloned());
+                let policy = policies.get(a.name());
+                info.rolled_back = policy.and_then(|p| p.rolled_back.get(&a.version()).cloned());
+                info.canary = policy.and_then(|p| p.canary.as_ref()).filter(|c| c.version == a.version()).map(|c| {
+                    let at = self.trials.lock().unwrap_or_else(|e| e.into_inner()).get(a.name()).map(|t| t.canary_at).unwrap_or_default();
+                    let now = tally(a);
+                    tensorgate_protocol::CanaryInfo {
+                        share: c.rollout.canary_share,
+                        items_needed: c.rollout.canary_items,
+                        items_ok: now.ok.saturating_sub(at.ok),
+                        items_failed: now.failed.saturating_sub(at.failed),
+                    }
+                });
                 info
             })
             .collect();

@@ -68,7 +68,18 @@ impl Routes {
         }
     }
 
-    /// The application serving `name` at `version` (the default when `None`).
+    /// Where a request for `name` naming no version goes: a canary for its
+    /// share of requests, else the default.
+    fn route_of(&self, name: &str, versions: &BTreeMap<u64, Arc<Application>>) -> Option<u64> {
+        let ready = versions.keys().copied().collect();
+        match self.policies.load().get(name) {
+            Some(p) => p.route(&ready, fastrand::f64()),
+            None => ready.last().copied(),
+        }
+    }
+
+    /// The application serving `name` at `version` (the default, or a
+    /// canary for its share, when `None`).
     pub fn resolve(&self, name: &str, version: Option<u64>) -> Result<Arc<Application>, RouteError> {
         let table = self.table.load();
         let Some(versions) = table.get(name) else {
@@ -76,7 +87,7 @@ impl Routes {
         };
         let found = match version {
             Some(v) => versions.get(&v),
-            None => self.default_of(name, versions).and_then(|v| versions.get(&v)),
+            None => self.route_of(name, versions).and_then(|v| versions.get(&v)),
         };
         found.cloned().ok_or_else(|| RouteError::UnknownVersion {
             name: name.to_string(),

@@ -79,7 +79,9 @@ pub(crate) async fn handle(
         }
         RequestHeader::Fetch(h) => {
             let model = required(&h, op)?;
-            let app = repo.resolve(&model, h.version).map_err(|e| (ErrorCode::UnknownModel, e.to_string()))?;
+            // The newest version when none is named (not the default, nor a canary).
+            let version = h.version.or_else(|| repo.versions(&model).last().copied());
+            let app = repo.resolve(&model, version).map_err(|e| (ErrorCode::UnknownModel, e.to_string()))?;
             blocking(Box::new(move || {
                 let archive = tensorgate_client::pack_bundle(&app.dir)
                     .map_err(|e| (ErrorCode::Internal, format!("packing {}: {e}", app.dir.display())))?;

@@ -133,6 +133,7 @@ impl Host {
         let engine = PluginEngine::new(Some(config.state_dir.join("compiled")))
             .map_err(|e| StartError::Engine(e.to_string()))?;
         let repo = Arc::new(Repository::open(&config.repository, engine, config.clone())?);
+        repo.judge_trials_every(std::time::Duration::from_millis(20));
         let watcher = match config.watch {
             true => Some(
                 crate::repository::watch::watch(&repo, config.watch_debounce)

@@ -130,7 +130,11 @@ fn print_models(models: &[tensorgate_client::protocol::ModelInfo]) {
     for m in models {
         let default = if m.default { "*" } else { "" };
         let rolled_back = m.rolled_back.as_ref().map(|r| format!("[rolled back: {r}] "));
-        let about = m.error.clone().unwrap_or_else(|| format!("{}{}", rolled_back.unwrap_or_default(), m.description));
+        let canary = m.canary.as_ref().map(|c| {
+            format!("[canary, {:.0} % of traffic: {} of {} items, {} failed] ", c.share * 100.0, c.items_ok + c.items_failed, c.items_needed, c.items_failed)
+        });
+        let notes = format!("{}{}", canary.unwrap_or_default(), rolled_back.unwrap_or_default());
+        let about = m.error.clone().unwrap_or_else(|| format!("{notes}{}", m.description));
         println!(
             "{:<16} {:>7} {:<8} {:<6} {:>9} {:>9} {:>7} {:>8.1}  {about}",
             m.name,

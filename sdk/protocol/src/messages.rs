@@ -485,6 +485,9 @@ pub struct ModelInfo {
     /// name it); absent when it was not.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rolled_back: Option<String>,
+    /// Its trial, while it is a canary; absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary: Option<CanaryInfo>,
     /// Time to load (plugin, model and warm-up), microseconds.
     #[serde(default)]
     pub load_us: u64,
@@ -509,6 +512,21 @@ pub struct ModelInfo {
     /// For `failed`: why.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+}
+
+/// A version on trial: the share of requests it takes and how it does.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CanaryInfo {
+    /// Share of the requests naming no version it takes (0..=1).
+    pub share: f64,
+    /// Items it must answer before it is promoted.
+    pub items_needed: u64,
+    /// Items it answered with a result since the trial began.
+    #[serde(default)]
+    pub items_ok: u64,
+    /// Items it failed since the trial began.
+    #[serde(default)]
+    pub items_failed: u64,
 }
 
 /// The final frame of a management request.

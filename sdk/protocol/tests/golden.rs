@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 
 use bytes::{Bytes, BytesMut};
 use tensorgate_protocol::{
-    encode, AdminHeader, AdminReply, Compression, ErrorCode, Frame, FrameDecoder, Item, ItemError, ItemHead, Limits,
+    encode, AdminHeader, AdminReply, CanaryInfo, Compression, ErrorCode, Frame, FrameDecoder, Item, ItemError, ItemHead, Limits,
     LoadFailure, ModelInfo, ModelStatus, PredictHeader, ProtocolError, RequestError, RequestHeader, RequestState,
     StatusHeader, StatusReply, Summary, Timings, WorkerStatus, ALPN,
 };
@@ -832,7 +832,7 @@ fn entries_at<'a>(value: &'a mut Value, path: &[Step]) -> &'a mut Entries {
 /// `array of str`, `map str → str`, ...).
 fn has_type(value: &Value, ty: &str) -> bool {
     match (ty.split_whitespace().next().unwrap_or(""), value) {
-        ("str", Value::Str(_)) | ("uint", Value::UInt(_)) | ("bool", Value::Bool(_)) => true,
+        ("str", Value::Str(_)) | ("uint", Value::UInt(_)) | ("bool", Value::Bool(_)) | ("float", Value::Float(_)) => true,
         ("array", Value::Array(items)) => match ty {
             "array of str" => items.iter().all(|v| matches!(v, Value::Str(_))),
             "array of maps" => items.iter().all(|v| matches!(v, Value::Map(_))),
@@ -972,6 +972,7 @@ fn full_model_info() -> ModelInfo {
         device: "cpu".into(),
         default: true,
         rolled_back: Some("rolled back by hand".into()),
+        canary: Some(CanaryInfo { share: 0.1, items_needed: 200, items_ok: 37, items_failed: 1 }),
         load_us: 12_345,
         plugin_cached: true,
         loaded_at_unix_s: 1_700_000_001,
@@ -1110,6 +1111,12 @@ fn table_cases() -> Vec<Case> {
             nth: 0,
             frame: Frame::Reply(full_reply()),
             path: &[Step::Key("models"), Step::Index(0)],
+        },
+        Case {
+            after: "#### Reply `models` entry `canary`",
+            nth: 0,
+            frame: Frame::Reply(full_reply()),
+            path: &[Step::Key("models"), Step::Index(0), Step::Key("canary")],
         },
     ]
 }
