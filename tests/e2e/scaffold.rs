@@ -1,7 +1,8 @@
 //! docs/writing-a-plugin.md, step by step: `tensorgate plugin new`, a model,
 //! manifest edits, `tensorgate plugin build --repository`, a host serving the
 //! new bundle, `tensorgate submit`; the reply matches PyTorch's scores for
-//! the same model (plugins/tabular/reference.json) within 1e-5.
+//! the same model (plugins/tabular/reference.json) within 1e-5; then step 8:
+//! a version 2 uploaded to the running host, rolled back and promoted.
 
 use std::process::Command;
 
@@ -76,6 +77,31 @@ async fn new_plugin_from_template_serves_a_model() {
         let (got, want) = (line["result"][label].as_f64().unwrap(), case["scores"][label].as_f64().unwrap());
         assert!((got - want).abs() <= 1e-5, "{label}: host {got} vs pytorch {want}");
     }
+    // Step 8: version 2 to the running host; rollback, promote.
+    let cli = |args: &[&str]| {
+        let mut c = tensorgate();
+        c.env("TENSORGATE_HOST", host.host.addr().to_string())
+            .env("TENSORGATE_FINGERPRINT", host.host.fingerprint())
+            .env_remove("TENSORGATE_CA")
+            .args(args);
+        c
+    };
+    let v2 = work.path().join("my-net-v2");
+    tensorgate_tests::copy_dir(&work.path().join("repo/my-net/1"), &v2);
+    let text = std::fs::read_to_string(v2.join("manifest.toml")).unwrap().replacen("version = 1", "version = 2", 1);
+    std::fs::write(v2.join("manifest.toml"), text).unwrap();
+    let out = run(cli(&["upload", v2.to_str().unwrap()])).await;
+    assert!(String::from_utf8_lossy(&out.stdout).contains("my-net version 2 loaded"), "{}", String::from_utf8_lossy(&out.stdout));
+    let default = |models: &[u8]| -> Vec<u64> {
+        let models: Vec<serde_json::Value> = serde_json::from_slice(models).unwrap();
+        models.iter().filter(|m| m["default"] == true).map(|m| m["version"].as_u64().unwrap()).collect()
+    };
+    assert_eq!(default(&run(cli(&["models", "--json"])).await.stdout), vec![2]);
+    let out = run(cli(&["rollback", "my-net"])).await;
+    assert!(String::from_utf8_lossy(&out.stdout).contains("version 2 rolled back, version 1 is the default"));
+    assert_eq!(default(&run(cli(&["models", "--json"])).await.stdout), vec![1]);
+    run(cli(&["promote", "my-net", "2"])).await;
+    assert_eq!(default(&run(cli(&["models", "--json"])).await.stdout), vec![2]);
     host.stop().await;
 }
 
