@@ -55,8 +55,9 @@ pub async fn process_item(
     let result = run(app, head, payload, timings).await;
     let counter = if result.is_ok() { &app.counters.items_ok } else { &app.counters.items_failed };
     counter.fetch_add(1, Ordering::Relaxed);
-    if result.is_err() {
+    if let Err(f) = &result {
         crate::application::ITEM_FAILED.ring();
+        FAILURES_LOGGED.log(app, f);
     }
     let status = match &result {
         Ok(_) => "ok".to_string(),
@@ -68,6 +69,7 @@ pub async fn process_item(
 }
 
 async fn run(app: &Application, head: ItemHead, payload: Bytes, timings: &mut Timings) -> Result<Output, ItemFailure> {
+    accepted(app, head.index, &head.content_type)?;
     let item = Item {
         // Free when the payload is uniquely owned (e.g. just decompressed).
         data: Vec::from(payload),
@@ -125,6 +127,54 @@ pub fn warm_up(
         compression: tensorgate_protocol::Compression::None,
     };
     pollster::block_on(run(app, head, Bytes::from(data), &mut Timings::default())).map(drop)
+}
+
+/// Item failures logged per second at most; the rest are counted and the
+/// count is given with the next line logged.
+pub const FAILURE_LOG_PER_S: u32 = 10;
+
+static FAILURES_LOGGED: FailureLog = FailureLog { window: std::sync::Mutex::new(None) };
+
+/// Logs item failures (model, version, code, message), at most
+/// [`FAILURE_LOG_PER_S`] a second.
+struct FailureLog {
+    /// Start of the current second, lines logged in it, failures not logged since the last line.
+    window: std::sync::Mutex<Option<(Instant, u32, u64)>>,
+}
+
+impl FailureLog {
+    fn log(&self, app: &Application, f: &ItemFailure) {
+        let suppressed = {
+            let mut w = self.window.lock().unwrap_or_else(|p| p.into_inner());
+            let now = Instant::now();
+            let (start, logged, skipped) = w.get_or_insert((now, 0, 0));
+            if now.duration_since(*start) >= Duration::from_secs(1) {
+                (*start, *logged) = (now, 0);
+            }
+            if *logged >= FAILURE_LOG_PER_S {
+                *skipped += 1;
+                return;
+            }
+            *logged += 1;
+            std::mem::take(skipped)
+        };
+        tracing::warn!(app = app.name(), version = app.version(), code = %f.code, not_logged_before = suppressed, "item failed: {}", f.message);
+    }
+}
+
+/// Whether the plugin accepts items of `content_type` (compared without
+/// parameters such as `; charset=utf-8`, case-insensitively). A plugin that
+/// declares no types accepts any, and so does an item that states none.
+fn accepted(app: &Application, index: u32, content_type: &str) -> Result<(), ItemFailure> {
+    let accepts = &app.info.accepts;
+    let essence = content_type.split(';').next().unwrap_or_default().trim();
+    if accepts.is_empty() || essence.is_empty() || accepts.iter().any(|a| a.eq_ignore_ascii_case(essence)) {
+        return Ok(());
+    }
+    Err(ItemFailure::new(
+        ErrorCode::UnsupportedContentType,
+        format!("item {index}: content type `{essence}` is not one `{}` accepts ({})", app.name(), accepts.join(", ")),
+    ))
 }
 
 fn micros(d: Duration) -> u64 {

@@ -124,6 +124,17 @@ async fn bad_items_fail_alone_with_clear_errors() {
     // The host keeps serving on the same connection.
     let again = client.predict(Submission::new("tabular", vec![good_input()])).await.unwrap();
     assert_eq!(again.summary.ok, 1);
+
+    // The plugin accepts JSON only: an .npy is refused by the host, naming both;
+    // a content type with parameters, in any case, is the same type.
+    let npy = Input::new(b"\x93NUMPY".to_vec(), "application/x-npy");
+    let mut json = good_input();
+    json.content_type = "Application/JSON; charset=utf-8".into();
+    let reply = client.predict(Submission::new("tabular", vec![npy, json])).await.unwrap();
+    let err = reply.outcomes[0].as_ref().expect_err("npy refused");
+    assert_eq!(err.code, ErrorCode::UnsupportedContentType);
+    assert_eq!(err.message, "item 0: content type `application/x-npy` is not one `tabular` accepts (application/json)");
+    assert!(reply.outcomes[1].is_ok(), "{:?}", reply.outcomes[1]);
     client.close().await;
     host.stop().await;
 }

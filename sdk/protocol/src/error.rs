@@ -26,6 +26,8 @@ pub enum ErrorCode {
     Forbidden,
     /// The operation is not supported by this host.
     Unsupported,
+    /// The item's content type is not one the application accepts.
+    UnsupportedContentType,
     /// An uploaded or reloaded bundle did not load; what served before still serves.
     LoadFailed,
     /// The change conflicts with the repository (e.g. that version exists).
@@ -50,6 +52,7 @@ impl std::fmt::Display for ErrorCode {
             ErrorCode::DeadlineExceeded => "deadline_exceeded",
             ErrorCode::Forbidden => "forbidden",
             ErrorCode::Unsupported => "unsupported",
+            ErrorCode::UnsupportedContentType => "unsupported_content_type",
             ErrorCode::LoadFailed => "load_failed",
             ErrorCode::Conflict => "conflict",
             ErrorCode::Internal => "internal",

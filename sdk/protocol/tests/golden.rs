@@ -371,6 +371,7 @@ fn error_codes_on_the_wire() {
         (ErrorCode::DeadlineExceeded, "deadline_exceeded"),
         (ErrorCode::Forbidden, "forbidden"),
         (ErrorCode::Unsupported, "unsupported"),
+        (ErrorCode::UnsupportedContentType, "unsupported_content_type"),
         (ErrorCode::LoadFailed, "load_failed"),
         (ErrorCode::Conflict, "conflict"),
         (ErrorCode::Internal, "internal"),
