@@ -73,6 +73,11 @@ struct Args {
     /// Quiet time (ms) the repository needs before a watched change is loaded.
     #[arg(long, default_value_t = 500)]
     watch_debounce_ms: u64,
+    /// Check the bundle in DIR as a host would before serving it, run each
+    /// of its samples (`samples/`, or the `[warmup]` item) and print one JSON
+    /// line per sample; exit 1 if anything failed. Needs no other flag.
+    #[arg(long, value_name = "DIR")]
+    check: Option<PathBuf>,
     /// Largest bundle an upload may unpack to, in bytes.
     #[arg(long, default_value_t = 4 << 30)]
     max_upload_bytes: u64,
@@ -143,6 +148,12 @@ fn main() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
+    // `--check DIR` needs no repository either: check one bundle and exit.
+    let argv: Vec<String> = std::env::args().collect();
+    if let Some(i) = argv.iter().position(|a| a == "--check") {
+        let dir = argv.get(i + 1).context("--check needs a bundle directory")?;
+        return check_bundle(std::path::Path::new(dir));
+    }
     // `--hash-token` needs no repository: handle it before the required flags.
     if std::env::args().any(|a| a == "--hash-token") {
         let mut token = String::new();
@@ -200,6 +211,41 @@ fn main() -> anyhow::Result<()> {
         running.shutdown().await;
         anyhow::Ok(())
     })
+}
+
+/// `--check DIR`: the checks a host makes before serving the bundle, then
+/// one JSON line per sample with its output or its error; exit status 1 if
+/// anything failed.
+fn check_bundle(dir: &std::path::Path) -> anyhow::Result<()> {
+    let checked = match tensorgate_host::repository::check::bundle(dir, &HostConfig::new(dir, std::env::temp_dir())) {
+        Ok(c) => c,
+        Err(e) => {
+            println!("{}", serde_json::json!({ "bundle": dir.display().to_string(), "ok": false, "error": e.to_string() }));
+            std::process::exit(1);
+        }
+    };
+    let mut failed = false;
+    for (file, outcome) in &checked {
+        let line = match outcome {
+            Ok(out) => {
+                let result = serde_json::from_slice::<serde_json::Value>(&out.data).ok();
+                match result {
+                    Some(r) => serde_json::json!({ "file": file, "ok": true, "content_type": out.content_type, "result": r }),
+                    None => serde_json::json!({ "file": file, "ok": true, "content_type": out.content_type, "bytes": out.data.len() }),
+                }
+            }
+            Err(f) => {
+                failed = true;
+                serde_json::json!({ "file": file, "ok": false, "code": f.code.to_string(), "error": f.message })
+            }
+        };
+        println!("{line}");
+    }
+    eprintln!("{}: checked, {} sample(s){}", dir.display(), checked.len(), if failed { ", some failed" } else { ", all passed" });
+    if failed {
+        std::process::exit(1);
+    }
+    Ok(())
 }
 
 /// Prints where the front end listens and writes it for scripts.

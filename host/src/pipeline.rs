@@ -120,13 +120,24 @@ pub fn warm_up(
     content_type: &str,
     metadata: &std::collections::BTreeMap<String, String>,
 ) -> Result<(), ItemFailure> {
+    run_sample(app, data, content_type, metadata).map(drop)
+}
+
+/// Runs one item from a file through `app` off the request path (not
+/// counted) and returns the plugin's output.
+pub fn run_sample(
+    app: &Application,
+    data: Vec<u8>,
+    content_type: &str,
+    metadata: &std::collections::BTreeMap<String, String>,
+) -> Result<Output, ItemFailure> {
     let head = ItemHead {
         index: 0,
         content_type: content_type.to_string(),
         metadata: metadata.clone(),
         compression: tensorgate_protocol::Compression::None,
     };
-    pollster::block_on(run(app, head, Bytes::from(data), &mut Timings::default())).map(drop)
+    pollster::block_on(run(app, head, Bytes::from(data), &mut Timings::default()))
 }
 
 /// Item failures logged per second at most; the rest are counted and the

@@ -39,6 +39,9 @@ async fn new_plugin_from_template_serves_a_model() {
         .replace("shape = [-1, 2]", "shape = [-1, 16]");
     assert!(manifest.contains("[-1, 16]") && manifest.contains(r#""qcd""#), "template manifest changed: {manifest}");
     std::fs::write(crate_dir.join("manifest.toml"), manifest).unwrap();
+    // ... and a sample for the new input width (the template's [warmup] runs it).
+    let ordered_sample = serde_json::json!({ "features": vec![0.5f32; 16] }).to_string();
+    std::fs::write(crate_dir.join("samples/example.json"), &ordered_sample).unwrap();
     // Step 5: build and install (sharing the wasm32 std build of scripts/build-plugins).
     let repo = work.path().join("repo");
     let mut build = tensorgate();
@@ -47,6 +50,28 @@ async fn new_plugin_from_template_serves_a_model() {
     run(build).await;
     let wasm = std::fs::read(repo.join("my-net/1/plugin.wasm")).unwrap();
     assert_eq!(&wasm[..8], b"\0asm\x0d\0\x01\0", "a component");
+    assert!(repo.join("my-net/1/samples/example.json").is_file(), "the whole bundle is installed");
+    // `plugin check`: the sample through plugin and model, its output printed.
+    let mut check = tensorgate();
+    check.args(["plugin", "check"]).arg(&crate_dir).arg("--target-dir").arg(root().join("target/plugins"));
+    let out = run(check).await;
+    let line: serde_json::Value = serde_json::from_slice(out.stdout.split(|&b| b == b'\n').find(|l| l.starts_with(b"{\"file")).unwrap()).unwrap();
+    assert_eq!((line["file"].as_str(), line["ok"].as_bool()), (Some("samples/example.json"), Some(true)), "{line}");
+    assert!(line["result"]["qcd"].is_number(), "{line}");
+    // A sample the plugin cannot take fails the check, and `plugin build` installs nothing.
+    std::fs::write(crate_dir.join("samples/example.json"), r#"{"features": [1.0, 2.0]}"#).unwrap();
+    let mut check = tensorgate();
+    check.args(["plugin", "check"]).arg(&crate_dir).arg("--target-dir").arg(root().join("target/plugins"));
+    let out = tokio::task::spawn_blocking(move || check.output().unwrap()).await.unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{stdout}");
+    assert!(stdout.contains("samples/example.json") && stdout.contains("\"ok\":false"), "{stdout}");
+    let mut rebuild = tensorgate();
+    rebuild.args(["plugin", "build"]).arg(&crate_dir).arg("--repository").arg(work.path().join("repo2"));
+    rebuild.arg("--target-dir").arg(root().join("target/plugins"));
+    let out = tokio::task::spawn_blocking(move || rebuild.output().unwrap()).await.unwrap();
+    assert!(!out.status.success() && !work.path().join("repo2/my-net/1").exists(), "a bundle failing its check is not installed");
+    std::fs::write(crate_dir.join("samples/example.json"), &ordered_sample).unwrap();
 
     // Step 6: a host serving the new repository.
     let host = TestHost::start_with(repo, |_| {}).await;

@@ -30,8 +30,22 @@ enum PluginCommand {
         #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../plugin"))]
         sdk: PathBuf,
     },
+    /// Build the plugin crate in DIR if needed, then check it as a host
+    /// would before serving it (the manifest against the model and plugin)
+    /// and run each sample (`samples/`, or the `[warmup]` item) through
+    /// plugin and model, printing each output or error. Needs no host.
+    Check {
+        /// The plugin crate.
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+        /// Cargo target directory (default: DIR/target).
+        #[arg(long)]
+        target_dir: Option<PathBuf>,
+    },
     /// Build the plugin crate in DIR for wasm32 (a component) and, with
-    /// --repository, install DIR's manifest.toml and model.pt with it as a bundle.
+    /// --repository, check the bundle (as `plugin check`) and install it:
+    /// the manifest, the model file it names, the plugin, `samples/` and
+    /// the `[warmup]` file.
     Build {
         /// The plugin crate.
         #[arg(default_value = ".")]
@@ -50,6 +64,7 @@ pub fn main(args: &PluginArgs) -> ExitCode {
     let result = match &args.command {
         PluginCommand::New { name, dir, sdk } => new(name, dir, sdk),
         PluginCommand::Build { dir, repository, target_dir } => build(dir, repository.as_deref(), target_dir.as_deref()),
+        PluginCommand::Check { dir, target_dir } => check(dir, target_dir.as_deref()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -117,6 +132,14 @@ dtype = "f32"
 shape = [-1, 2]     # the model's input width
 
 [params]
+
+# Run through plugin and model before a version serves (a mismatch fails the
+# upload, not every item); keep it a real item for your network.
+[warmup]
+file = "samples/example.json"
+"#;
+
+const SAMPLE: &str = r#"{"features": [0.5, -0.5]}
 "#;
 
 const LIB_RS: &str = r#"//! {name}: `{"features": [f32, ...]}` in, `{label: score}` out.
@@ -185,6 +208,7 @@ fn new(name: &str, dir: &Path, sdk: &Path) -> anyhow::Result<()> {
         (".cargo/config.toml", CARGO_CONFIG.to_string()),
         ("manifest.toml", fill(MANIFEST, name, sdk_text)),
         ("src/lib.rs", fill(LIB_RS, name, sdk_text)),
+        ("samples/example.json", SAMPLE.to_string()),
     ];
     for (path, text) in files {
         let path = root.join(path);
@@ -195,8 +219,8 @@ fn new(name: &str, dir: &Path, sdk: &Path) -> anyhow::Result<()> {
     if sdk.join("Cargo.lock").exists() {
         std::fs::copy(sdk.join("Cargo.lock"), root.join("Cargo.lock")).context("copying the SDK's Cargo.lock")?;
     }
-    println!("created {}: put your TorchScript model at {}/model.pt, edit manifest.toml and src/lib.rs,", root.display(), root.display());
-    println!("then: tensorgate plugin build {} --repository REPO", root.display());
+    println!("created {}: put your TorchScript model at {}/model.pt, edit manifest.toml, src/lib.rs and samples/,", root.display(), root.display());
+    println!("then: tensorgate plugin check {} (runs the samples), tensorgate plugin build {} --repository REPO", root.display(), root.display());
     Ok(())
 }
 
@@ -209,7 +233,8 @@ fn toml_value(text: &str, key: &str) -> Option<String> {
         .map(|(_, v)| v.split('#').next().unwrap_or("").trim().trim_matches('"').to_string())
 }
 
-fn build(dir: &Path, repository: Option<&Path>, target_dir: Option<&Path>) -> anyhow::Result<()> {
+/// Builds the plugin crate in `dir` for wasm32; returns the component.
+fn compile(dir: &Path, target_dir: Option<&Path>) -> anyhow::Result<PathBuf> {
     let cargo_toml = std::fs::read_to_string(dir.join("Cargo.toml"))
         .with_context(|| format!("{} is not a plugin crate (no Cargo.toml)", dir.display()))?;
     let package = cargo_toml.split("[package]").nth(1).context("Cargo.toml has no [package]")?;
@@ -244,19 +269,107 @@ fn build(dir: &Path, repository: Option<&Path>, target_dir: Option<&Path>) -> an
     let wasm = target.join("wasm32-unknown-unknown/release").join(format!("{}.wasm", crate_name.replace('-', "_")));
     let size = std::fs::metadata(&wasm).with_context(|| format!("{} was not built", wasm.display()))?.len();
     println!("built {} ({size} bytes)", wasm.display());
+    Ok(wasm)
+}
+
+/// Builds the crate in `dir`; with a repository, assembles its bundle,
+/// checks it, and only then moves it into `REPO/NAME/VERSION`.
+fn build(dir: &Path, repository: Option<&Path>, target_dir: Option<&Path>) -> anyhow::Result<()> {
+    let wasm = compile(dir, target_dir)?;
     let Some(repo) = repository else { return Ok(()) };
-    let manifest = std::fs::read_to_string(dir.join("manifest.toml")).with_context(|| format!("reading {}/manifest.toml", dir.display()))?;
-    let name = toml_value(&manifest, "name").context("manifest.toml has no name")?;
-    let version = toml_value(&manifest, "version").context("manifest.toml has no version")?;
-    let model = dir.join("model.pt");
-    if !model.exists() {
-        bail!("{} is missing: export your TorchScript model there (torch.jit.script(m).save(...))", model.display());
+    let bundle = Bundle::read(dir)?;
+    let staged = repo.join(format!(".build-{}-{}", bundle.name, std::process::id()));
+    let _ = std::fs::remove_dir_all(&staged);
+    bundle.assemble(dir, &wasm, &staged)?;
+    if let Err(e) = run_check(&staged) {
+        let _ = std::fs::remove_dir_all(&staged);
+        return Err(e.context("not installed"));
     }
-    let dest: PathBuf = repo.join(&name).join(&version);
-    std::fs::create_dir_all(&dest).with_context(|| format!("creating {}", dest.display()))?;
-    for (from, to) in [(dir.join("manifest.toml"), "manifest.toml"), (model, "model.pt"), (wasm, "plugin.wasm")] {
-        std::fs::copy(&from, dest.join(to)).with_context(|| format!("copying {} to {}", from.display(), dest.display()))?;
-    }
+    let dest: PathBuf = repo.join(&bundle.name).join(&bundle.version);
+    std::fs::create_dir_all(repo.join(&bundle.name)).with_context(|| format!("creating {}", repo.join(&bundle.name).display()))?;
+    let _ = std::fs::remove_dir_all(&dest);
+    std::fs::rename(&staged, &dest).with_context(|| format!("moving the bundle to {}", dest.display()))?;
     println!("installed {}", dest.display());
+    Ok(())
+}
+
+/// `plugin check`: build, assemble the bundle in the target directory, check it.
+fn check(dir: &Path, target_dir: Option<&Path>) -> anyhow::Result<()> {
+    let wasm = compile(dir, target_dir)?;
+    let bundle = Bundle::read(dir)?;
+    let staged = target_dir.map(Path::to_path_buf).unwrap_or_else(|| dir.join("target")).join("check-bundle");
+    let _ = std::fs::remove_dir_all(&staged);
+    bundle.assemble(dir, &wasm, &staged)?;
+    run_check(&staged)
+}
+
+/// What a plugin crate's manifest says its bundle holds.
+struct Bundle {
+    name: String,
+    version: String,
+    /// `[model] file` (default `model.pt`), `[plugin] file` (default `plugin.wasm`), `[warmup] file`.
+    model: String,
+    plugin: String,
+    warmup: Option<String>,
+}
+
+impl Bundle {
+    fn read(dir: &Path) -> anyhow::Result<Bundle> {
+        let path = dir.join("manifest.toml");
+        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+        let t: toml::Table = text.parse().with_context(|| format!("{}", path.display()))?;
+        let text_of = |section: &str, key: &str| t.get(section).and_then(|s| s.get(key)).and_then(|v| v.as_str()).map(str::to_string);
+        let name = t.get("name").and_then(|v| v.as_str()).with_context(|| format!("{}: no `name`", path.display()))?.to_string();
+        let version = t.get("version").and_then(|v| v.as_integer()).with_context(|| format!("{}: no `version`", path.display()))?;
+        Ok(Bundle {
+            name,
+            version: version.to_string(),
+            model: text_of("model", "file").unwrap_or_else(|| "model.pt".into()),
+            plugin: text_of("plugin", "file").unwrap_or_else(|| "plugin.wasm".into()),
+            warmup: text_of("warmup", "file"),
+        })
+    }
+
+    /// Copies the bundle's files from the crate `dir` (and the built `wasm`) into `dest`.
+    fn assemble(&self, dir: &Path, wasm: &Path, dest: &Path) -> anyhow::Result<()> {
+        let model = dir.join(&self.model);
+        if !model.exists() {
+            bail!("{} is missing (the manifest's [model] file): export your TorchScript model there (torch.jit.script(m).save(...))", model.display());
+        }
+        let mut files = vec![(dir.join("manifest.toml"), dest.join("manifest.toml")), (model, dest.join(&self.model)), (wasm.to_path_buf(), dest.join(&self.plugin))];
+        if let Some(w) = &self.warmup {
+            let from = dir.join(w);
+            if !from.is_file() {
+                bail!("{} is missing (the manifest's [warmup] file)", from.display());
+            }
+            files.push((from, dest.join(w)));
+        }
+        if let Ok(entries) = std::fs::read_dir(dir.join("samples")) {
+            for e in entries.flatten().filter(|e| e.path().is_file()) {
+                files.push((e.path(), dest.join("samples").join(e.file_name())));
+            }
+        }
+        for (from, to) in files {
+            if let Some(parent) = to.parent() {
+                std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+            }
+            std::fs::copy(&from, &to).with_context(|| format!("copying {} to {}", from.display(), to.display()))?;
+        }
+        Ok(())
+    }
+}
+
+/// Runs `tensorgate-host --check BUNDLE` (found beside this binary),
+/// passing its output through; an error if the bundle fails.
+fn run_check(bundle: &Path) -> anyhow::Result<()> {
+    let host = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(|d| d.join("tensorgate-host")))
+        .filter(|p| p.is_file())
+        .context("tensorgate-host is not beside this tensorgate binary: it runs the check")?;
+    let status = Command::new(&host).arg("--check").arg(bundle).status().with_context(|| format!("running {}", host.display()))?;
+    if !status.success() {
+        bail!("the bundle failed its check (above)");
+    }
     Ok(())
 }
