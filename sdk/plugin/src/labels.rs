@@ -1,4 +1,5 @@
-//! Mapping score vectors to the manifest's class labels.
+//! Mapping score vectors to the manifest's class labels: checks, top-k,
+//! softmax and sigmoid, and `{label: score}` replies.
 
 use crate::PluginError;
 
@@ -21,9 +22,59 @@ pub fn top_k(labels: &[String], scores: &[f32], k: usize) -> Result<Vec<(String,
     Ok(order.into_iter().take(k).map(|i| (labels[i].clone(), scores[i])).collect())
 }
 
+/// Softmax of `logits` (numerically stable: the largest is subtracted first).
+pub fn softmax(logits: &[f32]) -> Vec<f32> {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let exp: Vec<f32> = logits.iter().map(|&x| (x - max).exp()).collect();
+    let sum: f32 = exp.iter().sum();
+    exp.into_iter().map(|e| e / sum).collect()
+}
+
+/// The logistic sigmoid of each value (independent labels, multi-label).
+pub fn sigmoid(logits: &[f32]) -> Vec<f32> {
+    logits.iter().map(|&x| 1.0 / (1.0 + (-x).exp())).collect()
+}
+
+/// `{label: score}` for one item's scores, in label order; fails naming
+/// both counts when they differ.
+pub fn scores_map(labels: &[String], scores: &[f32]) -> Result<serde_json::Map<String, serde_json::Value>, PluginError> {
+    check(labels, scores.len())?;
+    Ok(labels.iter().zip(scores).map(|(l, &s)| (l.clone(), serde_json::Value::from(s as f64))).collect())
+}
+
+/// `{label: probability}` from one item's logits, through [`softmax`].
+pub fn softmax_map(labels: &[String], logits: &[f32]) -> Result<serde_json::Map<String, serde_json::Value>, PluginError> {
+    scores_map(labels, &softmax(logits))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn softmax_and_sigmoid_match_their_definitions() {
+        let p = softmax(&[1.0, 2.0, 3.0]);
+        let e: Vec<f32> = [1.0f32, 2.0, 3.0].iter().map(|x| x.exp()).collect();
+        let z: f32 = e.iter().sum();
+        for (got, want) in p.iter().zip(e.iter().map(|x| x / z)) {
+            assert!((got - want).abs() < 1e-6, "{got} vs {want}");
+        }
+        // Large logits do not overflow.
+        let big = softmax(&[1000.0, 1000.0]);
+        assert_eq!(big, vec![0.5, 0.5]);
+        assert_eq!(sigmoid(&[0.0]), vec![0.5]);
+        assert!((sigmoid(&[2.0])[0] - 0.880797).abs() < 1e-6);
+    }
+
+    #[test]
+    fn label_maps_keep_label_order_and_check_counts() {
+        let labels: Vec<String> = ["b", "s"].iter().map(|s| s.to_string()).collect();
+        let m = softmax_map(&labels, &[0.0, 0.0]).unwrap();
+        assert_eq!(m.keys().cloned().collect::<Vec<_>>(), vec!["b", "s"]);
+        assert_eq!(m["b"], serde_json::json!(0.5));
+        let e = scores_map(&labels, &[0.1, 0.2, 0.7]).unwrap_err();
+        assert!(e.message.contains("3 scores per item but the manifest lists 2 labels"), "{}", e.message);
+    }
 
     #[test]
     fn top_k_orders_and_checks() {

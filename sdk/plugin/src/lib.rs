@@ -37,6 +37,7 @@ pub mod image;
 pub mod labels;
 mod manifest;
 pub mod npy;
+pub mod records;
 pub mod sparse;
 pub mod tensor;
 pub mod tiles;
