@@ -1,5 +1,6 @@
 //! `tensorgate submit`: files in, one JSON line (or one output file) per item out.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
@@ -50,6 +51,11 @@ pub struct SubmitArgs {
     /// Metadata KEY=VALUE sent with every item (repeatable), e.g. `--meta run=5328`.
     #[arg(long = "meta", value_name = "KEY=VALUE", value_parser = parse_meta)]
     meta: Vec<(String, String)>,
+    /// Per-item metadata: a JSON Lines file, one object per item naming its
+    /// input file, e.g. `{"file": "jets/j1.json", "jet_id": 17}` (values
+    /// that are not strings are sent as JSON text); merged over `--meta`.
+    #[arg(long, value_name = "FILE")]
+    meta_file: Option<PathBuf>,
     /// Input files, directories (their files, sorted) or quoted glob patterns.
     #[arg(required = true)]
     inputs: Vec<String>,
@@ -63,6 +69,36 @@ fn parse_meta(s: &str) -> Result<(String, String), String> {
 }
 
 /// Expands paths, directories and glob patterns into a sorted file list.
+/// The `--meta-file` entries by input file; every file named must be one
+/// of `files` (as given on the command line, or its canonical path).
+fn per_item_meta(path: &Path, files: &[PathBuf]) -> anyhow::Result<HashMap<PathBuf, Vec<(String, String)>>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let canonical = |p: &Path| p.canonicalize().unwrap_or_else(|_| p.to_path_buf());
+    let known: HashMap<PathBuf, PathBuf> = files.iter().map(|f| (canonical(f), f.clone())).collect();
+    let mut out = HashMap::new();
+    for (n, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        let at = || format!("{} line {}", path.display(), n + 1);
+        let serde_json::Value::Object(mut obj) = serde_json::from_str(line).with_context(at)? else {
+            bail!("{}: not a JSON object", at());
+        };
+        let Some(serde_json::Value::String(file)) = obj.remove("file") else {
+            bail!("{}: no \"file\" naming the item's input file", at());
+        };
+        let Some(input) = known.get(&canonical(Path::new(&file))) else {
+            bail!("{}: {file} is not one of the files submitted", at());
+        };
+        let meta = obj
+            .into_iter()
+            .map(|(k, v)| match v {
+                serde_json::Value::String(s) => (k, s),
+                other => (k, other.to_string()),
+            })
+            .collect();
+        out.insert(input.clone(), meta);
+    }
+    Ok(out)
+}
+
 fn expand(inputs: &[String]) -> anyhow::Result<Vec<PathBuf>> {
     let mut files = Vec::new();
     for input in inputs {
@@ -119,6 +155,10 @@ pub async fn run(client: Arc<Failover>, args: SubmitArgs) -> anyhow::Result<Exit
     if let Some(dir) = &args.output_dir {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
+    let per_item = match &args.meta_file {
+        Some(path) => per_item_meta(path, &files)?,
+        None => HashMap::new(),
+    };
     let n = files.len();
     let per_request = args.items_per_request.unwrap_or_else(|| n.div_ceil(args.concurrency.max(1))).max(1);
     let pb = if args.quiet || n < 2 {
@@ -143,7 +183,7 @@ pub async fn run(client: Arc<Failover>, args: SubmitArgs) -> anyhow::Result<Exit
             let data = std::fs::read(f).with_context(|| format!("reading {}", f.display()))?;
             let ct = args.content_type.as_deref().unwrap_or_else(|| crate::content_type_for(f));
             let mut input = Input::new(data, ct).with_meta("filename", &f.display().to_string());
-            for (k, v) in &args.meta {
+            for (k, v) in args.meta.iter().chain(per_item.get(f).into_iter().flatten()) {
                 input = input.with_meta(k, v);
             }
             items.push(input);
@@ -224,4 +264,36 @@ pub async fn run(client: Arc<Failover>, args: SubmitArgs) -> anyhow::Result<Exit
     let secs = start.elapsed().as_secs_f64();
     eprintln!("{} ok, {} failed, {} items in {:.2} s ({:.1} items/s)", t.ok, t.failed, n, secs, n as f64 / secs.max(1e-9));
     Ok(if t.failed > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_meta_file_gives_each_named_file_its_metadata_and_names_what_is_wrong() {
+        let dir = std::env::temp_dir().join(format!("tg-meta-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (a, b) = (dir.join("a.json"), dir.join("b.json"));
+        for f in [&a, &b] {
+            std::fs::write(f, b"{}").unwrap();
+        }
+        let meta = dir.join("items.jsonl");
+        let line = |file: &Path, rest: &str| format!("{{\"file\": \"{}\"{rest}}}\n", file.display());
+        std::fs::write(&meta, line(&a, ", \"jet_id\": 17, \"tag\": \"x\"") + "\n").unwrap();
+        let got = per_item_meta(&meta, &[a.clone(), b.clone()]).unwrap();
+        let mut want = vec![("jet_id".to_string(), "17".to_string()), ("tag".to_string(), "x".to_string())];
+        let mut have = got[&a].clone();
+        have.sort();
+        want.sort();
+        assert_eq!(have, want);
+        assert!(!got.contains_key(&b));
+        std::fs::write(&meta, line(&dir.join("c.json"), "")).unwrap();
+        let e = per_item_meta(&meta, &[a.clone()]).unwrap_err().to_string();
+        assert!(e.ends_with("c.json is not one of the files submitted"), "{e}");
+        std::fs::write(&meta, "{\"jet_id\": 1}\n").unwrap();
+        let e = per_item_meta(&meta, &[a]).unwrap_err().to_string();
+        assert!(e.contains("line 1: no \"file\""), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
