@@ -159,6 +159,9 @@ async fn rollback_and_promote_choose_the_default_and_survive_a_restart() {
     let models = client.models().await.unwrap();
     assert_eq!(default_of(&models), vec![2]);
     assert!(models.iter().any(|m| m.version == 3 && m.rolled_back.is_some()));
+    let status = client.status().await.unwrap();
+    let v = |n: u64| status.models.iter().find(|m| m.name == "tabular" && m.version == n).expect("in status");
+    assert!(v(2).default && !v(3).default && v(3).rolled_back.as_deref() == Some("rolled back by hand"), "{:?}", status.models);
 
     // Promote: unknown versions and models are refused; v1 on purpose, then v3 again.
     let e = client.promote("tabular", 9).await.unwrap_err();

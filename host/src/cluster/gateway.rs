@@ -637,6 +637,10 @@ impl Fleet for Gateway {
                     }
                 }
             }
+            for ((name, version), m) in models.iter_mut() {
+                m.default = self.inner.route(name, None).is_ok_and(|v| v == *version);
+                m.rolled_back = self.inner.policy(name).rolled_back.get(version).cloned();
+            }
             FleetStatus { models: models.into_values().collect(), workers, load_errors }
         })
     }

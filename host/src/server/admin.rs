@@ -204,6 +204,8 @@ async fn status(shared: &Shared) -> StatusReply {
             };
         }
     };
+    let infos = repo.models();
+    let info_of = |name: &str, version: u64| infos.iter().find(|m| m.name == name && m.version == version);
     StatusReply {
         host_version: env!("CARGO_PKG_VERSION").to_string(),
         uptime_s: shared.started.elapsed().as_secs(),
@@ -226,6 +228,9 @@ async fn status(shared: &Shared) -> StatusReply {
                     forward_us: stats.busy_ns.load(Ordering::Relaxed) / 1000,
                     queued: stats.queued.load(Ordering::Relaxed) as u64,
                     plugin_instances: a.plugin.idle_instances() as u64,
+                    default: info_of(a.name(), a.version()).is_some_and(|m| m.default),
+                    rolled_back: info_of(a.name(), a.version()).and_then(|m| m.rolled_back.clone()),
+                    canary: info_of(a.name(), a.version()).and_then(|m| m.canary.clone()),
                     ..ModelStatus::default()
                 }
             })

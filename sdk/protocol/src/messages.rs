@@ -374,6 +374,15 @@ pub struct ModelStatus {
     /// Gateway: items workers hold for it now (0 on a host).
     #[serde(default)]
     pub in_flight: u64,
+    /// Whether this is the version served when a request names none.
+    #[serde(default)]
+    pub default: bool,
+    /// Why this version was rolled back, if it was (as in `models`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rolled_back: Option<String>,
+    /// Its trial, while it is a canary (as in `models`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary: Option<CanaryInfo>,
 }
 
 /// One worker of a gateway's fleet, as listed by `status`.

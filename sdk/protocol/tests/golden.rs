@@ -939,6 +939,9 @@ fn full_model_status() -> ModelStatus {
         workers: 2,
         capacity: 64,
         in_flight: 5,
+        default: true,
+        rolled_back: Some("canary: 3 of 13 items failed".into()),
+        canary: Some(CanaryInfo { share: 0.1, items_needed: 200, items_ok: 37, items_failed: 1 }),
     }
 }
 
