@@ -207,7 +207,7 @@ async fn a_manifest_that_does_not_match_its_model_is_refused_before_it_serves() 
         // One line, but for TOML's own pointer at the offending line.
         assert!(!text.contains('\n') || text.contains("TOML parse error"), "{text}");
     };
-    let cases: [(&str, fn(&mut String), &[&str]); 5] = [
+    let cases: [(&str, fn(&mut String), &[&str]); 6] = [
         // 3 labels for a model whose declared output has 4 columns.
         ("labels", |m| *m = m.replace(r#"labels = ["qcd", "top", "w", "z"]"#, r#"labels = ["qcd", "top", "w"]"#),
             &["manifest.toml: field `labels`: 3 label(s), but no declared output has 3 classes", "`scores` f32 [-1, 4]"]),
@@ -219,6 +219,9 @@ async fn a_manifest_that_does_not_match_its_model_is_refused_before_it_serves() 
             &["manifest.toml: the model's outputs for zeros shaped like the declared inputs do not match the declared outputs", "manifest declares f32 [-1, 5]"]),
         // A model file that is not there.
         ("model-file", |m| *m = m.replace(r#"file = "model.pt""#, r#"file = "modle.pt""#), &["modle.pt", "No such file"]),
+        // A declared input too large to probe with zeros: refused by name, no allocation.
+        ("huge-input", |m| *m = m.replace("shape = [-1, 16]", "shape = [-1, 1000000, 1000000]"),
+            &["manifest.toml: input `features` declared [-1, 1000000, 1000000]: one item of it is over 1024 MiB"]),
         // A typo in a field name.
         ("typo", |m| *m = m.replace("labels = [", "labelz = ["), &["manifest.toml", "unknown field `labelz`"]),
     ];

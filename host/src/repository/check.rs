@@ -22,6 +22,9 @@ use crate::tensor::Tensor;
 pub const MAX_SAMPLES: usize = 16;
 /// Size given to a dynamic dimension other than the batch in a synthetic input.
 pub const SYNTHETIC_DIM: u64 = 64;
+/// Largest synthetic input tensor (one item), so that a manifest declaring a
+/// huge shape fails the load with its name instead of exhausting memory.
+pub const SYNTHETIC_MAX_BYTES: u64 = 1 << 30;
 
 /// The static checks: `labels` against the declared outputs. With labels
 /// and outputs declared, some output must have a fixed dimension past the
@@ -122,10 +125,19 @@ fn synthetic(app: &Application) -> Result<(), LoadError> {
         .map(|d| {
             let shape: Vec<u64> =
                 d.shape.iter().enumerate().map(|(i, &s)| if s >= 0 { s as u64 } else if i == 0 { 1 } else { SYNTHETIC_DIM }).collect();
-            let bytes = shape.iter().product::<u64>() * d.dtype.size();
-            Tensor { dtype: d.dtype, shape, data: vec![0; bytes as usize] }
+            let bytes = shape.iter().try_fold(d.dtype.size(), |acc, &n| acc.checked_mul(n)).filter(|&b| b <= SYNTHETIC_MAX_BYTES);
+            let bytes = bytes.ok_or_else(|| LoadError::Check {
+                file: "manifest.toml".into(),
+                message: format!(
+                    "input `{}` declared {:?}: one item of it is over {} MiB (add a `[warmup]` item or `samples/` to check it instead)",
+                    d.name,
+                    d.shape,
+                    SYNTHETIC_MAX_BYTES >> 20
+                ),
+            })?;
+            Ok(Tensor { dtype: d.dtype, shape, data: vec![0; bytes as usize] })
         })
-        .collect();
+        .collect::<Result<_, LoadError>>()?;
     let described: Vec<String> = inputs.iter().zip(&manifest.inputs).map(|(t, d)| format!("`{}` {} {:?}", d.name, t.dtype, t.shape)).collect();
     let fail = |message: String| LoadError::Check {
         file: "manifest.toml".into(),

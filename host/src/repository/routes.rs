@@ -61,20 +61,26 @@ impl Routes {
 
     /// The default version of `name` among `versions`.
     fn default_of(&self, name: &str, versions: &BTreeMap<u64, Arc<Application>>) -> Option<u64> {
-        let ready = versions.keys().copied().collect();
-        match self.policies.load().get(name) {
-            Some(p) => p.choose(&ready),
-            None => ready.last().copied(),
-        }
+        self.pick(name, versions, |p, ready| p.choose(ready))
     }
 
     /// Where a request for `name` naming no version goes: a canary for its
     /// share of requests, else the default.
     fn route_of(&self, name: &str, versions: &BTreeMap<u64, Arc<Application>>) -> Option<u64> {
-        let ready = versions.keys().copied().collect();
+        self.pick(name, versions, |p, ready| p.route(ready, fastrand::f64()))
+    }
+
+    /// `by` the model's policy over its loaded versions; the newest when it
+    /// has none (no set is built for those, the common case per request).
+    fn pick(
+        &self,
+        name: &str,
+        versions: &BTreeMap<u64, Arc<Application>>,
+        by: impl FnOnce(&DefaultPolicy, &std::collections::BTreeSet<u64>) -> Option<u64>,
+    ) -> Option<u64> {
         match self.policies.load().get(name) {
-            Some(p) => p.route(&ready, fastrand::f64()),
-            None => ready.last().copied(),
+            Some(p) => by(p, &versions.keys().copied().collect()),
+            None => versions.keys().next_back().copied(),
         }
     }
 

@@ -216,6 +216,7 @@ async fn status(shared: &Shared) -> StatusReply {
             .iter()
             .map(|a| {
                 let stats = a.model.stats();
+                let info = info_of(a.name(), a.version());
                 ModelStatus {
                     name: a.name().to_string(),
                     version: a.version(),
@@ -228,9 +229,9 @@ async fn status(shared: &Shared) -> StatusReply {
                     forward_us: stats.busy_ns.load(Ordering::Relaxed) / 1000,
                     queued: stats.queued.load(Ordering::Relaxed) as u64,
                     plugin_instances: a.plugin.idle_instances() as u64,
-                    default: info_of(a.name(), a.version()).is_some_and(|m| m.default),
-                    rolled_back: info_of(a.name(), a.version()).and_then(|m| m.rolled_back.clone()),
-                    canary: info_of(a.name(), a.version()).and_then(|m| m.canary.clone()),
+                    default: info.is_some_and(|m| m.default),
+                    rolled_back: info.and_then(|m| m.rolled_back.clone()),
+                    canary: info.and_then(|m| m.canary.clone()),
                     ..ModelStatus::default()
                 }
             })
