@@ -12,6 +12,8 @@ libtorch:
     plugins/lartpc-dense/           U-Net (also lartpc-sparse/model.pt), a sparse-stored
                                     cropped wire plane, PyTorch's stitched scores
     plugins/image/                  shape CNN, sample PNGs, PyTorch's scores
+    tests/triton/particlenet/       a 3-input ParticleNet-style tagger laid out as a Triton
+                                    model (1/model.pt), sample jets, PyTorch's scores
 
 `--only lartpc image` exports only those groups; `--event DIR` writes one
 full synthetic LArTPC event (plane-0/1/2.npy, 2400/2400/3456 wires x 1008
@@ -193,6 +195,87 @@ def test_apps():
     slow = torch.jit.script(Slow().eval())
     slow.save(str(ROOT / "tests" / "apps" / "slow" / "model.pt"))
     print("tests/apps: slow")
+
+
+# ---------------------------------------------------------------------------
+# A Triton model repository entry for `tensorgate import triton`: a
+# ParticleNet-style jet tagger (EdgeConv on k nearest neighbours in eta-phi)
+# with three inputs, as Triton's PyTorch backend serves it.
+
+class EdgeConv(torch.nn.Module):
+    """One EdgeConv block: for each particle, an MLP over (x_i, x_j - x_i)
+    for its k nearest neighbours in `points`, averaged, plus a shortcut."""
+
+    def __init__(self, k: int, cin: int, cout: int):
+        super().__init__()
+        self.k = k
+        self.mlp = torch.nn.Sequential(
+            torch.nn.Conv2d(2 * cin, cout, 1), torch.nn.ReLU(), torch.nn.Conv2d(cout, cout, 1), torch.nn.ReLU())
+        self.shortcut = torch.nn.Conv1d(cin, cout, 1)
+
+    def forward(self, points: torch.Tensor, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        n, c, p = x.shape
+        # Padding is moved far away so that it is nobody's neighbour.
+        pts = points + (mask == 0).to(points.dtype) * 1e6
+        sq = (pts * pts).sum(1, keepdim=True)
+        dist = sq.transpose(1, 2) + sq - 2 * pts.transpose(1, 2) @ pts          # [n, p, p]
+        idx = dist.topk(self.k + 1, dim=-1, largest=False).indices[:, :, 1:]    # [n, p, k]
+        xt = x.transpose(1, 2)                                                  # [n, p, c]
+        neighbours = torch.gather(xt.unsqueeze(1).expand(n, p, p, c), 2, idx.unsqueeze(-1).expand(n, p, self.k, c))
+        centre = xt.unsqueeze(2).expand(n, p, self.k, c)
+        edges = torch.cat([centre, neighbours - centre], -1).permute(0, 3, 1, 2)  # [n, 2c, p, k]
+        return torch.relu(self.mlp(edges).mean(-1) + self.shortcut(x)) * mask
+
+
+class ParticleNetLite(torch.nn.Module):
+    """points [N, 2, P] (eta, phi), features [N, 4, P], mask [N, 1, P] ->
+    softmax scores [N, 3] (qcd, top, w)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = EdgeConv(8, 4, 32)
+        self.conv2 = EdgeConv(8, 32, 32)
+        self.head = torch.nn.Sequential(torch.nn.Linear(32, 32), torch.nn.ReLU(), torch.nn.Linear(32, 3))
+
+    def forward(self, points: torch.Tensor, features: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        h = self.conv1(points, features, mask)
+        h = self.conv2(points, h, mask)
+        pooled = h.sum(-1) / mask.sum(-1).clamp(min=1.0)
+        return torch.softmax(self.head(pooled), dim=-1)
+
+
+def jets(counts, width: int, seed: int):
+    """Synthetic jets: `counts` particles each, padded to `width`, as
+    particle lists and as ParticleNet's (points, features, mask)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    points = np.zeros((len(counts), 2, width), np.float32)
+    features = np.zeros((len(counts), 4, width), np.float32)
+    mask = np.zeros((len(counts), 1, width), np.float32)
+    for i, n in enumerate(counts):
+        deta, dphi = rng.normal(0, 0.2, size=(2, n))
+        pt = np.sort(rng.exponential(10.0, size=n))[::-1] + 1.0
+        points[i, :, :n] = deta, dphi
+        features[i, :, :n] = np.log(pt), np.log(pt / pt.sum()), deta, dphi
+        mask[i, 0, :n] = 1.0
+    return points, features, mask
+
+
+def triton():
+    import numpy as np
+
+    out = ROOT / "tests" / "triton" / "particlenet"
+    (out / "1").mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(21)
+    model = torch.jit.script(ParticleNetLite().eval())
+    model.save(str(out / "1" / "model.pt"))
+    points, features, mask = jets([20, 32, 7], width=32, seed=8)
+    np.savez(out / "sample.npz", points=points, features=features, mask=mask)
+    with torch.no_grad():
+        scores = model(torch.from_numpy(points), torch.from_numpy(features), torch.from_numpy(mask))
+    np.savez(out / "reference.npz", scores=scores.numpy())
+    print("tests/triton: particlenet")
 
 
 # ---------------------------------------------------------------------------
@@ -549,7 +632,7 @@ if __name__ == "__main__":
     import argparse
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", nargs="*", help="export only these groups (tabular tensors tests lartpc image)")
+    parser.add_argument("--only", nargs="*", help="export only these groups (tabular tensors tests triton lartpc image)")
     parser.add_argument("--event", metavar="DIR", help="write one full synthetic LArTPC event "
                         "(plane-0/1/2.npy: 2400/2400/3456 wires x 1008 ticks) into DIR and exit")
     parser.add_argument("--seed", type=int, default=1, help="event seed for --event")
@@ -558,7 +641,8 @@ if __name__ == "__main__":
     if args.event:
         write_event(pathlib.Path(args.event), args.seed)
         raise SystemExit(0)
-    groups = {"tabular": tabular, "tensors": tensors_bundles, "tests": test_apps, "lartpc": lartpc, "image": image}
+    groups = {"tabular": tabular, "tensors": tensors_bundles, "tests": test_apps, "triton": triton, "lartpc": lartpc,
+              "image": image}
     for name, fn in groups.items():
         if not args.only or name in args.only:
             fn()

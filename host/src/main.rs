@@ -267,6 +267,7 @@ fn run_cluster(args: &Args, url: &str, config: HostConfig) -> anyhow::Result<()>
     cluster.heartbeat = Duration::from_millis(args.heartbeat_ms.max(50));
     cluster.tls_ca = args.nats_ca.clone();
     cluster.max_queued_bytes = args.max_queued_mb.max(1) << 20;
+    cluster.rollout = config.rollout;
     cluster.auth = match (&args.nats_user, &args.nats_password, &args.nats_nkey, &args.nats_creds) {
         (Some(user), password, None, None) => {
             EngineAuth::User { user: user.clone(), password: password.clone().unwrap_or_default() }

@@ -192,12 +192,20 @@ pub struct PluginSection {
     pub timeout_ms: Option<u64>,
     /// Linear-memory cap per instance (MiB); the host's default when absent.
     pub memory_mb: Option<u64>,
+    /// Whether a reply carries the item's metadata, with the plugin's own
+    /// entries over it (default); `false` sends only the plugin's.
+    #[serde(default = "yes")]
+    pub echo_metadata: bool,
 }
 
 impl Default for PluginSection {
     fn default() -> Self {
-        PluginSection { file: default_plugin_file(), timeout_ms: None, memory_mb: None }
+        PluginSection { file: default_plugin_file(), timeout_ms: None, memory_mb: None, echo_metadata: true }
     }
+}
+
+fn yes() -> bool {
+    true
 }
 
 fn default_model_file() -> String {

@@ -70,6 +70,10 @@ pub async fn process_item(
 
 async fn run(app: &Application, head: ItemHead, payload: Bytes, timings: &mut Timings) -> Result<Output, ItemFailure> {
     accepted(app, head.index, &head.content_type)?;
+    let echoed = match app.manifest.plugin.echo_metadata && !head.metadata.is_empty() {
+        true => Some(head.metadata.clone()),
+        false => None,
+    };
     let item = Item {
         // Free when the payload is uniquely owned (e.g. just decompressed).
         data: Vec::from(payload),
@@ -92,8 +96,13 @@ async fn run(app: &Application, head: ItemHead, payload: Bytes, timings: &mut Ti
     let context = prepared.context;
     let bytes = outputs.iter().map(|t| t.data.len()).sum::<usize>() + context.len();
     let t = Instant::now();
-    let output = call_plugin(app, bytes, || app.plugin.postprocess(outputs, &context))?;
+    let mut output = call_plugin(app, bytes, || app.plugin.postprocess(outputs, &context))?;
     timings.postprocess_us = micros(t.elapsed());
+    if let Some(mut metadata) = echoed {
+        // The item's entries first, the plugin's over them.
+        metadata.extend(std::mem::take(&mut output.metadata));
+        output.metadata = metadata.into_iter().collect();
+    }
     let size = output.data.len()
         + output.content_type.len()
         + output.metadata.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>();

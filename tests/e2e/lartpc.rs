@@ -56,14 +56,15 @@ async fn dense_plane_matches_pytorch_stitching() {
         .with_meta("subrun", "12")
         .with_meta("event", "604")
         .with_meta("plane", "2")
-        .with_meta("unrelated", "dropped");
+        .with_meta("unrelated", "echoed");
     let reply = client.predict(Submission::new("lartpc-dense", vec![input])).await.unwrap();
     let out = reply.outcomes[0].as_ref().expect("item ok");
     assert_eq!(out.content_type, "application/x-npz");
-    for (k, v) in [("run", "5328"), ("subrun", "12"), ("event", "604"), ("plane", "2"), ("tiles", "6"), ("tiles_run", "6")] {
+    // The host gives the item's metadata back; the plugin adds its counts.
+    for (k, v) in [("run", "5328"), ("subrun", "12"), ("event", "604"), ("plane", "2"), ("unrelated", "echoed"), ("tiles", "6"), ("tiles_run", "6")] {
         assert_eq!(out.metadata.get(k).map(String::as_str), Some(v), "metadata {k}: {:?}", out.metadata);
     }
-    assert!(!out.metadata.contains_key("unrelated"));
+    assert_eq!(out.metadata.len(), 7, "{:?}", out.metadata);
     let a = arrays(&out.payload);
     let pixels = get(&a, "pixels").view::<i32>().unwrap().into_owned();
     assert_eq!(pixels, want_pixels, "the above-threshold pixels, row-major");
@@ -222,6 +223,47 @@ async fn cli_meta_passes_through() {
     assert_eq!(line["metadata"]["run"], "7", "{line}");
     assert_eq!(line["metadata"]["event"], "42", "{line}");
     assert_eq!(line["metadata"]["tiles_run"], "6", "{line}");
-    assert!(line["metadata"].get("filename").is_none(), "only the plugin's metadata comes back: {line}");
+    let file = root().join("plugins/lartpc-dense/samples/plane-crop.npz");
+    assert_eq!(line["metadata"]["filename"], file.display().to_string(), "the CLI's own entry comes back too: {line}");
+    host.stop().await;
+}
+
+/// A bundle whose manifest sets `[plugin] echo_metadata = false` replies
+/// with the plugin's entries only; a failed item carries the metadata it
+/// was sent with whatever failed it (plugin, content type, deadline).
+#[tokio::test(flavor = "multi_thread")]
+async fn metadata_echo_can_be_turned_off_and_failures_carry_theirs() {
+    let repo = tensorgate_tests::repository_with(|app, text| {
+        if app == "lartpc-sparse" {
+            *text = text.replacen("[plugin]\n", "[plugin]\necho_metadata = false\n", 1);
+        }
+    });
+    let host = TestHost::start_with(repo.path().to_path_buf(), |_| {}).await;
+    let client = host.client().await;
+    let crop = std::fs::read(root().join("plugins/lartpc-dense/samples/plane-crop.npz")).expect("sample");
+    let items = vec![
+        Input::new(crop.clone(), "application/x-npz").with_meta("event", "1"),
+        Input::new(b"not an npz".to_vec(), "application/x-npz").with_meta("event", "2").with_meta("run", "9"),
+        Input::new(crop, "application/json").with_meta("event", "3"),
+    ];
+    let reply = client.predict(Submission::new("lartpc-sparse", items)).await.unwrap();
+    let ok = reply.outcomes[0].as_ref().expect("item 0 ok");
+    let keys: Vec<&str> = ok.metadata.keys().map(String::as_str).collect();
+    assert_eq!(keys, ["tiles", "tiles_run"], "only the plugin's entries: {:?}", ok.metadata);
+    let bad = reply.outcomes[1].as_ref().expect_err("item 1 fails");
+    assert_eq!(bad.code, ErrorCode::PluginError, "{}", bad.message);
+    assert_eq!((bad.metadata["event"].as_str(), bad.metadata["run"].as_str()), ("2", "9"));
+    let wrong_type = reply.outcomes[2].as_ref().expect_err("item 2 fails");
+    assert_eq!(wrong_type.code, ErrorCode::UnsupportedContentType, "{}", wrong_type.message);
+    assert_eq!(wrong_type.metadata["event"], "3");
+    // A deadline failure comes from the request machine, not the plugin.
+    let crop = std::fs::read(root().join("plugins/lartpc-dense/samples/plane-crop.npz")).expect("sample");
+    let mut slow = Submission::new("lartpc-sparse", vec![Input::new(crop, "application/x-npz").with_meta("event", "4")]);
+    slow.header.deadline_ms = Some(1);
+    let reply = client.predict(slow).await.unwrap();
+    let late = reply.outcomes[0].as_ref().expect_err("past its deadline");
+    assert_eq!(late.code, ErrorCode::DeadlineExceeded, "{}", late.message);
+    assert_eq!(late.metadata["event"], "4");
+    client.close().await;
     host.stop().await;
 }

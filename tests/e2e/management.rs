@@ -207,7 +207,7 @@ async fn a_manifest_that_does_not_match_its_model_is_refused_before_it_serves() 
         // One line, but for TOML's own pointer at the offending line.
         assert!(!text.contains('\n') || text.contains("TOML parse error"), "{text}");
     };
-    let cases: [(&str, fn(&mut String), &[&str]); 6] = [
+    let cases: [(&str, fn(&mut String), &[&str]); 8] = [
         // 3 labels for a model whose declared output has 4 columns.
         ("labels", |m| *m = m.replace(r#"labels = ["qcd", "top", "w", "z"]"#, r#"labels = ["qcd", "top", "w"]"#),
             &["manifest.toml: field `labels`: 3 label(s), but no declared output has 3 classes", "`scores` f32 [-1, 4]"]),
@@ -222,6 +222,12 @@ async fn a_manifest_that_does_not_match_its_model_is_refused_before_it_serves() 
         // A declared input too large to probe with zeros: refused by name, no allocation.
         ("huge-input", |m| *m = m.replace("shape = [-1, 16]", "shape = [-1, 1000000, 1000000]"),
             &["manifest.toml: input `features` declared [-1, 1000000, 1000000]: one item of it is over 1024 MiB"]),
+        // More inputs than the model's forward takes (read from model.pt itself).
+        ("input-count", |m| m.push_str("\n[[inputs]]\nname = \"extra\"\ndtype = \"f32\"\nshape = [-1, 2]\n"),
+            &["manifest.toml: `[[inputs]]` declares 2 input(s) (features, extra), but model.pt's forward(x: Tensor) -> Tensor takes 1"]),
+        // More outputs than it returns.
+        ("output-count", |m| m.push_str("\n[[outputs]]\nname = \"extra\"\ndtype = \"f32\"\nshape = [-1, 2]\n"),
+            &["manifest.toml: `[[outputs]]` declares 2 output(s) (scores, extra), but model.pt's forward returns 1 tensor(s): forward(x: Tensor) -> Tensor"]),
         // A typo in a field name.
         ("typo", |m| *m = m.replace("labels = [", "labelz = ["), &["manifest.toml", "unknown field `labelz`"]),
     ];

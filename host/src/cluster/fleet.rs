@@ -353,12 +353,16 @@ pub trait View: Send + Sync {
     /// Applies a policy this gateway just wrote (the KV watch brings it too,
     /// a moment later; the reply must not race it).
     fn set_policy(&self, name: &str, policy: Option<DefaultPolicy>);
+    /// The policy of `name` as this gateway holds it.
+    fn policy(&self, name: &str) -> DefaultPolicy;
+    /// Trial terms where a manifest's `[rollout]` says nothing.
+    fn rollout(&self) -> crate::manifest::Rollout;
 }
 
 /// Reads, changes with `edit` and writes back the policy of `name`, with
 /// compare-and-set so that two gateways changing it at once do not lose a
 /// change. Returns `edit`'s result and the policy written.
-async fn update_policy<T>(
+pub(super) async fn update_policy<T>(
     stores: &Stores,
     name: &str,
     mut edit: impl FnMut(&mut DefaultPolicy) -> Result<T, Failure>,
@@ -473,6 +477,22 @@ pub async fn upload(
     }
     let object = format!("{name}/{version}/{sha256}");
     write_object(client, &stores.objects, &object, &archive).await.map_err(|e| internal("storing the bundle", e))?;
+    // A new release on trial is set up before any worker has it, so that
+    // it never serves as the default before its trial starts.
+    let before = view.policy(&name);
+    let terms = manifest.rollout.over(view.rollout());
+    let mut trial = false;
+    if let Ok(mut ready) = view.everywhere(&name) {
+        ready.insert(version);
+        if before.clone().start_trial(version, &ready, terms) {
+            let (started, policy) = update_policy(stores, &name, |p| Ok(p.start_trial(version, &ready, terms))).await?;
+            view.set_policy(&name, Some(policy));
+            if started {
+                tracing::info!(app = %name, version, share = terms.canary_share, items = terms.canary_items, "on trial fleet-wide");
+            }
+            trial = started;
+        }
+    }
     let desired = Desired { name: name.clone(), version, object, sha256: sha256.clone(), bytes: archive.len() as u64 };
     let workers = view.live_workers();
     let mut reports = client
@@ -484,6 +504,18 @@ pub async fn upload(
     let got = collect_reports(&mut reports, view, &workers, |r| r.sha256 == sha256 || r.error.is_some()).await;
     let failed: Vec<&Report> = got.values().filter(|r| r.error.is_some()).collect();
     if !failed.is_empty() {
+        if trial {
+            let undone = update_policy(stores, &name, |p| {
+                if p.canary.as_ref().is_some_and(|c| c.version == version) {
+                    (p.canary, p.pinned, p.newest) = (before.canary.clone(), before.pinned, before.newest);
+                }
+                Ok(())
+            })
+            .await;
+            if let Ok(((), policy)) = undone {
+                view.set_policy(&name, Some(policy));
+            }
+        }
         // Roll back: the previous content, or nothing.
         let _ = match previous {
             Some(prev) => stores.kv.put(&key, prev).await.map(|_| ()).map_err(|e| e.to_string()),

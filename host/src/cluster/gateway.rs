@@ -24,6 +24,7 @@ use super::wire::{self, Advert, ReplyHead, Subjects, WorkHead, WorkerState};
 use super::worker::{short_id, unix_ms, HEADER_ROOM};
 use super::fleet::{self, Failure};
 use super::{ClusterConfig, ClusterError};
+use crate::repository::defaults::{self, Rollout, Tally, Verdict};
 use crate::repository::DefaultPolicy;
 use crate::request::{ItemDone, ItemFailure, ItemFuture, ItemRunner, Reject, Routed};
 use crate::server::{Fleet, FleetStatus};
@@ -57,6 +58,26 @@ struct Inner {
     /// Each model's default-version policy (`promote`, `rollback`), kept
     /// from the fleet's KV bucket.
     policies: Mutex<HashMap<String, DefaultPolicy>>,
+    /// The trials of the fleet's canaries, as this gateway sees them.
+    trials: Mutex<HashMap<String, Trial>>,
+}
+
+/// A canary's trial, judged by each gateway on the items it routed since it
+/// learnt of the trial; the first verdict reached is written to the fleet
+/// (compare-and-set on the model's policy), and every gateway follows it.
+#[derive(Debug, Clone)]
+struct Trial {
+    /// The version on trial.
+    canary: u64,
+    /// The default meanwhile (pinned when the trial started).
+    base: u64,
+    /// The trial's terms.
+    rollout: Rollout,
+    /// Items of the canary and of the default since then.
+    canary_tally: Tally,
+    base_tally: Tally,
+    /// A verdict is being written.
+    deciding: bool,
 }
 
 /// What one routed request's items need.
@@ -71,6 +92,8 @@ pub struct RemoteSession {
     /// Items per group at most: [`GROUP_MAX`], or the smallest capacity of
     /// those workers.
     group_max: usize,
+    /// The model and version, when their items count in a trial.
+    trial: Option<(String, u64)>,
 }
 
 /// A request's items on their way to the engine.
@@ -109,6 +132,7 @@ impl Gateway {
             fleet: Mutex::new(HashMap::new()),
             stores,
             policies: Mutex::new(HashMap::new()),
+            trials: Mutex::new(HashMap::new()),
         });
         tokio::spawn(watch_policies(Arc::downgrade(&inner)));
         tokio::spawn(listen_replies(Arc::downgrade(&inner), replies));
@@ -186,8 +210,124 @@ impl Inner {
                 format!("no worker serves model `{model}` version {v} (served: {})", listed.join(", ")),
             ));
         }
-        let chosen = self.policy(model).choose(&everywhere);
+        let policy = self.policy(model);
+        let chosen = match policy.canary.is_some() {
+            true => policy.route(&everywhere, fastrand::f64()),
+            false => policy.choose(&everywhere),
+        };
         Ok(chosen.or(any.last().copied()).unwrap_or_default())
+    }
+
+    /// The default version of `model` (not a canary's share).
+    fn default_version(&self, model: &str) -> Option<u64> {
+        let (any, everywhere) = self.holdings(model).ok()?;
+        self.policy(model).choose(&everywhere).or(any.last().copied())
+    }
+
+    /// Applies a model's policy (from the KV watch, or written here), and
+    /// starts or ends this gateway's view of its trial.
+    fn apply_policy(&self, name: &str, policy: Option<DefaultPolicy>) {
+        let mut trials = self.trials.lock().unwrap_or_else(|p| p.into_inner());
+        match policy.as_ref().and_then(|p| p.canary.clone().map(|c| (c, p.pinned.unwrap_or_default()))) {
+            Some((c, base)) => {
+                if trials.get(name).is_none_or(|t| (t.canary, t.base) != (c.version, base)) {
+                    let trial = Trial { canary: c.version, base, rollout: c.rollout, canary_tally: Tally::default(), base_tally: Tally::default(), deciding: false };
+                    trials.insert(name.to_string(), trial);
+                }
+            }
+            None => {
+                trials.remove(name);
+            }
+        }
+        drop(trials);
+        let mut policies = self.policies.lock().unwrap_or_else(|p| p.into_inner());
+        match policy {
+            Some(p) => policies.insert(name.to_string(), p),
+            None => policies.remove(name),
+        };
+    }
+
+    /// Whether items of `model` at `version` count in a trial.
+    fn in_trial(&self, model: &str, version: u64) -> bool {
+        let trials = self.trials.lock().unwrap_or_else(|p| p.into_inner());
+        trials.get(model).is_some_and(|t| version == t.canary || version == t.base)
+    }
+
+    /// Counts one answered item in its model's trial and judges it; a
+    /// verdict is written to the fleet off this path. Failures of the
+    /// gateway or the engine (`busy`, `internal`) are not the version's.
+    fn count(self: &Arc<Self>, model: &str, version: u64, done: &ItemDone) {
+        let failed = match &done.result {
+            Ok(_) => false,
+            Err(f) if matches!(f.code, ErrorCode::Busy | ErrorCode::Internal | ErrorCode::DeadlineExceeded) => return,
+            Err(_) => true,
+        };
+        let mut trials = self.trials.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(t) = trials.get_mut(model) else { return };
+        let tally = match version {
+            v if v == t.canary => &mut t.canary_tally,
+            v if v == t.base => &mut t.base_tally,
+            _ => return,
+        };
+        match failed {
+            true => tally.failed += 1,
+            false => tally.ok += 1,
+        }
+        if t.deciding {
+            return;
+        }
+        let (promoted, why) = match defaults::judge(&t.rollout, t.canary_tally, t.base_tally) {
+            Verdict::Running => return,
+            Verdict::Promote(why) => (true, why),
+            Verdict::RollBack(why) => (false, why),
+        };
+        t.deciding = true;
+        let canary = t.canary;
+        drop(trials);
+        tokio::spawn(self.clone().decide(model.to_string(), canary, promoted, why));
+    }
+
+    /// Writes a trial's verdict to the fleet, unless another gateway ended
+    /// the trial first.
+    async fn decide(self: Arc<Self>, name: String, version: u64, promoted: bool, why: String) {
+        let ended = fleet::update_policy(&self.stores, &name, |p| {
+            let on_trial = p.canary.as_ref().is_some_and(|c| c.version == version);
+            if on_trial {
+                p.end_trial(version, promoted, &why);
+            }
+            Ok(on_trial)
+        })
+        .await;
+        match ended {
+            Ok((true, policy)) => {
+                self.apply_policy(&name, Some(policy));
+                if promoted {
+                    tracing::info!(app = %name, version, "promoted fleet-wide: {why}");
+                    metrics::counter!(crate::metrics::names::PROMOTIONS, "model" => name.clone()).increment(1);
+                } else {
+                    tracing::warn!(app = %name, version, "rolled back fleet-wide automatically: {why}");
+                    metrics::counter!(crate::metrics::names::ROLLBACKS, "model" => name.clone(), "cause" => "canary").increment(1);
+                }
+            }
+            Ok((false, _)) => tracing::debug!(app = %name, version, "the trial was ended elsewhere"),
+            Err((_, e)) => {
+                tracing::warn!(app = %name, version, "writing the trial's verdict (judged again on the next item): {e}");
+                if let Some(t) = self.trials.lock().unwrap_or_else(|p| p.into_inner()).get_mut(&name) {
+                    t.deciding = false;
+                }
+            }
+        }
+    }
+
+    /// This gateway's view of `model`'s trial of `version`, for `models`.
+    fn canary_info(&self, model: &str, version: u64) -> Option<tensorgate_protocol::CanaryInfo> {
+        let trials = self.trials.lock().unwrap_or_else(|p| p.into_inner());
+        trials.get(model).filter(|t| t.canary == version).map(|t| tensorgate_protocol::CanaryInfo {
+            share: t.rollout.canary_share,
+            items_needed: t.rollout.canary_items,
+            items_ok: t.canary_tally.ok,
+            items_failed: t.canary_tally.failed,
+        })
     }
 
     /// The default-version policy of `model`.
@@ -415,6 +555,7 @@ impl ItemRunner for Gateway {
             queue: Mutex::new(Outbox::default()),
             workers: capacities.len().max(1),
             group_max: (smallest as usize).clamp(1, GROUP_MAX),
+            trial: self.inner.in_trial(&h.model, version).then(|| (h.model.clone(), version)),
         };
         Ok((Routed { model: h.model.clone(), version }, Arc::new(session)))
     }
@@ -424,20 +565,32 @@ impl ItemRunner for Gateway {
     fn run(&self, session: &Arc<RemoteSession>, item: Item) -> ItemFuture {
         let inner = self.inner.clone();
         if item.payload.len() > inner.max_body() / 4 {
-            return Box::pin(inner.forward(session.clone(), item));
+            let session = session.clone();
+            return Box::pin(async move {
+                let done = inner.clone().forward(session.clone(), item).await;
+                if let Some((model, version)) = &session.trial {
+                    inner.count(model, *version, &done);
+                }
+                done
+            });
         }
         let index = item.head.index;
         let key = inner.next_key.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         inner.pending.lock().unwrap_or_else(|p| p.into_inner()).insert(key, tx);
         session.queue.lock().unwrap_or_else(|p| p.into_inner()).items.push((key, item));
+        let trial = session.trial.clone();
         let forget = Forget { inner, key };
         Box::pin(async move {
-            let _forget = forget;
-            rx.await.unwrap_or_else(|_| ItemDone {
+            let forget = forget;
+            let done = rx.await.unwrap_or_else(|_| ItemDone {
                 result: Err(ItemFailure::new(ErrorCode::Internal, format!("item {index}: reply channel closed"))),
                 timings: Default::default(),
-            })
+            });
+            if let Some((model, version)) = &trial {
+                forget.inner.count(model, *version, &done);
+            }
+            done
         })
     }
 
@@ -544,15 +697,10 @@ async fn watch_policies(inner: std::sync::Weak<Inner>) {
                 }
             };
             let Some(name) = entry.key.strip_prefix(fleet::POLICY_PREFIX) else { continue };
-            let mut policies = inner.policies.lock().unwrap_or_else(|p| p.into_inner());
             match (entry.operation, serde_json::from_slice::<DefaultPolicy>(&entry.value)) {
-                (async_nats::jetstream::kv::Operation::Put, Ok(p)) => {
-                    policies.insert(name.to_string(), p);
-                }
+                (async_nats::jetstream::kv::Operation::Put, Ok(p)) => inner.apply_policy(name, Some(p)),
                 (async_nats::jetstream::kv::Operation::Put, Err(e)) => tracing::warn!(model = name, "unreadable default-version policy: {e}"),
-                _ => {
-                    policies.remove(name);
-                }
+                _ => inner.apply_policy(name, None),
             }
         }
     }
@@ -638,8 +786,9 @@ impl Fleet for Gateway {
                 }
             }
             for ((name, version), m) in models.iter_mut() {
-                m.default = self.inner.route(name, None).is_ok_and(|v| v == *version);
+                m.default = self.inner.default_version(name) == Some(*version);
                 m.rolled_back = self.inner.policy(name).rolled_back.get(version).cloned();
+                m.canary = self.inner.canary_info(name, *version);
             }
             FleetStatus { models: models.into_values().collect(), workers, load_errors }
         })
@@ -665,8 +814,9 @@ impl Fleet for Gateway {
         }
         let mut models: Vec<ModelInfo> = out.into_values().collect();
         for m in &mut models {
-            m.default = self.inner.route(&m.name, None).is_ok_and(|v| v == m.version);
+            m.default = self.inner.default_version(&m.name) == Some(m.version);
             m.rolled_back = self.inner.policy(&m.name).rolled_back.get(&m.version).cloned();
+            m.canary = self.inner.canary_info(&m.name, m.version);
         }
         (models, errors)
     }
@@ -727,14 +877,18 @@ impl fleet::View for Gateway {
     }
 
     fn default_of(&self, name: &str) -> Option<u64> {
-        self.inner.route(name, None).ok()
+        self.inner.default_version(name)
     }
 
     fn set_policy(&self, name: &str, policy: Option<DefaultPolicy>) {
-        let mut policies = self.inner.policies.lock().unwrap_or_else(|p| p.into_inner());
-        match policy {
-            Some(p) => policies.insert(name.to_string(), p),
-            None => policies.remove(name),
-        };
+        self.inner.apply_policy(name, policy);
+    }
+
+    fn policy(&self, name: &str) -> DefaultPolicy {
+        self.inner.policy(name)
+    }
+
+    fn rollout(&self) -> Rollout {
+        self.inner.cluster.rollout
     }
 }

@@ -60,6 +60,9 @@ pub struct ClusterConfig {
     /// Largest amount of queued work the engine holds (bytes); past it new
     /// items fail `busy`.
     pub max_queued_bytes: i64,
+    /// Trial terms of a new release uploaded through a gateway where its
+    /// manifest's `[rollout]` says nothing (the `--canary-*` flags).
+    pub rollout: crate::manifest::Rollout,
 }
 
 impl ClusterConfig {
@@ -74,6 +77,7 @@ impl ClusterConfig {
             max_deliveries: 5,
             heartbeat: Duration::from_secs(1),
             max_queued_bytes: 1 << 30,
+            rollout: crate::manifest::Rollout::default(),
         }
     }
 

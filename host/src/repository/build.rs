@@ -88,6 +88,7 @@ fn build(dir: &Path, home: &Path, engine: &PluginEngine, config: &HostConfig) ->
     let stamp = Stamp::of(dir);
     let manifest = Manifest::load(dir)?;
     super::check::labels(&manifest)?;
+    super::signature::check(&manifest, &dir.join(&manifest.model.file))?;
     let layout = |message: String| LoadError::Layout { dir: home.display().to_string(), message };
     let dir_version = home.file_name().and_then(|n| n.to_str()).and_then(|n| n.parse::<u64>().ok());
     if dir_version != Some(manifest.version) {

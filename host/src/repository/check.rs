@@ -3,7 +3,8 @@
 //! file and field) instead of every item:
 //!
 //! - static: the manifest's `labels` against the class dimension of its
-//!   declared outputs;
+//!   declared outputs; its declared inputs and outputs against the model's
+//!   `forward` signature ([`super::signature`]);
 //! - dynamic, the first that applies: the manifest's `[warmup]` item; else
 //!   each file under the bundle's `samples/` (at most [`MAX_SAMPLES`]),
 //!   through plugin, model and plugin; else a synthetic input (zeros shaped

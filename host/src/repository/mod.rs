@@ -14,6 +14,7 @@ pub mod check;
 pub mod defaults;
 mod reconcile;
 pub mod routes;
+pub mod signature;
 pub mod store;
 pub mod watch;
 

@@ -28,7 +28,7 @@ mod runner;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -196,8 +196,9 @@ pub struct RequestMachine {
     started: Option<Instant>,
     deadline: Option<Instant>,
     accept_zstd: bool,
-    /// Items started and not yet answered.
-    running: HashSet<u32>,
+    /// Items started and not yet answered, with the metadata the client
+    /// sent (given back with a failure; empty maps do not allocate).
+    running: HashMap<u32, BTreeMap<String, String>>,
     /// The client finished its side.
     peer_finished: bool,
     summary: Summary,
@@ -221,7 +222,7 @@ impl RequestMachine {
             started: None,
             deadline: None,
             accept_zstd: false,
-            running: HashSet::new(),
+            running: HashMap::new(),
             peer_finished: false,
             summary: Summary::default(),
             writer: FrameWriter::new(),
@@ -354,9 +355,12 @@ impl RequestMachine {
     /// An item started by [`Action::Run`] is done. Answers that arrive after
     /// the item was answered otherwise (deadline) or cancelled are dropped.
     pub fn item_done(&mut self, index: u32, done: ItemDone, now: Instant) {
-        if self.phase != Phase::Predict || !self.running.remove(&index) {
+        if self.phase != Phase::Predict {
             return;
         }
+        let Some(metadata) = self.running.remove(&index) else {
+            return;
+        };
         let (s, t) = (&mut self.summary.timings, &done.timings);
         s.queue_us += t.queue_us;
         s.preprocess_us += t.preprocess_us;
@@ -372,7 +376,7 @@ impl RequestMachine {
                 let head = ItemHead { index, content_type: output.content_type, metadata: output.metadata, compression };
                 self.writer.item(FrameKind::Result, &head, payload);
             }
-            Err(failure) => self.answer_failed(index, failure),
+            Err(failure) => self.answer_failed(index, failure, metadata),
         }
         self.advance(now);
     }
@@ -398,15 +402,17 @@ impl RequestMachine {
         if self.phase != Phase::Predict || !self.deadline.is_some_and(|d| now >= d) || self.running.is_empty() {
             return;
         }
-        let mut expired: Vec<u32> = self.running.drain().collect();
-        expired.sort_unstable();
-        for &index in &expired {
+        let mut expired: Vec<(u32, BTreeMap<String, String>)> = self.running.drain().collect();
+        expired.sort_unstable_by_key(|(index, _)| *index);
+        let indices = expired.iter().map(|(index, _)| *index).collect();
+        for (index, metadata) in expired {
             self.answer_failed(
                 index,
                 ItemFailure::new(ErrorCode::DeadlineExceeded, "request deadline passed before the item finished"),
+                metadata,
             );
         }
-        self.actions.push_back(Action::Cancel(expired));
+        self.actions.push_back(Action::Cancel(indices));
         self.advance(now);
     }
 
@@ -477,9 +483,10 @@ impl RequestMachine {
                     self.answer_failed(
                         index,
                         ItemFailure::new(ErrorCode::DeadlineExceeded, "request deadline passed before the item started"),
+                        item.head.metadata,
                     );
                 } else {
-                    self.running.insert(index);
+                    self.running.insert(index, item.head.metadata.clone());
                     self.actions.push_back(Action::Run(item));
                 }
             }
@@ -515,13 +522,14 @@ impl RequestMachine {
         self.end(Outcome::Completed { ok, failed });
     }
 
-    fn answer_failed(&mut self, index: u32, failure: ItemFailure) {
+    fn answer_failed(&mut self, index: u32, failure: ItemFailure, metadata: BTreeMap<String, String>) {
         self.summary.failed += 1;
         self.writer.frame(&Frame::ItemError(ItemError {
             index,
             code: failure.code,
             message: failure.message,
             retry_after_ms: failure.retry_after_ms,
+            metadata,
         }));
     }
 
@@ -546,7 +554,7 @@ impl RequestMachine {
             }
         }
         self.actions.retain(|a| !matches!(a, Action::Run(_) | Action::Serve { .. } | Action::Open(_)));
-        let mut started: Vec<u32> = self.running.drain().collect();
+        let mut started: Vec<u32> = self.running.drain().map(|(index, _)| index).collect();
         let n = started.len();
         if n > 0 {
             started.sort_unstable();

@@ -8,8 +8,6 @@ use tensorgate_plugin::prelude::*;
 use tensorgate_plugin::sparse::Pixels;
 use tensorgate_plugin::tiles::TiledPixels;
 
-const META: &[&str] = &["run", "subrun", "event", "plane"];
-
 struct LartpcDense;
 
 impl Plugin for LartpcDense {
@@ -28,20 +26,17 @@ impl Plugin for LartpcDense {
         let pixels = Pixels::above(&plane.view::<f32>()?, w as usize, m.param_as("threshold")?);
         let tiled = TiledPixels::new(pixels, m.param_as("tile")?, m.param_as("overlap")?)?;
         let mut ctx = Writer::new();
-        ctx.meta(&item.keep_meta(META));
         tiled.encode(&mut ctx);
         Ok(Prepared::new(vec![tiled.input()]).with_context(ctx.finish()))
     }
 
     fn postprocess(outputs: Vec<Tensor>, context: Vec<u8>) -> Result<Output, PluginError> {
         let mut ctx = Reader::new(&context);
-        let meta = ctx.meta()?;
         let tiled = TiledPixels::decode(&mut ctx)?;
         let scores = tiled.gather(outputs.first().ok_or_else(|| PluginError::new("no-output", "model returned no tensor"))?)?;
         tensorgate_plugin::labels::check(&manifest().labels, scores.shape[1] as usize)?;
         let arrays = [("pixels".into(), tiled.pixels.coords()), ("values".into(), tiled.pixels.values_tensor()), ("scores".into(), scores)];
         Ok(Output::bytes(write_npz(&arrays), "application/x-npz")
-            .with_metadata(meta)
             .with_meta("tiles", &tiled.grid.len().to_string())
             .with_meta("tiles_run", &tiled.tiles.len().to_string()))
     }

@@ -4,8 +4,10 @@
 //! (`TENSORGATE_HOST`, `TENSORGATE_FINGERPRINT`, `TENSORGATE_CA`), then defaults.
 
 mod bench;
+mod pbtxt;
 mod scaffold;
 mod submit;
+mod triton;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -118,6 +120,8 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Scaffold (`plugin new NAME`) and build (`plugin build DIR`) plugin crates; needs no host.
     Plugin(scaffold::PluginArgs),
+    /// Bring models from another server across (`import triton DIR`); needs no host.
+    Import(triton::ImportArgs),
 }
 
 pub(crate) use tensorgate_client::content_type_for;
@@ -151,8 +155,10 @@ fn print_models(models: &[tensorgate_client::protocol::ModelInfo]) {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Command::Plugin(args) = &cli.command {
-        return scaffold::main(args);
+    match &cli.command {
+        Command::Plugin(args) => return scaffold::main(args),
+        Command::Import(args) => return triton::main(args),
+        _ => {}
     }
     match tokio::runtime::Runtime::new().map_err(anyhow::Error::from).and_then(|rt| rt.block_on(run(cli))) {
         Ok(code) => code,
@@ -186,7 +192,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let client = failover.client().await?;
     let code = match cli.command {
         Command::Submit(args) => submit::run(failover.clone(), args).await?,
-        Command::Plugin(_) => unreachable!("handled in main before connecting"),
+        Command::Plugin(_) | Command::Import(_) => unreachable!("handled in main before connecting"),
         Command::Bench(args) => {
             bench::run(client.clone(), args).await?;
             ExitCode::SUCCESS

@@ -361,7 +361,7 @@ impl Bundle {
 
 /// Runs `tensorgate-host --check BUNDLE` (found beside this binary),
 /// passing its output through; an error if the bundle fails.
-fn run_check(bundle: &Path) -> anyhow::Result<()> {
+pub(crate) fn run_check(bundle: &Path) -> anyhow::Result<()> {
     let host = std::env::current_exe()
         .ok()
         .and_then(|exe| exe.parent().map(|d| d.join("tensorgate-host")))

@@ -227,7 +227,7 @@ pub async fn run(client: Arc<Failover>, args: SubmitArgs) -> anyhow::Result<Exit
                                     json!({ "index": global, "file": file, "ok": true, "result": result })
                                 }
                             };
-                            // Metadata the plugin set on the reply (e.g. event ids passed through).
+                            // The reply's metadata: the item's own, with the plugin's entries over it.
                             if !r.metadata.is_empty() {
                                 line["metadata"] = json!(r.metadata);
                             }
@@ -236,7 +236,11 @@ pub async fn run(client: Arc<Failover>, args: SubmitArgs) -> anyhow::Result<Exit
                         Err(e) => {
                             let global = first + e.index as usize;
                             totals.lock().unwrap_or_else(|p| p.into_inner()).failed += 1;
-                            json!({ "index": global, "file": files.get(global), "ok": false, "code": e.code, "error": e.message })
+                            let mut line = json!({ "index": global, "file": files.get(global), "ok": false, "code": e.code, "error": e.message });
+                            if !e.metadata.is_empty() {
+                                line["metadata"] = json!(e.metadata);
+                            }
+                            line
                         }
                     };
                     pb.suspend(|| println!("{line}"));

@@ -148,7 +148,7 @@ impl Failover {
             .enumerate()
             .map(|(i, o)| {
                 o.unwrap_or_else(|| {
-                    Err(ItemFailed { index: i as u32, code: ErrorCode::Internal, message: "no reply for this item".into(), retry_after_ms: None })
+                    Err(ItemFailed { index: i as u32, code: ErrorCode::Internal, message: "no reply for this item".into(), retry_after_ms: None, metadata: Default::default() })
                 })
             })
             .collect();

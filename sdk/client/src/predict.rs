@@ -87,7 +87,8 @@ pub struct ItemReply {
     pub index: u32,
     /// Content type set by the plugin.
     pub content_type: String,
-    /// Metadata set by the plugin.
+    /// The item's own metadata with the plugin's entries over it (only the
+    /// plugin's when its manifest sets `echo_metadata = false`).
     pub metadata: BTreeMap<String, String>,
     /// Payload, decompressed.
     pub payload: Bytes,
@@ -105,6 +106,8 @@ pub struct ItemFailed {
     pub message: String,
     /// For `busy`: the host's suggested wait before retrying (milliseconds).
     pub retry_after_ms: Option<u64>,
+    /// The metadata the item was sent with, as the host gave it back.
+    pub metadata: BTreeMap<String, String>,
 }
 
 /// One event of a streamed reply.
@@ -210,6 +213,7 @@ fn in_input_order(outcomes: Vec<Option<Result<ItemReply, ItemFailed>>>) -> Vec<R
                     code: ErrorCode::Internal,
                     message: "no reply for this item".into(),
                     retry_after_ms: None,
+                    metadata: BTreeMap::new(),
                 })
             })
         })
@@ -226,6 +230,7 @@ fn on_predict_frame(frame: Frame, limits: Limits, on_event: &mut impl FnMut(Even
             code: e.code,
             message: e.message,
             retry_after_ms: e.retry_after_ms,
+            metadata: e.metadata,
         }))),
         Frame::Summary(s) => {
             on_event(Event::Summary(s.clone()));
@@ -283,7 +288,7 @@ mod tests {
 
     #[test]
     fn results_and_errors_stream_then_the_summary_ends_the_reply() {
-        let failed = ItemError { index: 0, code: ErrorCode::PluginError, message: "no".into(), retry_after_ms: None };
+        let failed = ItemError { index: 0, code: ErrorCode::PluginError, message: "no".into(), retry_after_ms: None, metadata: Default::default() };
         let summary = Summary { ok: 1, failed: 1, ..Summary::default() };
         let (events, done) = drive(&[result(1, b"{}"), Frame::ItemError(failed), Frame::Summary(summary.clone())]);
         assert_eq!(done.ok().flatten(), Some(summary.clone()));

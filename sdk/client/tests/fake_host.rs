@@ -93,7 +93,7 @@ async fn serve(mut send: quinn::SendStream, mut recv: quinn::RecvStream) {
                     }
                     _ => {
                         failed += 1;
-                        let e = ItemError { index: item.head.index, code: ErrorCode::PluginError, message: "asked to fail".into(), retry_after_ms: None };
+                        let e = ItemError { index: item.head.index, code: ErrorCode::PluginError, message: "asked to fail".into(), retry_after_ms: None, metadata: Default::default() };
                         encode(&Frame::ItemError(e), &mut out);
                     }
                 }

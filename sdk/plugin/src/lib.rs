@@ -15,9 +15,10 @@
 //! tensor views and conversion ([`tensor`]), JSON items and outputs, manifest
 //! parameters, logging, NumPy files ([`npy`]), sparse pixel lists
 //! ([`sparse`]), tiling and stitching ([`tiles`]), label mapping
-//! ([`labels`]), image resizing and normalisation ([`image`]), the
-//! preprocess-to-postprocess context and metadata pass-through ([`context`],
-//! [`Item::keep_meta`], [`Output::with_metadata`]). Everything but the host
+//! ([`labels`]), padded records ([`records`]), image resizing and
+//! normalisation ([`image`]), the preprocess-to-postprocess context
+//! ([`context`]). The host gives each item's metadata back with its reply by
+//! itself; [`Output::with_meta`] adds entries over it. Everything but the host
 //! calls ([`log`], [`manifest()`]) also compiles and runs natively, so the
 //! helpers are unit-tested and benchmarked outside wasm.
 
@@ -142,7 +143,8 @@ impl Item {
     }
 
     /// The metadata entries among `keys` that the item carries, in `keys`
-    /// order: what a plugin passes through to its reply.
+    /// order: what a plugin whose manifest sets `echo_metadata = false`
+    /// passes through to its reply by hand.
     pub fn keep_meta(&self, keys: &[&str]) -> Vec<(String, String)> {
         keys.iter().filter_map(|k| self.meta(k).map(|v| (k.to_string(), v.to_string()))).collect()
     }

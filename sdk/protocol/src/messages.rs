@@ -282,6 +282,10 @@ pub struct ItemError {
     /// For `busy`: a suggested wait before retrying (milliseconds).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_after_ms: Option<u64>,
+    /// The metadata the client sent with the item, given back so that a
+    /// failure can be matched to its event, jet or file without the index.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub metadata: BTreeMap<String, String>,
 }
 
 /// The failure of a whole request (nothing else follows on the stream).

@@ -42,7 +42,7 @@ fn all_frames() -> Vec<Frame> {
         Frame::Item(item(1, b"")),
         Frame::End,
         Frame::Result(item(0, &[0, 1, 2, 255])),
-        Frame::ItemError(ItemError { index: 1, code: ErrorCode::PluginError, message: "missing key `x`".into(), retry_after_ms: None }),
+        Frame::ItemError(ItemError { index: 1, code: ErrorCode::PluginError, message: "missing key `x`".into(), retry_after_ms: None, metadata: Default::default() }),
         Frame::Summary(Summary {
             request_id: "r1".into(),
             model: "tabular".into(),
@@ -395,7 +395,7 @@ fn array_form_item_head_is_malformed() {
 #[test]
 fn array_form_is_malformed_for_every_messagepack_body() {
     let bodies: Vec<(u8, &str, Vec<u8>)> = vec![
-        (0x82, "ItemError", array_form(&ItemError { index: 1, code: ErrorCode::Busy, message: "m".into(), retry_after_ms: Some(3) })),
+        (0x82, "ItemError", array_form(&ItemError { index: 1, code: ErrorCode::Busy, message: "m".into(), retry_after_ms: Some(3), metadata: Default::default() })),
         (0x83, "Summary", array_form(&Summary { ok: 1, ..Default::default() })),
         (0x84, "RequestError", array_form(&RequestError { code: ErrorCode::Internal, message: "m".into() })),
         (0x85, "Status", array_form(&StatusReply { host_version: "1".into(), ..Default::default() })),

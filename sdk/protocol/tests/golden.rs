@@ -1073,6 +1073,7 @@ fn table_cases() -> Vec<Case> {
                 code: ErrorCode::Busy,
                 message: "model queue is full".into(),
                 retry_after_ms: Some(250),
+                metadata: [("event".to_string(), "17".to_string())].into_iter().collect(),
             }),
             path: &[],
         },

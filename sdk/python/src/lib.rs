@@ -42,24 +42,35 @@ fn client_error(py: Python<'_>, e: ClientError) -> PyErr {
         ClientError::Request { message, .. } => message.clone(),
         other => other.to_string(),
     };
-    error_instance(py, class, &message, code.as_deref(), None, None)
+    error_instance(py, class, &message, code.as_deref())
 }
 
-fn error_instance(
+fn error_instance(py: Python<'_>, class: &str, message: &str, code: Option<&str>) -> PyErr {
+    make_error(py, class, message, code, |_| Ok(()))
+}
+
+/// `tensorgate.errors.ItemError` for a failed item, with its index, retry
+/// hint and the metadata the host gave back; `message` overrides the host's.
+fn item_error(py: Python<'_>, f: &ItemFailed, message: Option<&str>) -> PyErr {
+    let message = message.unwrap_or(&f.message);
+    make_error(py, "ItemError", message, Some(&f.code.to_string()), |kwargs| {
+        kwargs.set_item("index", f.index)?;
+        kwargs.set_item("retry_after_ms", f.retry_after_ms)?;
+        kwargs.set_item("metadata", f.metadata.clone())
+    })
+}
+
+fn make_error(
     py: Python<'_>,
     class: &str,
     message: &str,
     code: Option<&str>,
-    index: Option<u32>,
-    retry_after_ms: Option<u64>,
+    extra: impl FnOnce(&Bound<'_, PyDict>) -> PyResult<()>,
 ) -> PyErr {
     let made = (|| -> PyResult<Bound<'_, PyAny>> {
         let kwargs = PyDict::new(py);
         kwargs.set_item("code", code)?;
-        if class == "ItemError" {
-            kwargs.set_item("index", index)?;
-            kwargs.set_item("retry_after_ms", retry_after_ms)?;
-        }
+        extra(&kwargs)?;
         py.import("tensorgate.errors")?.getattr(class)?.call((message,), Some(&kwargs))
     })();
     match made {
@@ -69,8 +80,7 @@ fn error_instance(
 }
 
 fn item_error_value<'py>(py: Python<'py>, f: &ItemFailed) -> PyResult<Bound<'py, PyAny>> {
-    let err = error_instance(py, "ItemError", &f.message, Some(&f.code.to_string()), Some(f.index), f.retry_after_ms);
-    Ok(err.into_value(py).into_bound(py).into_any())
+    Ok(item_error(py, f, None).into_value(py).into_bound(py).into_any())
 }
 
 /// A one-shot slot a tokio task fills and a Python thread waits on.
@@ -236,7 +246,7 @@ fn decode_reply<'py>(
     r: &ItemReply,
     arena: Option<(&Bound<'py, PyByteArray>, usize)>,
 ) -> PyResult<Bound<'py, PyAny>> {
-    let bad = |e: String| error_instance(py, "ProtocolError", &format!("item {}: {e}", r.index), None, None, None);
+    let bad = |e: String| error_instance(py, "ProtocolError", &format!("item {}: {e}", r.index), None);
     let own;
     let (buf, at) = match arena {
         Some(a) => a,
@@ -378,10 +388,10 @@ fn join_batched<'py>(py: Python<'py>, reply: &Reply, rows: usize, rows_per_item:
                 let first = f.index as usize * rows_per_item;
                 let last = (first + rows_per_item).min(rows);
                 let message = format!("rows {first}..{last}: {}", f.message);
-                return Err(error_instance(py, "ItemError", &message, Some(&f.code.to_string()), Some(f.index), f.retry_after_ms));
+                return Err(item_error(py, f, Some(&message)));
             }
             Ok(r) => {
-                let bad = |e: String| error_instance(py, "ProtocolError", &format!("item {}: {e}", r.index), None, None, None);
+                let bad = |e: String| error_instance(py, "ProtocolError", &format!("item {}: {e}", r.index), None);
                 let arrays = match r.content_type.as_str() {
                     "application/x-npz" => npy::parse_npz(&r.payload).map_err(bad)?,
                     "application/x-npy" => vec![npy::parse_npy("output_0", &r.payload).map_err(bad)?],
@@ -403,7 +413,7 @@ fn join_batched<'py>(py: Python<'py>, reply: &Reply, rows: usize, rows_per_item:
         for (i, arrays) in parsed.iter().enumerate() {
             let a = arrays.get(k).filter(|a| a.name == head.name && a.descr == head.descr && a.shape.get(1..) == head.shape.get(1..));
             let Some(a) = a else {
-                return Err(error_instance(py, "ProtocolError", &format!("item {i}: output `{}` differs in name, dtype or shape from item 0", head.name), None, None, None));
+                return Err(error_instance(py, "ProtocolError", &format!("item {i}: output `{}` differs in name, dtype or shape from item 0", head.name), None));
             };
             total_rows += a.shape.first().copied().unwrap_or(1);
             total_bytes += a.data.len();
@@ -477,12 +487,12 @@ impl Stream {
                             Ok(Some(PyTuple::new(py, parts)?.into_any()))
                         }
                         Err(f) if self.raise_items => {
-                            Err(error_instance(py, "ItemError", &f.message, Some(&f.code.to_string()), Some(f.index), f.retry_after_ms))
+                            Err(item_error(py, &f, None))
                         }
                         Err(f) => {
                             let mut parts = vec![f.index.into_pyobject(py)?.into_any(), item_error_value(py, &f)?];
                             if self.with_metadata {
-                                parts.push(PyDict::new(py).into_any());
+                                parts.push(f.metadata.clone().into_pyobject(py)?.into_any());
                             }
                             Ok(Some(PyTuple::new(py, parts)?.into_any()))
                         }

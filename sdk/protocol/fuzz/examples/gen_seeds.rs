@@ -68,7 +68,7 @@ fn main() -> std::io::Result<()> {
     let reply = stream(&[
         Frame::Result(item(0, "application/json", br#"{"qcd":0.26,"top":0.27}"#, false)),
         Frame::Result(item(2, "application/octet-stream", &big, true)),
-        Frame::ItemError(ItemError { index: 1, code: ErrorCode::PluginError, message: "missing key `x`".into(), retry_after_ms: None }),
+        Frame::ItemError(ItemError { index: 1, code: ErrorCode::PluginError, message: "missing key `x`".into(), retry_after_ms: None, metadata: Default::default() }),
         Frame::Summary(Summary {
             request_id: "req-1".into(),
             model: "tabular".into(),

@@ -6,9 +6,12 @@
         out["h"].shape   # (5, 3): one row per input row, in order
 
 The wire protocol is the Rust client's (`tensorgate._native`), not a second
-implementation. ROOT trees: `tensorgate.root.predict_tree`.
+implementation. ROOT trees: `tensorgate.root.predict_tree`. Scores into
+labels: `tensorgate.labels` (softmax, sigmoid, `{label: score}`, top-k);
+particle or hit lists into padded arrays and a mask: `tensorgate.records`.
 """
 
+from . import labels, records
 from .client import Client, Outputs, Request, Results
 from .errors import ConnectionError, ItemError, ProtocolError, RequestError, TensorgateError
 from ._native import __version__
@@ -16,5 +19,5 @@ from ._native import __version__
 __all__ = [
     "Client", "Outputs", "Request", "Results",
     "TensorgateError", "RequestError", "ItemError", "ConnectionError", "ProtocolError",
-    "__version__",
+    "labels", "records", "__version__",
 ]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import builtins
-from typing import Optional
+from typing import Dict, Optional
 
 
 class TensorgateError(Exception):
@@ -23,13 +23,15 @@ class RequestError(TensorgateError):
 
 
 class ItemError(TensorgateError):
-    """One item failed; `index` is its position in the request."""
+    """One item failed; `index` is its position in the request and `metadata`
+    the metadata it was sent with (given back by the host)."""
 
     def __init__(self, message: str, code: Optional[str] = None, index: Optional[int] = None,
-                 retry_after_ms: Optional[int] = None):
+                 retry_after_ms: Optional[int] = None, metadata: Optional[Dict[str, str]] = None):
         super().__init__(message, code)
         self.index = index
         self.retry_after_ms = retry_after_ms
+        self.metadata = dict(metadata or {})
 
 
 class ConnectionError(TensorgateError, builtins.ConnectionError):  # noqa: A001 (mirrors the builtin)
