@@ -2,6 +2,8 @@
 export TENSORGATE_CACHE="${TENSORGATE_CACHE:-$HOME/.cache/tensorgate}"
 export TORCH_VERSION=2.13.0
 export LIBTORCH_DIR="$TENSORGATE_CACHE/libtorch-$TORCH_VERSION"
+# The full CUDA libtorch (scripts/setup --cuda), for the `cuda` build in target/cuda.
+export LIBTORCH_CUDA_DIR="$TENSORGATE_CACHE/libtorch-cuda-$TORCH_VERSION"
 # Where scripts/build-plugins assembles NAME/VERSION/{manifest.toml,model.pt,plugin.wasm}.
 export TENSORGATE_REPO="${TENSORGATE_REPO:-$ROOT/target/repository}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"

@@ -138,6 +138,10 @@ struct Args {
     /// Print the SHA-256 of a token read from stdin (for the access file) and exit.
     #[arg(long, exclusive = true)]
     hash_token: bool,
+    /// Print what libtorch offers here as JSON (whether the CUDA library is
+    /// linked and loaded, the CUDA devices it sees, where `auto` runs) and exit.
+    #[arg(long, exclusive = true)]
+    devices: bool,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -153,6 +157,11 @@ fn main() -> anyhow::Result<()> {
     if let Some(i) = argv.iter().position(|a| a == "--check") {
         let dir = argv.get(i + 1).context("--check needs a bundle directory")?;
         return check_bundle(std::path::Path::new(dir));
+    }
+    // `--devices`: what libtorch offers here (CUDA linked, devices seen), as JSON.
+    if std::env::args().any(|a| a == "--devices") {
+        println!("{}", serde_json::to_string(&tensorgate_host::executor::torch::devices())?);
+        return Ok(());
     }
     // `--hash-token` needs no repository: handle it before the required flags.
     if std::env::args().any(|a| a == "--hash-token") {

@@ -161,7 +161,7 @@ async fn many_items_travel_in_few_engine_messages() {
 }
 
 /// Groups never hand a worker more items than its capacity: a worker that
-/// runs 3 at once holds at most 3 while a 24-item request flows.
+/// runs 3 at once holds at most 3 while a 48-item request flows.
 #[tokio::test(flavor = "multi_thread")]
 async fn groups_respect_a_worker_s_capacity() {
     let engine = Engine::start();
@@ -171,7 +171,8 @@ async fn groups_respect_a_worker_s_capacity() {
     let client = std::sync::Arc::new(gateway.client().await);
     wait_for_workers(&client, 1).await;
     let c = client.clone();
-    let request = tokio::spawn(async move { c.predict(Submission::new("slow", slow_items(24, 40))).await });
+    // Long enough (about 0.5 s here) for several of the worker's adverts (every 200 ms), which carry the count.
+    let request = tokio::spawn(async move { c.predict(Submission::new("slow", slow_items(48, 100))).await });
     let mut most = 0;
     while !request.is_finished() {
         let status = client.status().await.unwrap();
@@ -181,7 +182,7 @@ async fn groups_respect_a_worker_s_capacity() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let reply = request.await.unwrap().expect("predict");
-    assert_eq!(reply.summary.ok, 24, "{:?}", reply.summary);
+    assert_eq!(reply.summary.ok, 48, "{:?}", reply.summary);
     assert!((1..=3).contains(&most), "the worker held {most} items at once with --capacity 3");
 }
 

@@ -26,6 +26,36 @@ pub fn resolve(spec: DeviceSpec) -> Result<Device, ModelError> {
     }
 }
 
+/// What this binary's libtorch offers: whether it was built with the
+/// `cuda` feature, whether `libtorch_cuda` is loaded in this process (the
+/// link really happened), and the CUDA devices libtorch sees.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct DeviceReport {
+    /// Built with `--features cuda`.
+    pub cuda_feature: bool,
+    /// `libtorch_cuda.so` is mapped into this process.
+    pub libtorch_cuda_loaded: bool,
+    /// CUDA devices libtorch sees (0 on a machine without a GPU).
+    pub cuda_devices: usize,
+    /// Whether cuDNN is usable.
+    pub cudnn: bool,
+    /// Where `auto` puts a model.
+    pub auto: String,
+}
+
+/// The device report of this process.
+pub fn devices() -> DeviceReport {
+    let cuda_devices = tch::Cuda::device_count().max(0) as usize;
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap_or_default();
+    DeviceReport {
+        cuda_feature: cfg!(feature = "cuda"),
+        libtorch_cuda_loaded: maps.contains("libtorch_cuda.so"),
+        cuda_devices,
+        cudnn: cuda_devices > 0 && tch::Cuda::cudnn_is_available(),
+        auto: device_name(Device::cuda_if_available()),
+    }
+}
+
 /// Shows a device as `cpu` or `cuda:N`.
 pub fn device_name(d: Device) -> String {
     match d {
@@ -160,6 +190,12 @@ mod tests {
             assert!(e.to_string().contains("cuda:0 requested"), "{e}");
         }
         assert_eq!(device_name(Device::Cuda(2)), "cuda:2");
+        let report = devices();
+        assert_eq!(report.cuda_feature, cfg!(feature = "cuda"));
+        if !cfg!(feature = "cuda") {
+            assert!(!report.libtorch_cuda_loaded, "a CPU build maps no libtorch_cuda");
+        }
+        assert_eq!(report.auto == "cpu", report.cuda_devices == 0);
     }
 
     #[test]

@@ -129,6 +129,16 @@ impl Host {
         if config.intra_op_threads > 0 {
             tch::set_num_threads(config.intra_op_threads as i32);
         }
+        let d = crate::executor::torch::devices();
+        tracing::info!(
+            cuda_feature = d.cuda_feature,
+            libtorch_cuda = d.libtorch_cuda_loaded,
+            cuda_devices = d.cuda_devices,
+            auto = %d.auto,
+            "libtorch sees {} CUDA device(s); models set to `auto` run on {}",
+            d.cuda_devices,
+            d.auto
+        );
         let identity = Identity::load_or_create(&config.state_dir.join("tls"), &config.tls_names)?;
         let engine = PluginEngine::new(Some(config.state_dir.join("compiled")))
             .map_err(|e| StartError::Engine(e.to_string()))?;
