@@ -25,7 +25,6 @@ use tensorgate_plugin::sparse::Pixels;
 use tensorgate_plugin::tiles::TiledPixels;
 use tensorgate_plugin::{Dtype, PluginError, Tensor};
 
-const META: &[&str] = &["run", "subrun", "event", "plane"];
 
 struct Params {
     threshold: f32,
@@ -39,12 +38,6 @@ struct Params {
 
 fn sdk_err(e: PluginError) -> anyhow::Error {
     anyhow::anyhow!("[{}] {}", e.code, e.message)
-}
-
-fn meta(item: &host::Item, keys: &[&str]) -> Vec<(String, String)> {
-    keys.iter()
-        .filter_map(|k| item.metadata.iter().find(|(mk, _)| mk == k).map(|(_, v)| (k.to_string(), v.clone())))
-        .collect()
 }
 
 /// The image plugin's preprocess, natively.
@@ -79,8 +72,8 @@ fn native_pre(app: &str, item: &host::Item, p: &Params) -> Result<(Tensor, Vec<u
         Pixels::above(&plane.view::<f32>()?, plane.shape[1] as usize, p.threshold)
     };
     let tiled = TiledPixels::new(pixels, p.tile, p.overlap)?;
+    // The item's metadata reaches the reply through the host, not the context.
     let mut ctx = Writer::new();
-    ctx.meta(&meta(item, META));
     tiled.encode(&mut ctx);
     Ok((tiled.input(), ctx.finish()))
 }
@@ -91,7 +84,6 @@ fn native_post(app: &str, scores: &Tensor, context: &[u8], labels: &[String], p:
         return image_post(scores, labels, p.top_k);
     }
     let mut ctx = Reader::new(context);
-    let _meta = ctx.meta()?;
     let tiled = TiledPixels::decode(&mut ctx)?;
     let s = tiled.gather(scores)?;
     tensorgate_plugin::labels::check(labels, s.shape[1] as usize)?;

@@ -29,17 +29,17 @@ impl Pixels {
     /// The pixels of a dense row-major `image` (width `width`) whose value is
     /// strictly above `threshold`, in row-major order.
     pub fn above(image: &[f32], width: usize, threshold: f32) -> Pixels {
-        let mut p = Pixels { height: image.len().checked_div(width).unwrap_or(0), width, ..Pixels::default() };
-        for (r, row) in image.chunks_exact(width.max(1)).enumerate() {
-            for (c, &v) in row.iter().enumerate() {
-                if v > threshold {
-                    p.rows.push(r as u32);
-                    p.cols.push(c as u32);
-                    p.values.push(v);
-                }
-            }
-        }
-        p
+        let height = image.len().checked_div(width).unwrap_or(0);
+        let (indices, values) = tensorgate_ops::select_above(&image[..height * width], threshold);
+        let w = width.max(1) as i64;
+        let rows = indices.iter().map(|&i| (i / w) as u32).collect();
+        let cols = indices.iter().map(|&i| (i % w) as u32).collect();
+        Pixels { height, width, rows, cols, values }
+    }
+
+    /// Row-major flat index of each pixel (what the bulk operations take).
+    pub fn flat_indices(&self) -> Vec<i64> {
+        self.rows.iter().zip(&self.cols).map(|(&r, &c)| r as i64 * self.width as i64 + c as i64).collect()
     }
 
     /// Pixels from parallel lists; errors name the first pixel outside the image.
@@ -66,9 +66,8 @@ impl Pixels {
     /// The dense row-major image (pixels not listed are 0; a repeated pixel keeps its last value).
     pub fn to_dense(&self) -> Vec<f32> {
         let mut out = vec![0f32; self.height * self.width];
-        for i in 0..self.len() {
-            out[self.rows[i] as usize * self.width + self.cols[i] as usize] = self.values[i];
-        }
+        // In bounds by construction (`new` checks every pixel).
+        let _ = tensorgate_ops::scatter(&mut out, &self.flat_indices(), &self.values);
         out
     }
 

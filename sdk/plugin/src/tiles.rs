@@ -101,15 +101,14 @@ impl TileGrid {
     }
 
     /// Copies tile `index` of a dense row-major image (zero-padded past the edges) into `out` (`tile * tile`).
-    pub fn copy_tile(&self, image: &[f32], index: usize, out: &mut [f32]) {
+    pub fn copy_tile(&self, image: &[f32], index: usize, out: &mut [f32]) -> Result<(), PluginError> {
         let (r0, c0) = self.origin(index);
         let t = self.tile;
         out[..t * t].fill(0.0);
-        let w = (self.width - c0).min(t);
-        for r in 0..(self.height - r0).min(t) {
-            let src = (r0 + r) * self.width + c0;
-            out[r * t..r * t + w].copy_from_slice(&image[src..src + w]);
-        }
+        let size = [(self.height - r0).min(t) as u64, (self.width - c0).min(t) as u64];
+        let (image_shape, tile_shape) = ([self.height as u64, self.width as u64], [t as u64, t as u64]);
+        tensorgate_ops::copy_region(image, &image_shape, &[r0 as u64, c0 as u64], &mut out[..t * t], &tile_shape, &[0, 0], &size)
+            .map_err(|e| err(format!("tile {index}: {e}")))
     }
 }
 
@@ -149,10 +148,10 @@ impl TiledPixels {
     /// the pixels inside it and zeros elsewhere.
     pub fn input(&self) -> Tensor {
         let t = self.grid.tile;
-        let mut slot = vec![u32::MAX; self.grid.len()];
-        for (n, &tile) in self.tiles.iter().enumerate() {
-            slot[tile as usize] = n as u32;
-        }
+        let slot = self.slots();
+        // A scatter of each pixel into every tile holding it, written straight
+        // into the tensor's bytes (a second 4-byte-aligned buffer of the whole
+        // batch would cost a copy of it: 63 MB for a 60-tile event).
         let mut out = Tensor::zeros(Dtype::F32, &[self.tiles.len() as u64, 1, t as u64, t as u64]);
         for i in 0..self.pixels.len() {
             let (r, c) = (self.pixels.rows[i] as usize, self.pixels.cols[i] as usize);
@@ -165,6 +164,15 @@ impl TiledPixels {
         out
     }
 
+    /// Batch slot of each tile of the grid (`u32::MAX`: not run).
+    fn slots(&self) -> Vec<u32> {
+        let mut slot = vec![u32::MAX; self.grid.len()];
+        for (n, &tile) in self.tiles.iter().enumerate() {
+            slot[tile as usize] = n as u32;
+        }
+        slot
+    }
+
     /// Stitches the network's per-pixel output `[tiles, C, tile, tile]` into
     /// f32 `[pixels, C]`: for each pixel, in order, the `C` values from the
     /// tile that owns it (the stitching rule in the module docs).
@@ -175,11 +183,9 @@ impl TiledPixels {
         }
         let scores = output.view::<f32>()?;
         let (c, t) = (output.shape[1] as usize, t as usize);
-        let mut slot = vec![u32::MAX; self.grid.len()];
-        for (n, &tile) in self.tiles.iter().enumerate() {
-            slot[tile as usize] = n as u32;
-        }
-        let mut out = vec![0f32; self.pixels.len() * c];
+        let slot = self.slots();
+        // Each pixel's C scores in its owning tile (a gather), pixel-major.
+        let mut indices = Vec::with_capacity(self.pixels.len() * c);
         for i in 0..self.pixels.len() {
             let (r, col) = (self.pixels.rows[i] as usize, self.pixels.cols[i] as usize);
             let owner = self.grid.owner(r, col);
@@ -189,10 +195,9 @@ impl TiledPixels {
             }
             let (r0, c0) = self.grid.origin(owner);
             let base = n as usize * c * t * t + (r - r0) * t + (col - c0);
-            for k in 0..c {
-                out[i * c + k] = scores[base + k * t * t];
-            }
+            indices.extend((0..c).map(|k| (base + k * t * t) as i64));
         }
+        let out = tensorgate_ops::gather(&scores, &indices).map_err(|e| err(format!("stitching: {e}")))?;
         Ok(Tensor::from_slice(&[self.pixels.len() as u64, c as u64], &out))
     }
 
@@ -254,7 +259,7 @@ mod tests {
         let g = TileGrid::new(3, 5, 4, 1).unwrap();
         let img: Vec<f32> = (0..15).map(|v| v as f32).collect();
         let mut out = vec![9.0; 16];
-        g.copy_tile(&img, 1, &mut out);
+        g.copy_tile(&img, 1, &mut out).unwrap();
         assert_eq!(g.origin(1), (0, 1));
         assert_eq!(out, vec![1., 2., 3., 4., 6., 7., 8., 9., 11., 12., 13., 14., 0., 0., 0., 0.]);
     }
@@ -277,7 +282,7 @@ mod tests {
         let x = input.view::<f32>().unwrap();
         let mut want = vec![0f32; t * t];
         for (n, &tile) in tp.tiles.iter().enumerate() {
-            tp.grid.copy_tile(&img, tile as usize, &mut want);
+            tp.grid.copy_tile(&img, tile as usize, &mut want).unwrap();
             assert_eq!(&x[n * t * t..(n + 1) * t * t], &want[..], "tile {tile}");
         }
         let mut fake = Vec::new();

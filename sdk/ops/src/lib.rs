@@ -1,0 +1,232 @@
+//! The bulk tensor operations of plugin contract 0.2, on flat row-major
+//! element slices. A plugin asks the host for them so that bulk data never
+//! crosses into its linear memory: a 3.5-million-pixel wire plane is
+//! thresholded, tiled and its scores gathered by the host, and the plugin
+//! sees only the indices and values it needs. The same code runs natively in
+//! the plugin SDK (unit tests of plugins) and in the host.
+//!
+//! Every operation checks its arguments before it writes anything and fails
+//! with an [`OpError`] naming the offending argument, index or shape: a bad
+//! index fails the plugin's item, never the host. Sizes are checked in
+//! `u64` without overflow; indices are `i64` (what libtorch indexes with)
+//! and must lie in `0..len`.
+//!
+//! | operation | semantics |
+//! |---|---|
+//! | [`select_above`] | row-major flat indices and values of the elements strictly above a threshold (NaN never is) |
+//! | [`gather`] | `out[i] = source[indices[i]]` |
+//! | [`scatter`] | `target[indices[i]] = values[i]`, in order (a repeated index keeps the last value) |
+//! | [`copy_region`] | an N-d box of `size` from `source` at `from` into `target` at `to` (same rank) |
+
+use std::fmt;
+
+/// Why an operation refused its arguments; nothing was written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OpError {
+    /// `indices[position]` is outside `0..len`.
+    IndexOutOfRange {
+        /// Which argument holds the index (`indices`).
+        what: &'static str,
+        /// Its position in that argument.
+        position: usize,
+        /// The index.
+        index: i64,
+        /// Elements it indexes into.
+        len: usize,
+    },
+    /// Two lengths that must match do not.
+    LengthMismatch {
+        /// What was compared, e.g. "indices and values".
+        what: &'static str,
+        /// The first length.
+        left: usize,
+        /// The second length.
+        right: usize,
+    },
+    /// A shape, origin or size is wrong (rank, bounds, element count).
+    Shape(String),
+}
+
+impl fmt::Display for OpError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            OpError::IndexOutOfRange { what, position, index, len } => {
+                write!(f, "{what}[{position}] = {index} is outside 0..{len}")
+            }
+            OpError::LengthMismatch { what, left, right } => write!(f, "{what} differ in length: {left} and {right}"),
+            OpError::Shape(m) => f.write_str(m),
+        }
+    }
+}
+
+impl std::error::Error for OpError {}
+
+/// Elements of `shape` (checked: no overflow of `u64` or `usize`).
+pub fn elements(shape: &[u64]) -> Result<usize, OpError> {
+    let n = shape
+        .iter()
+        .try_fold(1u64, |acc, &d| acc.checked_mul(d))
+        .ok_or_else(|| OpError::Shape(format!("shape {shape:?} has more elements than fit in 64 bits")))?;
+    usize::try_from(n).map_err(|_| OpError::Shape(format!("shape {shape:?} has more elements than fit in memory")))
+}
+
+/// Row-major flat indices and values of the elements of `source` strictly
+/// above `threshold`, in index order. NaN is never above.
+pub fn select_above(source: &[f32], threshold: f32) -> (Vec<i64>, Vec<f32>) {
+    let (mut indices, mut values) = (Vec::new(), Vec::new());
+    for (i, &v) in source.iter().enumerate() {
+        if v > threshold {
+            indices.push(i as i64);
+            values.push(v);
+        }
+    }
+    (indices, values)
+}
+
+fn checked(indices: &[i64], len: usize) -> Result<(), OpError> {
+    match indices.iter().position(|&i| i < 0 || i as u64 >= len as u64) {
+        Some(position) => Err(OpError::IndexOutOfRange { what: "indices", position, index: indices[position], len }),
+        None => Ok(()),
+    }
+}
+
+/// `out[i] = source[indices[i]]`.
+pub fn gather<T: Copy>(source: &[T], indices: &[i64]) -> Result<Vec<T>, OpError> {
+    checked(indices, source.len())?;
+    Ok(indices.iter().map(|&i| source[i as usize]).collect())
+}
+
+/// `target[indices[i]] = values[i]` for every `i`, in order (a repeated
+/// index keeps the last value).
+pub fn scatter<T: Copy>(target: &mut [T], indices: &[i64], values: &[T]) -> Result<(), OpError> {
+    if indices.len() != values.len() {
+        return Err(OpError::LengthMismatch { what: "indices and values", left: indices.len(), right: values.len() });
+    }
+    checked(indices, target.len())?;
+    for (&i, &v) in indices.iter().zip(values) {
+        target[i as usize] = v;
+    }
+    Ok(())
+}
+
+/// Copies the box of `size` at `from` in `source` (shape `source_shape`) to
+/// `to` in `target` (shape `target_shape`), all of one rank; the box must
+/// lie inside both. E.g. a 512x512 tile of a wire plane into slot `n` of a
+/// `[tiles, 1, 512, 512]` batch, with the plane seen as `[1, 1, H, W]`.
+#[allow(clippy::too_many_arguments)]
+pub fn copy_region<T: Copy>(
+    source: &[T],
+    source_shape: &[u64],
+    from: &[u64],
+    target: &mut [T],
+    target_shape: &[u64],
+    to: &[u64],
+    size: &[u64],
+) -> Result<(), OpError> {
+    let rank = size.len();
+    if [source_shape.len(), from.len(), target_shape.len(), to.len()].iter().any(|&r| r != rank) || rank == 0 {
+        return Err(OpError::Shape(format!(
+            "copy_region needs one rank for every argument: source shape {source_shape:?}, from {from:?}, target shape {target_shape:?}, to {to:?}, size {size:?}"
+        )));
+    }
+    for (what, shape, at, len) in [("source", source_shape, from, source.len()), ("target", target_shape, to, target.len())] {
+        if elements(shape)? != len {
+            return Err(OpError::Shape(format!("{what} has {len} elements, its shape {shape:?} says {}", elements(shape)?)));
+        }
+        for d in 0..rank {
+            if at[d].checked_add(size[d]).is_none_or(|end| end > shape[d]) {
+                return Err(OpError::Shape(format!(
+                    "the box of size {size:?} at {at:?} leaves the {what} of shape {shape:?} in dimension {d}"
+                )));
+            }
+        }
+    }
+    if elements(size)? == 0 {
+        return Ok(());
+    }
+    let strides = |shape: &[u64]| {
+        let mut s = vec![1usize; rank];
+        for d in (0..rank - 1).rev() {
+            s[d] = s[d + 1] * shape[d + 1] as usize;
+        }
+        s
+    };
+    let (ss, ts) = (strides(source_shape), strides(target_shape));
+    let run = size[rank - 1] as usize;
+    // Walk every row (all dimensions but the last) of the box.
+    let mut pos = vec![0u64; rank - 1];
+    loop {
+        let (mut s, mut t) = (from[rank - 1] as usize, to[rank - 1] as usize);
+        for d in 0..rank - 1 {
+            s += (from[d] + pos[d]) as usize * ss[d];
+            t += (to[d] + pos[d]) as usize * ts[d];
+        }
+        target[t..t + run].copy_from_slice(&source[s..s + run]);
+        let mut d = rank - 1;
+        loop {
+            if d == 0 {
+                return Ok(());
+            }
+            d -= 1;
+            pos[d] += 1;
+            if pos[d] < size[d] {
+                break;
+            }
+            pos[d] = 0;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn select_above_keeps_order_and_skips_nan() {
+        let (i, v) = select_above(&[0.0, 5.0, f32::NAN, 10.5, 10.0, -1.0], 4.9);
+        assert_eq!((i, v), (vec![1, 3, 4], vec![5.0, 10.5, 10.0]));
+        assert_eq!(select_above(&[], 0.0), (vec![], vec![]));
+    }
+
+    #[test]
+    fn gather_and_scatter_check_every_index_first() {
+        let source = [10, 20, 30, 40];
+        assert_eq!(gather(&source, &[3, 0, 0]).unwrap(), vec![40, 10, 10]);
+        let e = gather(&source, &[1, 4]).unwrap_err();
+        assert_eq!(e.to_string(), "indices[1] = 4 is outside 0..4");
+        assert_eq!(gather(&source, &[-1]).unwrap_err().to_string(), "indices[0] = -1 is outside 0..4");
+        let mut target = [0; 4];
+        scatter(&mut target, &[2, 0, 2], &[7, 8, 9]).unwrap();
+        assert_eq!(target, [8, 0, 9, 0], "a repeated index keeps the last value");
+        let e = scatter(&mut target, &[1, 9], &[1, 1]).unwrap_err();
+        assert_eq!(e.to_string(), "indices[1] = 9 is outside 0..4");
+        assert_eq!(target, [8, 0, 9, 0], "nothing written on an error");
+        let e = scatter(&mut target, &[1], &[1, 2]).unwrap_err();
+        assert_eq!(e.to_string(), "indices and values differ in length: 1 and 2");
+    }
+
+    #[test]
+    fn copy_region_moves_a_box_and_refuses_one_outside() {
+        // A 4x5 plane, its 2x3 box at (1, 2) into slot 1 of a [2, 3, 3] batch at (1, 0, 0).
+        let plane: Vec<i32> = (0..20).collect();
+        let mut batch = vec![-1; 18];
+        copy_region(&plane, &[1, 4, 5], &[0, 1, 2], &mut batch, &[2, 3, 3], &[1, 0, 0], &[1, 2, 3]).unwrap();
+        assert_eq!(&batch[9..15], &[7, 8, 9, 12, 13, 14]);
+        assert!(batch[..9].iter().chain(&batch[15..]).all(|&x| x == -1), "nothing else written");
+        let e = copy_region(&plane, &[4, 5], &[3, 0], &mut batch, &[6, 3], &[0, 0], &[2, 3]).unwrap_err();
+        assert_eq!(e.to_string(), "the box of size [2, 3] at [3, 0] leaves the source of shape [4, 5] in dimension 0");
+        let e = copy_region(&plane, &[4, 4], &[0, 0], &mut batch, &[6, 3], &[0, 0], &[1, 1]).unwrap_err();
+        assert_eq!(e.to_string(), "source has 20 elements, its shape [4, 4] says 16");
+        let e = copy_region(&plane, &[4, 5], &[0, 0], &mut batch, &[6, 3], &[0, 0], &[1]).unwrap_err();
+        assert!(e.to_string().starts_with("copy_region needs one rank"), "{e}");
+        let e = copy_region(&plane, &[4, 5], &[u64::MAX, 0], &mut batch, &[6, 3], &[0, 0], &[2, 1]).unwrap_err();
+        assert!(e.to_string().contains("leaves the source"), "{e}");
+    }
+
+    #[test]
+    fn elements_refuses_overflow() {
+        assert_eq!(elements(&[2, 3, 4]).unwrap(), 24);
+        assert_eq!(elements(&[]).unwrap(), 1);
+        assert!(elements(&[u64::MAX, 2]).unwrap_err().to_string().contains("64 bits"));
+    }
+}
