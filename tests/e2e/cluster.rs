@@ -470,79 +470,37 @@ async fn rollback_and_promote_through_one_gateway_route_every_gateway() {
 /// both gateways only the bad canary's items fail.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_fleet_canary_is_promoted_when_good_and_rolled_back_when_bad() {
-    use std::sync::atomic::{AtomicBool, Ordering};
-    use std::sync::Arc;
     let engine = Engine::start();
     let repo = repository_of(&["tabular"]);
     let _w = Proc::worker(&engine, repo.path(), &[]);
     let terms = ["--canary-share", "0.5", "--canary-items", "40"];
     let (g1, g2) = (Proc::gateway(&engine, &terms), Proc::gateway(&engine, &terms));
-    let (c1, c2) = (Arc::new(g1.client().await), Arc::new(g2.client().await));
+    let (c1, c2) = (std::sync::Arc::new(g1.client().await), std::sync::Arc::new(g2.client().await));
     wait_for_workers(&c1, 1).await;
     wait_for_workers(&c2, 1).await;
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut load = Vec::new();
-    for client in [c1.clone(), c2.clone(), c1.clone(), c2.clone()] {
-        let stop = stop.clone();
-        load.push(tokio::spawn(async move {
-            let mut seen: Vec<(u64, u32)> = Vec::new();
-            while !stop.load(Ordering::Relaxed) {
-                let (inputs, want) = tabular_items(1);
-                let r = client.predict(Submission::new("tabular", inputs)).await.expect("no request fails");
-                if r.summary.failed == 0 {
-                    check_scores(&r, &want);
-                }
-                seen.push((r.summary.version, r.summary.failed));
-            }
-            seen
-        }));
+    // Load on both gateways; v2 uploaded through one, v3 through the other, verdicts watched on the first.
+    let load = [c1.clone(), c2.clone(), c1.clone(), c2.clone()];
+    let run = tensorgate_tests::canary::canary_under_load(&load, [&c1, &c2], &c1).await;
+    if let Some(c) = &run.v2_trial {
+        assert_eq!((c.share, c.items_needed), (0.5, 40), "the gateways' terms");
     }
-    async fn until(client: &Client, what: &str, pred: impl Fn(&[tensorgate_client::protocol::ModelInfo]) -> bool) -> Duration {
-        let start = Instant::now();
-        loop {
-            let models = client.models().await.expect("models");
-            if pred(&models) {
-                return start.elapsed();
-            }
-            assert!(start.elapsed() < Duration::from_secs(20), "{what}: {models:#?}");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
-    let work = tempfile::tempdir().unwrap();
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    c1.upload(&tensorgate_tests::tabular_bundle(work.path(), "tabular-v2", 2, |_| {}), false).await.expect("upload v2");
-    let models = c2.models().await.unwrap();
-    let v2 = models.iter().find(|m| m.name == "tabular" && m.version == 2).expect("v2 listed");
-    assert!(!v2.default || v2.canary.is_none(), "on trial, v2 is not the default yet: {v2:?}");
-    let promoted = until(&c2, "v2 promoted", |m| m.iter().any(|m| m.version == 2 && m.default && m.canary.is_none())).await;
-    until(&c1, "v2 the default on the other gateway", |m| m.iter().any(|m| m.version == 2 && m.default)).await;
-
-    let bad = tensorgate_tests::tabular_bundle(work.path(), "tabular-v3", 3, |m| *m = m.replace(r#""jet_pt","#, r#""jet_pt_typo","#));
-    c2.upload(&bad, false).await.expect("v3 passes the load checks on the worker");
-    let rolled = until(&c1, "v3 rolled back", |m| m.iter().any(|m| m.version == 3 && m.rolled_back.is_some())).await;
-    let models = c2.models().await.unwrap();
-    let v3 = models.iter().find(|m| m.version == 3).unwrap();
+    tensorgate_tests::canary::until(&c2, "v2 the default on the other gateway", |m| m.iter().any(|m| m.version == 2 && m.default)).await;
+    let v3 = run.models.iter().find(|m| m.version == 3).unwrap();
     assert!(v3.rolled_back.as_deref().is_some_and(|r| r.starts_with("canary: ")), "{:?}", v3.rolled_back);
-    assert!(models.iter().any(|m| m.version == 2 && m.default), "v2 is the default again on both");
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    stop.store(true, Ordering::Relaxed);
-    let mut seen = Vec::new();
-    for t in load {
-        seen.extend(t.await.unwrap());
-    }
-    let failed_on = |v: u64| seen.iter().filter(|(version, failed)| *version == v && *failed > 0).count();
-    let on = |v: u64| seen.iter().filter(|(version, _)| *version == v).count();
-    assert_eq!((failed_on(1), failed_on(2)), (0, 0), "only the bad canary's items fail");
-    assert!(on(2) > 40 && on(3) > 0, "v2 served {} requests, v3 {}", on(2), on(3));
-    let (inputs, _) = tabular_items(1);
+    assert_eq!((run.failed_on(1), run.failed_on(2)), (0, 0), "only the bad canary's items fail");
+    assert!(run.on(2) > 40 && run.on(3) > 0, "v2 served {} requests, v3 {}", run.on(2), run.on(3));
+    let (inputs, want) = tabular_items(1);
     for c in [&c1, &c2] {
         let r = c.predict(Submission::new("tabular", inputs.clone())).await.unwrap();
         assert_eq!((r.summary.version, r.summary.ok), (2, 1), "nothing more goes to v3");
+        check_scores(&r, &want);
     }
     eprintln!(
-        "[fleet canary] v2 promoted {promoted:?} after its upload; v3 rolled back {rolled:?} after its upload, {} items failed on it, {} requests in all",
-        failed_on(3),
-        seen.len()
+        "[fleet canary] v2 promoted {:?} after its upload; v3 rolled back {:?} after its upload, {} items failed on it, {} requests in all",
+        run.promoted,
+        run.rolled_back,
+        run.failed_on(3),
+        run.seen.len()
     );
 }
 

@@ -263,71 +263,27 @@ async fn a_canary_is_promoted_when_good_and_rolled_back_when_bad_under_load() {
     let terms = tensorgate_host::manifest::Rollout { canary_share: 0.5, canary_items: 60, max_failure_increase: 0.02 };
     let host = TestHost::start_with(repo.path().to_path_buf(), move |c| c.rollout = terms).await;
     let client = Arc::new(host.client().await);
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut load = Vec::new();
-    for t in 0..3 {
-        let (client, stop) = (client.clone(), stop.clone());
-        load.push(tokio::spawn(async move {
-            let mut seen = Vec::new();
-            while !stop.load(Ordering::Relaxed) {
-                let r = client.predict(Submission::new("tabular", vec![jet(t % 3)])).await.expect("no request fails");
-                seen.push((r.summary.version, r.summary.failed));
-            }
-            seen
-        }));
+    let load = [client.clone(), client.clone(), client.clone()];
+    let run = tensorgate_tests::canary::canary_under_load(&load, [&client, &client], &client).await;
+    if let Some(c) = &run.v2_trial {
+        assert_eq!((c.share, c.items_needed), (0.5, 60), "the host's terms");
     }
-    let until = |what: &'static str, pred: Box<dyn Fn(&[tensorgate_client::protocol::ModelInfo]) -> bool + Send>| {
-        let client = client.clone();
-        async move {
-            let start = std::time::Instant::now();
-            loop {
-                let models = client.models().await.unwrap();
-                if pred(&models) {
-                    return start.elapsed();
-                }
-                assert!(start.elapsed() < Duration::from_secs(20), "{what}: {models:#?}");
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        }
-    };
-    let work = tempfile::tempdir().unwrap();
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    client.upload(&tabular_bundle(work.path(), "tabular-v2", 2, |_| {}), false).await.unwrap();
-    let models = client.models().await.unwrap();
-    let v2 = models.iter().find(|m| m.version == 2).unwrap();
-    if let Some(c) = &v2.canary {
-        assert_eq!((c.share, c.items_needed), (0.5, 60));
-        assert!(!v2.default, "on trial, not the default");
-    }
-    let promoted = until("v2 promoted", Box::new(|m| m.iter().any(|m| m.version == 2 && m.default && m.canary.is_none()))).await;
-
-    // v3 loads (the manifest is valid, the model takes zeros) but its plugin expects another key.
-    let bad = tabular_bundle(work.path(), "tabular-v3", 3, |m| *m = m.replace(r#""jet_pt","#, r#""jet_pt_typo","#));
-    client.upload(&bad, false).await.expect("v3 passes the load checks");
-    let rolled = until("v3 rolled back", Box::new(|m| m.iter().any(|m| m.version == 3 && m.rolled_back.is_some()))).await;
-    let models = client.models().await.unwrap();
-    let v3 = models.iter().find(|m| m.version == 3).unwrap();
+    let v3 = run.models.iter().find(|m| m.version == 3).unwrap();
     assert!(v3.rolled_back.as_deref().is_some_and(|r| r.starts_with("canary: ")), "{:?}", v3.rolled_back);
-    assert!(models.iter().any(|m| m.version == 2 && m.default), "v2 serves again as the default");
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    stop.store(true, Ordering::Relaxed);
-    let mut seen = Vec::new();
-    for t in load {
-        seen.extend(t.await.unwrap());
-    }
-    let failed_on = |v: u64| seen.iter().filter(|(version, failed)| *version == v && *failed > 0).count();
-    let on = |v: u64| seen.iter().filter(|(version, _)| *version == v).count();
-    assert_eq!((failed_on(1), failed_on(2)), (0, 0), "only the bad canary's items fail");
-    assert!(on(2) > 60 && on(3) > 0, "v2 served {} requests, v3 {}", on(2), on(3));
-    let failed = failed_on(3);
+    assert!(run.models.iter().any(|m| m.version == 2 && m.default), "v2 serves again as the default");
+    assert_eq!((run.failed_on(1), run.failed_on(2)), (0, 0), "only the bad canary's items fail");
+    assert!(run.on(2) > 60 && run.on(3) > 0, "v2 served {} requests, v3 {}", run.on(2), run.on(3));
+    let failed = run.failed_on(3);
     assert!(failed >= 2, "rolled back after {failed} failed items: the trial allows 1");
-    assert!(on(3) * 4 < seen.len(), "the bad canary got {} of {} requests before its rollback", on(3), seen.len());
+    assert!(run.on(3) * 4 < run.seen.len(), "the bad canary got {} of {} requests before its rollback", run.on(3), run.seen.len());
     // After the rollback, nothing more goes to v3.
     let r = client.predict(Submission::new("tabular", vec![jet(0)])).await.unwrap();
     assert_eq!((r.summary.version, r.summary.ok), (2, 1));
     eprintln!(
-        "[canary] v2 promoted {promoted:?} after its upload; v3 rolled back {rolled:?} after its upload, {failed} items failed on it, {} requests in all",
-        seen.len()
+        "[canary] v2 promoted {:?} after its upload; v3 rolled back {:?} after its upload, {failed} items failed on it, {} requests in all",
+        run.promoted,
+        run.rolled_back,
+        run.seen.len()
     );
     host.stop().await;
 }

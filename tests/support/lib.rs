@@ -154,4 +154,5 @@ pub fn repository_with_hostile() -> tempfile::TempDir {
     std::fs::copy(built_plugin("hostile_plugin"), dir.join("plugin.wasm")).expect("plugin");
     repo
 }
+pub mod canary;
 pub mod cluster;
