@@ -94,6 +94,18 @@ pub fn item(model: &str, status: &str, t: &Timings, total: Duration) {
     }
 }
 
+/// Logs and counts a canary trial's verdict; `scope` is "" on a host and
+/// " fleet-wide" on the gateway that reached it.
+pub fn trial_ended(model: &str, version: u64, promoted: bool, why: &str, scope: &str) {
+    if promoted {
+        tracing::info!(app = %model, version, "promoted{scope}: {why}");
+        metrics::counter!(names::PROMOTIONS, "model" => model.to_string()).increment(1);
+    } else {
+        tracing::warn!(app = %model, version, "rolled back{scope} automatically: {why}");
+        metrics::counter!(names::ROLLBACKS, "model" => model.to_string(), "cause" => "canary").increment(1);
+    }
+}
+
 /// Records one finished request.
 pub fn request(model: &str, status: &str) {
     metrics::counter!(names::REQUESTS, "model" => model.to_string(), "status" => status.to_string()).increment(1);

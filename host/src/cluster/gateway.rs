@@ -301,13 +301,7 @@ impl Inner {
         match ended {
             Ok((true, policy)) => {
                 self.apply_policy(&name, Some(policy));
-                if promoted {
-                    tracing::info!(app = %name, version, "promoted fleet-wide: {why}");
-                    metrics::counter!(crate::metrics::names::PROMOTIONS, "model" => name.clone()).increment(1);
-                } else {
-                    tracing::warn!(app = %name, version, "rolled back fleet-wide automatically: {why}");
-                    metrics::counter!(crate::metrics::names::ROLLBACKS, "model" => name.clone(), "cause" => "canary").increment(1);
-                }
+                crate::metrics::trial_ended(&name, version, promoted, &why, " fleet-wide");
             }
             Ok((false, _)) => tracing::debug!(app = %name, version, "the trial was ended elsewhere"),
             Err((_, e)) => {

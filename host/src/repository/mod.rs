@@ -233,13 +233,7 @@ impl Repository {
             self.save_policies(policies);
             self.trials.lock().unwrap_or_else(|e| e.into_inner()).remove(&name);
             let version = canary.version;
-            if promoted {
-                tracing::info!(app = %name, version, "promoted: {why}");
-                metrics::counter!(crate::metrics::names::PROMOTIONS, "model" => name.clone()).increment(1);
-            } else {
-                tracing::warn!(app = %name, version, "rolled back automatically: {why}");
-                metrics::counter!(crate::metrics::names::ROLLBACKS, "model" => name.clone(), "cause" => "canary").increment(1);
-            }
+            crate::metrics::trial_ended(&name, version, promoted, &why, "");
             ended.push((name, version, promoted, why));
         }
         ended
