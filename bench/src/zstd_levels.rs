@@ -49,7 +49,7 @@ fn main() {
         std::fs::create_dir_all(dir).expect("create event dir");
         for (name, wires) in [("plane-u", 2400u64), ("plane-v", 2400), ("plane-y", 3456)] {
             let data: Vec<u8> = plane(wires as usize, 1008).iter().flat_map(|x| x.to_le_bytes()).collect();
-            let t = tensorgate_plugin::Tensor { dtype: tensorgate_plugin::Dtype::F32, shape: vec![1, wires, 1008], data };
+            let t = tensorgate_plugin::Tensor::from_parts(tensorgate_plugin::Dtype::F32, vec![1, wires, 1008], data).expect("plane");
             let path = std::path::Path::new(dir).join(format!("{name}.npy"));
             std::fs::write(&path, tensorgate_plugin::npy::write_npy(&t)).expect("write plane");
             println!("{}", path.display());
@@ -60,7 +60,7 @@ fn main() {
         let get = |k: usize| args.get(i + k).expect("--write-plane PATH WIRES TICKS");
         let (wires, ticks): (usize, usize) = (get(2).parse().expect("wires"), get(3).parse().expect("ticks"));
         let data: Vec<u8> = plane(wires, ticks).iter().flat_map(|x| x.to_le_bytes()).collect();
-        let t = tensorgate_plugin::Tensor { dtype: tensorgate_plugin::Dtype::F32, shape: vec![1, wires as u64, ticks as u64], data };
+        let t = tensorgate_plugin::Tensor::from_parts(tensorgate_plugin::Dtype::F32, vec![1, wires as u64, ticks as u64], data).expect("plane");
         std::fs::write(get(1), tensorgate_plugin::npy::write_npy(&t)).expect("write plane");
         return;
     }

@@ -196,11 +196,24 @@ pub struct PluginSection {
     /// entries over it (default); `false` sends only the plugin's.
     #[serde(default = "yes")]
     pub echo_metadata: bool,
+    /// Most tensors one plugin call may hold at once; the host's default
+    /// (`plugin::DEFAULT_MAX_TENSORS`) when absent.
+    pub max_tensors: Option<usize>,
+    /// Most bytes of tensors one plugin call may hold at once (MiB); the
+    /// host's default (`plugin::DEFAULT_MAX_TENSOR_BYTES`) when absent.
+    pub max_tensor_mb: Option<u64>,
 }
 
 impl Default for PluginSection {
     fn default() -> Self {
-        PluginSection { file: default_plugin_file(), timeout_ms: None, memory_mb: None, echo_metadata: true }
+        PluginSection {
+            file: default_plugin_file(),
+            timeout_ms: None,
+            memory_mb: None,
+            echo_metadata: true,
+            max_tensors: None,
+            max_tensor_mb: None,
+        }
     }
 }
 

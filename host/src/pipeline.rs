@@ -75,8 +75,8 @@ async fn run(app: &Application, head: ItemHead, payload: Bytes, timings: &mut Ti
         false => None,
     };
     let item = Item {
-        // Free when the payload is uniquely owned (e.g. just decompressed).
-        data: Vec::from(payload),
+        // Stays in the host: the plugin reads what it needs through its handle.
+        data: payload,
         content_type: head.content_type,
         metadata: head.metadata.into_iter().collect(),
     };
@@ -93,10 +93,10 @@ async fn run(app: &Application, head: ItemHead, payload: Bytes, timings: &mut Ti
     check_tensors(&app.manifest.outputs, &outputs)
         .map_err(|m| ItemFailure::new(ErrorCode::ModelError, format!("model output does not match the manifest: {m}")))?;
 
-    let context = prepared.context;
-    let bytes = outputs.iter().map(|t| t.data.len()).sum::<usize>() + context.len();
+    let (context, kept) = (prepared.context, prepared.keep);
+    let bytes = outputs.iter().chain(&kept).map(|t| t.data.len()).sum::<usize>() + context.len();
     let t = Instant::now();
-    let mut output = call_plugin(app, bytes, || app.plugin.postprocess(outputs, &context))?;
+    let mut output = call_plugin(app, bytes, || app.plugin.postprocess(outputs, kept, &context))?;
     timings.postprocess_us = micros(t.elapsed());
     if let Some(mut metadata) = echoed {
         // The item's entries first, the plugin's over them.

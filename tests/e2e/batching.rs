@@ -89,7 +89,7 @@ async fn futures_join(client: &tensorgate_client::Client, chunks: Vec<Vec<Input>
 async fn a_model_that_opts_out_runs_one_item_per_forward() {
     let host = TestHost::start().await;
     let client = host.client().await;
-    let plane = Tensor { dtype: Dtype::F32, shape: vec![1, 64, 32], data: vec![0; 64 * 32 * 4] };
+    let plane = Tensor::from_parts(Dtype::F32, vec![1, 64, 32], vec![0; 64 * 32 * 4]).unwrap();
     let items = vec![Input::new(write_npy(&plane), "application/x-npy"); 8];
     let reply = client.predict(Submission::new("plane-stats", items)).await.unwrap();
     assert_eq!(reply.summary.ok, 8);
@@ -108,7 +108,7 @@ async fn a_slow_model_does_not_hold_up_a_fast_one() {
     assert!(host.host.repository().failures().is_empty(), "{:?}", host.host.repository().failures());
     let client = Arc::new(host.client().await);
 
-    let x = Tensor { dtype: Dtype::F32, shape: vec![1, 256], data: 0.5f32.to_le_bytes().repeat(256) };
+    let x = Tensor::from_parts(Dtype::F32, vec![1, 256], 0.5f32.to_le_bytes().repeat(256)).unwrap();
     let slow_items = vec![Input::new(write_npy(&x), "application/x-npy"); 500];
     let slow_done = Arc::new(AtomicBool::new(false));
     let slow = {

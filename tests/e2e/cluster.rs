@@ -47,11 +47,7 @@ fn check_scores(reply: &tensorgate_client::Reply, want: &[serde_json::Map<String
 
 /// `n` items for the test-only `slow` application, each `rows` x 256 f32 (.npy).
 fn slow_items(n: usize, rows: u64) -> Vec<Input> {
-    let x = tensorgate_plugin::Tensor {
-        dtype: tensorgate_plugin::Dtype::F32,
-        shape: vec![rows, 256],
-        data: 0.5f32.to_le_bytes().repeat(256 * rows as usize),
-    };
+    let x = tensorgate_plugin::Tensor::from_parts(tensorgate_plugin::Dtype::F32, vec![rows, 256], 0.5f32.to_le_bytes().repeat(256 * rows as usize)).unwrap();
     let sample = tensorgate_plugin::npy::write_npy(&x);
     (0..n).map(|_| Input::new(sample.clone(), "application/x-npy")).collect()
 }
@@ -559,14 +555,14 @@ async fn items_and_results_larger_than_an_engine_message_pass_transparently() {
     let gateway = Proc::gateway(&engine, &[]);
     let client = gateway.client().await;
     wait_for_workers(&client, 1).await;
-    let f32s = |t: &Tensor| t.data.chunks(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect::<Vec<_>>();
+    let f32s = |t: &Tensor| t.data().chunks(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect::<Vec<_>>();
     // A 3456 x 1008 plane (13.9 MB raw, sent uncompressed), a diagonal track of charge 2.0.
     let (w, t) = (3456u64, 1008u64);
     let mut values = vec![0f32; (w * t) as usize];
     for i in 0..1000usize {
         values[i * t as usize + i] = 2.0;
     }
-    let plane = Tensor { dtype: Dtype::F32, shape: vec![1, w, t], data: values.iter().flat_map(|v| v.to_le_bytes()).collect() };
+    let plane = Tensor::from_parts(Dtype::F32, vec![1, w, t], values.iter().flat_map(|v| v.to_le_bytes()).collect()).unwrap();
     let start = Instant::now();
     let reply = client
         .predict(Submission::new("plane-stats", vec![Input::new(write_npy(&plane), "application/x-npy")]).uncompressed())
@@ -574,7 +570,7 @@ async fn items_and_results_larger_than_an_engine_message_pass_transparently() {
         .expect("a 14 MB item through a 1 MB engine");
     let took = start.elapsed();
     let got = parse_npz(&reply.outcomes[0].as_ref().expect("ok").payload).unwrap();
-    assert_eq!(got[0].1.data[..8], 1000i64.to_le_bytes());
+    assert_eq!(got[0].1.data()[..8], 1000i64.to_le_bytes());
     assert_eq!(f32s(&got[1].1), vec![2000.0]);
     tracing_free_log(&format!("13.9 MB item through the engine in {took:?} ({:.0} MB/s)", 13.9 / took.as_secs_f64()));
     // 300,000 wires: the per-wire maximum alone is 1.2 MB, above the engine's limit.
@@ -583,7 +579,7 @@ async fn items_and_results_larger_than_an_engine_message_pass_transparently() {
     for (i, v) in values.iter_mut().enumerate() {
         *v = (i % 7) as f32;
     }
-    let plane = Tensor { dtype: Dtype::F32, shape: vec![1, wires as u64, 4], data: values.iter().flat_map(|v| v.to_le_bytes()).collect() };
+    let plane = Tensor::from_parts(Dtype::F32, vec![1, wires as u64, 4], values.iter().flat_map(|v| v.to_le_bytes()).collect()).unwrap();
     let reply = client
         .predict(Submission::new("plane-stats", vec![Input::new(write_npy(&plane), "application/x-npy")]))
         .await

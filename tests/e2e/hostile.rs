@@ -92,12 +92,56 @@ async fn unbounded_allocation_hits_the_memory_limit() {
 #[tokio::test(flavor = "multi_thread")]
 async fn malformed_tensors_are_rejected_before_the_model() {
     let (host, _repo) = start().await;
-    let (code, message, _) = contained(&host, hostile("bad-bytes")).await;
-    assert_eq!(code, ErrorCode::PluginFailed);
-    assert!(message.contains("needs 64 bytes, has 10"), "{message}");
     let (code, message, _) = contained(&host, hostile("bad-shape")).await;
     assert_eq!(code, ErrorCode::PluginFailed);
     assert!(message.contains("manifest declares f32 [-1, 16]"), "{message}");
+    host.stop().await;
+}
+
+/// Contract 0.2: a handle kept past its call, tensors past the manifest's
+/// caps and an operation outside its tensor each fail their item with a
+/// message naming the problem; the host and the plugin's next item are fine.
+#[tokio::test(flavor = "multi_thread")]
+async fn host_tensors_are_bounded_and_checked() {
+    let (host, _repo) = start().await;
+    let (code, message, _) = contained(&host, hostile("stale-handle")).await;
+    assert_eq!(code, ErrorCode::PluginError);
+    assert!(message.contains("is not live: handles last only for the call that made them"), "{message}");
+    let (code, message, _) = contained(&host, hostile("many-tensors")).await;
+    assert_eq!(code, ErrorCode::PluginError);
+    assert!(message.contains("[tensor-cap]") && message.contains("holds 100 tensors, the cap ([plugin] max_tensors)"), "{message}");
+    let (code, message, _) = contained(&host, hostile("big-tensor")).await;
+    assert_eq!(code, ErrorCode::PluginError);
+    assert!(message.contains("134217728 bytes") && message.contains("cap of 67108864 bytes ([plugin] max_tensor_mb)"), "{message}");
+    let (code, message, _) = contained(&host, hostile("bad-index")).await;
+    assert_eq!(code, ErrorCode::PluginError);
+    assert!(message.contains("[op]: indices[1] = 99 is outside 0..16"), "{message}");
+    host.stop().await;
+}
+
+/// A component built for contract 0.1 is refused at load, naming the
+/// version it targets and the one the host speaks; nothing else is affected.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_plugin_built_for_contract_0_1_is_refused_at_load() {
+    let repo = repository_with_hostile();
+    let dir = repo.path().join("old/1");
+    std::fs::create_dir_all(&dir).unwrap();
+    let manifest = std::fs::read_to_string(root().join("tests/plugins/hostile/manifest.toml")).unwrap();
+    std::fs::write(dir.join("manifest.toml"), manifest.replace("name = \"hostile\"", "name = \"old\"")).unwrap();
+    std::fs::copy(repo.path().join("hostile/1/model.pt"), dir.join("model.pt")).unwrap();
+    std::fs::copy(root().join("tests/plugins/contract-0.1/hostile.wasm"), dir.join("plugin.wasm")).unwrap();
+    let host = TestHost::start_with(repo.path().to_path_buf(), |_| {}).await;
+    let failures = host.host.repository().failures();
+    let message = &failures.iter().find(|f| f.model == "old").expect("old/1 failed to load").error;
+    assert!(
+        message.contains("is built for tensorgate:plugin@0.1.0, but this host speaks tensorgate:plugin@0.2.0"),
+        "{message}"
+    );
+    assert_eq!(failures.len(), 1, "{failures:?}");
+    let client = host.client().await;
+    let ok = client.predict(Submission::new("hostile", vec![hostile("ok")])).await.unwrap();
+    assert_eq!(ok.summary.ok, 1);
+    client.close().await;
     host.stop().await;
 }
 

@@ -16,9 +16,15 @@ use tensorgate_tests::{root, TestHost};
 
 const TOLERANCE: f32 = 1e-4;
 
-fn sample() -> Pixels {
+/// The sample's pixels and their values.
+fn sample() -> (Pixels, Tensor) {
     let bytes = std::fs::read(root().join("plugins/lartpc-dense/samples/plane-crop.npz")).expect("sample");
-    Pixels::from_npz(&parse_npz(&bytes).expect("npz")).expect("sparse sample")
+    Pixels::from_npz(parse_npz(&bytes).expect("npz")).expect("sparse sample")
+}
+
+/// The sample as a dense plane.
+fn dense(s: &(Pixels, Tensor)) -> Vec<f32> {
+    s.0.to_dense(&s.1).expect("dense").to_f32().expect("f32")
 }
 
 fn reference() -> (Vec<i32>, Vec<f32>) {
@@ -28,7 +34,7 @@ fn reference() -> (Vec<i32>, Vec<f32>) {
 }
 
 fn plane_npy(h: usize, w: usize, values: &[f32]) -> Vec<u8> {
-    write_npy(&Tensor::from_slice(&[h as u64, w as u64], values))
+    write_npy(&Tensor::from_slice(&[h as u64, w as u64], values).unwrap())
 }
 
 fn arrays(payload: &[u8]) -> Vec<(String, Tensor)> {
@@ -49,9 +55,9 @@ async fn dense_plane_matches_pytorch_stitching() {
     let host = TestHost::start().await;
     let client = host.client().await;
     let s = sample();
-    let dense = s.to_dense();
+    let dense = dense(&s);
     let (want_pixels, want_scores) = reference();
-    let input = Input::new(plane_npy(s.height, s.width, &dense), "application/x-npy")
+    let input = Input::new(plane_npy(s.0.height, s.0.width, &dense), "application/x-npy")
         .with_meta("run", "5328")
         .with_meta("subrun", "12")
         .with_meta("event", "604")
@@ -68,14 +74,14 @@ async fn dense_plane_matches_pytorch_stitching() {
     let a = arrays(&out.payload);
     let pixels = get(&a, "pixels").view::<i32>().unwrap().into_owned();
     assert_eq!(pixels, want_pixels, "the above-threshold pixels, row-major");
-    assert!(pixels.len() > 1000 && pixels.len() < s.len(), "threshold drops the noise: {} of {}", pixels.len() / 2, s.len());
+    assert!(pixels.len() > 1000 && pixels.len() < s.0.len(), "threshold drops the noise: {} of {}", pixels.len() / 2, s.0.len());
     let values = get(&a, "values").view::<f32>().unwrap().into_owned();
     for (i, v) in values.iter().enumerate() {
-        assert_eq!(*v, dense[pixels[2 * i] as usize * s.width + pixels[2 * i + 1] as usize]);
+        assert_eq!(*v, dense[pixels[2 * i] as usize * s.0.width + pixels[2 * i + 1] as usize]);
         assert!(*v > 10.0);
     }
     let scores = get(&a, "scores");
-    assert_eq!(scores.shape, vec![(pixels.len() / 2) as u64, 3]);
+    assert_eq!(scores.shape(), vec![(pixels.len() / 2) as u64, 3]);
     let d = max_diff(&scores.view::<f32>().unwrap(), &want_scores);
     eprintln!("lartpc-dense: {} pixels, max |host - pytorch| = {d:e}", pixels.len() / 2);
     assert!(d <= TOLERANCE, "max score difference {d} > {TOLERANCE}");
@@ -105,14 +111,14 @@ async fn full_plane_runs_only_non_empty_tiles() {
     let track = reply.outcomes[0].as_ref().expect("track plane ok");
     assert_eq!((track.metadata["tiles"].as_str(), track.metadata["tiles_run"].as_str()), ("24", "1"));
     let a = arrays(&track.payload);
-    assert_eq!(get(&a, "pixels").shape, vec![100, 2]);
+    assert_eq!(get(&a, "pixels").shape(), vec![100, 2]);
     let scores = get(&a, "scores").view::<f32>().unwrap().into_owned();
     for p in scores.chunks(3) {
         assert!((p.iter().sum::<f32>() - 1.0).abs() < 1e-4, "scores are a softmax: {p:?}");
     }
     let none = reply.outcomes[1].as_ref().expect("empty plane ok");
     assert_eq!(none.metadata["tiles_run"], "1", "an empty plane still runs one tile");
-    assert_eq!(get(&arrays(&none.payload), "scores").shape, vec![0, 3]);
+    assert_eq!(get(&arrays(&none.payload), "scores").shape(), vec![0, 3]);
     client.close().await;
     host.stop().await;
 }
@@ -121,8 +127,8 @@ async fn full_plane_runs_only_non_empty_tiles() {
 async fn dense_bad_inputs_are_clear_item_errors() {
     let host = TestHost::start().await;
     let client = host.client().await;
-    let cube = write_npy(&Tensor::from_slice(&[2, 2, 2], &[0f32; 8]));
-    let ints = write_npy(&Tensor::from_slice(&[2, 2], &[0i64; 4]));
+    let cube = write_npy(&Tensor::from_slice(&[2, 2, 2], &[0f32; 8]).unwrap());
+    let ints = write_npy(&Tensor::from_slice(&[2, 2], &[0i64; 4]).unwrap());
     let items = vec![
         Input::new(cube, "application/x-npy"),
         Input::new(ints, "application/x-npy"),
@@ -134,18 +140,18 @@ async fn dense_bad_inputs_are_clear_item_errors() {
         assert_eq!(e.code, ErrorCode::PluginError);
         e.message.clone()
     };
-    assert!(msg(0).contains("expected a 2-d plane [wires, ticks], got shape [2, 2, 2]"), "{}", msg(0));
-    assert!(msg(1).contains("expected a f32 array, got i64 of shape [2, 2]"), "{}", msg(1));
+    assert!(msg(0).contains("expected a 2-d plane [rows, cols], got shape [2, 2, 2]"), "{}", msg(0));
+    assert!(msg(1).contains("expected an f32 plane, got i64 of shape [2, 2]"), "{}", msg(1));
     assert!(msg(2).contains("bad magic"), "{}", msg(2));
     client.close().await;
     host.stop().await;
 }
 
-fn sparse_npz(p: &Pixels) -> Vec<u8> {
+fn sparse_npz(p: &Pixels, values: &[f32]) -> Vec<u8> {
     write_npz(&[
-        ("pixels".into(), p.coords()),
-        ("values".into(), p.values_tensor()),
-        ("shape".into(), Tensor::from_slice(&[2], &[p.height as i64, p.width as i64])),
+        ("pixels".into(), p.coords().unwrap()),
+        ("values".into(), Tensor::from_slice(&[values.len() as u64], values).unwrap()),
+        ("shape".into(), Tensor::from_slice(&[2], &[p.height as i64, p.width as i64]).unwrap()),
     ])
 }
 
@@ -156,19 +162,21 @@ async fn sparse_pixels_scored_in_input_order() {
     let s = sample();
     let (want_pixels, want_scores) = reference();
     // The above-threshold pixels (the reference's), in a scrambled order.
-    let above = Pixels::above(&s.to_dense(), s.width, 10.0);
+    let plane = Tensor::from_slice(&[s.0.height as u64, s.0.width as u64], &dense(&s)).unwrap();
+    let (above, above_values) = Pixels::above(&plane, 10.0).unwrap();
+    let above_values = above_values.to_f32().unwrap();
     let n = above.len();
     let order: Vec<usize> = (0..n).map(|i| (i * 7919 + 13) % n).collect();
     assert_eq!(order.iter().collect::<std::collections::HashSet<_>>().len(), n, "a permutation");
     let pick = |v: &[u32]| order.iter().map(|&i| v[i]).collect::<Vec<u32>>();
-    let values = order.iter().map(|&i| above.values[i]).collect();
-    let shuffled = Pixels::new(s.height, s.width, pick(&above.rows), pick(&above.cols), values).unwrap();
-    let input = Input::new(sparse_npz(&shuffled), "application/x-npz").with_meta("event", "604");
+    let values: Vec<f32> = order.iter().map(|&i| above_values[i]).collect();
+    let shuffled = Pixels::new(s.0.height, s.0.width, pick(&above.rows), pick(&above.cols)).unwrap();
+    let input = Input::new(sparse_npz(&shuffled, &values), "application/x-npz").with_meta("event", "604");
     let reply = client.predict(Submission::new("lartpc-sparse", vec![input])).await.unwrap();
     let out = reply.outcomes[0].as_ref().expect("item ok");
     assert_eq!((out.metadata["event"].as_str(), out.metadata["tiles_run"].as_str()), ("604", "6"));
     let scores = get(&arrays(&out.payload), "scores").clone();
-    assert_eq!(scores.shape, vec![n as u64, 3]);
+    assert_eq!(scores.shape(), vec![n as u64, 3]);
     let got = scores.view::<f32>().unwrap();
     let mut want = Vec::with_capacity(3 * n);
     for &i in &order {
@@ -187,12 +195,12 @@ async fn sparse_pixels_scored_in_input_order() {
 async fn sparse_bad_lists_are_clear_item_errors() {
     let host = TestHost::start().await;
     let client = host.client().await;
-    let outside = Pixels { height: 10, width: 10, rows: vec![1, 10], cols: vec![1, 2], values: vec![5.0, 5.0] };
-    let twice = Pixels { height: 10, width: 10, rows: vec![1, 3, 1], cols: vec![1, 2, 1], values: vec![5.0; 3] };
-    let no_shape = write_npz(&[("pixels".into(), twice.coords()), ("values".into(), twice.values_tensor())]);
+    let outside = Pixels { height: 10, width: 10, rows: vec![1, 10], cols: vec![1, 2] };
+    let twice = Pixels { height: 10, width: 10, rows: vec![1, 3, 1], cols: vec![1, 2, 1] };
+    let no_shape = write_npz(&[("pixels".into(), twice.coords().unwrap()), ("values".into(), Tensor::from_slice(&[3], &[5.0f32; 3]).unwrap())]);
     let items = vec![
-        Input::new(sparse_npz(&outside), "application/x-npz"),
-        Input::new(sparse_npz(&twice), "application/x-npz"),
+        Input::new(sparse_npz(&outside, &[5.0, 5.0]), "application/x-npz"),
+        Input::new(sparse_npz(&twice, &[5.0; 3]), "application/x-npz"),
         Input::new(no_shape, "application/x-npz"),
     ];
     let reply = client.predict(Submission::new("lartpc-sparse", items)).await.unwrap();

@@ -207,7 +207,7 @@ async fn a_manifest_that_does_not_match_its_model_is_refused_before_it_serves() 
         // One line, but for TOML's own pointer at the offending line.
         assert!(!text.contains('\n') || text.contains("TOML parse error"), "{text}");
     };
-    let cases: [(&str, fn(&mut String), &[&str]); 8] = [
+    let cases: [(&str, fn(&mut String), &[&str]); 9] = [
         // 3 labels for a model whose declared output has 4 columns.
         ("labels", |m| *m = m.replace(r#"labels = ["qcd", "top", "w", "z"]"#, r#"labels = ["qcd", "top", "w"]"#),
             &["manifest.toml: field `labels`: 3 label(s), but no declared output has 3 classes", "`scores` f32 [-1, 4]"]),
@@ -230,6 +230,9 @@ async fn a_manifest_that_does_not_match_its_model_is_refused_before_it_serves() 
             &["manifest.toml: `[[outputs]]` declares 2 output(s) (scores, extra), but model.pt's forward returns 1 tensor(s): forward(x: Tensor) -> Tensor"]),
         // A typo in a field name.
         ("typo", |m| *m = m.replace("labels = [", "labelz = ["), &["manifest.toml", "unknown field `labelz`"]),
+        // `[params]` the plugin's `configure` refuses: the load fails, not every item.
+        ("params", |m| *m = m.replace("features = [", "features = 16\nunused = ["),
+            &["plugin refused its manifest [manifest]: manifest parameter `params.features` = 16: invalid type: integer `16`, expected a sequence"]),
     ];
     for (name, edit, want) in cases {
         let bundle = tabular_bundle(work.path(), name, 2, edit);
@@ -412,11 +415,7 @@ async fn delete_waits_for_requests_in_flight() {
     let repo = repository_with_slow();
     let host = TestHost::start_with(repo.path().to_path_buf(), |_| {}).await;
     let client = Arc::new(host.client().await);
-    let x = tensorgate_plugin::Tensor {
-        dtype: tensorgate_plugin::Dtype::F32,
-        shape: vec![1, 256],
-        data: 0.5f32.to_le_bytes().repeat(256),
-    };
+    let x = tensorgate_plugin::Tensor::from_parts(tensorgate_plugin::Dtype::F32, vec![1, 256], 0.5f32.to_le_bytes().repeat(256)).unwrap();
     let sample = tensorgate_plugin::npy::write_npy(&x);
     let running = {
         let client = client.clone();

@@ -22,7 +22,7 @@ async fn a_flood_is_read_only_as_fast_as_items_finish() {
     let client = std::sync::Arc::new(host.client().await);
     // 2,000 items of 64 KiB for a model that needs tens of ms per item: the
     // bytes arrive far faster than the model can use them.
-    let x = Tensor { dtype: Dtype::F32, shape: vec![64, 256], data: vec![0; 64 * 256 * 4] };
+    let x = Tensor::from_parts(Dtype::F32, vec![64, 256], vec![0; 64 * 256 * 4]).unwrap();
     let items = vec![Input::new(write_npy(&x), "application/x-npy"); 2000];
     let flood = {
         let client = client.clone();

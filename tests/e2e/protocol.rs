@@ -367,7 +367,7 @@ async fn a_killed_host_is_noticed_quickly_and_unanswered_items_are_named() {
     };
     let fp = std::fs::read_to_string(state.path().join("fingerprint")).unwrap();
     let client = std::sync::Arc::new(Client::connect(addr, tensorgate_client::Trust::Fingerprint(fp)).await.unwrap());
-    let x = tensorgate_plugin::Tensor { dtype: tensorgate_plugin::Dtype::F32, shape: vec![1, 256], data: 0.5f32.to_le_bytes().repeat(256) };
+    let x = tensorgate_plugin::Tensor::from_parts(tensorgate_plugin::Dtype::F32, vec![1, 256], 0.5f32.to_le_bytes().repeat(256)).unwrap();
     let sample = tensorgate_plugin::npy::write_npy(&x);
     let requests: Vec<_> = (0..2)
         .map(|_| {

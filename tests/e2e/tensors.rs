@@ -9,11 +9,11 @@ use tensorgate_plugin::{Dtype, Tensor};
 use tensorgate_tests::{root, TestHost};
 
 fn f32s(t: &Tensor) -> Vec<f32> {
-    t.data.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
+    t.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
 }
 
 fn f64s(t: &Tensor) -> Vec<f64> {
-    t.data.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap())).collect()
+    t.data().chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap())).collect()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -28,8 +28,8 @@ async fn multi_input_tuple_output_matches_pytorch() {
     assert_eq!(out.content_type, "application/x-npz");
     let got = parse_npz(&out.payload).unwrap();
     assert_eq!(got.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(), ["h", "s"]);
-    assert_eq!((got[0].1.dtype, got[0].1.shape.clone()), (Dtype::F32, vec![3, 3]));
-    assert_eq!((got[1].1.dtype, got[1].1.shape.clone()), (Dtype::F64, vec![3]));
+    assert_eq!((got[0].1.dtype(), got[0].1.shape().to_vec()), (Dtype::F32, vec![3, 3]));
+    assert_eq!((got[1].1.dtype(), got[1].1.shape().to_vec()), (Dtype::F64, vec![3]));
     for (g, w) in f32s(&got[0].1).iter().zip(f32s(&reference[0].1)) {
         assert!((g - w).abs() <= 1e-6, "h: host {g} vs pytorch {w}");
     }
@@ -51,7 +51,7 @@ async fn dict_output_and_large_plane() {
         values[i * t as usize + i] = 2.0;
     }
     let data: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-    let plane = Tensor { dtype: Dtype::F32, shape: vec![1, w, t], data };
+    let plane = Tensor::from_parts(Dtype::F32, vec![1, w, t], data).unwrap();
     for sub in [
         Submission::new("plane-stats", vec![Input::new(write_npy(&plane), "application/x-npy")]),
         Submission::new("plane-stats", vec![Input::new(write_npy(&plane), "application/x-npy")]).uncompressed(),
@@ -59,7 +59,7 @@ async fn dict_output_and_large_plane() {
         let reply = client.predict(sub).await.unwrap();
         let got = parse_npz(&reply.outcomes[0].as_ref().expect("ok").payload).unwrap();
         assert_eq!(got.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(), ["lit", "charge", "wire_max"]);
-        assert_eq!(got[0].1.data[..8], 1000i64.to_le_bytes());
+        assert_eq!(got[0].1.data()[..8], 1000i64.to_le_bytes());
         assert_eq!(f32s(&got[1].1), vec![2000.0]);
         let wire_max = f32s(&got[2].1);
         assert_eq!(wire_max.len(), w as usize);
@@ -73,9 +73,9 @@ async fn dict_output_and_large_plane() {
 async fn bad_arrays_are_clear_item_errors() {
     let host = TestHost::start().await;
     let client = host.client().await;
-    let x = Tensor { dtype: Dtype::F32, shape: vec![2, 4], data: vec![0; 32] };
-    let wrong_width = Tensor { dtype: Dtype::F32, shape: vec![2, 5], data: vec![0; 40] };
-    let y = Tensor { dtype: Dtype::F32, shape: vec![2, 3], data: vec![0; 24] };
+    let x = Tensor::from_parts(Dtype::F32, vec![2, 4], vec![0; 32]).unwrap();
+    let wrong_width = Tensor::from_parts(Dtype::F32, vec![2, 5], vec![0; 40]).unwrap();
+    let y = Tensor::from_parts(Dtype::F32, vec![2, 3], vec![0; 24]).unwrap();
     let items = vec![
         Input::new(write_npz(&[("x".into(), x.clone())]), "application/x-npz"), // y missing
         Input::new(write_npz(&[("x".into(), wrong_width), ("y".into(), y.clone())]), "application/x-npz"),
@@ -105,15 +105,15 @@ async fn conv_net_matches_pytorch() {
     // Once as one 3-patch item, once as three 1-patch items (batched together by the host).
     let whole = client.predict(Submission::new("patch-cnn", vec![Input::new(sample.clone(), "application/x-npy")])).await.unwrap();
     let got = parse_npz(&whole.outcomes[0].as_ref().expect("ok").payload).unwrap();
-    assert_eq!((got[0].0.as_str(), got[0].1.shape.clone()), ("scores", vec![3, 3]));
+    assert_eq!((got[0].0.as_str(), got[0].1.shape().to_vec()), ("scores", vec![3, 3]));
     for (g, w) in f32s(&got[0].1).iter().zip(f32s(&want)) {
         assert!((g - w).abs() <= 1e-5, "host {g} vs pytorch {w}");
     }
     let all = parse_npy(&sample).unwrap();
-    let row = all.data.len() / 3;
+    let row = all.data().len() / 3;
     let singles: Vec<Input> = (0..3)
         .map(|i| {
-            let t = Tensor { dtype: Dtype::F32, shape: vec![1, 1, 64, 64], data: all.data[i * row..(i + 1) * row].to_vec() };
+            let t = Tensor::from_parts(Dtype::F32, vec![1, 1, 64, 64], all.data()[i * row..(i + 1) * row].to_vec()).unwrap();
             Input::new(write_npy(&t), "application/x-npy")
         })
         .collect();

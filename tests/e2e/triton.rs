@@ -44,10 +44,10 @@ fn get<'a>(a: &'a [(String, Tensor)], name: &str) -> &'a Tensor {
 /// Row `i` of a `[N, ...]` f32 tensor, as a `[1, ...]` tensor.
 fn row(t: &Tensor, i: usize) -> Tensor {
     let values = t.view::<f32>().expect("f32");
-    let per = values.len() / t.shape[0] as usize;
-    let mut shape = t.shape.clone();
+    let per = values.len() / t.shape()[0] as usize;
+    let mut shape = t.shape().to_vec();
     shape[0] = 1;
-    Tensor::from_slice(&shape, &values[i * per..(i + 1) * per])
+    Tensor::from_slice(&shape, &values[i * per..(i + 1) * per]).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -90,7 +90,7 @@ async fn a_triton_model_imports_and_answers_as_pytorch() {
     let reply = client.predict(Submission::new("particlenet", vec![whole])).await.expect("predict");
     let out = reply.outcomes[0].as_ref().expect("item ok");
     let scores = get(&parse_npz(&out.payload).expect("npz reply"), "scores").clone();
-    assert_eq!(scores.shape, [3, 3]);
+    assert_eq!(scores.shape(), [3, 3]);
     let got = scores.view::<f32>().unwrap().into_owned();
     let diff = got.iter().zip(&want).map(|(g, w)| (g - w).abs()).fold(0.0, f32::max);
     eprintln!("particlenet via tensorgate import triton: max |host - pytorch| = {diff:e}");

@@ -1,53 +1,89 @@
 //! The plugin boundary: wasmtime component runtime, host imports, and a pool
 //! of instances per application.
 //!
-//! One `bindgen!` from `wit/tensorgate.wit`, the host state in [`HostState`],
-//! all `Linker` wiring in [`PluginEngine::linker`].
+//! One `bindgen!` from `wit/tensorgate.wit` (contract 0.2), the host state in
+//! [`HostState`], all `Linker` wiring in [`PluginEngine::linker`]; the
+//! host-owned tensors behind the plugin's handles, and the bulk operations on
+//! them, in `tensors.rs`.
 
 mod convert;
 mod pool;
+mod tensors;
 
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Engine, ResourceLimiter, StoreLimits, StoreLimitsBuilder};
 
 pub use pool::{CallError, PluginInstance, PluginPool};
+pub use tensors::{TensorCaps, DEFAULT_MAX_TENSORS, DEFAULT_MAX_TENSOR_BYTES};
 
+/// The plugin contract this host speaks.
+pub const CONTRACT: &str = "tensorgate:plugin@0.2.0";
 
-/// The bindings generated from `wit/tensorgate.wit`; their tensor records
-/// are converted to [`crate::tensor::Tensor`] in `convert.rs` and go no
+/// The bindings generated from `wit/tensorgate.wit`; their records are
+/// converted to the host's own types in `convert.rs` and `pool.rs` and go no
 /// further into the host.
 mod wit {
     wasmtime::component::bindgen!({
         world: "application",
         path: "../wit",
-        additional_derives: [PartialEq],
+        imports: { default: trappable },
+        with: {
+            "tensorgate:plugin/types.tensor": super::tensors::TensorHandle,
+            "tensorgate:plugin/types.payload": super::tensors::PayloadHandle,
+        },
     });
 
+    pub use tensorgate::plugin::ops::Selection;
     pub use tensorgate::plugin::types::{
-        Dtype, Item, LogLevel, Manifest as PluginManifest, Output, PluginError, PluginInfo, Tensor,
-        TensorSpec,
+        Body, Dtype, Item, LogLevel, Manifest as PluginManifest, PluginError, PluginInfo, TensorSpec,
     };
 }
 
 use wit::{Application as Bindings, ApplicationPre as BindingsPre, LogLevel, PluginManifest};
-pub use wit::{Item, Output, PluginError, PluginInfo};
+pub use wit::{PluginError, PluginInfo};
+
+/// One item as the plugin's `preprocess` gets it: the payload stays in the
+/// host (the plugin reads ranges of it or asks for tensor views).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Item {
+    /// The item's bytes.
+    pub data: Bytes,
+    /// Its content type.
+    pub content_type: String,
+    /// Its metadata.
+    pub metadata: Vec<(String, String)>,
+}
 
 /// What `preprocess` hands to the model: one tensor per model input, all
-/// with the same leading batch dimension, plus the plugin's opaque context
-/// for `postprocess`.
+/// with the same leading batch dimension; tensors handed back to
+/// `postprocess` untouched; and the plugin's opaque context.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Prepared {
     /// Model inputs.
     pub inputs: Vec<crate::tensor::Tensor>,
+    /// Given back to `postprocess` as they are.
+    pub keep: Vec<crate::tensor::Tensor>,
     /// Given back to `postprocess` unchanged.
     pub context: Vec<u8>,
+}
+
+/// The reply for one item (an `npz` body already written out by the host).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Output {
+    /// The reply's bytes.
+    pub data: Vec<u8>,
+    /// Their content type.
+    pub content_type: String,
+    /// The plugin's metadata entries.
+    pub metadata: Vec<(String, String)>,
 }
 
 /// State of one plugin instance's store: what the host imports can see.
@@ -55,6 +91,8 @@ pub struct HostState {
     app: Arc<str>,
     manifest: Arc<PluginManifest>,
     limits: Limiter,
+    /// The tensors and payload of the current call.
+    tensors: tensors::TensorTable,
     /// Log messages accepted during the current call.
     logged: u32,
     /// Log messages dropped during the current call (past [`MAX_LOGS_PER_CALL`]).
@@ -73,6 +111,10 @@ pub struct LogTotals {
     pub logged: std::sync::atomic::AtomicU64,
     /// Messages dropped past [`MAX_LOGS_PER_CALL`].
     pub suppressed: std::sync::atomic::AtomicU64,
+    /// Bytes that crossed the component boundary, both ways: the lists of
+    /// bytes of payload and tensor reads, tensor writes, contexts and
+    /// replies written by the plugin (tensors moved by handle do not cross).
+    pub crossed: std::sync::atomic::AtomicU64,
 }
 
 /// Most log messages a plugin may emit per call; the rest are counted and dropped.
@@ -83,6 +125,7 @@ pub const MAX_LOG_BYTES: usize = 4096;
 impl HostState {
     /// Resets the per-call log accounting.
     fn begin_call(&mut self) {
+        self.tensors.clear();
         self.logged = 0;
         self.suppressed = 0;
         self.last_error = None;
@@ -91,6 +134,8 @@ impl HostState {
     /// Ends a call: reports dropped log messages; returns the last error message.
     fn end_call(&mut self) -> Option<String> {
         let totals = &self.log_totals;
+        totals.crossed.fetch_add(self.tensors.crossed, std::sync::atomic::Ordering::Relaxed);
+        self.tensors.clear();
         totals.logged.fetch_add(self.logged as u64, std::sync::atomic::Ordering::Relaxed);
         totals.suppressed.fetch_add(self.suppressed, std::sync::atomic::Ordering::Relaxed);
         if self.suppressed > 0 {
@@ -152,10 +197,8 @@ impl ResourceLimiter for Limiter {
     }
 }
 
-impl wit::tensorgate::plugin::types::Host for HostState {}
-
 impl wit::tensorgate::plugin::host::Host for HostState {
-    fn log(&mut self, level: LogLevel, mut message: String) {
+    fn log(&mut self, level: LogLevel, mut message: String) -> wasmtime::Result<()> {
         if message.len() > MAX_LOG_BYTES {
             let mut cut = MAX_LOG_BYTES;
             while !message.is_char_boundary(cut) {
@@ -169,7 +212,7 @@ impl wit::tensorgate::plugin::host::Host for HostState {
         }
         if self.logged >= MAX_LOGS_PER_CALL {
             self.suppressed += 1;
-            return;
+            return Ok(());
         }
         self.logged += 1;
         let app = &*self.app;
@@ -180,10 +223,7 @@ impl wit::tensorgate::plugin::host::Host for HostState {
             LogLevel::Warn => tracing::warn!(target: "plugin", app, "{message}"),
             LogLevel::Error => tracing::error!(target: "plugin", app, "{message}"),
         }
-    }
-
-    fn get_manifest(&mut self) -> PluginManifest {
-        (*self.manifest).clone()
+        Ok(())
     }
 }
 
@@ -193,6 +233,14 @@ pub enum PluginLoadError {
     /// The wasmtime engine could not be created.
     #[error("wasm engine: {0}")]
     Engine(String),
+    /// The component targets another version of the plugin contract.
+    #[error("plugin {path} is built for {found}, but this host speaks {CONTRACT}: rebuild it with the tensorgate SDK for {CONTRACT} (docs/writing-a-plugin.md)")]
+    Contract {
+        /// File.
+        path: String,
+        /// The contract the component exports, or a description when it exports none.
+        found: String,
+    },
     /// The component failed to compile or link.
     #[error("plugin {path}: {reason}")]
     Compile {
@@ -267,16 +315,23 @@ impl PluginEngine {
             Some(dir) => self.cached_compile(dir, &bytes).map_err(err)?,
             None => (Component::new(&self.engine, &bytes).map_err(err)?, false),
         };
+        contract(&self.engine, &component).map_err(|found| PluginLoadError::Contract { path: path.display().to_string(), found })?;
         let pre = self.linker.instantiate_pre(&component).map_err(err)?;
         let pre = BindingsPre::new(pre).map_err(err)?;
         let app: Arc<str> = Arc::from(app);
+        let manifest_plugin = &manifest.plugin;
         let manifest = Arc::new(convert::plugin_manifest(manifest));
         let log_totals = Arc::new(LogTotals::default());
         let totals = log_totals.clone();
+        let caps = TensorCaps {
+            max_tensors: manifest_plugin.max_tensors.unwrap_or(DEFAULT_MAX_TENSORS),
+            max_bytes: manifest_plugin.max_tensor_mb.map(|mb| mb.saturating_mul(1 << 20)).unwrap_or(DEFAULT_MAX_TENSOR_BYTES),
+        };
         let new_state = Box::new(move || HostState {
             app: app.clone(),
             manifest: manifest.clone(),
             limits: Limiter::new(memory_limit),
+            tensors: tensors::TensorTable::new(caps),
             logged: 0,
             suppressed: 0,
             last_error: None,
@@ -325,5 +380,20 @@ impl PluginEngine {
 impl HostState {
     fn limiter(&mut self) -> &mut Limiter {
         &mut self.limits
+    }
+}
+
+/// Checks that `component` exports this host's plugin interface; the error
+/// names the contract it targets instead (read from its export's version).
+fn contract(engine: &Engine, component: &Component) -> Result<(), String> {
+    let ty = component.component_type();
+    let names: Vec<String> = ty.exports(engine).map(|(name, _)| name.to_string()).collect();
+    let want = CONTRACT.replacen("tensorgate:plugin@", "tensorgate:plugin/plugin@", 1);
+    if names.iter().any(|n| *n == want) {
+        return Ok(());
+    }
+    match names.iter().find_map(|n| n.strip_prefix("tensorgate:plugin/plugin@")) {
+        Some(version) => Err(format!("tensorgate:plugin@{version}")),
+        None => Err(format!("no tensorgate plugin contract (it exports {})", if names.is_empty() { "nothing".to_string() } else { names.join(", ") })),
     }
 }

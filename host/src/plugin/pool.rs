@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use wasmtime::{Engine, Store, Trap};
 
-use super::{Bindings, BindingsPre, HostState, Item, Output, PluginError, PluginInfo, Prepared, EPOCH_TICK};
+use super::{wit, Bindings, BindingsPre, HostState, Item, Output, PluginError, PluginInfo, Prepared, EPOCH_TICK};
 use crate::tensor::Tensor;
 
 /// Why a plugin call produced no result.
@@ -34,6 +34,9 @@ pub enum CallError {
     /// The plugin could not be instantiated.
     #[error("plugin instantiation failed: {0}")]
     Instantiate(String),
+    /// The plugin's `configure` refused the manifest.
+    #[error("plugin refused its manifest [{}]: {}", .0.code, .0.message)]
+    Configure(PluginError),
 }
 
 /// One live instance with its own store.
@@ -76,12 +79,21 @@ impl PluginPool {
         }
     }
 
+    /// A new instance, configured with the manifest (`configure` runs once
+    /// per instance, before its first item).
     fn instantiate(&self) -> Result<PluginInstance, CallError> {
         let mut store = Store::new(&self.engine, (self.new_state)());
         store.limiter(|s| s.limiter());
         store.set_epoch_deadline(self.budget_ticks());
         let bindings = self.pre.instantiate(&mut store).map_err(|e| CallError::Instantiate(format!("{e:#}")))?;
-        Ok(PluginInstance { store, bindings })
+        let mut inst = PluginInstance { store, bindings };
+        let manifest = inst.store.data().manifest.clone();
+        let configured = self.call(&mut inst, |b, s| b.tensorgate_plugin_plugin().call_configure(s, &manifest));
+        match configured {
+            Ok(Ok(())) => Ok(inst),
+            Ok(Err(e)) => Err(CallError::Configure(e)),
+            Err(e) => Err(e),
+        }
     }
 
     /// The call budget in epoch ticks (rounded up, plus one for the partial tick).
@@ -100,6 +112,21 @@ impl PluginPool {
             Some(inst) => inst,
             None => self.instantiate()?,
         };
+        let result = self.call(&mut inst, f);
+        // Kept unless it trapped, or its handle numbers are nearly used up.
+        if result.is_ok() && !inst.store.data().tensors.exhausted() {
+            self.idle.lock().unwrap_or_else(|p| p.into_inner()).push(inst);
+        }
+        result
+    }
+
+    /// One call on `inst` under the time budget, with the per-call state
+    /// (logs, tensors) reset before and freed after.
+    fn call<R>(
+        &self,
+        inst: &mut PluginInstance,
+        f: impl FnOnce(&Bindings, &mut Store<HostState>) -> wasmtime::Result<R>,
+    ) -> Result<R, CallError> {
         inst.store.set_epoch_deadline(self.budget_ticks());
         inst.store.data_mut().begin_call();
         let start = Instant::now();
@@ -107,23 +134,16 @@ impl PluginPool {
         self.record(start.elapsed());
         let refused = inst.store.data_mut().limits.take_refused();
         let last_error = inst.store.data_mut().end_call();
-        match result {
-            Ok(r) => {
-                // A refused growth the guest survived (it handled the failure) is fine.
-                self.idle.lock().unwrap_or_else(|p| p.into_inner()).push(inst);
-                Ok(r)
-            }
-            // The instance is dropped here: the next call gets a fresh one.
-            Err(e) => Err(match (e.downcast_ref::<Trap>(), refused) {
-                (Some(Trap::Interrupt), _) => CallError::Timeout(self.call_timeout),
-                (_, Some((asked, limit))) => CallError::MemoryLimit { asked, limit },
-                _ => CallError::Trapped(match last_error {
-                    // The guest's own last words (the SDK logs a panic's message).
-                    Some(said) => format!("{} ({})", said.replace('\n', " "), e.root_cause()),
-                    None => format!("{e:#}"),
-                }),
+        // A refused growth the guest survived (it handled the failure) is fine.
+        result.map_err(|e| match (e.downcast_ref::<Trap>(), refused) {
+            (Some(Trap::Interrupt), _) => CallError::Timeout(self.call_timeout),
+            (_, Some((asked, limit))) => CallError::MemoryLimit { asked, limit },
+            _ => CallError::Trapped(match last_error {
+                // The guest's own last words (the SDK logs a panic's message).
+                Some(said) => format!("{} ({})", said.replace('\n', " "), e.root_cause()),
+                None => format!("{e:#}"),
             }),
-        }
+        })
     }
 
     /// Calls `describe`.
@@ -131,20 +151,61 @@ impl PluginPool {
         self.with_instance(|b, s| b.tensorgate_plugin_plugin().call_describe(s))
     }
 
-    /// Calls `preprocess` on one item.
+    /// Calls `preprocess` on one item; its payload is the plugin's to read
+    /// during the call, and the tensors it returns are taken over.
     pub fn preprocess(&self, item: &Item) -> Result<Prepared, CallError> {
-        let prepared = self
-            .with_instance(|b, s| b.tensorgate_plugin_plugin().call_preprocess(s, item))?
-            .map_err(CallError::Plugin)?;
-        Ok(Prepared { inputs: prepared.inputs.into_iter().map(Tensor::from).collect(), context: prepared.context })
+        self.with_instance(|b, s| {
+            let payload = s.data_mut().tensors.set_payload(item.data.clone());
+            let witem = wit::Item { payload, content_type: item.content_type.clone(), metadata: item.metadata.clone() };
+            let prepared = b.tensorgate_plugin_plugin().call_preprocess(&mut *s, &witem)?;
+            let table = &mut s.data_mut().tensors;
+            Ok(prepared.and_then(|p| {
+                table.crossed += p.context.len() as u64;
+                let take = |table: &mut super::tensors::TensorTable, hs: Vec<_>| {
+                    hs.into_iter().map(|h| table.take(h)).collect::<Result<Vec<Tensor>, PluginError>>()
+                };
+                let inputs = take(table, p.inputs)?;
+                Ok(Prepared { inputs, keep: take(table, p.keep)?, context: p.context })
+            }))
+        })?
+        .map_err(CallError::Plugin)
     }
 
-    /// Calls `postprocess` on one item's model outputs (moved across the
-    /// boundary, not copied).
-    pub fn postprocess(&self, outputs: Vec<Tensor>, context: &[u8]) -> Result<Output, CallError> {
-        let outputs: Vec<super::wit::Tensor> = outputs.into_iter().map(Into::into).collect();
-        self.with_instance(|b, s| b.tensorgate_plugin_plugin().call_postprocess(s, &outputs, context))?
-            .map_err(CallError::Plugin)
+    /// Calls `postprocess` on one item's model outputs and the tensors its
+    /// `preprocess` kept (handed over by handle, not copied).
+    pub fn postprocess(&self, outputs: Vec<Tensor>, kept: Vec<Tensor>, context: &[u8]) -> Result<Output, CallError> {
+        self.with_instance(|b, s| {
+            let table = &mut s.data_mut().tensors;
+            table.crossed += context.len() as u64;
+            let outputs: Vec<_> = outputs.into_iter().map(|t| table.hand_in(t)).collect();
+            let kept: Vec<_> = kept.into_iter().map(|t| table.hand_in(t)).collect();
+            let output = b.tensorgate_plugin_plugin().call_postprocess(&mut *s, &outputs, &kept, context)?;
+            let table = &mut s.data_mut().tensors;
+            Ok(output.and_then(|o| {
+                let (data, npz) = match o.body {
+                    wit::Body::Bytes(data) => {
+                        table.crossed += data.len() as u64;
+                        (data, false)
+                    }
+                    wit::Body::Npz(entries) => {
+                        let entries = entries
+                            .into_iter()
+                            .map(|(name, h)| Ok((name, table.take(h)?)))
+                            .collect::<Result<Vec<_>, PluginError>>()?;
+                        (super::tensors::write_npz(&entries)?, true)
+                    }
+                };
+                let content_type = if npz && o.content_type.is_empty() { "application/x-npz".to_string() } else { o.content_type };
+                Ok(Output { data, content_type, metadata: o.metadata })
+            }))
+        })?
+        .map_err(CallError::Plugin)
+    }
+
+    /// Bytes that crossed the component boundary in all calls so far (see
+    /// [`super::LogTotals::crossed`]).
+    pub fn crossed_bytes(&self) -> u64 {
+        self.log_totals.crossed.load(Ordering::Relaxed)
     }
 
     fn record(&self, took: Duration) {

@@ -31,8 +31,9 @@ pub enum LoadError {
     /// The plugin failed to compile or link.
     #[error(transparent)]
     Plugin(#[from] PluginLoadError),
-    /// `describe()` failed.
-    #[error("plugin describe() failed: {0}")]
+    /// The plugin's first instance failed: `configure` refused the
+    /// manifest, or `describe` trapped.
+    #[error("{0}")]
     Describe(#[from] CallError),
     /// The model failed to load.
     #[error(transparent)]

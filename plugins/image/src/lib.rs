@@ -5,7 +5,14 @@ use tensorgate_plugin::image::{to_tensor, Image};
 use tensorgate_plugin::labels::top_k;
 use tensorgate_plugin::prelude::*;
 
-struct Classifier;
+struct Classifier {
+    size: [usize; 2],
+    max_pixels: u64,
+    mean: [f32; 3],
+    std: [f32; 3],
+    top_k: usize,
+    labels: Vec<String>,
+}
 
 #[derive(Serialize)]
 struct Scored {
@@ -29,25 +36,36 @@ impl Plugin for Classifier {
             .accepts(&["image/png"])
     }
 
-    fn preprocess(item: Item) -> Result<Prepared, PluginError> {
-        let m = manifest();
-        let [h, w]: [usize; 2] = m.param_as("size")?;
-        let mut decoder = png::Decoder::new(item.data.as_slice());
+    fn configure(m: &Manifest) -> Result<Self, PluginError> {
+        Ok(Classifier {
+            size: m.param_as("size")?,
+            max_pixels: m.param_as("max_pixels")?,
+            mean: m.param_as("mean")?,
+            std: m.param_as("std")?,
+            top_k: m.param_as("top_k")?,
+            labels: m.labels.clone(),
+        })
+    }
+
+    fn preprocess(&self, item: Item) -> Result<Prepared, PluginError> {
+        let [h, w] = self.size;
+        let png = item.payload.bytes()?;
+        let mut decoder = png::Decoder::new(&png[..]);
         decoder.set_transformations(png::Transformations::EXPAND | png::Transformations::STRIP_16);
         let mut reader = decoder.read_info().map_err(bad_png)?;
         let (width, height) = (reader.info().width as usize, reader.info().height as usize);
-        if width as u64 * height as u64 > m.param_as::<u64>("max_pixels")? {
+        if width as u64 * height as u64 > self.max_pixels {
             return Err(PluginError::new("too-large", format!("image is {width}x{height}, more than params.max_pixels")));
         }
         let mut buf = vec![0; reader.output_buffer_size()];
         let frame = reader.next_frame(&mut buf).map_err(bad_png)?;
         let img = Image { height, width, channels: frame.color_type.samples(), data: &buf[..frame.buffer_size()] };
-        Ok(Prepared::new(vec![to_tensor(&img, h, w, m.param_as("mean")?, m.param_as("std")?)?]))
+        Ok(Prepared::new(vec![to_tensor(&img, h, w, self.mean, self.std)?]))
     }
 
-    fn postprocess(outputs: Vec<Tensor>, _context: Vec<u8>) -> Result<Output, PluginError> {
-        let scores = outputs.first().ok_or_else(|| PluginError::new("no-output", "model returned no tensor"))?.view::<f32>()?;
-        let top = top_k(&manifest().labels, &scores, manifest().param_as("top_k")?)?;
+    fn postprocess(&self, out: Outputs) -> Result<Output, PluginError> {
+        let scores = out.tensor(0)?.view::<f32>()?;
+        let top = top_k(&self.labels, &scores, self.top_k)?;
         Output::json(&Reply { top_k: top.into_iter().map(|(label, score)| Scored { label, score }).collect() })
     }
 }

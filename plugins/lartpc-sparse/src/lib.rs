@@ -1,12 +1,16 @@
 //! Sparse LArTPC segmentation (sparse-SSNet-like); formats in manifest.toml.
+//! The pixel values, the tiles and the scores stay in the host: only the
+//! pixel coordinates cross into the plugin.
 
-use tensorgate_plugin::context::{Reader, Writer};
-use tensorgate_plugin::npy::{parse_npz, write_npz};
 use tensorgate_plugin::prelude::*;
 use tensorgate_plugin::sparse::Pixels;
 use tensorgate_plugin::tiles::TiledPixels;
 
-struct LartpcSparse;
+struct LartpcSparse {
+    tile: usize,
+    overlap: usize,
+    labels: Vec<String>,
+}
 
 impl Plugin for LartpcSparse {
     fn describe() -> PluginInfo {
@@ -15,25 +19,25 @@ impl Plugin for LartpcSparse {
             .accepts(&["application/x-npz"])
     }
 
-    fn preprocess(item: Item) -> Result<Prepared, PluginError> {
-        let m = manifest();
-        let pixels = Pixels::from_npz(&parse_npz(&item.data)?)?;
+    fn configure(m: &Manifest) -> Result<Self, PluginError> {
+        Ok(LartpcSparse { tile: m.param_as("tile")?, overlap: m.param_as("overlap")?, labels: m.labels.clone() })
+    }
+
+    fn preprocess(&self, item: Item) -> Result<Prepared, PluginError> {
+        let (pixels, values) = Pixels::from_npz(item.payload.npz()?)?;
         if let Some(i) = pixels.first_duplicate() {
             let (r, c) = (pixels.rows[i], pixels.cols[i]);
             return Err(PluginError::new("duplicate-pixel", format!("pixel {i} at ({r}, {c}) is listed twice")));
         }
-        let tiled = TiledPixels::new(pixels, m.param_as("tile")?, m.param_as("overlap")?)?;
-        let mut ctx = Writer::new();
-        tiled.encode(&mut ctx);
-        Ok(Prepared::new(vec![tiled.input()]).with_context(ctx.finish()))
+        let tiled = TiledPixels::new(pixels, self.tile, self.overlap)?;
+        Ok(Prepared::new(vec![tiled.input(&values)?]).with_context(tiled.context()))
     }
 
-    fn postprocess(outputs: Vec<Tensor>, context: Vec<u8>) -> Result<Output, PluginError> {
-        let mut ctx = Reader::new(&context);
-        let tiled = TiledPixels::decode(&mut ctx)?;
-        let scores = tiled.gather(outputs.first().ok_or_else(|| PluginError::new("no-output", "model returned no tensor"))?)?;
-        tensorgate_plugin::labels::check(&manifest().labels, scores.shape[1] as usize)?;
-        Ok(Output::bytes(write_npz(&[("scores".into(), scores)]), "application/x-npz")
+    fn postprocess(&self, out: Outputs) -> Result<Output, PluginError> {
+        let tiled = TiledPixels::from_context(&out.context)?;
+        let scores = tiled.gather(out.tensor(0)?)?;
+        tensorgate_plugin::labels::check(&self.labels, scores.shape()[1] as usize)?;
+        Ok(Output::npz(vec![("scores".into(), scores)])
             .with_meta("tiles", &tiled.grid.len().to_string())
             .with_meta("tiles_run", &tiled.tiles.len().to_string()))
     }

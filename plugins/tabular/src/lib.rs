@@ -8,7 +8,10 @@ use std::collections::HashMap;
 use serde::Deserialize;
 use tensorgate_plugin::prelude::*;
 
-struct Tabular;
+struct Tabular {
+    features: Vec<String>,
+    labels: Vec<String>,
+}
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -24,8 +27,12 @@ impl Plugin for Tabular {
             .accepts(&["application/json"])
     }
 
-    fn preprocess(item: Item) -> Result<Prepared, PluginError> {
-        let features: Vec<String> = manifest().param_as("features")?;
+    fn configure(m: &Manifest) -> Result<Self, PluginError> {
+        Ok(Tabular { features: m.param_as("features")?, labels: m.labels.clone() })
+    }
+
+    fn preprocess(&self, item: Item) -> Result<Prepared, PluginError> {
+        let features = &self.features;
         let req: Request = item.json()?;
         if req.keys.len() != req.values.len() {
             return Err(PluginError::new(
@@ -46,12 +53,12 @@ impl Plugin for Tabular {
                 PluginError::new("missing-key", format!("missing key `{f}`"))
             }))
             .collect::<Result<Vec<f32>, _>>()?;
-        Ok(Prepared::new(vec![Tensor::from_f32(&[1, row.len() as u64], &row)]))
+        Ok(Prepared::new(vec![Tensor::from_f32(&[1, row.len() as u64], &row)?]))
     }
 
-    fn postprocess(outputs: Vec<Tensor>, _context: Vec<u8>) -> Result<Output, PluginError> {
-        let labels = &manifest().labels;
-        let scores = outputs.first().ok_or_else(|| PluginError::new("no-output", "model returned no tensor"))?.to_f32()?;
+    fn postprocess(&self, out: Outputs) -> Result<Output, PluginError> {
+        let labels = &self.labels;
+        let scores = out.tensor(0)?.to_f32()?;
         if scores.len() != labels.len() {
             return Err(PluginError::new(
                 "labels",

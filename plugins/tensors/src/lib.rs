@@ -6,11 +6,15 @@
 //! order). Arrays must already carry the batch dimension.
 //! Out: an `.npz` with one array per model output, named by the manifest's
 //! `[[outputs]]` (else `output_0`, `output_1`, ...).
+//! The arrays never enter the plugin: the host parses the item into
+//! tensors, hands them to the model, and writes the outputs as the reply.
 
-use tensorgate_plugin::npy::{parse_npy, parse_npz, write_npz};
 use tensorgate_plugin::prelude::*;
 
-struct Tensors;
+struct Tensors {
+    inputs: Vec<String>,
+    outputs: Vec<String>,
+}
 
 impl Plugin for Tensors {
     fn describe() -> PluginInfo {
@@ -19,38 +23,44 @@ impl Plugin for Tensors {
             .accepts(&["application/x-npy", "application/x-npz"])
     }
 
-    fn preprocess(item: Item) -> Result<Prepared, PluginError> {
-        let declared = &manifest().inputs;
+    fn configure(m: &Manifest) -> Result<Self, PluginError> {
+        let names = |specs: &[tensorgate_plugin::TensorSpec]| specs.iter().map(|s| s.name.clone()).collect();
+        Ok(Tensors { inputs: names(&m.inputs), outputs: names(&m.outputs) })
+    }
+
+    fn preprocess(&self, item: Item) -> Result<Prepared, PluginError> {
+        let declared = &self.inputs;
         let inputs = match item.content_type.as_str() {
             "application/x-npz" => {
-                let mut arrays = parse_npz(&item.data)?;
+                let mut arrays = item.payload.npz()?;
                 if declared.is_empty() {
                     arrays.into_iter().map(|(_, t)| t).collect()
                 } else {
                     declared
                         .iter()
-                        .map(|spec| {
-                            let at = arrays.iter().position(|(n, _)| *n == spec.name).ok_or_else(|| {
-                                PluginError::new("missing-input", format!("npz has no array named `{}`", spec.name))
+                        .map(|name| {
+                            let at = arrays.iter().position(|(n, _)| n == name).ok_or_else(|| {
+                                PluginError::new("missing-input", format!("npz has no array named `{name}`"))
                             })?;
                             Ok(arrays.swap_remove(at).1)
                         })
                         .collect::<Result<Vec<_>, PluginError>>()?
                 }
             }
-            _ => vec![parse_npy(&item.data)?],
+            _ => vec![item.payload.npy()?],
         };
         Ok(Prepared::new(inputs))
     }
 
-    fn postprocess(outputs: Vec<Tensor>, _context: Vec<u8>) -> Result<Output, PluginError> {
-        let names = &manifest().outputs;
-        let named: Vec<(String, Tensor)> = outputs
+    fn postprocess(&self, out: Outputs) -> Result<Output, PluginError> {
+        let names = &self.outputs;
+        let named: Vec<(String, Tensor)> = out
+            .tensors
             .into_iter()
             .enumerate()
-            .map(|(i, t)| (names.get(i).map(|s| s.name.clone()).unwrap_or_else(|| format!("output_{i}")), t))
+            .map(|(i, t)| (names.get(i).cloned().unwrap_or_else(|| format!("output_{i}")), t))
             .collect();
-        Ok(Output::bytes(write_npz(&named), "application/x-npz"))
+        Ok(Output::npz(named))
     }
 }
 

@@ -150,7 +150,9 @@ const LIB_RS: &str = r#"//! {name}: `{"features": [f32, ...]}` in, `{label: scor
 use serde::Deserialize;
 use tensorgate_plugin::prelude::*;
 
-struct App;
+struct App {
+    labels: Vec<String>,
+}
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -165,19 +167,20 @@ impl Plugin for App {
             .accepts(&["application/json"])
     }
 
-    fn preprocess(item: Item) -> Result<Prepared, PluginError> {
-        let req: Request = item.json()?;
-        let n = req.features.len() as u64;
-        Ok(Prepared::new(vec![Tensor::from_f32(&[1, n], &req.features)]))
+    /// Reads the manifest once per instance: bad `[params]` fail the load here.
+    fn configure(manifest: &Manifest) -> Result<Self, PluginError> {
+        Ok(App { labels: manifest.labels.clone() })
     }
 
-    fn postprocess(outputs: Vec<Tensor>, _context: Vec<u8>) -> Result<Output, PluginError> {
-        let scores = outputs.first().ok_or_else(|| PluginError::new("no-output", "model returned no tensor"))?.view::<f32>()?;
-        let labels = &manifest().labels;
-        tensorgate_plugin::labels::check(labels, scores.len())?;
-        let reply: json::Map<String, json::Value> =
-            labels.iter().cloned().zip(scores.iter().map(|&s| json::Value::from(s))).collect();
-        Output::json(&reply)
+    fn preprocess(&self, item: Item) -> Result<Prepared, PluginError> {
+        let req: Request = item.json()?;
+        let n = req.features.len() as u64;
+        Ok(Prepared::new(vec![Tensor::from_f32(&[1, n], &req.features)?]))
+    }
+
+    fn postprocess(&self, out: Outputs) -> Result<Output, PluginError> {
+        let scores = out.tensor(0)?.to_f32()?;
+        Output::json(&tensorgate_plugin::labels::scores_map(&self.labels, &scores)?)
     }
 }
 

@@ -14,7 +14,7 @@
 //! | operation | semantics |
 //! |---|---|
 //! | [`select_above`] | row-major flat indices and values of the elements strictly above a threshold (NaN never is) |
-//! | [`gather`] | `out[i] = source[indices[i]]` |
+//! | [`gather`] | `out[i * count + k] = source[indices[i] + k * stride]` (`count` elements `stride` apart per index) |
 //! | [`scatter`] | `target[indices[i]] = values[i]`, in order (a repeated index keeps the last value) |
 //! | [`copy_region`] | an N-d box of `size` from `source` at `from` into `target` at `to` (same rank) |
 
@@ -90,10 +90,23 @@ fn checked(indices: &[i64], len: usize) -> Result<(), OpError> {
     }
 }
 
-/// `out[i] = source[indices[i]]`.
-pub fn gather<T: Copy>(source: &[T], indices: &[i64]) -> Result<Vec<T>, OpError> {
-    checked(indices, source.len())?;
-    Ok(indices.iter().map(|&i| source[i as usize]).collect())
+/// `out[i * count + k] = source[indices[i] + k * stride]` for `k < count`:
+/// for each index, `count` elements `stride` apart (`count = 1`: a plain
+/// gather; e.g. the `C` channel scores of one pixel of a `[C, H, W]` map,
+/// `stride = H * W`). `count` must be at least 1; every index must leave
+/// room for its last element.
+pub fn gather<T: Copy>(source: &[T], indices: &[i64], count: usize, stride: usize) -> Result<Vec<T>, OpError> {
+    if count == 0 {
+        return Err(OpError::Shape("gather needs count >= 1".into()));
+    }
+    let span = (count - 1).checked_mul(stride).ok_or_else(|| OpError::Shape(format!("count {count} x stride {stride} overflows")))?;
+    checked(indices, source.len().saturating_sub(span))?;
+    let mut out = Vec::with_capacity(indices.len().saturating_mul(count));
+    for &i in indices {
+        let base = i as usize;
+        out.extend((0..count).map(|k| source[base + k * stride]));
+    }
+    Ok(out)
 }
 
 /// `target[indices[i]] = values[i]` for every `i`, in order (a repeated
@@ -191,10 +204,15 @@ mod tests {
     #[test]
     fn gather_and_scatter_check_every_index_first() {
         let source = [10, 20, 30, 40];
-        assert_eq!(gather(&source, &[3, 0, 0]).unwrap(), vec![40, 10, 10]);
-        let e = gather(&source, &[1, 4]).unwrap_err();
+        assert_eq!(gather(&source, &[3, 0, 0], 1, 1).unwrap(), vec![40, 10, 10]);
+        let e = gather(&source, &[1, 4], 1, 1).unwrap_err();
         assert_eq!(e.to_string(), "indices[1] = 4 is outside 0..4");
-        assert_eq!(gather(&source, &[-1]).unwrap_err().to_string(), "indices[0] = -1 is outside 0..4");
+        assert_eq!(gather(&source, &[-1], 1, 0).unwrap_err().to_string(), "indices[0] = -1 is outside 0..4");
+        // Two elements two apart: [i, i + 2]; the last base index that fits is 1.
+        assert_eq!(gather(&source, &[1, 0], 2, 2).unwrap(), vec![20, 40, 10, 30]);
+        assert_eq!(gather(&source, &[2], 2, 2).unwrap_err().to_string(), "indices[0] = 2 is outside 0..2");
+        assert!(gather(&source, &[0], 0, 1).is_err());
+        assert!(gather(&source, &[0], 3, usize::MAX).unwrap_err().to_string().contains("overflows"));
         let mut target = [0; 4];
         scatter(&mut target, &[2, 0, 2], &[7, 8, 9]).unwrap();
         assert_eq!(target, [8, 0, 9, 0], "a repeated index keeps the last value");

@@ -54,7 +54,7 @@ pub fn to_tensor(img: &Image, height: usize, width: usize, mean: [f32; 3], std: 
             }
         }
     }
-    Ok(Tensor::from_slice(&[1, 3, height as u64, width as u64], &out))
+    Tensor::from_slice(&[1, 3, height as u64, width as u64], &out)
 }
 
 #[cfg(test)]

@@ -1,26 +1,30 @@
-//! The tensorgate plugin SDK.
+//! The tensorgate plugin SDK (plugin contract `tensorgate:plugin@0.2.0`).
 //!
 //! A plugin implements [`Plugin`] for one type and exports it:
 //! ```ignore
 //! use tensorgate_plugin::prelude::*;
-//! struct MyNet;
+//! struct MyNet { threshold: f32 }
 //! impl Plugin for MyNet {
 //!     fn describe() -> PluginInfo { PluginInfo::new("my-net", "what it does") }
-//!     fn preprocess(item: Item) -> Result<Prepared, PluginError> { ... }
-//!     fn postprocess(outputs: Vec<Tensor>, context: Vec<u8>) -> Result<Output, PluginError> { ... }
+//!     fn configure(m: &Manifest) -> Result<Self, PluginError> { Ok(MyNet { threshold: m.param_as("threshold")? }) }
+//!     fn preprocess(&self, item: Item) -> Result<Prepared, PluginError> { ... }
+//!     fn postprocess(&self, out: Outputs) -> Result<Output, PluginError> { ... }
 //! }
 //! export_plugin!(MyNet);
 //! ```
-//! The helpers here are the glue every plugin would otherwise repeat:
-//! tensor views and conversion ([`tensor`]), JSON items and outputs, manifest
+//! Tensors live in the host ([`Tensor`]); the item's bytes too
+//! ([`Payload`]). A plugin reads what its logic needs, and asks the host for
+//! bulk work ([`ops`]). The helpers here are the glue every plugin would
+//! otherwise repeat: tensors ([`tensor`]), JSON items and outputs, manifest
 //! parameters, logging, NumPy files ([`npy`]), sparse pixel lists
 //! ([`sparse`]), tiling and stitching ([`tiles`]), label mapping
 //! ([`labels`]), padded records ([`records`]), image resizing and
 //! normalisation ([`image`]), the preprocess-to-postprocess context
 //! ([`context`]). The host gives each item's metadata back with its reply by
-//! itself; [`Output::with_meta`] adds entries over it. Everything but the host
-//! calls ([`log`], [`manifest()`]) also compiles and runs natively, so the
-//! helpers are unit-tested and benchmarked outside wasm.
+//! itself; [`Output::with_meta`] adds entries over it. Everything also
+//! compiles and runs natively (the host operations then run in place, with
+//! the host's semantics), so plugins and helpers are unit-tested and
+//! benchmarked outside wasm.
 
 #[doc(hidden)]
 pub mod bindings {
@@ -34,10 +38,13 @@ pub mod bindings {
 }
 
 pub mod context;
+mod export;
 pub mod image;
 pub mod labels;
 mod manifest;
 pub mod npy;
+pub mod ops;
+mod payload;
 pub mod records;
 pub mod sparse;
 pub mod tensor;
@@ -45,20 +52,35 @@ pub mod tiles;
 
 use serde::{de::DeserializeOwned, Serialize};
 
-pub use bindings::exports::tensorgate::plugin::plugin::Guest as Plugin;
-pub use bindings::tensorgate::plugin::types::{
-    Dtype, Item, LogLevel, Manifest, Output, PluginError, PluginInfo, Prepared, Tensor, TensorSpec,
-};
+pub use bindings::tensorgate::plugin::types::{Dtype, LogLevel, Manifest, PluginError, PluginInfo, TensorSpec};
+#[doc(hidden)]
+pub use export::{__configure, __describe, __postprocess, __preprocess};
 pub use manifest::manifest;
+pub use payload::Payload;
 /// JSON (serde_json), re-exported so plugins share the SDK's version.
 pub use serde_json as json;
+pub use tensor::Tensor;
 
 /// Everything a plugin usually needs.
 pub mod prelude {
     pub use crate::{
-        export_plugin, json, log, manifest, Dtype, Item, LogLevel, Manifest, Output, Plugin, PluginError,
-        PluginInfo, Prepared, Tensor,
+        export_plugin, json, log, manifest, Dtype, Item, LogLevel, Manifest, Output, Outputs, Payload, Plugin,
+        PluginError, PluginInfo, Prepared, Tensor,
     };
+}
+
+/// One network's pre- and post-processing. The host makes one value per
+/// plugin instance with [`Plugin::configure`] and calls the rest on it.
+pub trait Plugin: Sized + 'static {
+    /// Describes the plugin; called once when the application loads.
+    fn describe() -> PluginInfo;
+    /// Reads the manifest (its `[params]` above all) once per instance,
+    /// before any item: an error fails the version's load, not its items.
+    fn configure(manifest: &Manifest) -> Result<Self, PluginError>;
+    /// Turns one client item into model input tensors.
+    fn preprocess(&self, item: Item) -> Result<Prepared, PluginError>;
+    /// Turns the model's outputs for one item into its reply.
+    fn postprocess(&self, outputs: Outputs) -> Result<Output, PluginError>;
 }
 
 /// Exports `$t` (which implements [`Plugin`]) as this component's plugin.
@@ -69,21 +91,24 @@ macro_rules! export_plugin {
     ($t:ident) => {
         #[doc(hidden)]
         pub struct __TensorgateExport;
-        impl $crate::Plugin for __TensorgateExport {
+        impl $crate::bindings::exports::tensorgate::plugin::plugin::Guest for __TensorgateExport {
             fn describe() -> $crate::PluginInfo {
-                $crate::install_panic_hook();
-                <$t as $crate::Plugin>::describe()
+                $crate::__describe::<$t>()
             }
-            fn preprocess(item: $crate::Item) -> Result<$crate::Prepared, $crate::PluginError> {
-                $crate::install_panic_hook();
-                <$t as $crate::Plugin>::preprocess(item)
+            fn configure(manifest: $crate::Manifest) -> Result<(), $crate::PluginError> {
+                $crate::__configure::<$t>(manifest)
+            }
+            fn preprocess(
+                item: $crate::bindings::tensorgate::plugin::types::Item,
+            ) -> Result<$crate::bindings::tensorgate::plugin::types::Prepared, $crate::PluginError> {
+                $crate::__preprocess::<$t>(item)
             }
             fn postprocess(
-                outputs: Vec<$crate::Tensor>,
+                outputs: Vec<$crate::bindings::tensorgate::plugin::types::Tensor>,
+                kept: Vec<$crate::bindings::tensorgate::plugin::types::Tensor>,
                 context: Vec<u8>,
-            ) -> Result<$crate::Output, $crate::PluginError> {
-                $crate::install_panic_hook();
-                <$t as $crate::Plugin>::postprocess(outputs, context)
+            ) -> Result<$crate::bindings::tensorgate::plugin::types::Output, $crate::PluginError> {
+                $crate::__postprocess::<$t>(outputs, kept, context)
             }
         }
         $crate::bindings::__export_application!(__TensorgateExport with_types_in $crate::bindings);
@@ -100,9 +125,65 @@ pub fn install_panic_hook() {
     });
 }
 
-/// Writes a message to the host's log.
+/// Writes a message to the host's log (natively: to stderr).
 pub fn log(level: LogLevel, message: &str) {
+    #[cfg(target_arch = "wasm32")]
     bindings::tensorgate::plugin::host::log(level, message);
+    #[cfg(not(target_arch = "wasm32"))]
+    eprintln!("[{level:?}] {message}");
+}
+
+/// One item as the client sent it; its bytes stay in the host ([`Payload`]).
+#[derive(Debug)]
+pub struct Item {
+    /// The item's bytes.
+    pub payload: Payload,
+    /// Its content type, e.g. `application/x-npy`.
+    pub content_type: String,
+    /// Its metadata.
+    pub metadata: Vec<(String, String)>,
+}
+
+/// What `preprocess` hands to the model.
+#[derive(Debug)]
+pub struct Prepared {
+    /// One tensor per model input, all with the same leading batch dimension.
+    pub inputs: Vec<Tensor>,
+    /// Tensors handed back to `postprocess` as they are ([`Outputs::kept`]).
+    pub keep: Vec<Tensor>,
+    /// Opaque bytes handed back to `postprocess` ([`context`]).
+    pub context: Vec<u8>,
+}
+
+/// What `postprocess` gets for one item.
+#[derive(Debug)]
+pub struct Outputs {
+    /// The model's outputs, flattened in order.
+    pub tensors: Vec<Tensor>,
+    /// The tensors `preprocess` kept ([`Prepared::keep`]).
+    pub kept: Vec<Tensor>,
+    /// The context `preprocess` gave.
+    pub context: Vec<u8>,
+}
+
+/// The body of a reply.
+#[derive(Debug)]
+pub enum Body {
+    /// Bytes the plugin wrote.
+    Bytes(Vec<u8>),
+    /// Named tensors the host writes as an uncompressed `.npz`.
+    Npz(Vec<(String, Tensor)>),
+}
+
+/// The reply for one item.
+#[derive(Debug)]
+pub struct Output {
+    /// The reply's body.
+    pub body: Body,
+    /// Its content type (`application/x-npz` for an npz body when empty).
+    pub content_type: String,
+    /// Metadata entries, over the item's own (which the host echoes).
+    pub metadata: Vec<(String, String)>,
 }
 
 impl PluginError {
@@ -137,6 +218,19 @@ impl PluginInfo {
 }
 
 impl Item {
+    /// An item of `data` (native builds: tests, benchmarks).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn new(data: Vec<u8>, content_type: &str) -> Item {
+        Item { payload: Payload::from_bytes(data), content_type: content_type.to_string(), metadata: Vec::new() }
+    }
+
+    /// Adds a metadata entry (native builds).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn with_meta(mut self, key: &str, value: &str) -> Item {
+        self.metadata.push((key.to_string(), value.to_string()));
+        self
+    }
+
     /// The value of metadata `key`, if present.
     pub fn meta(&self, key: &str) -> Option<&str> {
         self.metadata.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
@@ -151,7 +245,7 @@ impl Item {
 
     /// Parses the payload as JSON into `T`; the error names the problem and its position.
     pub fn json<T: DeserializeOwned>(&self) -> Result<T, PluginError> {
-        serde_json::from_slice(&self.data)
+        serde_json::from_slice(&self.payload.bytes()?)
             .map_err(|e| PluginError::new("malformed-json", format!("item is not the expected JSON: {e}")))
     }
 }
@@ -159,13 +253,36 @@ impl Item {
 impl Prepared {
     /// Model inputs with no context.
     pub fn new(inputs: Vec<Tensor>) -> Self {
-        Prepared { inputs, context: Vec::new() }
+        Prepared { inputs, keep: Vec::new(), context: Vec::new() }
     }
 
     /// Attaches an opaque context handed back to `postprocess`.
     pub fn with_context(mut self, context: Vec<u8>) -> Self {
         self.context = context;
         self
+    }
+
+    /// Keeps tensors for `postprocess` (they stay in the host meanwhile).
+    pub fn keep(mut self, tensors: Vec<Tensor>) -> Self {
+        self.keep.extend(tensors);
+        self
+    }
+}
+
+impl Outputs {
+    /// Model output `i`, or an error naming how many there are.
+    pub fn tensor(&self, i: usize) -> Result<&Tensor, PluginError> {
+        self.tensors.get(i).ok_or_else(|| {
+            PluginError::new("no-output", format!("model returned {} tensor(s), no output {i}", self.tensors.len()))
+        })
+    }
+
+    /// Takes kept tensor `i` (e.g. into the reply); an error if there is none.
+    pub fn take_kept(&mut self, i: usize) -> Result<Tensor, PluginError> {
+        if i >= self.kept.len() {
+            return Err(PluginError::new("context", format!("preprocess kept {} tensor(s), no tensor {i}", self.kept.len())));
+        }
+        Ok(self.kept.remove(i))
     }
 }
 
@@ -174,12 +291,18 @@ impl Output {
     pub fn json<T: Serialize>(value: &T) -> Result<Self, PluginError> {
         let data = serde_json::to_vec(value)
             .map_err(|e| PluginError::new("encode", format!("cannot encode reply as JSON: {e}")))?;
-        Ok(Output { data, content_type: "application/json".into(), metadata: Vec::new() })
+        Ok(Output { body: Body::Bytes(data), content_type: "application/json".into(), metadata: Vec::new() })
     }
 
     /// A raw-bytes reply of the given content type.
     pub fn bytes(data: Vec<u8>, content_type: &str) -> Self {
-        Output { data, content_type: content_type.into(), metadata: Vec::new() }
+        Output { body: Body::Bytes(data), content_type: content_type.into(), metadata: Vec::new() }
+    }
+
+    /// A `.npz` reply of named tensors, written by the host (the tensors'
+    /// data never enters the plugin).
+    pub fn npz(entries: Vec<(String, Tensor)>) -> Self {
+        Output { body: Body::Npz(entries), content_type: "application/x-npz".into(), metadata: Vec::new() }
     }
 
     /// Adds metadata entries (e.g. passed through from the item).
@@ -192,5 +315,15 @@ impl Output {
     pub fn with_meta(mut self, key: &str, value: &str) -> Self {
         self.metadata.push((key.to_string(), value.to_string()));
         self
+    }
+
+    /// The reply's bytes as the host sends them (natively: an npz body is
+    /// written here, as the host writes it).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn to_bytes(&self) -> Vec<u8> {
+        match &self.body {
+            Body::Bytes(b) => b.clone(),
+            Body::Npz(entries) => npy::write_npz(entries),
+        }
     }
 }

@@ -1,18 +1,49 @@
-//! Access to the bundle's manifest, fetched from the host once per instance.
+//! The bundle's manifest: given to `configure`, kept for [`manifest()`].
 
 use std::sync::OnceLock;
 
 use serde::de::DeserializeOwned;
 
-use crate::{bindings, Manifest, PluginError};
+use crate::{Manifest, PluginError};
 
-/// The bundle's manifest (fetched from the host on first use, then cached).
+static MANIFEST: OnceLock<Manifest> = OnceLock::new();
+
+/// Keeps the manifest `configure` got (the first one wins).
+pub(crate) fn set(m: Manifest) {
+    let _ = MANIFEST.set(m);
+}
+
+/// The bundle's manifest, as `configure` got it (empty before).
 pub fn manifest() -> &'static Manifest {
-    static MANIFEST: OnceLock<Manifest> = OnceLock::new();
-    MANIFEST.get_or_init(bindings::tensorgate::plugin::host::get_manifest)
+    static EMPTY: OnceLock<Manifest> = OnceLock::new();
+    MANIFEST.get().unwrap_or_else(|| {
+        EMPTY.get_or_init(|| Manifest {
+            name: String::new(),
+            version: 0,
+            description: String::new(),
+            labels: Vec::new(),
+            inputs: Vec::new(),
+            outputs: Vec::new(),
+            params: Vec::new(),
+        })
+    })
 }
 
 impl Manifest {
+    /// A manifest with `params` only (native builds: tests, benchmarks),
+    /// values as the host gives them (strings as they are, others as JSON).
+    pub fn with_params(name: &str, labels: &[&str], params: &[(&str, &str)]) -> Manifest {
+        Manifest {
+            name: name.to_string(),
+            version: 1,
+            description: String::new(),
+            labels: labels.iter().map(|s| s.to_string()).collect(),
+            inputs: Vec::new(),
+            outputs: Vec::new(),
+            params: params.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        }
+    }
+
     /// The raw text of parameter `key` (strings as written, other values as JSON).
     pub fn param(&self, key: &str) -> Option<&str> {
         self.params.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())

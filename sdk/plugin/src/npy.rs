@@ -1,10 +1,13 @@
-//! NumPy `.npy` and (uncompressed) `.npz` reading and writing, so plugins
-//! take and give arrays exactly as `numpy.save`/`numpy.savez` write them.
-//! The format is `tensorgate-npy` (shared with the Python bindings); this
-//! module only maps its arrays to [`Tensor`]s and its errors to
-//! [`PluginError`]s (code `npy`).
+//! NumPy `.npy` and (uncompressed) `.npz` reading and writing of bytes the
+//! plugin holds, exactly as `numpy.save`/`numpy.savez` write them. A plugin
+//! reading its item's arrays asks the host instead ([`crate::Payload::npy`],
+//! [`crate::Payload::npz`]), and replies with arrays through
+//! [`crate::Output::npz`]: then the arrays never enter its memory. The
+//! format is `tensorgate-npy` (shared with the host and the Python
+//! bindings); this module only maps its arrays to [`Tensor`]s and its errors
+//! to [`PluginError`]s (code `npy`), with the host's messages.
 
-use tensorgate_npy::{Array, Descr, ZipWriter};
+use tensorgate_npy::{Array, Descr};
 
 use crate::{Dtype, PluginError, Tensor};
 
@@ -72,20 +75,19 @@ pub fn view_npy(bytes: &[u8]) -> Result<NpyView<'_>, PluginError> {
 /// Parses a `.npy` file into a tensor (C order only); see [`view_npy`] for a borrowing parse.
 pub fn parse_npy(bytes: &[u8]) -> Result<Tensor, PluginError> {
     let v = view_npy(bytes)?;
-    Ok(Tensor { dtype: v.dtype, shape: v.shape, data: v.data.to_vec() })
-}
-
-/// The `.npy` header of `t` (its data follows), in a buffer with room for `extra` more bytes.
-fn npy_header(t: &Tensor, extra: usize) -> Vec<u8> {
-    let mut out = Vec::with_capacity(128 + extra);
-    tensorgate_npy::write_npy_header(&mut out, &dtype_descr(t.dtype), &t.shape);
-    out
+    Tensor::from_bytes(v.dtype, &v.shape, v.data)
 }
 
 /// Writes a tensor as a version-1 `.npy` file.
+///
+/// # Panics
+/// In a plugin, if the host refuses to read the tensor back (it cannot: the
+/// tensor is the plugin's own).
 pub fn write_npy(t: &Tensor) -> Vec<u8> {
-    let mut out = npy_header(t, t.data.len());
-    out.extend_from_slice(&t.data);
+    let data = t.bytes().expect("reading one's own tensor");
+    let mut out = Vec::with_capacity(128 + data.len());
+    tensorgate_npy::write_npy_header(&mut out, &dtype_descr(t.dtype()), t.shape());
+    out.extend_from_slice(&data);
     out
 }
 
@@ -95,26 +97,27 @@ pub fn parse_npz(bytes: &[u8]) -> Result<Vec<(String, Tensor)>, PluginError> {
         .map_err(npy_err)?
         .into_iter()
         .map(|(name, array)| match to_view(array) {
-            Ok(v) => Ok((name, Tensor { dtype: v.dtype, shape: v.shape, data: v.data.to_vec() })),
+            Ok(v) => Ok((name, Tensor::from_bytes(v.dtype, &v.shape, v.data)?)),
             Err(e) => Err(err(format!("npz entry '{name}': {}", e.message))),
         })
         .collect()
 }
 
-/// Writes named tensors as an uncompressed `.npz` that `numpy.load` reads.
+/// Writes named tensors as an uncompressed `.npz` that `numpy.load` reads,
+/// byte for byte as the host writes an npz reply body.
 ///
 /// # Panics
 /// If a name is longer than a zip archive allows (65 531 bytes, less the
 /// `.npy` suffix): a bug in the plugin, reported as its trap message.
 pub fn write_npz(entries: &[(String, Tensor)]) -> Vec<u8> {
-    let sizes = entries.iter().map(|(name, t)| (name.len() + 4, 128 + t.data.len()));
-    let mut zip = ZipWriter::with_capacity(ZipWriter::size_hint(sizes));
-    for (name, t) in entries {
-        if let Err(e) = zip.add(&format!("{name}.npy"), &[&npy_header(t, 0), &t.data]) {
-            panic!("write_npz: array name of {} bytes: {e}", name.len());
-        }
+    let data: Vec<_> = entries.iter().map(|(_, t)| t.bytes().expect("reading one's own tensor")).collect();
+    let descrs: Vec<Descr> = entries.iter().map(|(_, t)| dtype_descr(t.dtype())).collect();
+    let parts: Vec<(&str, &Descr, &[u64], &[u8])> =
+        entries.iter().zip(&descrs).zip(&data).map(|(((n, t), d), b)| (n.as_str(), d, t.shape(), &b[..])).collect();
+    match tensorgate_npy::write_npz(&parts) {
+        Ok(z) => z,
+        Err(e) => panic!("write_npz: {e}"),
     }
-    zip.finish()
 }
 
 #[cfg(test)]
@@ -123,16 +126,17 @@ mod tests {
 
     #[test]
     fn npy_and_npz_round_trip() {
-        let a = Tensor { dtype: Dtype::F32, shape: vec![2, 3], data: (0..24).collect() };
-        let b = Tensor { dtype: Dtype::I64, shape: vec![1], data: 7i64.to_le_bytes().to_vec() };
-        let key = |t: &Tensor| (t.dtype, t.shape.clone(), t.data.clone());
+        let a = Tensor::from_parts(Dtype::F32, vec![2, 3], (0..24).collect()).unwrap();
+        let b = Tensor::from_slice(&[1], &[7i64]).unwrap();
+        let key = |t: &Tensor| (t.dtype(), t.shape().to_vec(), t.data().to_vec());
         assert_eq!(key(&parse_npy(&write_npy(&a)).unwrap()), key(&a));
-        let z = parse_npz(&write_npz(&[("a".into(), a.clone()), ("b".into(), b.clone())])).unwrap();
+        let (ka, kb) = (key(&a), key(&b));
+        let z = parse_npz(&write_npz(&[("a".into(), a), ("b".into(), b)])).unwrap();
         let z: Vec<_> = z.iter().map(|(n, t)| (n.clone(), key(t))).collect();
-        assert_eq!(z, vec![("a".to_string(), key(&a)), ("b".to_string(), key(&b))]);
-        let v = view_npy(&write_npy(&Tensor::from_slice(&[2], &[1.5f32, 2.5]))).unwrap().view::<f32>().unwrap().into_owned();
+        assert_eq!(z, vec![("a".to_string(), ka), ("b".to_string(), kb)]);
+        let v = view_npy(&write_npy(&Tensor::from_slice(&[2], &[1.5f32, 2.5]).unwrap())).unwrap().view::<f32>().unwrap().into_owned();
         assert_eq!(v, vec![1.5, 2.5]);
-        let mut huge = write_npy(&Tensor::from_slice(&[2], &[1.5f32, 2.5]));
+        let mut huge = write_npy(&Tensor::from_slice(&[2], &[1.5f32, 2.5]).unwrap());
         let at = huge.windows(4).position(|w| w == b"(2,)").unwrap();
         huge.splice(at..at + 4, b"(99999999999, 99999999999)".iter().copied());
         assert!(view_npy(&huge).unwrap_err().message.contains("too large"));
@@ -148,7 +152,7 @@ mod tests {
         assert_eq!(parse_npz(&z).unwrap_err().message, "npz entry 'x': unsupported dtype '<u2' (use little-endian f4, f8, i8, i4, u1 or b1)");
         let e = parse_npz(b"not numpy").unwrap_err();
         assert!(e.message.contains("no end of central directory record"), "{}", e.message);
-        let ints = write_npy(&Tensor::from_slice(&[1], &[1i32]));
+        let ints = write_npy(&Tensor::from_slice(&[1], &[1i32]).unwrap());
         let v = view_npy(&ints).unwrap();
         assert!(v.view::<f32>().unwrap_err().message.contains("expected a f32 array, got i32 of shape [1]"));
     }
@@ -156,15 +160,15 @@ mod tests {
     #[test]
     fn every_dtype_round_trips() {
         for t in [
-            Tensor::from_slice(&[2], &[1.5f32, -2.0]),
-            Tensor::from_slice(&[1, 1], &[3.25f64]),
-            Tensor::from_slice(&[3], &[-1i64, 0, 1]),
-            Tensor::from_slice(&[], &[9i32]),
-            Tensor::from_slice(&[2], &[7u8, 255]),
-            Tensor { dtype: Dtype::Boolean, shape: vec![2], data: vec![1, 0] },
+            Tensor::from_slice(&[2], &[1.5f32, -2.0]).unwrap(),
+            Tensor::from_slice(&[1, 1], &[3.25f64]).unwrap(),
+            Tensor::from_slice(&[3], &[-1i64, 0, 1]).unwrap(),
+            Tensor::from_slice(&[], &[9i32]).unwrap(),
+            Tensor::from_slice(&[2], &[7u8, 255]).unwrap(),
+            Tensor::from_parts(Dtype::Boolean, vec![2], vec![1, 0]).unwrap(),
         ] {
             let back = parse_npy(&write_npy(&t)).unwrap();
-            assert_eq!((back.dtype, back.shape, back.data), (t.dtype, t.shape.clone(), t.data.clone()));
+            assert_eq!(back, t);
         }
     }
 }

@@ -20,7 +20,7 @@ pub fn pad(records: &[Vec<f32>], features: usize, max: usize) -> Result<(Tensor,
         values[i * features..(i + 1) * features].copy_from_slice(r);
         mask[i] = 1.0;
     }
-    Ok((Tensor::from_f32(&[1, max as u64, features as u64], &values), Tensor::from_f32(&[1, max as u64], &mask)))
+    Ok((Tensor::from_f32(&[1, max as u64, features as u64], &values)?, Tensor::from_f32(&[1, max as u64], &mask)?))
 }
 
 #[cfg(test)]
@@ -31,7 +31,7 @@ mod tests {
     fn records_are_padded_masked_truncated_and_checked() {
         let recs = vec![vec![1.0, 2.0], vec![3.0, 4.0], vec![5.0, 6.0]];
         let (v, m) = pad(&recs, 2, 4).unwrap();
-        assert_eq!(v.shape, vec![1, 4, 2]);
+        assert_eq!(v.shape(), &[1, 4, 2]);
         assert_eq!(v.view::<f32>().unwrap().to_vec(), vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 0.0, 0.0]);
         assert_eq!(m.view::<f32>().unwrap().to_vec(), vec![1.0, 1.0, 1.0, 0.0]);
         let (v, m) = pad(&recs, 2, 2).unwrap();

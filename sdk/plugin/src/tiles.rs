@@ -17,8 +17,7 @@
 
 use crate::context::{Reader, Writer};
 use crate::sparse::Pixels;
-use crate::tensor::put;
-use crate::{Dtype, PluginError, Tensor};
+use crate::{ops, Dtype, PluginError, Tensor};
 
 fn err(message: impl Into<String>) -> PluginError {
     PluginError::new("tiles", message)
@@ -145,23 +144,37 @@ impl TiledPixels {
     }
 
     /// The network input: f32 `[tiles, 1, tile, tile]`, each tile holding
-    /// the pixels inside it and zeros elsewhere.
-    pub fn input(&self) -> Tensor {
+    /// the `values` (f32 `[pixels]`, in the host) of the pixels inside it and
+    /// zeros elsewhere. The plugin computes where each pixel goes; the host
+    /// moves the values (a gather when pixels sit in several tiles, then a
+    /// scatter), so only indices cross.
+    pub fn input(&self, values: &Tensor) -> Result<Tensor, PluginError> {
+        if values.shape() != [self.pixels.len() as u64] {
+            return Err(err(format!("{} pixels but values of shape {:?}", self.pixels.len(), values.shape())));
+        }
         let t = self.grid.tile;
         let slot = self.slots();
-        // A scatter of each pixel into every tile holding it, written straight
-        // into the tensor's bytes (a second 4-byte-aligned buffer of the whole
-        // batch would cost a copy of it: 63 MB for a 60-tile event).
-        let mut out = Tensor::zeros(Dtype::F32, &[self.tiles.len() as u64, 1, t as u64, t as u64]);
+        let (mut to, mut from) = (Vec::with_capacity(self.pixels.len()), Vec::with_capacity(self.pixels.len()));
         for i in 0..self.pixels.len() {
             let (r, c) = (self.pixels.rows[i] as usize, self.pixels.cols[i] as usize);
             for tile in self.grid.containing(r, c) {
                 let (r0, c0) = self.grid.origin(tile);
-                let at = (slot[tile] as usize * t + r - r0) * t + c - c0;
-                put(&mut out.data, at, self.pixels.values[i]);
+                to.push(((slot[tile] as usize * t + r - r0) * t + c - c0) as i64);
+                from.push(i as i64);
             }
         }
-        out
+        let mut out = Tensor::zeros(Dtype::F32, &[self.tiles.len() as u64, 1, t as u64, t as u64])?;
+        let to = Tensor::from_slice(&[to.len() as u64], &to)?;
+        if from.len() == self.pixels.len() {
+            // Every pixel in exactly one tile: the values go as they are.
+            ops::scatter(&mut out, &to, values)?;
+        } else {
+            let from = Tensor::from_slice(&[from.len() as u64], &from)?;
+            let mut spread = ops::gather(values, &from, 1, 1)?;
+            spread.reshape(&[from.numel() as u64])?;
+            ops::scatter(&mut out, &to, &spread)?;
+        }
+        Ok(out)
     }
 
     /// Batch slot of each tile of the grid (`u32::MAX`: not run).
@@ -175,17 +188,18 @@ impl TiledPixels {
 
     /// Stitches the network's per-pixel output `[tiles, C, tile, tile]` into
     /// f32 `[pixels, C]`: for each pixel, in order, the `C` values from the
-    /// tile that owns it (the stitching rule in the module docs).
+    /// tile that owns it (the stitching rule in the module docs). The host
+    /// gathers them; the plugin sends one index per pixel.
     pub fn gather(&self, output: &Tensor) -> Result<Tensor, PluginError> {
         let (n, t) = (self.tiles.len() as u64, self.grid.tile as u64);
-        if output.shape.len() != 4 || output.shape[0] != n || output.shape[2] != t || output.shape[3] != t {
-            return Err(err(format!("model output has shape {:?}, expected [{n}, C, {t}, {t}]", output.shape)));
+        let shape = output.shape();
+        if shape.len() != 4 || shape[0] != n || shape[2] != t || shape[3] != t {
+            return Err(err(format!("model output has shape {shape:?}, expected [{n}, C, {t}, {t}]")));
         }
-        let scores = output.view::<f32>()?;
-        let (c, t) = (output.shape[1] as usize, t as usize);
+        let (c, t) = (shape[1], t as usize);
         let slot = self.slots();
-        // Each pixel's C scores in its owning tile (a gather), pixel-major.
-        let mut indices = Vec::with_capacity(self.pixels.len() * c);
+        // Each pixel's first score in its owning tile; the C scores are t*t apart.
+        let mut indices = Vec::with_capacity(self.pixels.len());
         for i in 0..self.pixels.len() {
             let (r, col) = (self.pixels.rows[i] as usize, self.pixels.cols[i] as usize);
             let owner = self.grid.owner(r, col);
@@ -194,11 +208,22 @@ impl TiledPixels {
                 return Err(err(format!("pixel ({r}, {col}) belongs to tile {owner}, which was not run")));
             }
             let (r0, c0) = self.grid.origin(owner);
-            let base = n as usize * c * t * t + (r - r0) * t + (col - c0);
-            indices.extend((0..c).map(|k| (base + k * t * t) as i64));
+            indices.push((n as usize * c as usize * t * t + (r - r0) * t + (col - c0)) as i64);
         }
-        let out = tensorgate_ops::gather(&scores, &indices).map_err(|e| err(format!("stitching: {e}")))?;
-        Ok(Tensor::from_slice(&[self.pixels.len() as u64, c as u64], &out))
+        let indices = Tensor::from_slice(&[indices.len() as u64], &indices)?;
+        ops::gather(output, &indices, c, (t * t) as u64).map_err(|e| err(format!("stitching: {}", e.message)))
+    }
+
+    /// This layout as a context for `postprocess`.
+    pub fn context(&self) -> Vec<u8> {
+        let mut w = Writer::new();
+        self.encode(&mut w);
+        w.finish()
+    }
+
+    /// The layout from a context made by [`TiledPixels::context`].
+    pub fn from_context(context: &[u8]) -> Result<TiledPixels, PluginError> {
+        Self::decode(&mut Reader::new(context))
     }
 
     /// Appends this layout to a context.
@@ -276,9 +301,11 @@ mod tests {
             }
         }
         img[0..h * w / 2].iter_mut().for_each(|v| *v = 0.0); // top half empty: its tiles skip
-        let tp = TiledPixels::new(Pixels::above(&img, w, 0.0), t, 2).unwrap();
+        let plane = Tensor::from_slice(&[h as u64, w as u64], &img).unwrap();
+        let (pixels, values) = Pixels::above(&plane, 0.0).unwrap();
+        let tp = TiledPixels::new(pixels, t, 2).unwrap();
         assert!(tp.tiles.len() < tp.grid.len(), "empty tiles are skipped");
-        let input = tp.input();
+        let input = tp.input(&values).unwrap();
         let x = input.view::<f32>().unwrap();
         let mut want = vec![0f32; t * t];
         for (n, &tile) in tp.tiles.iter().enumerate() {
@@ -295,26 +322,25 @@ mod tests {
                 }
             }
         }
-        let out = tp.gather(&Tensor::from_slice(&[tp.tiles.len() as u64, 2, t as u64, t as u64], &fake)).unwrap();
+        let out = tp.gather(&Tensor::from_slice(&[tp.tiles.len() as u64, 2, t as u64, t as u64], &fake).unwrap()).unwrap();
         let got = out.view::<f32>().unwrap();
         for i in 0..tp.pixels.len() {
             let (r, c) = (tp.pixels.rows[i] as usize, tp.pixels.cols[i] as usize);
             let owner = tp.grid.owner(r, c);
             let (r0, c0) = tp.grid.origin(owner);
+            assert_eq!(got[i * 2], (owner * 10000 + (r - r0) * 10 + (c - c0)) as f32);
             assert_eq!(got[i * 2 + 1], (owner * 10000 + 1000 + (r - r0) * 10 + (c - c0)) as f32);
         }
-        let mut wctx = Writer::new();
-        tp.encode(&mut wctx);
-        let bytes = wctx.finish();
-        assert_eq!(TiledPixels::decode(&mut Reader::new(&bytes)).unwrap(), tp);
-        let wrong = Tensor::from_slice(&[1, 2, t as u64, t as u64], &fake[..2 * t * t]);
+        assert_eq!(TiledPixels::from_context(&tp.context()).unwrap(), tp);
+        let wrong = Tensor::from_slice(&[1, 2, t as u64, t as u64], &fake[..2 * t * t]).unwrap();
         assert!(tp.gather(&wrong).unwrap_err().message.contains("expected ["));
     }
 
     #[test]
     fn no_pixels_still_runs_one_tile() {
-        let tp = TiledPixels::new(Pixels::above(&[0.0; 12], 4, 0.0), 2, 0).unwrap();
+        let (pixels, values) = Pixels::above(&Tensor::zeros(Dtype::F32, &[3, 4]).unwrap(), 0.0).unwrap();
+        let tp = TiledPixels::new(pixels, 2, 0).unwrap();
         assert_eq!(tp.tiles, vec![0]);
-        assert_eq!(tp.input().shape, vec![1, 1, 2, 2]);
+        assert_eq!(tp.input(&values).unwrap().shape(), &[1, 1, 2, 2]);
     }
 }
