@@ -4,6 +4,8 @@
 # tensorgate and bare-forward), alternating A B A B ... so that both see the
 # same machine state. Prints each run's table, then the medians per side.
 # Usage: bash bench/ab-tabular.sh BEFORE_DIR [PAIRS] [REQUESTS]
+# BEFORE_REPO: the before side's model repository, when its plugins target
+# another contract (default: the same repository for both sides).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BEFORE=${1:?usage: bench/ab-tabular.sh BEFORE_DIR [PAIRS] [REQUESTS]}
@@ -17,10 +19,10 @@ OUT=$(mktemp)
 trap 'rm -f "$OUT" "$OUT.run"' EXIT
 for i in $(seq "$PAIRS"); do
     for side in before after; do
-        bin="$ROOT/target/release"
-        [ "$side" = before ] && bin="$BEFORE"
-        echo "== pair $i: $side ($bin)"
-        TENSORGATE_BIN="$bin" bash "$ROOT/bench/tabular-latency.sh" 1 "$REQUESTS" > "$OUT.run"
+        bin="$ROOT/target/release" repo="${TENSORGATE_REPO:-$ROOT/target/repository}"
+        [ "$side" = before ] && bin="$BEFORE" && repo="${BEFORE_REPO:-$repo}"
+        echo "== pair $i: $side ($bin, $repo)"
+        TENSORGATE_BIN="$bin" TENSORGATE_REPO="$repo" bash "$ROOT/bench/tabular-latency.sh" 1 "$REQUESTS" > "$OUT.run"
         cat "$OUT.run"
         awk -v s="$side" -F'|' '/^\| host over QUIC, concurrency 1 \|/{print s, "c1_p50", $3} /^\| host over QUIC, concurrency 64 \|/{print s, "c64_rps", $6}' "$OUT.run" >> "$OUT"
     done

@@ -102,7 +102,7 @@ fn both(dtype: host_tensor::Dtype, shape: Vec<u64>, data: Vec<u8>) -> anyhow::Re
         other => anyhow::bail!("unexpected dtype {other}"),
     };
     let native = Tensor::from_parts(d, shape.clone(), data.clone()).map_err(sdk_err)?;
-    Ok((host_tensor::Tensor { dtype, shape, data }, native))
+    Ok((host_tensor::Tensor { dtype, shape, data: data.into() }, native))
 }
 
 fn constant_scores(n: u64, tile: u64) -> anyhow::Result<(host_tensor::Tensor, Tensor)> {
@@ -111,7 +111,7 @@ fn constant_scores(n: u64, tile: u64) -> anyhow::Result<(host_tensor::Tensor, Te
 }
 
 fn host_of(t: &Tensor) -> host_tensor::Tensor {
-    host_tensor::Tensor { dtype: host_tensor::Dtype::F32, shape: t.shape().to_vec(), data: t.data().to_vec() }
+    host_tensor::Tensor { dtype: host_tensor::Dtype::F32, shape: t.shape().to_vec(), data: t.data().to_vec().into() }
 }
 
 fn median(mut v: Vec<Duration>) -> f64 {
@@ -188,7 +188,7 @@ fn main() -> anyhow::Result<()> {
             let t = Instant::now();
             let (native_input, native_kept, native_ctx) = native_pre(&app, payload, &p).map_err(sdk_err)?;
             np += t.elapsed();
-            anyhow::ensure!(prepared.inputs[0].data == native_input.data() && prepared.context == native_ctx, "wasm and native preprocess differ");
+            anyhow::ensure!(prepared.inputs[0].data == *native_input.data() && prepared.context == native_ctx, "wasm and native preprocess differ");
             let n = prepared.inputs[0].shape[0];
             tiles += n;
             let (hs, ns) = if app == "image" {

@@ -411,7 +411,7 @@ mod tests {
     #[test]
     fn one_check_for_declared_tensors() {
         let m = Manifest::parse(GOOD, "m.toml").unwrap();
-        let t = |dtype, shape: &[u64]| Tensor { dtype, shape: shape.to_vec(), data: vec![] };
+        let t = |dtype, shape: &[u64]| Tensor { dtype, shape: shape.to_vec(), data: vec![].into() };
         assert!(check_tensors(&m.inputs, &[t(Dtype::F32, &[7, 4])]).is_ok());
         assert!(check_tensors(&[], &[t(Dtype::U8, &[1])]).is_ok(), "nothing declared");
         let e = check_tensors(&m.inputs, &[t(Dtype::F32, &[7, 5])]).unwrap_err();

@@ -1,7 +1,10 @@
 //! The host's own tensor type. Everything between the plugin boundary and
 //! the model executor (validation, batching, splitting) works on these;
-//! they are converted to and from the WIT records only in `plugin/` and to
-//! and from libtorch only in `executor/`.
+//! plugins reach them only through handles (`plugin/`), and libtorch only in
+//! `executor/`. A tensor's bytes ([`Buffer`]) are either the host's own or
+//! memory that libtorch owns and lends without a copy: the tensors a plugin
+//! makes are allocated by libtorch, so the model runs on them as they are,
+//! and the model's outputs stay libtorch tensors until the plugin reads them.
 
 use serde::Deserialize;
 
@@ -64,7 +67,79 @@ pub struct Tensor {
     /// Dimensions, the batch dimension first.
     pub shape: Vec<u64>,
     /// `shape.product() * dtype.size()` bytes.
-    pub data: Vec<u8>,
+    pub data: Buffer,
+}
+
+/// Memory another library owns (a libtorch tensor's storage), lent to the
+/// host as plain bytes for as long as the value lives.
+pub trait LentBytes: Send + Sync + std::fmt::Debug {
+    /// The bytes.
+    fn bytes(&self) -> &[u8];
+    /// The bytes, to write; memory others may share is first copied.
+    fn bytes_mut(&mut self) -> &mut [u8];
+    /// For the lender to recognise its own.
+    fn as_any(&self) -> &dyn std::any::Any;
+}
+
+/// The bytes of a tensor: the host's own, or lent by libtorch.
+pub enum Buffer {
+    /// Bytes the host allocated.
+    Host(Vec<u8>),
+    /// Bytes libtorch owns (see [`LentBytes`]).
+    Lent(Box<dyn LentBytes>),
+}
+
+impl std::ops::Deref for Buffer {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Buffer::Host(v) => v,
+            Buffer::Lent(l) => l.bytes(),
+        }
+    }
+}
+
+impl std::ops::DerefMut for Buffer {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        match self {
+            Buffer::Host(v) => v,
+            Buffer::Lent(l) => l.bytes_mut(),
+        }
+    }
+}
+
+impl From<Vec<u8>> for Buffer {
+    fn from(v: Vec<u8>) -> Buffer {
+        Buffer::Host(v)
+    }
+}
+
+impl Clone for Buffer {
+    /// A copy of the bytes, the host's own.
+    fn clone(&self) -> Buffer {
+        Buffer::Host(self.to_vec())
+    }
+}
+
+impl PartialEq for Buffer {
+    fn eq(&self, other: &Buffer) -> bool {
+        **self == **other
+    }
+}
+
+impl Eq for Buffer {}
+
+impl PartialEq<[u8]> for Buffer {
+    fn eq(&self, other: &[u8]) -> bool {
+        **self == *other
+    }
+}
+
+impl std::fmt::Debug for Buffer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = if matches!(self, Buffer::Host(_)) { "host" } else { "lent" };
+        write!(f, "Buffer({kind}, {} bytes)", self.len())
+    }
 }
 
 /// A tensor that cannot be used as it is.
@@ -126,7 +201,7 @@ mod tests {
 
     #[test]
     fn byte_length_mismatch_is_named() {
-        let t = Tensor { dtype: Dtype::F32, shape: vec![2, 3], data: vec![0; 20] };
+        let t = Tensor { dtype: Dtype::F32, shape: vec![2, 3], data: vec![0; 20].into() };
         let err = t.validate().unwrap_err();
         assert_eq!(err, TensorError::ByteLength { dtype: Dtype::F32, shape: vec![2, 3], expected: 24, actual: 20 });
         assert!(err.to_string().contains("f32 and shape [2, 3] needs 24 bytes, has 20"), "{err}");
@@ -134,9 +209,9 @@ mod tests {
 
     #[test]
     fn overflowing_shape_is_refused() {
-        let t = Tensor { dtype: Dtype::F64, shape: vec![u64::MAX / 2, 4], data: vec![] };
+        let t = Tensor { dtype: Dtype::F64, shape: vec![u64::MAX / 2, 4], data: vec![].into() };
         assert!(matches!(t.validate(), Err(TensorError::TooLarge(_))));
-        let t = Tensor { dtype: Dtype::F64, shape: vec![1 << 62, 4], data: vec![] };
+        let t = Tensor { dtype: Dtype::F64, shape: vec![1 << 62, 4], data: vec![].into() };
         assert!(matches!(t.validate(), Err(TensorError::TooLarge(_))), "bytes overflow");
     }
 

@@ -1,6 +1,7 @@
 //! The batcher, in one file: which queued jobs share one forward pass
-//! ([`Batcher`]), and how their inputs are joined and the outputs split
-//! back, row-exactly ([`concat`], [`split`]).
+//! ([`Batcher`], [`compatible`]). Their inputs are joined and the outputs
+//! split back, row-exactly, by libtorch (`torch::inputs`, `torch::split`:
+//! one concatenation, views back).
 
 use std::collections::VecDeque;
 use std::sync::mpsc;
@@ -152,65 +153,14 @@ pub fn compatible(a: &[Tensor], b: &[Tensor]) -> bool {
         && a.iter().zip(b).all(|(x, y)| x.dtype == y.dtype && !x.shape.is_empty() && x.shape.get(1..) == y.shape.get(1..))
 }
 
-/// Concatenates compatible items' inputs along dimension 0.
-pub fn concat(items: &[&[Tensor]]) -> Vec<Tensor> {
-    let total: u64 = items.iter().map(|i| rows(i) as u64).sum();
-    (0..items[0].len())
-        .map(|k| {
-            let first = &items[0][k];
-            let mut data = Vec::with_capacity(items.iter().map(|i| i[k].data.len()).sum());
-            for item in items {
-                data.extend_from_slice(&item[k].data);
-            }
-            let mut shape = first.shape.clone();
-            shape[0] = total;
-            Tensor { dtype: first.dtype, shape, data }
-        })
-        .collect()
-}
-
-/// Splits batched outputs back into per-item outputs of `counts` rows each;
-/// `None` when an output does not carry the batch dimension (the caller then
-/// runs the items one by one).
-pub fn split(outputs: Vec<Tensor>, counts: &[usize]) -> Option<Vec<Vec<Tensor>>> {
-    let total: usize = counts.iter().sum();
-    let mut per_item: Vec<Vec<Tensor>> = counts.iter().map(|_| Vec::with_capacity(outputs.len())).collect();
-    for out in outputs {
-        if out.shape.first().copied() != Some(total as u64) || out.data.len() % total.max(1) != 0 {
-            return None;
-        }
-        let row_bytes = out.data.len() / total.max(1);
-        let mut offset = 0;
-        for (slot, &n) in per_item.iter_mut().zip(counts) {
-            let mut shape = out.shape.clone();
-            shape[0] = n as u64;
-            let data = out.data[offset * row_bytes..(offset + n) * row_bytes].to_vec();
-            slot.push(Tensor { dtype: out.dtype, shape, data });
-            offset += n;
-        }
-    }
-    Some(per_item)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::tensor::Dtype;
 
     fn t(rows: u64, cols: u64, start: u8) -> Tensor {
-        let data = (0..rows * cols * 4).map(|i| start.wrapping_add(i as u8)).collect();
-        Tensor { dtype: Dtype::F32, shape: vec![rows, cols], data }
-    }
-
-    #[test]
-    fn concat_then_split_is_exact() {
-        let a = vec![t(1, 3, 0)];
-        let b = vec![t(2, 3, 100)];
-        let c = vec![t(4, 3, 200)];
-        let joined = concat(&[&a, &b, &c]);
-        assert_eq!(joined[0].shape, vec![7, 3]);
-        let back = split(joined, &[1, 2, 4]).expect("splits");
-        assert_eq!(back, vec![a, b, c]);
+        let data: Vec<u8> = (0..rows * cols * 4).map(|i| start.wrapping_add(i as u8)).collect();
+        Tensor { dtype: Dtype::F32, shape: vec![rows, cols], data: data.into() }
     }
 
     #[test]
@@ -222,15 +172,8 @@ mod tests {
         assert!(!compatible(&[t(1, 3, 0)], &[d]));
         assert!(!compatible(&[t(1, 3, 0)], &[t(1, 3, 0), t(1, 3, 0)]));
         // A 0-dimensional tensor has no batch dimension: never batched (found by fuzzing).
-        let scalar = Tensor { dtype: Dtype::F32, shape: vec![], data: vec![0; 4] };
+        let scalar = Tensor { dtype: Dtype::F32, shape: vec![], data: vec![0; 4].into() };
         assert!(!compatible(&[scalar.clone()], &[scalar]));
-    }
-
-    #[test]
-    fn outputs_without_the_batch_dimension_are_not_split() {
-        let scalar = Tensor { dtype: Dtype::F32, shape: vec![], data: vec![0; 4] };
-        assert!(split(vec![scalar], &[1, 2]).is_none());
-        assert!(split(vec![t(2, 3, 0)], &[1, 2]).is_none());
     }
 
     /// A job with an id, `rows × cols` inputs, and an abandoned flag.

@@ -82,10 +82,13 @@ pub struct Forward {
     pub run_time: Duration,
 }
 
-/// Handle to a model's executor thread. Dropping the last handle stops the
-/// thread and frees the model.
+/// Handle to a model's executor threads. Dropping it closes the queue and
+/// waits for the threads to finish their forward in progress and free the
+/// model: nothing of libtorch outlives the handle (a process that exits
+/// while a forward runs would crash in libtorch's teardown).
 pub struct ModelExecutor {
-    tx: mpsc::Sender<Job>,
+    tx: Option<mpsc::Sender<Job>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
     device: Device,
     load_time: Duration,
     stats: Arc<ExecutorStats>,
@@ -151,11 +154,12 @@ impl ModelExecutor {
             ..ExecutorStats::default()
         });
         let (ready_tx, ready_rx) = mpsc::sync_channel::<Result<Duration, ModelError>>(instances.max(1));
+        let mut threads = Vec::with_capacity(instances.max(1));
         for i in 0..instances.max(1) {
             let (queue, stats, ready_tx) = (queue.clone(), stats.clone(), ready_tx.clone());
             let model_name = name.to_string();
             let path_buf = path.to_path_buf();
-            std::thread::Builder::new()
+            let thread = std::thread::Builder::new()
                 .name(format!("model-{name}-{i}"))
                 .spawn(move || {
                     let _no_grad = tch::no_grad_guard();
@@ -188,12 +192,14 @@ impl ModelExecutor {
                     }
                 })
                 .map_err(|e| ModelError::Load { path: path.display().to_string(), reason: e.to_string() })?;
+            threads.push(thread);
         }
-        let mut load_time = Duration::ZERO;
+        // From here on, an early return drops the executor: the threads are stopped and joined.
+        let mut executor = ModelExecutor { tx: Some(tx), threads, device, load_time: Duration::ZERO, stats, max_queue: policy.max_queue.max(1) };
         for _ in 0..instances.max(1) {
-            load_time = load_time.max(ready_rx.recv().map_err(|_| ModelError::Stopped)??);
+            executor.load_time = executor.load_time.max(ready_rx.recv().map_err(|_| ModelError::Stopped)??);
         }
-        Ok(ModelExecutor { tx, device, load_time, stats, max_queue: policy.max_queue.max(1) })
+        Ok(executor)
     }
 
     /// Runs one forward pass on `inputs` (host tensors, batch dimension
@@ -207,7 +213,7 @@ impl ModelExecutor {
             return Err(ModelError::Busy { queued, limit: self.max_queue, retry_after: self.stats.estimate(queued) });
         }
         let (reply, rx) = oneshot::channel();
-        if self.tx.send(Job { inputs, reply }).is_err() {
+        if self.tx.as_ref().is_none_or(|tx| tx.send(Job { inputs, reply }).is_err()) {
             self.stats.queued.fetch_sub(1, Ordering::AcqRel);
             return Err(ModelError::Stopped);
         }
@@ -230,6 +236,15 @@ impl ModelExecutor {
     }
 }
 
+impl Drop for ModelExecutor {
+    fn drop(&mut self) {
+        drop(self.tx.take());
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+    }
+}
+
 /// Runs a group of jobs as one forward and answers each with its rows. If the
 /// batched forward fails, or its outputs lack the batch dimension, each job
 /// runs alone so that only a bad item fails.
@@ -240,7 +255,8 @@ fn run_batch(module: &CModule, device: Device, jobs: Vec<Job>, stats: &ExecutorS
         let inputs: Vec<&[Tensor]> = jobs.iter().map(|j| j.inputs.as_slice()).collect();
         let counts: Vec<usize> = inputs.iter().map(|i| batch::rows(i)).collect();
         let rows = counts.iter().sum();
-        if let Some(parts) = torch::forward(module, device, &batch::concat(&inputs)).ok().and_then(|out| batch::split(out, &counts)) {
+        let batched = torch::inputs(&inputs).and_then(|x| torch::run(module, device, x)).and_then(|out| torch::split(out, &counts));
+        if let Ok(Some(parts)) = batched {
             let run_time = start.elapsed();
             stats.ran(instance, rows, run_time);
             for (job, outputs) in jobs.into_iter().zip(parts) {

@@ -1,11 +1,88 @@
-//! libtorch at the edge of the executor: device resolution, conversion of
-//! host tensors to and from `tch::Tensor` (only here), and one forward call.
+//! libtorch at the edge of the executor: device resolution, the host's
+//! tensors to and from `tch::Tensor` (only here), and one forward call.
+//!
+//! Without copies where the bytes allow it: a host tensor whose bytes
+//! libtorch lent ([`alloc`], the tensors plugins make) goes into the model
+//! as it is; a batch of items is one concatenation; the model's outputs are
+//! lent back to the host ([`from_torch`]) and split by views, so they stay
+//! libtorch tensors until the plugin reads them. On `cuda:N` the inputs are
+//! copied to the device once and the outputs back once.
 
 use tch::{CModule, Device, IValue, Kind};
 
 use super::ModelError;
 use crate::device::DeviceSpec;
-use crate::tensor::{Dtype, Tensor};
+use crate::tensor::{Buffer, Dtype, LentBytes, Tensor};
+
+/// A CPU, contiguous libtorch tensor lent to the host as bytes.
+#[derive(Debug)]
+struct TorchBytes {
+    t: tch::Tensor,
+    ptr: *mut u8,
+    len: usize,
+    /// Whether nothing else may share the storage (the host made it): else
+    /// a write first copies it (a model output may be a view of its weights).
+    exclusive: bool,
+}
+
+// SAFETY: the tensor is owned (one reference of the storage's count is
+// ours); through `&self` only the bytes are read, through `&mut self` they
+// are written after making the storage exclusive. libtorch's refcounts are
+// atomic, so dropping on another thread is fine.
+unsafe impl Send for TorchBytes {}
+unsafe impl Sync for TorchBytes {}
+
+impl TorchBytes {
+    /// Lends `t`, which must be on the CPU and contiguous.
+    fn new(t: tch::Tensor, exclusive: bool) -> Result<TorchBytes, ModelError> {
+        if t.device() != Device::Cpu || !t.is_contiguous() {
+            return Err(ModelError::Forward("internal: only CPU, contiguous tensors are lent".into()));
+        }
+        let len = t.numel() * t.f_kind().map_err(torch_err)?.elt_size_in_bytes();
+        let ptr = t.data_ptr() as *mut u8;
+        Ok(TorchBytes { t, ptr, len, exclusive })
+    }
+}
+
+impl LentBytes for TorchBytes {
+    fn bytes(&self) -> &[u8] {
+        if self.len == 0 {
+            return &[];
+        }
+        // SAFETY: `ptr` is the data of a contiguous CPU tensor of `len` bytes that `self.t` keeps alive.
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+    }
+
+    fn bytes_mut(&mut self) -> &mut [u8] {
+        if !self.exclusive {
+            self.t = self.t.copy();
+            self.ptr = self.t.data_ptr() as *mut u8;
+            self.exclusive = true;
+        }
+        if self.len == 0 {
+            return &mut [];
+        }
+        // SAFETY: as in `bytes`, and the storage is ours alone.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr, self.len) }
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}
+
+fn dims(shape: &[u64]) -> Vec<i64> {
+    shape.iter().map(|&d| d as i64).collect()
+}
+
+/// Bytes for a tensor of `dtype` and `shape`, allocated by libtorch on the
+/// CPU (zero-filled when `zeroed`), so that the model can run on them as
+/// they are.
+pub fn alloc(dtype: Dtype, shape: &[u64], zeroed: bool) -> Result<Buffer, ModelError> {
+    let options = (kind_of(dtype), Device::Cpu);
+    let t = if zeroed { tch::Tensor::f_zeros(dims(shape), options) } else { tch::Tensor::f_empty(dims(shape), options) };
+    Ok(Buffer::Lent(Box::new(TorchBytes::new(t.map_err(torch_err)?, true)?)))
+}
 
 /// The libtorch device for `spec`; `cuda:N` fails when that device is absent.
 pub fn resolve(spec: DeviceSpec) -> Result<Device, ModelError> {
@@ -107,35 +184,81 @@ pub fn short_message(full: &str) -> String {
     line.strip_prefix("Internal torch error: ").unwrap_or(line).to_string()
 }
 
-/// A libtorch tensor (on the CPU) holding a copy of `t`, after validation.
+/// A libtorch tensor (on the CPU) of `t`, after validation: its own bytes
+/// when libtorch lent them (a view in `t`'s shape, no copy), else a copy.
 pub fn to_torch(t: &Tensor) -> Result<tch::Tensor, ModelError> {
     t.validate()?;
-    let shape: Vec<i64> = t.shape.iter().map(|&d| d as i64).collect();
-    tch::Tensor::f_from_data_size(&t.data, &shape, kind_of(t.dtype)).map_err(torch_err)
+    if let Buffer::Lent(lent) = &t.data {
+        if let Some(tb) = lent.as_any().downcast_ref::<TorchBytes>() {
+            if tb.t.f_kind().map_err(torch_err)? == kind_of(t.dtype) {
+                return tb.t.f_reshape(dims(&t.shape)).map_err(torch_err);
+            }
+        }
+    }
+    tch::Tensor::f_from_data_size(&t.data, &dims(&t.shape), kind_of(t.dtype)).map_err(torch_err)
 }
 
-/// Copies a libtorch tensor (any device, any layout) into a host tensor.
+/// A libtorch tensor (any device, any layout) as a host tensor: copied to
+/// the CPU and made contiguous only if it is not already, then lent.
 pub fn from_torch(t: &tch::Tensor) -> Result<Tensor, ModelError> {
     let dtype = dtype_of(t.f_kind().map_err(torch_err)?)?;
     let t = t.f_to_device(Device::Cpu).map_err(torch_err)?.f_contiguous().map_err(torch_err)?;
     let shape: Vec<u64> = t.size().iter().map(|&d| d as u64).collect();
-    let numel: usize = shape.iter().product::<u64>() as usize;
-    let mut data = vec![0u8; numel * dtype.size() as usize];
-    t.f_copy_data_u8(&mut data, numel).map_err(torch_err)?;
-    Ok(Tensor { dtype, shape, data })
+    Ok(Tensor { dtype, shape, data: Buffer::Lent(Box::new(TorchBytes::new(t, false)?)) })
 }
 
-/// One forward pass of `module` on `inputs` (copied to `device`); the
-/// outputs flattened in order and copied back to host tensors.
-pub fn forward(module: &CModule, device: Device, inputs: &[Tensor]) -> Result<Vec<Tensor>, ModelError> {
+/// The model inputs for a group of items, each `[rows, ...]` with the same
+/// inputs (see `batch::compatible`): one item's as they are, several
+/// items' concatenated along dimension 0 (one copy).
+pub fn inputs(items: &[&[Tensor]]) -> Result<Vec<tch::Tensor>, ModelError> {
+    let [first, rest @ ..] = items else { return Ok(Vec::new()) };
+    if rest.is_empty() {
+        return first.iter().map(to_torch).collect();
+    }
+    (0..first.len())
+        .map(|k| {
+            let parts = items.iter().map(|i| to_torch(&i[k])).collect::<Result<Vec<_>, _>>()?;
+            tch::Tensor::f_cat(&parts, 0).map_err(torch_err)
+        })
+        .collect()
+}
+
+/// One forward pass of `module` on `inputs` (moved to `device`); the
+/// outputs flattened in order, on the CPU.
+pub fn run(module: &CModule, device: Device, inputs: Vec<tch::Tensor>) -> Result<Vec<tch::Tensor>, ModelError> {
     let ivalues = inputs
-        .iter()
-        .map(|t| Ok(IValue::Tensor(to_torch(t)?.f_to_device(device).map_err(torch_err)?)))
+        .into_iter()
+        .map(|t| Ok(IValue::Tensor(if device == Device::Cpu { t } else { t.f_to_device(device).map_err(torch_err)? })))
         .collect::<Result<Vec<_>, ModelError>>()?;
     let out = module.forward_is(&ivalues).map_err(torch_err)?;
     let mut tensors = Vec::new();
     flatten(out, &mut tensors)?;
-    tensors.iter().map(from_torch).collect()
+    Ok(tensors)
+}
+
+/// One forward pass on one item's inputs, the outputs lent back to the host.
+pub fn forward(module: &CModule, device: Device, inputs: &[Tensor]) -> Result<Vec<Tensor>, ModelError> {
+    run(module, device, self::inputs(&[inputs])?)?.iter().map(from_torch).collect()
+}
+
+/// Splits batched outputs back into per-item outputs of `counts` rows each,
+/// as views of them (no copy); `None` when an output does not carry the
+/// batch dimension (the caller then runs the items one by one).
+pub fn split(outputs: Vec<tch::Tensor>, counts: &[usize]) -> Result<Option<Vec<Vec<Tensor>>>, ModelError> {
+    let total: usize = counts.iter().sum();
+    let mut per_item: Vec<Vec<Tensor>> = counts.iter().map(|_| Vec::with_capacity(outputs.len())).collect();
+    for out in outputs {
+        let out = out.f_to_device(Device::Cpu).map_err(torch_err)?.f_contiguous().map_err(torch_err)?;
+        if out.dim() == 0 || out.size()[0] != total as i64 {
+            return Ok(None);
+        }
+        let mut offset = 0;
+        for (slot, &n) in per_item.iter_mut().zip(counts) {
+            slot.push(from_torch(&out.f_narrow(0, offset as i64, n as i64).map_err(torch_err)?)?);
+            offset += n;
+        }
+    }
+    Ok(Some(per_item))
 }
 
 /// Flattens a tensor, or nested tuples/lists/dicts of tensors, in order.
@@ -167,15 +290,50 @@ mod tests {
         for dtype in Dtype::ALL {
             let size = dtype.size();
             let data: Vec<u8> = (0..6 * size).map(|i| if dtype == Dtype::Bool { (i % 2) as u8 } else { i as u8 }).collect();
-            let t = Tensor { dtype, shape: vec![2, 3], data };
+            let t = Tensor { dtype, shape: vec![2, 3], data: data.into() };
             let back = from_torch(&to_torch(&t).unwrap()).unwrap();
             assert_eq!(back, t, "{dtype:?}");
         }
     }
 
+    fn t(rows: u64, cols: u64, start: u8) -> Tensor {
+        let data: Vec<u8> = (0..rows * cols * 4).map(|i| start.wrapping_add(i as u8)).collect();
+        Tensor { dtype: Dtype::F32, shape: vec![rows, cols], data: data.into() }
+    }
+
+    #[test]
+    fn concat_then_split_is_exact() {
+        let a = vec![t(1, 3, 0)];
+        let b = vec![t(2, 3, 100)];
+        let c = vec![t(4, 3, 200)];
+        let joined = inputs(&[&a, &b, &c]).unwrap();
+        assert_eq!(joined[0].size(), vec![7, 3]);
+        let back = split(joined, &[1, 2, 4]).unwrap().expect("splits");
+        assert_eq!(back, vec![a, b, c]);
+        let scalar = tch::Tensor::from(1.5f32);
+        assert!(split(vec![scalar], &[1, 2]).unwrap().is_none());
+        assert!(split(vec![to_torch(&t(2, 3, 0)).unwrap()], &[1, 2]).unwrap().is_none());
+    }
+
+    #[test]
+    fn lent_bytes_reach_libtorch_without_a_copy_and_outputs_copy_on_write() {
+        let mut x = Tensor { dtype: Dtype::F32, shape: vec![2, 2], data: alloc(Dtype::F32, &[4], true).unwrap() };
+        x.data.copy_from_slice(&[1f32, 2.0, 3.0, 4.0].map(f32::to_le_bytes).concat());
+        let at = x.data.as_ptr();
+        let tt = to_torch(&x).unwrap();
+        assert_eq!(tt.data_ptr() as *const u8, at, "the model runs on the plugin's own bytes");
+        assert_eq!(tt.size(), vec![2, 2], "in the host tensor's shape");
+        // An output that is a view of something else (here: `tt`) is copied before a write.
+        let mut out = from_torch(&tt).unwrap();
+        assert_eq!(out.data.as_ptr(), at, "lent back without a copy");
+        out.data[0] = 0xff;
+        assert_ne!(out.data.as_ptr(), at, "written: copied first");
+        assert_eq!(x.data[0], 0, "the original is untouched");
+    }
+
     #[test]
     fn bad_tensors_are_named_not_passed_to_libtorch() {
-        let t = Tensor { dtype: Dtype::F32, shape: vec![2, 3], data: vec![0; 20] };
+        let t = Tensor { dtype: Dtype::F32, shape: vec![2, 3], data: vec![0; 20].into() };
         let e = to_torch(&t).unwrap_err();
         assert!(e.to_string().contains("needs 24 bytes, has 20"), "{e}");
         let half = tch::Tensor::zeros([2], (Kind::Half, Device::Cpu));

@@ -136,7 +136,8 @@ impl TensorTable {
                 self.caps.max_bytes
             )));
         }
-        self.make(Tensor { dtype, shape, data: vec![0; bytes] })
+        let data = crate::executor::torch::alloc(dtype, &shape, true).map_err(|e| error("alloc", e.to_string()))?;
+        self.make(Tensor { dtype, shape, data })
     }
 
     fn get(&self, h: &Resource<TensorHandle>) -> Result<&Tensor, PluginError> {
@@ -202,6 +203,18 @@ impl TensorTable {
     }
 }
 
+/// A tensor of `dtype` and `shape` holding a copy of `bytes` (which must
+/// match), in memory libtorch allocated: the model runs on it as it is.
+fn filled(dtype: Dtype, shape: Vec<u64>, bytes: &[u8]) -> Result<Tensor, PluginError> {
+    let need = byte_len(dtype, &shape)?;
+    if need != bytes.len() {
+        return Err(error("tensor", format!("a {dtype} tensor of shape {shape:?} needs {need} bytes, got {}", bytes.len())));
+    }
+    let mut data = crate::executor::torch::alloc(dtype, &shape, false).map_err(|e| error("alloc", e.to_string()))?;
+    data.copy_from_slice(bytes);
+    Ok(Tensor { dtype, shape, data })
+}
+
 /// Bytes of a tensor of `dtype` and `shape`, checked.
 fn byte_len(dtype: Dtype, shape: &[u64]) -> Result<usize, PluginError> {
     tensorgate_ops::elements(shape)
@@ -242,7 +255,7 @@ pub fn dtype_descr(d: Dtype) -> Descr {
 pub fn write_npz(entries: &[(String, Tensor)]) -> Result<Vec<u8>, PluginError> {
     let descrs: Vec<Descr> = entries.iter().map(|(_, t)| dtype_descr(t.dtype)).collect();
     let parts: Vec<(&str, &Descr, &[u64], &[u8])> =
-        entries.iter().zip(&descrs).map(|((n, t), d)| (n.as_str(), d, t.shape.as_slice(), t.data.as_slice())).collect();
+        entries.iter().zip(&descrs).map(|((n, t), d)| (n.as_str(), d, t.shape.as_slice(), &t.data[..])).collect();
     tensorgate_npy::write_npz(&parts).map_err(|e| error("npz", format!("cannot write the reply's .npz: {e}")))
 }
 
@@ -283,11 +296,7 @@ impl wit::tensorgate::plugin::types::HostTensor for HostState {
 
     fn from_bytes(&mut self, dtype: wit::Dtype, shape: Vec<u64>, data: Vec<u8>) -> wasmtime::Result<Result<Resource<TensorHandle>, PluginError>> {
         self.tensors.crossed += data.len() as u64;
-        let t = Tensor { dtype: dtype.into(), shape, data };
-        Ok(match t.validate() {
-            Ok(()) => self.tensors.make(t),
-            Err(e) => Err(error("tensor", e.to_string())),
-        })
+        Ok(filled(dtype.into(), shape, &data).and_then(|t| self.tensors.make(t)))
     }
 
     fn dtype(&mut self, h: Resource<TensorHandle>) -> wasmtime::Result<wit::Dtype> {
@@ -377,7 +386,7 @@ impl wit::tensorgate::plugin::types::HostPayload for HostState {
         let made = self.tensors.payload(&h).cloned().and_then(|bytes| {
             let need = byte_len(dtype, &shape)? as u64;
             match offset.checked_add(need) {
-                Some(end) if end <= bytes.len() as u64 => Ok(Tensor { dtype, shape, data: bytes[offset as usize..end as usize].to_vec() }),
+                Some(end) if end <= bytes.len() as u64 => filled(dtype, shape, &bytes[offset as usize..end as usize]),
                 _ => Err(error("range", format!(
                     "a {dtype} tensor of shape {shape:?} ({need} bytes) at byte {offset} does not fit in the item's {} bytes", bytes.len()
                 ))),
@@ -389,7 +398,7 @@ impl wit::tensorgate::plugin::types::HostPayload for HostState {
     fn npy(&mut self, h: Resource<PayloadHandle>) -> wasmtime::Result<Result<Resource<TensorHandle>, PluginError>> {
         let made = self.tensors.payload(&h).cloned().and_then(|bytes| {
             let a = tensorgate_npy::parse_npy(&bytes).map_err(|e| error("npy", e.to_string()))?;
-            Ok(Tensor { dtype: descr_dtype(&a.descr, "")?, shape: a.shape, data: a.data.to_vec() })
+            filled(descr_dtype(&a.descr, "")?, a.shape, a.data)
         });
         Ok(made.and_then(|t| self.tensors.make(t)))
     }
@@ -401,7 +410,7 @@ impl wit::tensorgate::plugin::types::HostPayload for HostState {
                 .into_iter()
                 .map(|(name, a)| {
                     let dtype = descr_dtype(&a.descr, &name)?;
-                    Ok((name, Tensor { dtype, shape: a.shape, data: a.data.to_vec() }))
+                    Ok((name, filled(dtype, a.shape, a.data)?))
                 })
                 .collect::<Result<Vec<_>, PluginError>>()
         });
@@ -428,7 +437,7 @@ impl wit::tensorgate::plugin::ops::Host for HostState {
                 }
             }
             let n = (idx.len() / 8) as u64;
-            Ok((Tensor { dtype: Dtype::I64, shape: vec![n], data: idx }, Tensor { dtype: Dtype::F32, shape: vec![n], data: vals }))
+            Ok((Tensor { dtype: Dtype::I64, shape: vec![n], data: idx.into() }, Tensor { dtype: Dtype::F32, shape: vec![n], data: vals.into() }))
         });
         Ok(selected.and_then(|(i, v)| {
             let indices = self.tensors.make(i)?;
@@ -442,7 +451,7 @@ impl wit::tensorgate::plugin::ops::Host for HostState {
             let at = indices(self.tensors.get(&idx)?, "gather's indices")?;
             let (count, stride) = (usize::try_from(count).unwrap_or(usize::MAX), usize::try_from(stride).unwrap_or(usize::MAX));
             let data: Vec<u8> = by_size!(s.dtype, N => tensorgate_ops::gather(chunks::<N>(&s.data), &at, count, stride).map_err(op_error)?.concat());
-            Ok(Tensor { dtype: s.dtype, shape: vec![at.len() as u64, count as u64], data })
+            Ok(Tensor { dtype: s.dtype, shape: vec![at.len() as u64, count as u64], data: data.into() })
         })();
         Ok(gathered.and_then(|t| self.tensors.make(t)))
     }

@@ -136,7 +136,7 @@ fn synthetic(app: &Application) -> Result<(), LoadError> {
                     SYNTHETIC_MAX_BYTES >> 20
                 ),
             })?;
-            Ok(Tensor { dtype: d.dtype, shape, data: vec![0; bytes as usize] })
+            Ok(Tensor { dtype: d.dtype, shape, data: vec![0; bytes as usize].into() })
         })
         .collect::<Result<_, LoadError>>()?;
     let described: Vec<String> = inputs.iter().zip(&manifest.inputs).map(|(t, d)| format!("`{}` {} {:?}", d.name, t.dtype, t.shape)).collect();
