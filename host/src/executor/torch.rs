@@ -75,10 +75,21 @@ fn dims(shape: &[u64]) -> Vec<i64> {
     shape.iter().map(|&d| d as i64).collect()
 }
 
-/// Bytes for a tensor of `dtype` and `shape`, allocated by libtorch on the
-/// CPU (zero-filled when `zeroed`), so that the model can run on them as
-/// they are.
+/// Tensors smaller than this are the host's own bytes, copied on their way
+/// into and out of libtorch: for a row of features, a copy costs less than
+/// libtorch's allocation and the calls lending its memory take.
+pub const LEND_MIN_BYTES: usize = 64 * 1024;
+
+/// Bytes for a tensor of `dtype` and `shape`: allocated by libtorch on the
+/// CPU (zero-filled when `zeroed`) so that the model can run on them as they
+/// are, or the host's own below [`LEND_MIN_BYTES`] (always zero-filled).
 pub fn alloc(dtype: Dtype, shape: &[u64], zeroed: bool) -> Result<Buffer, ModelError> {
+    let bytes = shape.iter().try_fold(dtype.size(), |n, &d| n.checked_mul(d)).and_then(|n| usize::try_from(n).ok());
+    match bytes {
+        Some(n) if n < LEND_MIN_BYTES => return Ok(Buffer::Host(vec![0; n])),
+        None => return Err(ModelError::Forward(format!("a {dtype} tensor of shape {shape:?} is too large"))),
+        Some(_) => {}
+    }
     let options = (kind_of(dtype), Device::Cpu);
     let t = if zeroed { tch::Tensor::f_zeros(dims(shape), options) } else { tch::Tensor::f_empty(dims(shape), options) };
     Ok(Buffer::Lent(Box::new(TorchBytes::new(t.map_err(torch_err)?, true)?)))
@@ -199,12 +210,19 @@ pub fn to_torch(t: &Tensor) -> Result<tch::Tensor, ModelError> {
 }
 
 /// A libtorch tensor (any device, any layout) as a host tensor: copied to
-/// the CPU and made contiguous only if it is not already, then lent.
+/// the CPU and made contiguous only if it is not already, then lent (or,
+/// below [`LEND_MIN_BYTES`], copied into the host's own bytes).
 pub fn from_torch(t: &tch::Tensor) -> Result<Tensor, ModelError> {
     let dtype = dtype_of(t.f_kind().map_err(torch_err)?)?;
     let t = t.f_to_device(Device::Cpu).map_err(torch_err)?.f_contiguous().map_err(torch_err)?;
     let shape: Vec<u64> = t.size().iter().map(|&d| d as u64).collect();
-    Ok(Tensor { dtype, shape, data: Buffer::Lent(Box::new(TorchBytes::new(t, false)?)) })
+    let numel = t.numel();
+    if numel * dtype.size() as usize >= LEND_MIN_BYTES {
+        return Ok(Tensor { dtype, shape, data: Buffer::Lent(Box::new(TorchBytes::new(t, false)?)) });
+    }
+    let mut data = vec![0u8; numel * dtype.size() as usize];
+    t.f_copy_data_u8(&mut data, numel).map_err(torch_err)?;
+    Ok(Tensor { dtype, shape, data: data.into() })
 }
 
 /// The model inputs for a group of items, each `[rows, ...]` with the same
@@ -317,12 +335,15 @@ mod tests {
 
     #[test]
     fn lent_bytes_reach_libtorch_without_a_copy_and_outputs_copy_on_write() {
-        let mut x = Tensor { dtype: Dtype::F32, shape: vec![2, 2], data: alloc(Dtype::F32, &[4], true).unwrap() };
-        x.data.copy_from_slice(&[1f32, 2.0, 3.0, 4.0].map(f32::to_le_bytes).concat());
+        let n = LEND_MIN_BYTES as u64 / 4;
+        assert!(matches!(alloc(Dtype::F32, &[n - 1], false).unwrap(), Buffer::Host(_)), "small: the host's own");
+        let mut x = Tensor { dtype: Dtype::F32, shape: vec![2, n / 2], data: alloc(Dtype::F32, &[n], true).unwrap() };
+        assert!(matches!(x.data, Buffer::Lent(_)));
+        x.data[..16].copy_from_slice(&[1f32, 2.0, 3.0, 4.0].map(f32::to_le_bytes).concat());
         let at = x.data.as_ptr();
         let tt = to_torch(&x).unwrap();
         assert_eq!(tt.data_ptr() as *const u8, at, "the model runs on the plugin's own bytes");
-        assert_eq!(tt.size(), vec![2, 2], "in the host tensor's shape");
+        assert_eq!(tt.size(), vec![2, n as i64 / 2], "in the host tensor's shape");
         // An output that is a view of something else (here: `tt`) is copied before a write.
         let mut out = from_torch(&tt).unwrap();
         assert_eq!(out.data.as_ptr(), at, "lent back without a copy");

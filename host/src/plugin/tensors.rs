@@ -259,32 +259,12 @@ pub fn write_npz(entries: &[(String, Tensor)]) -> Result<Vec<u8>, PluginError> {
     tensorgate_npy::write_npz(&parts).map_err(|e| error("npz", format!("cannot write the reply's .npz: {e}")))
 }
 
-/// Element `i..` of a byte buffer viewed as fixed-size elements (any alignment).
-fn chunks<const N: usize>(bytes: &[u8]) -> &[[u8; N]] {
-    bytes.as_chunks::<N>().0
-}
-
-fn chunks_mut<const N: usize>(bytes: &mut [u8]) -> &mut [[u8; N]] {
-    bytes.as_chunks_mut::<N>().0
-}
-
 /// Reads an i64 index tensor as a flat list.
 fn indices(t: &Tensor, what: &str) -> Result<Vec<i64>, PluginError> {
     if t.dtype != Dtype::I64 {
         return Err(error("op", format!("{what} must be an i64 tensor, got {} of shape {:?}", t.dtype, t.shape)));
     }
-    Ok(chunks::<8>(&t.data).iter().map(|b| i64::from_le_bytes(*b)).collect())
-}
-
-/// Runs `$body` with `$n` bound to the element size of `$dtype` as a const.
-macro_rules! by_size {
-    ($dtype:expr, $n:ident => $body:expr) => {
-        match $dtype.size() {
-            1 => { const $n: usize = 1; $body }
-            4 => { const $n: usize = 4; $body }
-            _ => { const $n: usize = 8; $body }
-        }
-    };
+    Ok(tensorgate_ops::bytes::indices(&t.data))
 }
 
 impl wit::tensorgate::plugin::types::Host for HostState {}
@@ -429,14 +409,9 @@ impl wit::tensorgate::plugin::ops::Host for HostState {
             if t.dtype != Dtype::F32 {
                 return Err(error("op", format!("select-above needs an f32 source, got {} of shape {:?}", t.dtype, t.shape)));
             }
-            let (mut idx, mut vals) = (Vec::new(), Vec::new());
-            for (i, b) in chunks::<4>(&t.data).iter().enumerate() {
-                if f32::from_le_bytes(*b) > threshold {
-                    idx.extend_from_slice(&(i as i64).to_le_bytes());
-                    vals.extend_from_slice(b);
-                }
-            }
-            let n = (idx.len() / 8) as u64;
+            let (idx, vals) = tensorgate_ops::bytes::select_above_f32(&t.data, threshold);
+            let n = idx.len() as u64;
+            let idx: Vec<u8> = idx.iter().flat_map(|i| i.to_le_bytes()).collect();
             Ok((Tensor { dtype: Dtype::I64, shape: vec![n], data: idx.into() }, Tensor { dtype: Dtype::F32, shape: vec![n], data: vals.into() }))
         });
         Ok(selected.and_then(|(i, v)| {
@@ -450,7 +425,7 @@ impl wit::tensorgate::plugin::ops::Host for HostState {
             let s = self.tensors.get(&source)?;
             let at = indices(self.tensors.get(&idx)?, "gather's indices")?;
             let (count, stride) = (usize::try_from(count).unwrap_or(usize::MAX), usize::try_from(stride).unwrap_or(usize::MAX));
-            let data: Vec<u8> = by_size!(s.dtype, N => tensorgate_ops::gather(chunks::<N>(&s.data), &at, count, stride).map_err(op_error)?.concat());
+            let data = tensorgate_ops::bytes::gather(&s.data, s.dtype.size() as usize, &at, count, stride).map_err(op_error)?;
             Ok(Tensor { dtype: s.dtype, shape: vec![at.len() as u64, count as u64], data: data.into() })
         })();
         Ok(gathered.and_then(|t| self.tensors.make(t)))
@@ -463,7 +438,7 @@ impl wit::tensorgate::plugin::ops::Host for HostState {
             if v.dtype != t.dtype {
                 return Err(error("op", format!("scatter's values are {}, the target is {}", v.dtype, t.dtype)));
             }
-            by_size!(t.dtype, N => tensorgate_ops::scatter(chunks_mut::<N>(&mut t.data), &at, chunks::<N>(&v.data)).map_err(op_error))
+            tensorgate_ops::bytes::scatter(&mut t.data, t.dtype.size() as usize, &at, &v.data).map_err(op_error)
         }))
     }
 
@@ -480,7 +455,8 @@ impl wit::tensorgate::plugin::ops::Host for HostState {
             if s.dtype != t.dtype {
                 return Err(error("op", format!("copy-region's source is {}, the target is {}", s.dtype, t.dtype)));
             }
-            by_size!(s.dtype, N => tensorgate_ops::copy_region(chunks::<N>(&s.data), &s.shape, &source_at, chunks_mut::<N>(&mut t.data), &t.shape, &target_at, &size).map_err(op_error))
+            let element = s.dtype.size() as usize;
+            tensorgate_ops::bytes::copy_region(&s.data, &s.shape, &source_at, &mut t.data, &t.shape, &target_at, &size, element).map_err(op_error)
         }))
     }
 }

@@ -190,6 +190,94 @@ pub fn copy_region<T: Copy>(
     }
 }
 
+/// The operations on little-endian element bytes, for callers that hold
+/// tensors as bytes of any element type (the host, and the SDK natively):
+/// each dispatches on the element size (1, 2, 4 or 8 bytes) and runs the
+/// typed operation above on fixed-size elements (no alignment needed).
+pub mod bytes {
+    use super::OpError;
+
+    fn whole(what: &'static str, len: usize, size: usize) -> Result<(), OpError> {
+        if size == 0 || len % size != 0 {
+            return Err(OpError::Shape(format!("{what}: {len} bytes are not whole elements of {size} bytes")));
+        }
+        Ok(())
+    }
+
+    /// Runs `$body` with `$n` bound, as a const, to the element size `$size`.
+    macro_rules! by_size {
+        ($size:expr, $n:ident => $body:expr) => {
+            match $size {
+                1 => {
+                    const $n: usize = 1;
+                    $body
+                }
+                2 => {
+                    const $n: usize = 2;
+                    $body
+                }
+                4 => {
+                    const $n: usize = 4;
+                    $body
+                }
+                8 => {
+                    const $n: usize = 8;
+                    $body
+                }
+                other => Err(OpError::Shape(format!("elements of {other} bytes are not supported"))),
+            }
+        };
+    }
+
+    /// An i64 index list from its little-endian bytes.
+    pub fn indices(bytes: &[u8]) -> Vec<i64> {
+        bytes.as_chunks::<8>().0.iter().map(|b| i64::from_le_bytes(*b)).collect()
+    }
+
+    /// [`super::select_above`] on f32 bytes: the indices, and the selected
+    /// elements' bytes.
+    pub fn select_above_f32(source: &[u8], threshold: f32) -> (Vec<i64>, Vec<u8>) {
+        let (mut indices, mut values) = (Vec::new(), Vec::new());
+        for (i, b) in source.as_chunks::<4>().0.iter().enumerate() {
+            if f32::from_le_bytes(*b) > threshold {
+                indices.push(i as i64);
+                values.extend_from_slice(b);
+            }
+        }
+        (indices, values)
+    }
+
+    /// [`super::gather`] on elements of `size` bytes.
+    pub fn gather(source: &[u8], size: usize, indices: &[i64], count: usize, stride: usize) -> Result<Vec<u8>, OpError> {
+        whole("gather's source", source.len(), size)?;
+        by_size!(size, N => Ok(super::gather(source.as_chunks::<N>().0, indices, count, stride)?.concat()))
+    }
+
+    /// [`super::scatter`] on elements of `size` bytes.
+    pub fn scatter(target: &mut [u8], size: usize, indices: &[i64], values: &[u8]) -> Result<(), OpError> {
+        whole("scatter's target", target.len(), size)?;
+        whole("scatter's values", values.len(), size)?;
+        by_size!(size, N => super::scatter(target.as_chunks_mut::<N>().0, indices, values.as_chunks::<N>().0))
+    }
+
+    /// [`super::copy_region`] on elements of `size` bytes.
+    #[allow(clippy::too_many_arguments)]
+    pub fn copy_region(
+        source: &[u8],
+        source_shape: &[u64],
+        from: &[u64],
+        target: &mut [u8],
+        target_shape: &[u64],
+        to: &[u64],
+        size: &[u64],
+        element: usize,
+    ) -> Result<(), OpError> {
+        whole("copy_region's source", source.len(), element)?;
+        whole("copy_region's target", target.len(), element)?;
+        by_size!(element, N => super::copy_region(source.as_chunks::<N>().0, source_shape, from, target.as_chunks_mut::<N>().0, target_shape, to, size))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -239,6 +327,24 @@ mod tests {
         assert!(e.to_string().starts_with("copy_region needs one rank"), "{e}");
         let e = copy_region(&plane, &[4, 5], &[u64::MAX, 0], &mut batch, &[6, 3], &[0, 0], &[2, 1]).unwrap_err();
         assert!(e.to_string().contains("leaves the source"), "{e}");
+    }
+
+    #[test]
+    fn byte_level_operations_match_the_typed_ones() {
+        let source: Vec<u8> = [1.5f32, 20.0, -3.0, 40.0].iter().flat_map(|v| v.to_le_bytes()).collect();
+        let (i, v) = bytes::select_above_f32(&source, 10.0);
+        assert_eq!((i.clone(), v), (vec![1, 3], [20.0f32, 40.0].iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>()));
+        let idx: Vec<u8> = i.iter().flat_map(|v| v.to_le_bytes()).collect();
+        assert_eq!(bytes::indices(&idx), i);
+        assert_eq!(bytes::gather(&source, 4, &[3, 0], 1, 1).unwrap(), [40.0f32, 1.5].iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>());
+        let mut target = vec![0u8; 16];
+        bytes::scatter(&mut target, 4, &[2], &7i32.to_le_bytes()).unwrap();
+        assert_eq!(&target[8..12], &7i32.to_le_bytes());
+        assert!(bytes::scatter(&mut target, 4, &[4], &7i32.to_le_bytes()).unwrap_err().to_string().contains("outside 0..4"));
+        assert!(bytes::gather(&source[..7], 4, &[0], 1, 1).unwrap_err().to_string().contains("not whole elements"));
+        let mut tile = vec![0u8; 8];
+        bytes::copy_region(&source, &[2, 2], &[1, 0], &mut tile, &[1, 2], &[0, 0], &[1, 2], 4).unwrap();
+        assert_eq!(tile, source[8..].to_vec());
     }
 
     #[test]

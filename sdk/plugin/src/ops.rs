@@ -21,28 +21,7 @@ fn indices(t: &Tensor, what: &str) -> Result<Vec<i64>, PluginError> {
     if t.dtype() != Dtype::I64 {
         return Err(PluginError::new("op", format!("{what} must be an i64 tensor, got {} of shape {:?}", t.dtype().name(), t.shape())));
     }
-    Ok(t.data().as_chunks::<8>().0.iter().map(|b| i64::from_le_bytes(*b)).collect())
-}
-
-/// Runs `$body` with `$n` bound to the element size of `$dtype` as a const.
-#[cfg(not(target_arch = "wasm32"))]
-macro_rules! by_size {
-    ($dtype:expr, $n:ident => $body:expr) => {
-        match $dtype.size() {
-            1 => {
-                const $n: usize = 1;
-                $body
-            }
-            4 => {
-                const $n: usize = 4;
-                $body
-            }
-            _ => {
-                const $n: usize = 8;
-                $body
-            }
-        }
-    };
+    Ok(tensorgate_ops::bytes::indices(t.data()))
 }
 
 /// The elements of an f32 `source` strictly above `threshold` (NaN never
@@ -61,9 +40,9 @@ pub fn select_above(source: &Tensor, threshold: f32) -> Result<(Tensor, Tensor),
                 format!("select-above needs an f32 source, got {} of shape {:?}", source.dtype().name(), source.shape()),
             ));
         }
-        let (i, v) = tensorgate_ops::select_above(&source.view::<f32>()?, threshold);
+        let (i, v) = tensorgate_ops::bytes::select_above_f32(source.data(), threshold);
         let n = i.len() as u64;
-        Ok((Tensor::from_slice(&[n], &i)?, Tensor::from_slice(&[n], &v)?))
+        Ok((Tensor::from_slice(&[n], &i)?, Tensor::from_parts(Dtype::F32, vec![n], v)?))
     }
 }
 
@@ -79,7 +58,7 @@ pub fn gather(source: &Tensor, indices_: &Tensor, count: u64, stride: u64) -> Re
     {
         let at = indices(indices_, "gather's indices")?;
         let (c, s) = (usize::try_from(count).unwrap_or(usize::MAX), usize::try_from(stride).unwrap_or(usize::MAX));
-        let data = by_size!(source.dtype(), N => tensorgate_ops::gather(source.data().as_chunks::<N>().0, &at, c, s).map_err(op_err)?.concat());
+        let data = tensorgate_ops::bytes::gather(source.data(), source.dtype().size(), &at, c, s).map_err(op_err)?;
         Tensor::from_parts(source.dtype(), vec![at.len() as u64, count], data)
     }
 }
@@ -101,8 +80,8 @@ pub fn scatter(target: &mut Tensor, indices_: &Tensor, values: &Tensor) -> Resul
                 format!("scatter's values are {}, the target is {}", values.dtype().name(), target.dtype().name()),
             ));
         }
-        let dtype = target.dtype();
-        by_size!(dtype, N => tensorgate_ops::scatter(target.data_mut().as_chunks_mut::<N>().0, &at, values.data().as_chunks::<N>().0).map_err(op_err))
+        let size = target.dtype().size();
+        tensorgate_ops::bytes::scatter(target.data_mut(), size, &at, values.data()).map_err(op_err)
     }
 }
 
@@ -122,8 +101,9 @@ pub fn copy_region(source: &Tensor, source_at: &[u64], target: &mut Tensor, targ
                 format!("copy-region's source is {}, the target is {}", source.dtype().name(), target.dtype().name()),
             ));
         }
-        let (dtype, target_shape) = (source.dtype(), target.shape().to_vec());
-        by_size!(dtype, N => tensorgate_ops::copy_region(source.data().as_chunks::<N>().0, source.shape(), source_at, target.data_mut().as_chunks_mut::<N>().0, &target_shape, target_at, size).map_err(op_err))
+        let (element, target_shape) = (source.dtype().size(), target.shape().to_vec());
+        tensorgate_ops::bytes::copy_region(source.data(), source.shape(), source_at, target.data_mut(), &target_shape, target_at, size, element)
+            .map_err(op_err)
     }
 }
 
