@@ -72,7 +72,7 @@ fn native_pre(app: &str, payload: &Payload, p: &Params) -> Result<(Tensor, Vec<T
         Pixels::above(&payload.npy()?, p.threshold)?
     };
     let tiled = TiledPixels::new(pixels, p.tile, p.overlap)?;
-    let input = tiled.input(&values)?;
+    let input = if app == "lartpc-sparse" { tiled.input(&values)? } else { tiled.input_from_plane(&tiled.pixels.to_dense(&values)?)? };
     let kept = if app == "lartpc-sparse" { Vec::new() } else { vec![values] };
     Ok((input, kept, tiled.context()))
 }

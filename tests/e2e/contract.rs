@@ -56,7 +56,7 @@ fn lartpc_dense_in_wasm_matches_the_native_sdk_byte_for_byte() {
 
     let (pixels, values) = Pixels::above(&Payload::from_bytes(data).npy().unwrap(), threshold).unwrap();
     let tiled = TiledPixels::new(pixels, tile, overlap).unwrap();
-    let input = tiled.input(&values).unwrap();
+    let input = tiled.input_from_plane(&tiled.pixels.to_dense(&values).unwrap()).unwrap();
     assert_eq!(prepared.inputs[0].shape, input.shape(), "same tiles run");
     assert!(prepared.inputs[0].data == *input.data(), "same tile batch");
     assert!(prepared.keep[0].data == *values.data(), "same kept values");

@@ -233,8 +233,7 @@ fn descr_dtype(d: &Descr, name: &str) -> Result<Dtype, PluginError> {
         "|u1" | "<u1" => Dtype::U8,
         "|b1" => Dtype::Bool,
         other => {
-            let at = if name.is_empty() { String::new() } else { format!("npz entry '{name}': ") };
-            return Err(error("npy", format!("{at}unsupported dtype '{other}' (use little-endian f4, f8, i8, i4, u1 or b1)")));
+            return Err(error("npy", format!("npz entry '{name}': unsupported dtype '{other}' (use little-endian f4, f8, i8, i4, u1 or b1)")));
         }
     })
 }
@@ -371,14 +370,6 @@ impl wit::tensorgate::plugin::types::HostPayload for HostState {
                     "a {dtype} tensor of shape {shape:?} ({need} bytes) at byte {offset} does not fit in the item's {} bytes", bytes.len()
                 ))),
             }
-        });
-        Ok(made.and_then(|t| self.tensors.make(t)))
-    }
-
-    fn npy(&mut self, h: Resource<PayloadHandle>) -> wasmtime::Result<Result<Resource<TensorHandle>, PluginError>> {
-        let made = self.tensors.payload(&h).cloned().and_then(|bytes| {
-            let a = tensorgate_npy::parse_npy(&bytes).map_err(|e| error("npy", e.to_string()))?;
-            filled(descr_dtype(&a.descr, "")?, a.shape, a.data)
         });
         Ok(made.and_then(|t| self.tensors.make(t)))
     }

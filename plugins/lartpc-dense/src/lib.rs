@@ -1,8 +1,9 @@
 //! Dense LArTPC segmentation (ubSSNet-like); formats in manifest.toml.
 //! Everything but the network's own choices (threshold, tiling, outputs)
 //! is SDK glue: `Pixels` (sparse), `TiledPixels` (tiles, stitching). The
-//! plane, the tiles and the scores stay in the host: only the lit pixels'
-//! indices cross into the plugin.
+//! plane, the tiles and the scores stay in the host (thresholded, scattered
+//! back, cut into tiles and gathered there): only the lit pixels' indices
+//! cross into the plugin.
 
 use tensorgate_plugin::prelude::*;
 use tensorgate_plugin::sparse::Pixels;
@@ -30,7 +31,8 @@ impl Plugin for LartpcDense {
     fn preprocess(&self, item: Item) -> Result<Prepared, PluginError> {
         let (pixels, values) = Pixels::above(&item.payload.npy()?, self.threshold)?;
         let tiled = TiledPixels::new(pixels, self.tile, self.overlap)?;
-        Ok(Prepared::new(vec![tiled.input(&values)?]).keep(vec![values]).with_context(tiled.context()))
+        let input = tiled.input_from_plane(&tiled.pixels.to_dense(&values)?)?;
+        Ok(Prepared::new(vec![input]).keep(vec![values]).with_context(tiled.context()))
     }
 
     fn postprocess(&self, mut out: Outputs) -> Result<Output, PluginError> {

@@ -34,7 +34,7 @@ mod zip;
 
 pub use descr::Descr;
 pub use error::Error;
-pub use npy::{data_len, parse_npy, write_npy, write_npy_header, Array, NpyHeader, MAGIC};
+pub use npy::{data_len, header_end, parse_header, parse_npy, write_npy, write_npy_header, Array, NpyHeader, MAGIC, PREFIX_LEN};
 pub use npz::{parse_npz, write_npz, NpzWriter};
 pub use zip::{read_zip, StoredFile, ZipWriter};
 

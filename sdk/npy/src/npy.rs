@@ -34,13 +34,18 @@ pub fn data_len(descr: &Descr, shape: &[u64]) -> Result<usize, Error> {
         .ok_or_else(too_large)
 }
 
-/// Parses a `.npy` file (format 1.0, 2.0 or 3.0, C order) without copying
-/// its data. The data must be exactly as long as the shape says.
-pub fn parse_npy(bytes: &[u8]) -> Result<Array<'_>, Error> {
-    if bytes.len() < MAGIC.len() || &bytes[..MAGIC.len()] != MAGIC {
+/// Bytes of a `.npy` file that always hold its header length: a reader
+/// that fetches the file in ranges reads this many first, then
+/// [`header_end`] bytes.
+pub const PREFIX_LEN: usize = 12;
+
+/// Where the header of a `.npy` file ends (its data starts), from the
+/// file's first [`PREFIX_LEN`] bytes (or all of a shorter file).
+pub fn header_end(prefix: &[u8]) -> Result<usize, Error> {
+    if prefix.len() < MAGIC.len() || &prefix[..MAGIC.len()] != MAGIC {
         return Err(Error::BadMagic);
     }
-    let (major, minor) = match bytes.get(6..8) {
+    let (major, minor) = match prefix.get(6..8) {
         Some(&[major, minor]) => (major, minor),
         _ => return Err(Error::Truncated { what: "version" }),
     };
@@ -49,25 +54,37 @@ pub fn parse_npy(bytes: &[u8]) -> Result<Array<'_>, Error> {
         2 | 3 => (4, 12),
         _ => return Err(Error::UnsupportedVersion { major, minor }),
     };
-    let len_field = bytes.get(8..start).ok_or(Error::Truncated { what: "header length" })?;
+    let len_field = prefix.get(8..start).ok_or(Error::Truncated { what: "header length" })?;
     let header_len = if len_bytes == 2 {
         u16::from_le_bytes([len_field[0], len_field[1]]) as usize
     } else {
         u32::from_le_bytes([len_field[0], len_field[1], len_field[2], len_field[3]]) as usize
     };
-    let end = start.checked_add(header_len).filter(|&e| e <= bytes.len()).ok_or(Error::Truncated { what: "header" })?;
-    let fields = header::parse(&bytes[start..end])?;
-    let data = &bytes[end..];
-    let want = data_len(&fields.descr, &fields.shape)?;
-    if data.len() != want {
-        return Err(Error::DataLength {
-            descr: fields.descr.to_string(),
-            shape: fields.shape,
-            expected: want as u64,
-            actual: data.len(),
-        });
+    start.checked_add(header_len).ok_or(Error::Truncated { what: "header" })
+}
+
+/// The element type and shape of a `.npy` file and where its data starts,
+/// from the file's first [`header_end`] bytes (or more); `len` is the whole
+/// file's length, checked against the shape.
+pub fn parse_header(head: &[u8], len: usize) -> Result<(Descr, Vec<u64>, usize), Error> {
+    let end = header_end(head)?;
+    if end > head.len() || end > len {
+        return Err(Error::Truncated { what: "header" });
     }
-    Ok(Array { descr: fields.descr, shape: fields.shape, data })
+    let start = if head[6] == 1 { 10 } else { 12 };
+    let fields = header::parse(&head[start..end])?;
+    let want = data_len(&fields.descr, &fields.shape)?;
+    if len - end != want {
+        return Err(Error::DataLength { descr: fields.descr.to_string(), shape: fields.shape, expected: want as u64, actual: len - end });
+    }
+    Ok((fields.descr, fields.shape, end))
+}
+
+/// Parses a `.npy` file (format 1.0, 2.0 or 3.0, C order) without copying
+/// its data. The data must be exactly as long as the shape says.
+pub fn parse_npy(bytes: &[u8]) -> Result<Array<'_>, Error> {
+    let (descr, shape, end) = parse_header(bytes, bytes.len())?;
+    Ok(Array { descr, shape, data: &bytes[end..] })
 }
 
 /// Appends a `.npy` header for `descr` and `shape` to `out`: format 1.0

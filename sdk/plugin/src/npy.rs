@@ -15,11 +15,11 @@ fn err(message: impl Into<String>) -> PluginError {
     PluginError::new("npy", message)
 }
 
-fn npy_err(e: tensorgate_npy::Error) -> PluginError {
+pub(crate) fn npy_err(e: tensorgate_npy::Error) -> PluginError {
     err(e.to_string())
 }
 
-fn descr_dtype(descr: &Descr) -> Result<Dtype, PluginError> {
+pub(crate) fn descr_dtype(descr: &Descr) -> Result<Dtype, PluginError> {
     Ok(match descr.as_str() {
         "<f4" => Dtype::F32,
         "<f8" => Dtype::F64,

@@ -81,11 +81,18 @@ impl Payload {
         }
     }
 
-    /// The payload read as a NumPy `.npy` file (C order): its array.
+    /// The payload read as a NumPy `.npy` file (C order): its array. In a
+    /// plugin only the header enters the plugin: it is parsed here and the
+    /// host makes a tensor of the body ([`Payload::tensor`]).
     pub fn npy(&self) -> Result<Tensor, PluginError> {
         #[cfg(target_arch = "wasm32")]
         {
-            Ok(Tensor::from_handle(self.handle.npy()?))
+            use crate::npy::{descr_dtype, npy_err};
+            let prefix = self.read(0, self.len.min(tensorgate_npy::PREFIX_LEN as u64))?;
+            let end = tensorgate_npy::header_end(&prefix).map_err(npy_err)? as u64;
+            let head = if end <= self.len { self.read(0, end)? } else { prefix };
+            let (descr, shape, start) = tensorgate_npy::parse_header(&head, self.len as usize).map_err(npy_err)?;
+            self.tensor(start as u64, descr_dtype(&descr)?, &shape)
         }
         #[cfg(not(target_arch = "wasm32"))]
         crate::npy::parse_npy(&self.data)

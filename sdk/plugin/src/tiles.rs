@@ -177,6 +177,28 @@ impl TiledPixels {
         Ok(out)
     }
 
+    /// The network input cut out of a dense f32 `[height, width]` plane in
+    /// the host (e.g. the lit pixels scattered back, [`Pixels::to_dense`]):
+    /// f32 `[tiles, 1, tile, tile]`, each run tile copied out of the plane by
+    /// the host (`copy-region`), zero-padded past the plane's edges. No
+    /// pixel data crosses; the plugin sends one box per tile.
+    pub fn input_from_plane(&self, plane: &Tensor) -> Result<Tensor, PluginError> {
+        let (h, w, t) = (self.grid.height as u64, self.grid.width as u64, self.grid.tile as u64);
+        if plane.shape() != [h, w] {
+            return Err(err(format!("the plane has shape {:?}, the grid is over {h}x{w}", plane.shape())));
+        }
+        let n = self.tiles.len() as u64;
+        // Tiles stacked as rows of one [n * t, t] image, then seen as [n, 1, t, t].
+        let mut out = Tensor::zeros(Dtype::F32, &[n * t, t])?;
+        for (slot, &tile) in self.tiles.iter().enumerate() {
+            let (r0, c0) = self.grid.origin(tile as usize);
+            let size = [(h - r0 as u64).min(t), (w - c0 as u64).min(t)];
+            ops::copy_region(plane, &[r0 as u64, c0 as u64], &mut out, &[slot as u64 * t, 0], &size)?;
+        }
+        out.reshape(&[n, 1, t, t])?;
+        Ok(out)
+    }
+
     /// Batch slot of each tile of the grid (`u32::MAX`: not run).
     fn slots(&self) -> Vec<u32> {
         let mut slot = vec![u32::MAX; self.grid.len()];
@@ -306,6 +328,8 @@ mod tests {
         let tp = TiledPixels::new(pixels, t, 2).unwrap();
         assert!(tp.tiles.len() < tp.grid.len(), "empty tiles are skipped");
         let input = tp.input(&values).unwrap();
+        let dense = tp.pixels.to_dense(&values).unwrap();
+        assert_eq!(tp.input_from_plane(&dense).unwrap(), input, "scatter and copy-region give the same tiles");
         let x = input.view::<f32>().unwrap();
         let mut want = vec![0f32; t * t];
         for (n, &tile) in tp.tiles.iter().enumerate() {
