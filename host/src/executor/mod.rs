@@ -187,8 +187,11 @@ impl ModelExecutor {
                             })
                         };
                         let Some(batch) = batch else { break };
-                        let rows = run_batch(&module, device, batch, &stats, i);
-                        crate::metrics::forward(&model_name, rows, stats.queued.load(Ordering::Relaxed));
+                        // Recorded before the replies go, so that a forward is counted
+                        // by whoever its caller sees afterwards (a warm-up finished
+                        // before the metrics recorder is installed is never counted).
+                        let record = |rows| crate::metrics::forward(&model_name, rows, stats.queued.load(Ordering::Relaxed));
+                        run_batch(&module, device, batch, &stats, i, record);
                     }
                 })
                 .map_err(|e| ModelError::Load { path: path.display().to_string(), reason: e.to_string() })?;
@@ -249,7 +252,9 @@ impl Drop for ModelExecutor {
 /// batched forward fails, or its outputs lack the batch dimension, each job
 /// runs alone so that only a bad item fails.
 /// Returns the rows of the last forward pass.
-fn run_batch(module: &CModule, device: Device, jobs: Vec<Job>, stats: &ExecutorStats, instance: usize) -> usize {
+/// Runs `jobs` as one forward pass (or one each, when they cannot be
+/// batched), calling `record(rows)` for each pass before its replies go.
+fn run_batch(module: &CModule, device: Device, jobs: Vec<Job>, stats: &ExecutorStats, instance: usize, record: impl Fn(usize)) {
     if jobs.len() > 1 {
         let start = Instant::now();
         let inputs: Vec<&[Tensor]> = jobs.iter().map(|j| j.inputs.as_slice()).collect();
@@ -259,22 +264,21 @@ fn run_batch(module: &CModule, device: Device, jobs: Vec<Job>, stats: &ExecutorS
         if let Ok(Some(parts)) = batched {
             let run_time = start.elapsed();
             stats.ran(instance, rows, run_time);
+            record(rows);
             for (job, outputs) in jobs.into_iter().zip(parts) {
                 let _ = job.reply.send(Ok(Forward { outputs, run_time }));
             }
-            return rows;
+            return;
         }
     }
-    let mut last = 0;
     for job in jobs {
         let start = Instant::now();
         let rows = batch::rows(&job.inputs);
         let result = torch::forward(module, device, &job.inputs);
         let run_time = start.elapsed();
         stats.ran(instance, rows, run_time);
+        record(rows);
         let result = result.map(|outputs| Forward { outputs, run_time });
         let _ = job.reply.send(result);
-        last = rows;
     }
-    last
 }
