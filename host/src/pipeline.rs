@@ -206,9 +206,11 @@ fn micros(d: Duration) -> u64 {
 /// right here on the async worker: a hand-off costs more than the call. Others
 /// run under `block_in_place`, which moves this worker's other tasks away
 /// first, so a slow plugin never stalls unrelated requests (off a runtime,
-/// as during warm-up, `block_in_place` just runs the call).
+/// as during warm-up, `block_in_place` just runs the call). A plugin that
+/// imports WASI never runs inline: wasmtime-wasi's stream calls block on
+/// the runtime, which an async worker may not do.
 fn call_plugin<R>(app: &Application, bytes: usize, f: impl FnOnce() -> R) -> R {
-    if bytes <= INLINE_BYTES_MAX && app.plugin.average_call() <= INLINE_CALL_MAX {
+    if bytes <= INLINE_BYTES_MAX && app.plugin.average_call() <= INLINE_CALL_MAX && !app.plugin.uses_wasi() {
         f()
     } else {
         tokio::task::block_in_place(f)

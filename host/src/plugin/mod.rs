@@ -4,11 +4,13 @@
 //! One `bindgen!` from `wit/tensorgate.wit` (contract 0.2), the host state in
 //! [`HostState`], all `Linker` wiring in [`PluginEngine::linker`]; the
 //! host-owned tensors behind the plugin's handles, and the bulk operations on
-//! them, in `tensors.rs`.
+//! them, in `tensors.rs`; the WASI a language runtime in a plugin may
+//! import (no files, no network, no environment) in `wasi.rs`.
 
 mod convert;
 mod pool;
 mod tensors;
+mod wasi;
 
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
@@ -102,6 +104,14 @@ pub struct HostState {
     last_error: Option<String>,
     /// Log totals of every instance of this plugin.
     log_totals: Arc<LogTotals>,
+    /// WASI state (used only by components that import WASI).
+    wasi: wasi::Wasi,
+}
+
+impl wasmtime_wasi::WasiView for HostState {
+    fn ctx(&mut self) -> wasmtime_wasi::WasiCtxView<'_> {
+        self.wasi.view()
+    }
 }
 
 /// Log messages of all instances of one plugin: accepted and dropped.
@@ -133,6 +143,16 @@ impl HostState {
 
     /// Ends a call: reports dropped log messages; returns the last error message.
     fn end_call(&mut self) -> Option<String> {
+        // What the plugin printed goes to the log like its log messages
+        // (stdout as info, stderr as warn), under the same per-call cap.
+        let (printed, dropped) = self.wasi.take_output();
+        for (stderr, line) in printed {
+            let level = if stderr { LogLevel::Warn } else { LogLevel::Info };
+            let _ = wit::tensorgate::plugin::host::Host::log(self, level, line);
+        }
+        if dropped > 0 {
+            tracing::warn!(target: "plugin", app = &*self.app, dropped, "plugin stdout/stderr bytes dropped (limit {} per call)", wasi::MAX_OUTPUT_BYTES);
+        }
         let totals = &self.log_totals;
         totals.crossed.fetch_add(self.tensors.crossed, std::sync::atomic::Ordering::Relaxed);
         self.tensors.clear();
@@ -290,6 +310,7 @@ impl PluginEngine {
     fn linker(engine: &Engine) -> wasmtime::Result<Linker<HostState>> {
         let mut linker = Linker::new(engine);
         Bindings::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)?;
+        wasi::add_to_linker(&mut linker)?;
         Ok(linker)
     }
 
@@ -316,6 +337,8 @@ impl PluginEngine {
             None => (Component::new(&self.engine, &bytes).map_err(err)?, false),
         };
         contract(&self.engine, &component).map_err(|found| PluginLoadError::Contract { path: path.display().to_string(), found })?;
+        // A component that imports WASI carries a language runtime (wasi.rs).
+        let uses_wasi = component.component_type().imports(&self.engine).any(|(name, _)| name.starts_with("wasi:"));
         let pre = self.linker.instantiate_pre(&component).map_err(err)?;
         let pre = BindingsPre::new(pre).map_err(err)?;
         let app: Arc<str> = Arc::from(app);
@@ -336,8 +359,9 @@ impl PluginEngine {
             suppressed: 0,
             last_error: None,
             log_totals: totals.clone(),
+            wasi: wasi::Wasi::new(),
         });
-        Ok(PluginPool::new(self.engine.clone(), pre, new_state, call_timeout, from_cache, log_totals))
+        Ok(PluginPool::new(self.engine.clone(), pre, new_state, call_timeout, from_cache, uses_wasi, log_totals))
     }
 
     /// The compiled component for `bytes`, from the cache when present and

@@ -55,6 +55,7 @@ pub struct PluginPool {
     /// Moving average of call durations (ns), to decide where calls run.
     average_ns: AtomicU64,
     from_cache: bool,
+    uses_wasi: bool,
     log_totals: std::sync::Arc<super::LogTotals>,
 }
 
@@ -65,6 +66,7 @@ impl PluginPool {
         new_state: Box<dyn Fn() -> HostState + Send + Sync>,
         call_timeout: Duration,
         from_cache: bool,
+        uses_wasi: bool,
         log_totals: std::sync::Arc<super::LogTotals>,
     ) -> Self {
         PluginPool {
@@ -75,6 +77,7 @@ impl PluginPool {
             call_timeout,
             average_ns: AtomicU64::new(0),
             from_cache,
+            uses_wasi,
             log_totals,
         }
     }
@@ -229,6 +232,13 @@ impl PluginPool {
     /// Whether the compiled component came from the cache (no compilation).
     pub fn from_cache(&self) -> bool {
         self.from_cache
+    }
+
+    /// Whether the component imports WASI (a language runtime such as
+    /// CPython): its calls must not run on an async worker, since
+    /// wasmtime-wasi blocks on the runtime for stream operations.
+    pub fn uses_wasi(&self) -> bool {
+        self.uses_wasi
     }
 
     /// Creates instances until `n` are idle (pre-warming the pool).
