@@ -17,6 +17,9 @@ pub struct HostConfig {
     pub repository: PathBuf,
     /// Where the TLS certificate and key are kept (created on first start).
     pub state_dir: PathBuf,
+    /// Where compiled plugins are cached, keyed by the component's hash and
+    /// the engine (default: `STATE_DIR/compiled`); hosts may share one.
+    pub compile_cache: Option<PathBuf>,
     /// Extra DNS names or IPs for the self-signed certificate.
     pub tls_names: Vec<String>,
     /// Default device for models whose manifest says `auto`.
@@ -53,6 +56,11 @@ pub struct HostConfig {
 }
 
 impl HostConfig {
+    /// The compiled-plugin cache directory in effect.
+    pub fn compile_cache_dir(&self) -> PathBuf {
+        self.compile_cache.clone().unwrap_or_else(|| self.state_dir.join("compiled"))
+    }
+
     /// The request machine's settings.
     pub fn request_machine(&self) -> crate::request::Config {
         crate::request::Config {
@@ -68,6 +76,7 @@ impl HostConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 7443)),
             repository: repository.into(),
             state_dir: state_dir.into(),
+            compile_cache: None,
             tls_names: Vec::new(),
             device: DeviceSpec::Auto,
             limits: Limits::default(),

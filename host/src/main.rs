@@ -26,6 +26,9 @@ struct Args {
     /// Directory for the TLS identity and runtime files.
     #[arg(long, env = "TENSORGATE_STATE_DIR", default_value = "tensorgate-state")]
     state_dir: PathBuf,
+    /// Cache of compiled plugins, shareable between hosts (default: STATE_DIR/compiled).
+    #[arg(long, env = "TENSORGATE_COMPILE_CACHE")]
+    compile_cache: Option<PathBuf>,
     /// Default device for models: auto, cpu or cuda:N.
     #[arg(long, env = "TENSORGATE_DEVICE", default_value = "auto")]
     device: DeviceSpec,
@@ -173,6 +176,7 @@ fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let mut config = HostConfig::new(args.repository.clone().unwrap_or_default(), &args.state_dir);
     config.listen = args.listen;
+    config.compile_cache = args.compile_cache.clone();
     config.device = args.device;
     config.intra_op_threads = args.threads;
     config.tls_names = args.tls_names.clone();
@@ -226,7 +230,9 @@ fn main() -> anyhow::Result<()> {
 /// one JSON line per sample with its output or its error; exit status 1 if
 /// anything failed.
 fn check_bundle(dir: &std::path::Path) -> anyhow::Result<()> {
-    let checked = match tensorgate_host::repository::check::bundle(dir, &HostConfig::new(dir, std::env::temp_dir())) {
+    let mut config = HostConfig::new(dir, std::env::temp_dir());
+    config.compile_cache = std::env::var_os("TENSORGATE_COMPILE_CACHE").map(PathBuf::from);
+    let checked = match tensorgate_host::repository::check::bundle(dir, &config) {
         Ok(c) => c,
         Err(e) => {
             println!("{}", serde_json::json!({ "bundle": dir.display().to_string(), "ok": false, "error": e.to_string() }));

@@ -84,7 +84,9 @@ pub fn bundle(dir: &Path, config: &crate::config::HostConfig) -> Result<Vec<Chec
     let manifest = Manifest::load(dir).map_err(|e| super::build::in_bundle(e.into(), dir))?;
     // Where it would live in a repository (only the names matter here).
     let home = dir.join(".check").join(&manifest.name).join(manifest.version.to_string());
-    let engine = crate::plugin::PluginEngine::new(None)?;
+    // Cached only where the config names a cache (`--check` with
+    // TENSORGATE_COMPILE_CACHE set, as `tensorgate plugin build` does).
+    let engine = crate::plugin::PluginEngine::new(config.compile_cache.clone())?;
     let app = super::build::prepare(dir, &home, &engine, config)?;
     let mut items: Vec<(String, String, std::collections::BTreeMap<String, String>)> = Vec::new();
     match &app.manifest.warmup {

@@ -140,7 +140,7 @@ impl Host {
             d.auto
         );
         let identity = Identity::load_or_create(&config.state_dir.join("tls"), &config.tls_names)?;
-        let engine = PluginEngine::new(Some(config.state_dir.join("compiled")))
+        let engine = PluginEngine::new(Some(config.compile_cache_dir()))
             .map_err(|e| StartError::Engine(e.to_string()))?;
         let repo = Arc::new(Repository::open(&config.repository, engine, config.clone())?);
         repo.judge_trials_every(std::time::Duration::from_millis(20));

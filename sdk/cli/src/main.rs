@@ -5,6 +5,7 @@
 
 mod bench;
 mod pbtxt;
+mod python;
 mod scaffold;
 mod submit;
 mod triton;

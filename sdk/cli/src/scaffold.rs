@@ -1,7 +1,9 @@
-//! `tensorgate plugin new|build`: scaffold a plugin crate from a template and
-//! build it for wasm32 with the right toolchain (Debian's rustc-web with
-//! build-std; see docs/writing-a-plugin.md), optionally installing it as a
-//! bundle `REPO/NAME/VERSION/{manifest.toml, model.pt, plugin.wasm}`.
+//! `tensorgate plugin new|build|check`: scaffold a plugin from a template
+//! and build it into a component — a Rust crate for wasm32 with the right
+//! toolchain (Debian's rustc-web with build-std), or a Python plugin with
+//! componentize-py (`python.rs`); see docs/writing-a-plugin.md — optionally
+//! installing it as a bundle `REPO/NAME/VERSION/{manifest.toml, model.pt,
+//! plugin.wasm}`.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -18,31 +20,41 @@ pub struct PluginArgs {
 
 #[derive(Subcommand)]
 enum PluginCommand {
-    /// Create a plugin crate DIR/NAME from the template (a JSON-features-in,
-    /// {label: score}-out plugin that builds and serves as is).
+    /// Create a plugin DIR/NAME from the template (a JSON-features-in,
+    /// {label: score}-out plugin that builds and serves as is): a Rust crate,
+    /// or with `--lang python` a folder with `plugin.py`.
     New {
         /// Application and crate name ([A-Za-z0-9_-]).
         name: String,
-        /// Folder to create the crate in.
+        /// Folder to create the plugin in.
         #[arg(long, default_value = ".")]
         dir: PathBuf,
-        /// The tensorgate plugin SDK (sdk/plugin of a tensorgate checkout).
-        #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../plugin"))]
-        sdk: PathBuf,
+        /// The plugin's language.
+        #[arg(long, value_enum, default_value_t = Lang::Rust)]
+        lang: Lang,
+        /// The tensorgate plugin SDK: sdk/plugin (Rust) or sdk/python-plugin
+        /// (Python) of a tensorgate checkout; default: this checkout's.
+        #[arg(long)]
+        sdk: Option<PathBuf>,
     },
     /// Build the plugin crate in DIR if needed, then check it as a host
     /// would before serving it (the manifest against the model and plugin)
     /// and run each sample (`samples/`, or the `[warmup]` item) through
     /// plugin and model, printing each output or error. Needs no host.
     Check {
-        /// The plugin crate.
+        /// The plugin crate (or Python plugin folder).
         #[arg(default_value = ".")]
         dir: PathBuf,
-        /// Cargo target directory (default: DIR/target).
+        /// Target directory (default: DIR/target).
         #[arg(long)]
         target_dir: Option<PathBuf>,
+        /// Python plugins: the Python SDK (default: $TENSORGATE_PYTHON_SDK, else this checkout's sdk/python-plugin).
+        #[arg(long)]
+        sdk: Option<PathBuf>,
     },
-    /// Build the plugin crate in DIR for wasm32 (a component) and, with
+    /// Build the plugin in DIR into a component (a Rust crate for wasm32, or
+    /// a Python plugin with componentize-py, skipped when its sources are
+    /// unchanged) and, with
     /// --repository, check the bundle (as `plugin check`) and install it:
     /// the manifest, the model file it names, the plugin, `samples/` and
     /// the `[warmup]` file.
@@ -53,18 +65,30 @@ enum PluginCommand {
         /// Model repository to install the bundle into (REPO/NAME/VERSION/).
         #[arg(long)]
         repository: Option<PathBuf>,
-        /// Cargo target directory (default: DIR/target); share one to reuse the wasm32 std build.
+        /// Target directory (default: DIR/target); share one to reuse the wasm32 std build.
         #[arg(long)]
         target_dir: Option<PathBuf>,
+        /// Python plugins: the Python SDK (default: $TENSORGATE_PYTHON_SDK, else this checkout's sdk/python-plugin).
+        #[arg(long)]
+        sdk: Option<PathBuf>,
     },
+}
+
+/// The language of a new plugin.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum Lang {
+    /// A Rust crate built for wasm32 (sdk/plugin).
+    Rust,
+    /// A `plugin.py` built by componentize-py (sdk/python-plugin).
+    Python,
 }
 
 /// Runs a `plugin` subcommand (no host connection needed).
 pub fn main(args: &PluginArgs) -> ExitCode {
     let result = match &args.command {
-        PluginCommand::New { name, dir, sdk } => new(name, dir, sdk),
-        PluginCommand::Build { dir, repository, target_dir } => build(dir, repository.as_deref(), target_dir.as_deref()),
-        PluginCommand::Check { dir, target_dir } => check(dir, target_dir.as_deref()),
+        PluginCommand::New { name, dir, lang, sdk } => new(name, dir, *lang, sdk.as_deref()),
+        PluginCommand::Build { dir, repository, target_dir, sdk } => build(dir, repository.as_deref(), target_dir.as_deref(), sdk.as_deref()),
+        PluginCommand::Check { dir, target_dir, sdk } => check(dir, target_dir.as_deref(), sdk.as_deref()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -139,7 +163,7 @@ shape = [-1, 2]     # the model's input width
 file = "samples/example.json"
 "#;
 
-const SAMPLE: &str = r#"{"features": [0.5, -0.5]}
+pub(crate) const SAMPLE: &str = r#"{"features": [0.5, -0.5]}
 "#;
 
 const LIB_RS: &str = r#"//! {name}: `{"features": [f32, ...]}` in, `{label: score}` out.
@@ -191,10 +215,27 @@ fn fill(template: &str, name: &str, sdk: &str) -> String {
     template.replace("{name}", name).replace("{sdk}", sdk)
 }
 
-fn new(name: &str, dir: &Path, sdk: &Path) -> anyhow::Result<()> {
+fn new(name: &str, dir: &Path, lang: Lang, sdk: Option<&Path>) -> anyhow::Result<()> {
     if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
         bail!("plugin name `{name}` must be non-empty [A-Za-z0-9_-]");
     }
+    if let Lang::Python = lang {
+        let sdk = crate::python::sdk_dir(sdk)?;
+        let root = dir.join(name);
+        if root.exists() {
+            bail!("{} already exists", root.display());
+        }
+        crate::python::new(name, &root)?;
+        let with_sdk = if sdk == Path::new(crate::python::DEFAULT_SDK).canonicalize().unwrap_or_default() {
+            String::new()
+        } else {
+            format!(" --sdk {}", sdk.display())
+        };
+        println!("created {}: put your TorchScript model at {}/model.pt, edit manifest.toml, plugin.py and samples/,", root.display(), root.display());
+        println!("then: tensorgate plugin check {}{with_sdk} (runs the samples), tensorgate plugin build {}{with_sdk} --repository REPO", root.display(), root.display());
+        return Ok(());
+    }
+    let sdk = sdk.map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../plugin")));
     let sdk = sdk
         .canonicalize()
         .with_context(|| format!("plugin SDK not found at {} (give --sdk PATH/sdk/plugin)", sdk.display()))?;
@@ -236,10 +277,14 @@ fn toml_value(text: &str, key: &str) -> Option<String> {
         .map(|(_, v)| v.split('#').next().unwrap_or("").trim().trim_matches('"').to_string())
 }
 
-/// Builds the plugin crate in `dir` for wasm32; returns the component.
-fn compile(dir: &Path, target_dir: Option<&Path>) -> anyhow::Result<PathBuf> {
+/// Builds the plugin in `dir` (a Rust crate for wasm32, or a Python
+/// plugin); returns the component.
+fn compile(dir: &Path, target_dir: Option<&Path>, sdk: Option<&Path>) -> anyhow::Result<PathBuf> {
+    if crate::python::is_python(dir) {
+        return crate::python::compile(dir, sdk, target_dir);
+    }
     let cargo_toml = std::fs::read_to_string(dir.join("Cargo.toml"))
-        .with_context(|| format!("{} is not a plugin crate (no Cargo.toml)", dir.display()))?;
+        .with_context(|| format!("{} is not a plugin (no Cargo.toml, no plugin.py)", dir.display()))?;
     let package = cargo_toml.split("[package]").nth(1).context("Cargo.toml has no [package]")?;
     let crate_name = toml_value(package, "name").context("Cargo.toml [package] has no name")?;
     for tool in ["/usr/bin/cargo", "/usr/bin/rustc", "/usr/lib/rustlib/x86_64-unknown-linux-gnu/bin/wasm-component-ld"] {
@@ -277,8 +322,8 @@ fn compile(dir: &Path, target_dir: Option<&Path>) -> anyhow::Result<PathBuf> {
 
 /// Builds the crate in `dir`; with a repository, assembles its bundle,
 /// checks it, and only then moves it into `REPO/NAME/VERSION`.
-fn build(dir: &Path, repository: Option<&Path>, target_dir: Option<&Path>) -> anyhow::Result<()> {
-    let wasm = compile(dir, target_dir)?;
+fn build(dir: &Path, repository: Option<&Path>, target_dir: Option<&Path>, sdk: Option<&Path>) -> anyhow::Result<()> {
+    let wasm = compile(dir, target_dir, sdk)?;
     let Some(repo) = repository else { return Ok(()) };
     let bundle = Bundle::read(dir)?;
     let staged = repo.join(format!(".build-{}-{}", bundle.name, std::process::id()));
@@ -297,8 +342,8 @@ fn build(dir: &Path, repository: Option<&Path>, target_dir: Option<&Path>) -> an
 }
 
 /// `plugin check`: build, assemble the bundle in the target directory, check it.
-fn check(dir: &Path, target_dir: Option<&Path>) -> anyhow::Result<()> {
-    let wasm = compile(dir, target_dir)?;
+fn check(dir: &Path, target_dir: Option<&Path>, sdk: Option<&Path>) -> anyhow::Result<()> {
+    let wasm = compile(dir, target_dir, sdk)?;
     let bundle = Bundle::read(dir)?;
     let staged = target_dir.map(Path::to_path_buf).unwrap_or_else(|| dir.join("target")).join("check-bundle");
     let _ = std::fs::remove_dir_all(&staged);
@@ -370,7 +415,18 @@ pub(crate) fn run_check(bundle: &Path) -> anyhow::Result<()> {
         .and_then(|exe| exe.parent().map(|d| d.join("tensorgate-host")))
         .filter(|p| p.is_file())
         .context("tensorgate-host is not beside this tensorgate binary: it runs the check")?;
-    let status = Command::new(&host).arg("--check").arg(bundle).status().with_context(|| format!("running {}", host.display()))?;
+    let mut cmd = Command::new(&host);
+    // Compiled plugins are cached across checks (a Python component takes
+    // seconds to compile), unless the caller chose a cache.
+    if std::env::var_os("TENSORGATE_COMPILE_CACHE").is_none() {
+        let cache = std::env::var_os("TENSORGATE_CACHE")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/tensorgate")));
+        if let Some(c) = cache {
+            cmd.env("TENSORGATE_COMPILE_CACHE", c.join("compiled-plugins"));
+        }
+    }
+    let status = cmd.arg("--check").arg(bundle).status().with_context(|| format!("running {}", host.display()))?;
     if !status.success() {
         bail!("the bundle failed its check (above)");
     }

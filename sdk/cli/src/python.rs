@@ -1,0 +1,216 @@
+//! Python plugins for `tensorgate plugin new|build|check`: a folder with
+//! `plugin.py` (using the `tensorgate_plugin` guest SDK, sdk/python-plugin)
+//! is compiled to a component by componentize-py against the same WIT world
+//! as Rust plugins. A build whose inputs (the plugin's and the SDK's `.py`
+//! files, the WIT contract, the componentize-py version) are unchanged is
+//! skipped.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context};
+use sha2::{Digest, Sha256};
+
+/// The plugin contract, built into this binary: the component is built
+/// against exactly the contract this tensorgate speaks.
+const WIT: &str = include_str!("../../../wit/tensorgate.wit");
+
+/// The module componentize-py compiles (`plugin.py` in the plugin folder).
+const MODULE: &str = "plugin";
+
+/// The guest SDK in this tensorgate checkout.
+pub const DEFAULT_SDK: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../python-plugin");
+
+/// Whether `dir` holds a Python plugin (`plugin.py`, no `Cargo.toml`).
+pub fn is_python(dir: &Path) -> bool {
+    dir.join("plugin.py").is_file() && !dir.join("Cargo.toml").exists()
+}
+
+/// The Python SDK to build against: `sdk`, else `$TENSORGATE_PYTHON_SDK`,
+/// else this checkout's sdk/python-plugin.
+pub fn sdk_dir(sdk: Option<&Path>) -> anyhow::Result<PathBuf> {
+    let dir = match sdk {
+        Some(s) => s.to_path_buf(),
+        None => std::env::var_os("TENSORGATE_PYTHON_SDK").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(DEFAULT_SDK)),
+    };
+    let dir = dir.canonicalize().with_context(|| format!("Python plugin SDK not found at {} (give --sdk PATH/sdk/python-plugin)", dir.display()))?;
+    if !dir.join("tensorgate_plugin/__init__.py").is_file() {
+        bail!("{} is not the Python plugin SDK (no tensorgate_plugin/__init__.py); give --sdk PATH/sdk/python-plugin", dir.display());
+    }
+    Ok(dir)
+}
+
+/// componentize-py: `$TENSORGATE_COMPONENTIZE_PY`, else the one
+/// scripts/setup installs in the cache's venv, else `componentize-py` on PATH.
+fn componentize_py() -> anyhow::Result<PathBuf> {
+    if let Some(p) = std::env::var_os("TENSORGATE_COMPONENTIZE_PY") {
+        return Ok(PathBuf::from(p));
+    }
+    let cache = std::env::var_os("TENSORGATE_CACHE")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/tensorgate")));
+    if let Some(p) = cache.map(|c| c.join("venv/bin/componentize-py")).filter(|p| p.is_file()) {
+        return Ok(p);
+    }
+    let on_path = std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .map(|d| d.join("componentize-py"))
+        .find(|p| p.is_file());
+    on_path.context("componentize-py not found: run scripts/setup (it installs componentize-py 0.25.1 into ~/.cache/tensorgate/venv), or set TENSORGATE_COMPONENTIZE_PY")
+}
+
+/// The `.py` files under `dir` (not under `target/` or `__pycache__/`), sorted.
+fn sources(dir: &Path, out: &mut Vec<PathBuf>) -> anyhow::Result<()> {
+    for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+        let path = entry?.path();
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if path.is_dir() {
+            if !matches!(name, "target" | "__pycache__" | "tests" | ".git") {
+                sources(&path, out)?;
+            }
+        } else if name.ends_with(".py") {
+            out.push(path);
+        }
+    }
+    out.sort();
+    Ok(())
+}
+
+/// Builds the Python plugin in `dir` into `TARGET/python/plugin.wasm`
+/// (TARGET: `target_dir`, default `DIR/target`), unless its inputs are
+/// unchanged since the last build; returns the component.
+pub fn compile(dir: &Path, sdk: Option<&Path>, target_dir: Option<&Path>) -> anyhow::Result<PathBuf> {
+    let sdk = sdk_dir(sdk)?;
+    let tool = componentize_py()?;
+    let version = Command::new(&tool)
+        .arg("--version")
+        .output()
+        .with_context(|| format!("running {}", tool.display()))?;
+    if !version.status.success() {
+        bail!("{} --version failed: {}", tool.display(), String::from_utf8_lossy(&version.stderr).trim());
+    }
+    let target = target_dir.map(Path::to_path_buf).unwrap_or_else(|| dir.join("target"));
+    let out_dir = std::path::absolute(target.join("python")).context("target directory")?;
+    std::fs::create_dir_all(out_dir.join("wit")).with_context(|| format!("creating {}", out_dir.display()))?;
+    let wasm = out_dir.join("plugin.wasm");
+    let stamp = out_dir.join("plugin.wasm.inputs");
+
+    let mut files = Vec::new();
+    sources(dir, &mut files)?;
+    let mut sdk_files = Vec::new();
+    sources(&sdk, &mut sdk_files)?;
+    let mut hash = Sha256::new();
+    hash.update(WIT);
+    hash.update(&version.stdout);
+    for (base, f) in files.iter().map(|f| (dir, f)).chain(sdk_files.iter().map(|f| (sdk.as_path(), f))) {
+        hash.update(f.strip_prefix(base).unwrap_or(f).to_string_lossy().as_bytes());
+        hash.update([0]);
+        hash.update(std::fs::read(f).with_context(|| format!("reading {}", f.display()))?);
+    }
+    let key = hex::encode(hash.finalize());
+    if wasm.is_file() && std::fs::read_to_string(&stamp).is_ok_and(|s| s.trim() == key) {
+        let size = std::fs::metadata(&wasm)?.len();
+        println!("{} is up to date ({size} bytes; sources unchanged)", wasm.display());
+        return Ok(wasm);
+    }
+
+    std::fs::write(out_dir.join("wit/tensorgate.wit"), WIT).context("writing the WIT contract")?;
+    let _ = std::fs::remove_file(&stamp);
+    let start = std::time::Instant::now();
+    let status = Command::new(&tool)
+        .current_dir(dir)
+        .arg("-d")
+        .arg(out_dir.join("wit"))
+        .args(["-w", "application", "componentize", MODULE, "-p"])
+        .arg(dir)
+        .arg("-p")
+        .arg(&sdk)
+        .arg("-o")
+        .arg(&wasm)
+        .status()
+        .with_context(|| format!("running {}", tool.display()))?;
+    if !status.success() {
+        bail!("componentize-py failed ({status}) building {}/plugin.py", dir.display());
+    }
+    std::fs::write(&stamp, format!("{key}\n")).context("writing the build stamp")?;
+    let size = std::fs::metadata(&wasm).with_context(|| format!("{} was not built", wasm.display()))?.len();
+    println!("built {} ({size} bytes, {:.1} s)", wasm.display(), start.elapsed().as_secs_f64());
+    Ok(wasm)
+}
+
+/// Creates a Python plugin folder `dir/name` from the template.
+pub fn new(name: &str, root: &Path) -> anyhow::Result<()> {
+    let files = [
+        ("plugin.py", PLUGIN_PY.replace("{name}", name)),
+        ("manifest.toml", MANIFEST.replace("{name}", name)),
+        ("samples/example.json", super::scaffold::SAMPLE.to_string()),
+    ];
+    for (path, text) in files {
+        let path = root.join(path);
+        std::fs::create_dir_all(path.parent().expect("has a parent")).with_context(|| format!("creating {}", root.display()))?;
+        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
+
+const PLUGIN_PY: &str = r#""""{name}: `{"features": [float, ...]}` in, `{label: score}` out.
+
+Edit `preprocess` and `postprocess` for your network. The SDK
+(tensorgate_plugin) has helpers for NumPy files, sparse pixels, tiling,
+labels and padded records; bulk work runs in host operations (tg.ops).
+"""
+
+import tensorgate_plugin as tg
+
+
+class App(tg.Plugin):
+    @staticmethod
+    def describe():
+        return tg.PluginInfo("{name}", "JSON features in, {label: score} out", version="0.1.0", accepts=["application/json"])
+
+    def __init__(self, manifest):
+        # Reads the manifest once per instance: bad [params] fail the load here.
+        self.labels = manifest.labels
+
+    def preprocess(self, item):
+        features = item.json()["features"]
+        return tg.Prepared([tg.Tensor.from_list("f32", [1, len(features)], features)])
+
+    def postprocess(self, out):
+        scores = out.tensor(0).to_list()
+        return tg.Output.json(tg.labels.scores_map(self.labels, scores))
+
+
+Plugin = tg.export(App)
+"#;
+
+const MANIFEST: &str = r#"# The application's manifest: see docs/manifest.md for every field.
+name = "{name}"
+version = 1
+description = "{name}: JSON features in, {label: score} out (a Python plugin)"
+# One label per model output column, in order.
+labels = ["class_0", "class_1"]
+
+[model]
+file = "model.pt"
+device = "auto"
+
+[plugin]
+file = "plugin.wasm"
+timeout_ms = 1000
+# The Python runtime's linear memory starts at tens of MB.
+memory_mb = 256
+
+[[inputs]]
+name = "features"
+dtype = "f32"
+shape = [-1, 2]     # the model's input width
+
+[params]
+
+# Run through plugin and model before a version serves (a mismatch fails the
+# upload, not every item); keep it a real item for your network.
+[warmup]
+file = "samples/example.json"
+"#;
