@@ -1,0 +1,13 @@
+"""Where the contract's bindings come from: the `wit_world` package that
+componentize-py generates when it builds a component, or nothing (plain
+CPython: the SDK then runs tensors, payloads and operations in place, with
+the host's semantics, for unit tests)."""
+
+try:
+    from componentize_py_types import Err
+    from wit_world.imports import host, ops, types
+
+    NATIVE = False
+except ImportError:  # plain CPython
+    Err = host = ops = types = None
+    NATIVE = True

@@ -1,0 +1,151 @@
+"""Sparse images: lists of lit pixels `(row, col)` with their values in a
+host tensor beside them, to and from dense row-major planes and the
+documented `.npz` layout (as the Rust SDK's `sparse`). Coordinates are
+`array.array('i')`; the bulk work (flat indices, checks) runs in C loops."""
+
+import array
+from itertools import repeat
+from operator import add, floordiv, mod
+
+from . import ops
+from ._bulk import lookup
+from .errors import PluginError
+from .tensor import Tensor
+
+
+def _err(message):
+    return PluginError("sparse", message)
+
+
+def _ints(values):
+    return values if isinstance(values, array.array) and values.typecode == "i" else array.array("i", values)
+
+
+class Pixels:
+    """Lit pixels of a `height` x `width` image, in a chosen order: `rows`
+    and `cols` (`array.array('i')`). Their values stay in the host, in a
+    `Tensor` beside them."""
+
+    __slots__ = ("height", "width", "rows", "cols", "_flat")
+
+    def __init__(self, height, width, rows, cols):
+        """Pixels from parallel lists, unchecked (see `Pixels.new`)."""
+        self.height, self.width = int(height), int(width)
+        self.rows, self.cols = _ints(rows), _ints(cols)
+        self._flat = None
+
+    @classmethod
+    def new(cls, height, width, rows, cols):
+        """Pixels from parallel lists; errors name the first pixel outside the image."""
+        p = cls(height, width, rows, cols)
+        rows, cols = p.rows, p.cols
+        if len(rows) != len(cols):
+            raise _err(f"{len(rows)} rows and {len(cols)} cols: lengths differ")
+        if rows and (min(rows) < 0 or min(cols) < 0 or max(rows) >= height or max(cols) >= width):
+            i = next(i for i in range(len(rows)) if not (0 <= rows[i] < height and 0 <= cols[i] < width))
+            raise _err(f"pixel {i} at ({rows[i]}, {cols[i]}) is outside the {height}x{width} image")
+        return p
+
+    @classmethod
+    def above(cls, plane, threshold):
+        """The pixels of an f32 `[height, width]` plane strictly above
+        `threshold`, row-major, and their values (f32 `[n]`): the host
+        selects them; only their indices enter the plugin."""
+        if len(plane.shape) != 2:
+            raise PluginError("shape", f"expected a 2-d plane [rows, cols], got shape {list(plane.shape)}")
+        if plane.dtype != "f32":
+            raise PluginError("dtype", f"expected an f32 plane, got {plane.dtype} of shape {list(plane.shape)}")
+        h, w = plane.shape
+        indices, values = ops.select_above(plane, threshold)
+        flat = indices.to_array()
+        w1 = max(w, 1)
+        p = cls(h, w, array.array("i", map(floordiv, flat, repeat(w1))), array.array("i", map(mod, flat, repeat(w1))))
+        p._flat = flat
+        return p, values
+
+    @classmethod
+    def from_npz(cls, entries):
+        """Reads the sparse `.npz` layout: `pixels` i32 `[n, 2]` (row, col),
+        `values` f32 `[n]`, `shape` i64 or i32 `[2]` (height, width). Returns
+        the pixels and their values (which stay in the host)."""
+        entries = dict(entries)
+        for name in ("pixels", "values", "shape"):
+            if name not in entries:
+                raise _err(f"sparse npz has no array named `{name}` (expected pixels [n,2] i32, values [n] f32, shape [2] i64)")
+        shape = entries["shape"]
+        if shape.dtype not in ("i64", "i32"):
+            raise PluginError("dtype", f"expected a i32 tensor, got {shape.dtype} of shape {list(shape.shape)}")
+        dims = shape.to_list()
+        if len(dims) != 2:
+            raise _err(f"`shape` must hold 2 numbers, got {dims}")
+        h, w = dims
+        if h <= 0 or w <= 0:
+            raise _err(f"`shape` must be positive, got {dims}")
+        pixels = entries["pixels"]
+        if len(pixels.shape) != 2 or pixels.shape[1] != 2:
+            raise _err(f"`pixels` must be [n, 2] (row, col), got shape {list(pixels.shape)}")
+        if pixels.dtype != "i32":
+            raise PluginError("dtype", f"expected a i32 tensor, got {pixels.dtype} of shape {list(pixels.shape)}")
+        coords = pixels.to_array()
+        if coords and min(coords) < 0:
+            raise _err(f"`pixels` holds a negative coordinate {next(v for v in coords if v < 0)}")
+        p = cls.new(h, w, coords[0::2], coords[1::2])
+        values = entries["values"]
+        if values.dtype != "f32" or list(values.shape) != [len(p)]:
+            raise _err(f"`values` must be f32 [{len(p)}] (one per pixel), got {values.dtype} of shape {list(values.shape)}")
+        return p, values
+
+    def __len__(self):
+        return len(self.rows)
+
+    def __eq__(self, other):
+        return isinstance(other, Pixels) and (self.height, self.width, self.rows, self.cols) == (other.height, other.width, other.rows, other.cols)
+
+    __hash__ = None
+
+    def __repr__(self):
+        return f"Pixels({self.height}x{self.width}, {len(self)} pixels)"
+
+    def flat_indices(self):
+        """Row-major flat index of each pixel (`array.array('q')`, computed once)."""
+        if self._flat is None:
+            self._flat = array.array("q", map(add, lookup(range(0, self.height * self.width, self.width or 1), self.rows), self.cols))
+        return self._flat
+
+    def flat_tensor(self):
+        """The flat indices as an i64 `[n]` tensor (what the bulk operations take)."""
+        return Tensor.from_bytes("i64", [len(self)], self.flat_indices().tobytes())
+
+    def first_duplicate(self):
+        """Index of the first pixel that repeats an earlier one, or None."""
+        flat = self.flat_indices()
+        if len(set(flat)) == len(flat):
+            return None
+        seen = set()
+        for i, f in enumerate(flat):
+            if f in seen:
+                return i
+            seen.add(f)
+
+    def to_dense(self, values):
+        """The dense f32 `[height, width]` image of `values` (one per pixel;
+        others 0; a repeated pixel keeps its last value), scattered by the host."""
+        out = Tensor.zeros("f32", [self.height, self.width])
+        ops.scatter(out, self.flat_tensor(), values)
+        return out
+
+    def coords(self):
+        """The coordinates as an i32 `[n, 2]` (row, col) tensor."""
+        both = array.array("i", bytes(8 * len(self)))
+        both[0::2], both[1::2] = self.rows, self.cols
+        return Tensor.from_bytes("i32", [len(self), 2], both.tobytes())
+
+    def encode(self, w):
+        """Appends the pixels to a `context.Writer` (as the Rust SDK does)."""
+        w.u64(self.height).u64(self.width).array(self.rows).array(self.cols)
+
+    @classmethod
+    def decode(cls, r):
+        """Reads pixels written by `encode` from a `context.Reader`."""
+        h, w = r.u64(), r.u64()
+        return cls.new(h, w, r.array("i"), r.array("i"))
