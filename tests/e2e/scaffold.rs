@@ -55,7 +55,12 @@ async fn new_plugin_from_template_serves_a_model() {
     let mut check = tensorgate();
     check.args(["plugin", "check"]).arg(&crate_dir).arg("--target-dir").arg(root().join("target/plugins"));
     let out = run(check).await;
-    let line: serde_json::Value = serde_json::from_slice(out.stdout.split(|&b| b == b'\n').find(|l| l.starts_with(b"{\"file")).unwrap()).unwrap();
+    let line: serde_json::Value = out
+        .stdout
+        .split(|&b| b == b'\n')
+        .filter_map(|l| serde_json::from_slice::<serde_json::Value>(l).ok())
+        .find(|v| v.get("file").is_some())
+        .expect("a JSON line per sample");
     assert_eq!((line["file"].as_str(), line["ok"].as_bool()), (Some("samples/example.json"), Some(true)), "{line}");
     assert!(line["result"]["qcd"].is_number(), "{line}");
     // A sample the plugin cannot take fails the check, and `plugin build` installs nothing.
@@ -140,5 +145,5 @@ fn plugin_new_refuses_bad_names_and_existing_folders() {
     let out = tensorgate().args(["plugin", "new", "taken", "--dir"]).arg(work.path()).output().unwrap();
     assert!(String::from_utf8_lossy(&out.stderr).contains("already exists"), "{}", String::from_utf8_lossy(&out.stderr));
     let out = tensorgate().args(["plugin", "build"]).arg(work.path()).output().unwrap();
-    assert!(String::from_utf8_lossy(&out.stderr).contains("is not a plugin crate (no Cargo.toml)"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is not a plugin (no Cargo.toml, no plugin.py)"));
 }
