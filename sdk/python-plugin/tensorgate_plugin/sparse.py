@@ -5,10 +5,9 @@ documented `.npz` layout (as the Rust SDK's `sparse`). Coordinates are
 
 import array
 from itertools import repeat
-from operator import add, floordiv, mod
+from operator import floordiv, mod
 
-from . import ops
-from ._bulk import lookup
+from . import _lanes, ops
 from .errors import PluginError
 from .tensor import Tensor
 
@@ -24,27 +23,44 @@ def _ints(values):
 class Pixels:
     """Lit pixels of a `height` x `width` image, in a chosen order: `rows`
     and `cols` (`array.array('i')`). Their values stay in the host, in a
-    `Tensor` beside them."""
+    `Tensor` beside them. Checks and flat indices run on all pixels at once
+    (`_lanes`), never one Python object per pixel."""
 
-    __slots__ = ("height", "width", "rows", "cols", "_flat")
+    __slots__ = ("height", "width", "rows", "cols", "_coords", "_flat")
 
-    def __init__(self, height, width, rows, cols):
+    def __init__(self, height, width, rows, cols, coords=None):
         """Pixels from parallel lists, unchecked (see `Pixels.new`)."""
         self.height, self.width = int(height), int(width)
         self.rows, self.cols = _ints(rows), _ints(cols)
-        self._flat = None
+        self._coords, self._flat = coords, None
 
     @classmethod
     def new(cls, height, width, rows, cols):
         """Pixels from parallel lists; errors name the first pixel outside the image."""
         p = cls(height, width, rows, cols)
-        rows, cols = p.rows, p.cols
-        if len(rows) != len(cols):
-            raise _err(f"{len(rows)} rows and {len(cols)} cols: lengths differ")
-        if rows and (min(rows) < 0 or min(cols) < 0 or max(rows) >= height or max(cols) >= width):
-            i = next(i for i in range(len(rows)) if not (0 <= rows[i] < height and 0 <= cols[i] < width))
-            raise _err(f"pixel {i} at ({rows[i]}, {cols[i]}) is outside the {height}x{width} image")
+        if len(p.rows) != len(p.cols):
+            raise _err(f"{len(p.rows)} rows and {len(p.cols)} cols: lengths differ")
+        p._check()
         return p
+
+    @classmethod
+    def from_coords(cls, height, width, coords):
+        """Pixels from the bytes of an i32 `[n, 2]` (row, col) array; checked as `new`."""
+        both = array.array("i")
+        both.frombytes(coords)
+        p = cls(height, width, both[0::2], both[1::2], coords=bytes(coords))
+        p._check()
+        return p
+
+    def _check(self):
+        n = len(self)
+        if not n:
+            return
+        r, c = _lanes.split_pairs(self.coords_bytes(), n)
+        bad = _lanes.ge(r, self.height, n) | _lanes.ge(c, self.width, n)  # negatives are huge as u32
+        i = _lanes.first(bad, n)
+        if i is not None:
+            raise _err(f"pixel {i} at ({self.rows[i]}, {self.cols[i]}) is outside the {self.height}x{self.width} image")
 
     @classmethod
     def above(cls, plane, threshold):
@@ -60,7 +76,7 @@ class Pixels:
         flat = indices.to_array()
         w1 = max(w, 1)
         p = cls(h, w, array.array("i", map(floordiv, flat, repeat(w1))), array.array("i", map(mod, flat, repeat(w1))))
-        p._flat = flat
+        p._flat = flat.tobytes()
         return p, values
 
     @classmethod
@@ -86,10 +102,11 @@ class Pixels:
             raise _err(f"`pixels` must be [n, 2] (row, col), got shape {list(pixels.shape)}")
         if pixels.dtype != "i32":
             raise PluginError("dtype", f"expected a i32 tensor, got {pixels.dtype} of shape {list(pixels.shape)}")
-        coords = pixels.to_array()
-        if coords and min(coords) < 0:
-            raise _err(f"`pixels` holds a negative coordinate {next(v for v in coords if v < 0)}")
-        p = cls.new(h, w, coords[0::2], coords[1::2])
+        coords = pixels.read()
+        n = pixels.shape[0]
+        if n and int.from_bytes(coords, "little") & (_lanes.ones(n) * 0x8000000080000000):
+            raise _err(f"`pixels` holds a negative coordinate {next(v for v in pixels.to_array() if v < 0)}")
+        p = cls.from_coords(h, w, coords)
         values = entries["values"]
         if values.dtype != "f32" or list(values.shape) != [len(p)]:
             raise _err(f"`values` must be f32 [{len(p)}] (one per pixel), got {values.dtype} of shape {list(values.shape)}")
@@ -106,26 +123,56 @@ class Pixels:
     def __repr__(self):
         return f"Pixels({self.height}x{self.width}, {len(self)} pixels)"
 
-    def flat_indices(self):
-        """Row-major flat index of each pixel (`array.array('q')`, computed once)."""
+    def coords_bytes(self):
+        """The coordinates as the bytes of an i32 `[n, 2]` (row, col) array."""
+        if self._coords is None:
+            both = array.array("i", bytes(8 * len(self)))
+            both[0::2], both[1::2] = self.rows, self.cols
+            self._coords = both.tobytes()
+        return self._coords
+
+    def lanes(self):
+        """Rows and columns as two lane sets (`_lanes`)."""
+        return _lanes.split_pairs(self.coords_bytes(), len(self))
+
+    def flat_bytes(self):
+        """Row-major flat index of each pixel, as the bytes of an i64 array (computed once)."""
         if self._flat is None:
-            self._flat = array.array("q", map(add, lookup(range(0, self.height * self.width, self.width or 1), self.rows), self.cols))
+            n = len(self)
+            r, c = self.lanes()
+            self._flat = _lanes.to_bytes(r * self.width + c, n)
         return self._flat
+
+    def flat_indices(self):
+        """Row-major flat index of each pixel (`array.array('q')`)."""
+        a = array.array("q")
+        a.frombytes(self.flat_bytes())
+        return a
 
     def flat_tensor(self):
         """The flat indices as an i64 `[n]` tensor (what the bulk operations take)."""
-        return Tensor.from_bytes("i64", [len(self)], self.flat_indices().tobytes())
+        return Tensor.from_bytes("i64", [len(self)], self.flat_bytes())
 
     def first_duplicate(self):
-        """Index of the first pixel that repeats an earlier one, or None."""
-        flat = self.flat_indices()
-        if len(set(flat)) == len(flat):
+        """Index of the first pixel that repeats an earlier one, or None. The
+        host checks: pixel numbers scattered onto a plane and gathered back
+        come back unchanged unless two pixels share a place."""
+        n = len(self)
+        if n < 2:
             return None
+        if self.height * self.width <= _PLANE_MAX:
+            ids = _numbers(n)
+            flat = self.flat_tensor()
+            plane = Tensor.zeros("i32", [self.height * self.width])
+            ops.scatter(plane, flat, Tensor.from_bytes("i32", [n], ids))
+            if ops.gather(plane, flat).read() == ids:
+                return None
         seen = set()
-        for i, f in enumerate(flat):
+        for i, f in enumerate(self.flat_indices()):
             if f in seen:
                 return i
             seen.add(f)
+        return None
 
     def to_dense(self, values):
         """The dense f32 `[height, width]` image of `values` (one per pixel;
@@ -136,12 +183,10 @@ class Pixels:
 
     def coords(self):
         """The coordinates as an i32 `[n, 2]` (row, col) tensor."""
-        both = array.array("i", bytes(8 * len(self)))
-        both[0::2], both[1::2] = self.rows, self.cols
-        return Tensor.from_bytes("i32", [len(self), 2], both.tobytes())
+        return Tensor.from_bytes("i32", [len(self), 2], self.coords_bytes())
 
     def encode(self, w):
-        """Appends the pixels to a `context.Writer` (as the Rust SDK does)."""
+        """Appends the pixels to a `context.Writer` (the Rust SDK's layout)."""
         w.u64(self.height).u64(self.width).array(self.rows).array(self.cols)
 
     @classmethod
@@ -149,3 +194,15 @@ class Pixels:
         """Reads pixels written by `encode` from a `context.Reader`."""
         h, w = r.u64(), r.u64()
         return cls.new(h, w, r.array("i"), r.array("i"))
+
+
+#: Planes up to this many elements are used for the host's duplicate check.
+_PLANE_MAX = 1 << 26
+_NUMBERS = [b""]
+
+
+def _numbers(n):
+    """The i32 bytes of 1..n (kept, grown as needed)."""
+    if len(_NUMBERS[0]) < 4 * n:
+        _NUMBERS[0] = array.array("i", range(1, max(n, 2 * len(_NUMBERS[0]) // 4) + 1)).tobytes()
+    return _NUMBERS[0][:4 * n]

@@ -11,16 +11,15 @@ Tiles are numbered row-major (`index = i * cols + j`).
 is nearest along each axis: between tiles `k` and `k + 1` the boundary is
 `floor((origin_k + origin_{k+1} + T) / 2)`.
 
-The per-pixel work runs as C loops over per-axis lookup tables (built once
-per image size and cached); the values move in the host."""
+The per-pixel work runs on all pixels at once (`_lanes`: one big-int
+operation per tile boundary, no Python object per pixel); the values move
+in the host."""
 
 import array
 from bisect import bisect_left, bisect_right
-from itertools import repeat
-from operator import add, floordiv, sub
 
 from . import ops
-from ._bulk import lookup, runs
+from . import _lanes
 from .context import Reader, Writer
 from .errors import PluginError
 from .sparse import Pixels
@@ -40,20 +39,12 @@ def origins(length, tile, overlap):
 
 
 class _Axis:
-    """One axis: origins, stitching bounds, and per-position tables."""
+    """One axis: tile origins and stitching bounds."""
 
     def __init__(self, length, tile, overlap):
         self.length, self.tile = length, tile
         self.origins = o = origins(length, tile, overlap)
         self.bounds = [(a + b + tile) // 2 for a, b in zip(o, o[1:])]
-        # Positions where the set of containing tiles changes: each class is
-        # a run of positions contained in tiles lo..hi (exclusive).
-        cuts = sorted({0, length} | {x for x in o if x < length} | {x + tile for x in o if x + tile < length})
-        self.classes = [(bisect_right([x + tile for x in o], p), bisect_right(o, p)) for p in cuts[:-1]]
-        self.class_runs = [(k, b - a) for k, (a, b) in enumerate(zip(cuts, cuts[1:]))]
-        # Owner tile of each run of positions.
-        edges = [0] + self.bounds + [length]
-        self.owner_runs = [(k, a, min(b, length)) for k, (a, b) in enumerate(zip(edges, edges[1:])) if a < min(b, length)]
 
     def containing(self, p):
         """Indices of the tiles containing position `p`."""
@@ -78,7 +69,6 @@ class TileGrid:
         self.height, self.width, self.tile, self.overlap = height, width, tile, overlap
         self.rows_axis, self.cols_axis = _Axis(height, tile, overlap), _Axis(width, tile, overlap)
         self.rows, self.cols = self.rows_axis.origins, self.cols_axis.origins
-        self._tables = {}
 
     @classmethod
     def of(cls, height, width, tile, overlap):
@@ -112,42 +102,22 @@ class TileGrid:
         nc = len(self.cols)
         return [i * nc + j for i in self.rows_axis.containing(row) for j in self.cols_axis.containing(col)]
 
-    def _table(self, name, make):
-        t = self._tables.get(name)
-        if t is None:
-            t = self._tables[name] = make()
-        return t
-
     def used(self, pixels):
-        """The tiles holding at least one of `pixels`, ascending."""
-        ra, ca = self.rows_axis, self.cols_axis
-        kc = len(ca.classes)
-        rk = self._table("row-class", lambda: runs((k * kc, n) for k, n in ra.class_runs))
-        ck = self._table("col-class", lambda: runs(ca.class_runs))
-        keys = set(map(add, lookup(rk, pixels.rows), lookup(ck, pixels.cols)))
-        nc, used = len(self.cols), set()
-        for key in keys:
-            (r0, r1), (c0, c1) = ra.classes[key // kc], ca.classes[key % kc]
-            used.update(i * nc + j for i in range(r0, r1) for j in range(c0, c1))
-        return sorted(used)
+        """The tiles holding at least one of `pixels`, ascending (all pixels at once: `_lanes`)."""
+        n = len(pixels)
+        r, c = pixels.lanes()
+        t = self.tile
 
-    def stitch_tables(self, channels):
-        """Per-row and per-column parts of each pixel's first score in the
-        output of *all* tiles `[tiles, channels, T, T]`: their sum is its index."""
+        def members(x, origins_, length):
+            if len(origins_) == 1:
+                return [_lanes.ones(n)]
+            ge = {}
+            at = lambda b: ge[b] if b in ge else ge.setdefault(b, _lanes.ge(x, b, n))  # noqa: E731
+            return [at(o) - (at(o + t) if o + t < length else 0) for o in origins_]
 
-        def make():
-            t, ctt, nc = self.tile, channels * self.tile * self.tile, len(self.cols)
-            rv, cv = [], []
-            for k, a, b in self.rows_axis.owner_runs:
-                o = self.rows[k]
-                rv.extend(range(k * nc * ctt + (a - o) * t, k * nc * ctt + (b - o) * t, t))
-            for k, a, b in self.cols_axis.owner_runs:
-                o = self.cols[k]
-                cv.extend(range(k * ctt + a - o, k * ctt + b - o))
-            return rv, cv
-
-        return self._table(("stitch", channels), make)
-
+        rm, cm = members(r, self.rows, self.height), members(c, self.cols, self.width)
+        nc = len(self.cols)
+        return [i * nc + j for i, mi in enumerate(rm) if mi for j, mj in enumerate(cm) if mi & mj]
 
 class TiledPixels:
     """Sparse pixels laid over a tile grid: which tiles to run (`tiles`,
@@ -203,21 +173,37 @@ class TiledPixels:
         c = shape[1]
         if c < 1:
             raise _err("stitching: gather needs count >= 1")
-        ctt = c * t * t
-        rv, cv = g.stitch_tables(c)
-        px = self.pixels
-        index = array.array("q", map(add, lookup(rv, px.rows), lookup(cv, px.cols)))
-        if self.tiles != list(range(len(g))):
-            # Slots skip the tiles not run: shift each index by its tile's gap.
-            slot = dict((tile, s) for s, tile in enumerate(self.tiles))
-            virtual = array.array("q", map(floordiv, index, repeat(ctt)))
-            missing = set(virtual) - slot.keys()
-            if missing:
-                i = next(i for i, v in enumerate(virtual) if v in missing)
-                raise _err(f"pixel ({px.rows[i]}, {px.cols[i]}) belongs to tile {virtual[i]}, which was not run")
-            shift = [(v - slot.get(v, v)) * ctt for v in range(len(g))]
-            index = array.array("q", map(sub, index, lookup(shift, virtual)))
-        idx = Tensor.from_bytes("i64", [len(index)], index.tobytes())
+        ctt, px, m = c * t * t, self.pixels, len(self.pixels)
+        r, col = px.lanes()
+
+        def owner(x, origins_, bounds):
+            """Each lane's owning tile along the axis, and that tile's origin."""
+            k = o = 0
+            for b, (a, a1) in zip(bounds, zip(origins_, origins_[1:])):
+                step = _lanes.ge(x, b, m)
+                k, o = k + step, o + step * (a1 - a)
+            return k, o
+
+        i, r0 = owner(r, g.rows, g.rows_axis.bounds)
+        j, c0 = owner(col, g.cols, g.cols_axis.bounds)
+        v = i * len(g.cols) + j
+        index = v * ctt + (r - r0) * t + (col - c0)
+        run = set(self.tiles)
+        k = 0
+        while k < len(g):  # each run of tiles not run: no pixel in it, later slots move down
+            if k in run:
+                k += 1
+                continue
+            s0 = k
+            while k < len(g) and k not in run:
+                k += 1
+            inside = _lanes.ge(v, s0, m) - _lanes.ge(v, k, m)
+            bad = _lanes.first(inside, m)
+            if bad is not None:
+                rr, cc = px.rows[bad], px.cols[bad]
+                raise _err(f"pixel ({rr}, {cc}) belongs to tile {g.owner(rr, cc)}, which was not run")
+            index -= _lanes.ge(v, k, m) * ((k - s0) * ctt)
+        idx = Tensor.from_bytes("i64", [m], _lanes.to_bytes(index, m))
         try:
             return ops.gather(output, idx, c, t * t)
         except PluginError as e:
