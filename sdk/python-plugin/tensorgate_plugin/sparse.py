@@ -26,13 +26,13 @@ class Pixels:
     `Tensor` beside them. Checks and flat indices run on all pixels at once
     (`_lanes`), never one Python object per pixel."""
 
-    __slots__ = ("height", "width", "rows", "cols", "_coords", "_flat")
+    __slots__ = ("height", "width", "rows", "cols", "_coords", "_flat", "_lanes", "_plane")
 
     def __init__(self, height, width, rows, cols, coords=None):
         """Pixels from parallel lists, unchecked (see `Pixels.new`)."""
         self.height, self.width = int(height), int(width)
         self.rows, self.cols = _ints(rows), _ints(cols)
-        self._coords, self._flat = coords, None
+        self._coords, self._flat, self._lanes, self._plane = coords, None, None, None
 
     @classmethod
     def new(cls, height, width, rows, cols):
@@ -44,11 +44,14 @@ class Pixels:
         return p
 
     @classmethod
-    def from_coords(cls, height, width, coords):
+    def from_coords(cls, height, width, coords, _x=None):
         """Pixels from the bytes of an i32 `[n, 2]` (row, col) array; checked as `new`."""
         both = array.array("i")
         both.frombytes(coords)
         p = cls(height, width, both[0::2], both[1::2], coords=bytes(coords))
+        if _x is not None:
+            lo = _lanes.ones(len(p)) * 0xFFFFFFFF
+            p._lanes = (_x & lo, (_x >> 32) & lo)
         p._check()
         return p
 
@@ -56,7 +59,7 @@ class Pixels:
         n = len(self)
         if not n:
             return
-        r, c = _lanes.split_pairs(self.coords_bytes(), n)
+        r, c = self.lanes()
         bad = _lanes.ge(r, self.height, n) | _lanes.ge(c, self.width, n)  # negatives are huge as u32
         i = _lanes.first(bad, n)
         if i is not None:
@@ -104,9 +107,10 @@ class Pixels:
             raise PluginError("dtype", f"expected a i32 tensor, got {pixels.dtype} of shape {list(pixels.shape)}")
         coords = pixels.read()
         n = pixels.shape[0]
-        if n and int.from_bytes(coords, "little") & (_lanes.ones(n) * 0x8000000080000000):
+        x = int.from_bytes(coords, "little")
+        if x & (_lanes.ones(n) * 0x8000000080000000):
             raise _err(f"`pixels` holds a negative coordinate {next(v for v in pixels.to_array() if v < 0)}")
-        p = cls.from_coords(h, w, coords)
+        p = cls.from_coords(h, w, coords, _x=x)
         values = entries["values"]
         if values.dtype != "f32" or list(values.shape) != [len(p)]:
             raise _err(f"`values` must be f32 [{len(p)}] (one per pixel), got {values.dtype} of shape {list(values.shape)}")
@@ -132,8 +136,16 @@ class Pixels:
         return self._coords
 
     def lanes(self):
-        """Rows and columns as two lane sets (`_lanes`)."""
-        return _lanes.split_pairs(self.coords_bytes(), len(self))
+        """Rows and columns as two lane sets (`_lanes`, computed once)."""
+        if self._lanes is None:
+            self._lanes = _lanes.split_pairs(self.coords_bytes(), len(self))
+        return self._lanes
+
+    def index_bytes(self, axis):
+        """Rows (`axis` 0) or columns (1) as the bytes of an i64 array (no per-pixel objects)."""
+        a = array.array("i", bytes(8 * len(self)))
+        a[0::2] = self.rows if axis == 0 else self.cols
+        return a.tobytes()
 
     def flat_bytes(self):
         """Row-major flat index of each pixel, as the bytes of an i64 array (computed once)."""
@@ -155,17 +167,19 @@ class Pixels:
 
     def first_duplicate(self):
         """Index of the first pixel that repeats an earlier one, or None. The
-        host checks: pixel numbers scattered onto a plane and gathered back
-        come back unchanged unless two pixels share a place."""
+        host checks: pixel numbers scattered onto a zero plane and gathered
+        back come back unchanged unless two pixels share a place (the plane
+        is then reused by `to_dense`, which overwrites exactly those places)."""
         n = len(self)
         if n < 2:
             return None
-        if self.height * self.width <= _PLANE_MAX:
+        if self.height * self.width <= _PLANE_MAX and n < 1 << 24:
             ids = _numbers(n)
             flat = self.flat_tensor()
-            plane = Tensor.zeros("i32", [self.height * self.width])
-            ops.scatter(plane, flat, Tensor.from_bytes("i32", [n], ids))
+            plane = Tensor.zeros("f32", [self.height, self.width])
+            ops.scatter(plane, flat, Tensor.from_bytes("f32", [n], ids))
             if ops.gather(plane, flat).read() == ids:
+                self._plane = plane
                 return None
         seen = set()
         for i, f in enumerate(self.flat_indices()):
@@ -177,7 +191,9 @@ class Pixels:
     def to_dense(self, values):
         """The dense f32 `[height, width]` image of `values` (one per pixel;
         others 0; a repeated pixel keeps its last value), scattered by the host."""
-        out = Tensor.zeros("f32", [self.height, self.width])
+        out, self._plane = self._plane, None
+        if out is None or values.dtype != "f32":
+            out = Tensor.zeros("f32", [self.height, self.width])
         ops.scatter(out, self.flat_tensor(), values)
         return out
 
@@ -202,7 +218,7 @@ _NUMBERS = [b""]
 
 
 def _numbers(n):
-    """The i32 bytes of 1..n (kept, grown as needed)."""
+    """The f32 bytes of 1..n (exact below 2**24; kept, grown as needed)."""
     if len(_NUMBERS[0]) < 4 * n:
-        _NUMBERS[0] = array.array("i", range(1, max(n, 2 * len(_NUMBERS[0]) // 4) + 1)).tobytes()
+        _NUMBERS[0] = array.array("f", range(1, max(n, 2 * len(_NUMBERS[0]) // 4) + 1)).tobytes()
     return _NUMBERS[0][:4 * n]

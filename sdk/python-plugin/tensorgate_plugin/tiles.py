@@ -16,7 +16,7 @@ operation per tile boundary, no Python object per pixel); the values move
 in the host."""
 
 import array
-from bisect import bisect_left, bisect_right
+from bisect import bisect_right
 
 from . import ops
 from . import _lanes
@@ -103,21 +103,54 @@ class TileGrid:
         return [i * nc + j for i in self.rows_axis.containing(row) for j in self.cols_axis.containing(col)]
 
     def used(self, pixels):
-        """The tiles holding at least one of `pixels`, ascending (all pixels at once: `_lanes`)."""
+        """The tiles holding at least one of `pixels`, ascending. Along the
+        axis with fewer tile edges each pixel gets its class (which tiles
+        contain it) by lane arithmetic; the host marks the (position on the
+        other axis, class) pairs present in a small byte table; the plugin
+        reads the table and checks each tile's span in it."""
         n = len(pixels)
         r, c = pixels.lanes()
         t = self.tile
+        axes = [(self.rows, self.height, r, 0), (self.cols, self.width, c, 1)]
+        cuts = [sorted({o for o in org if 0 < o < ln} | {o + t for o in org if o + t < ln}) for org, ln, _, _ in axes]
+        a = 0 if len(cuts[0]) <= len(cuts[1]) else 1
+        (oa, la, xa, _), (ob, lb, _, b_axis) = axes[a], axes[1 - a]
+        ca = cuts[a]
+        k = len(ca) + 1
+        cls = 0
+        for cut in ca:
+            cls += _lanes.ge(xa, cut, n)
+        table = Tensor.zeros("u8", [lb * k])
+        key = Tensor.from_bytes("i64", [n], _lanes.to_bytes(axes[1 - a][2] * k + cls, n))
+        ops.scatter(table, key, Tensor.from_bytes("u8", [n], b"\x01" * n))
+        marks = table.read()
+        ends = [o + t for o in oa]
+        used = set()
+        for cl, start in enumerate([0] + ca):
+            lo, hi = bisect_right(ends, start), bisect_right(oa, start)  # tiles along `a` holding the class
+            for jb, o in enumerate(ob):
+                if b"\x01" in marks[o * k + cl:min(o + t, lb) * k:k]:
+                    for ia in range(lo, hi):
+                        i, j = (ia, jb) if a == 0 else (jb, ia)
+                        used.add(i * len(self.cols) + j)
+        return sorted(used)
 
-        def members(x, origins_, length):
-            if len(origins_) == 1:
-                return [_lanes.ones(n)]
-            ge = {}
-            at = lambda b: ge[b] if b in ge else ge.setdefault(b, _lanes.ge(x, b, n))  # noqa: E731
-            return [at(o) - (at(o + t) if o + t < length else 0) for o in origins_]
+    def stitch_tables(self, channels):
+        """Per-row and per-column parts (i64 bytes, indexed by row and by
+        column) of each pixel's first score in the output of *all* tiles
+        `[tiles, channels, T, T]`, their sum its index; and each row's and
+        column's owning tile parts of the tile number (`i * cols`, `j`)."""
+        key = ("stitch", channels)
+        got = self.__dict__.get(key)
+        if got is None:
+            t, ctt, nc = self.tile, channels * self.tile * self.tile, len(self.cols)
+            ri = [self.rows_axis.owner(p) for p in range(self.height)]
+            ci = [self.cols_axis.owner(p) for p in range(self.width)]
+            rv = array.array("q", [i * nc * ctt + (p - self.rows[i]) * t for p, i in enumerate(ri)]).tobytes()
+            cv = array.array("q", [j * ctt + p - self.cols[j] for p, j in enumerate(ci)]).tobytes()
+            got = self.__dict__[key] = (rv, cv, array.array("q", [i * nc for i in ri]).tobytes(), array.array("q", ci).tobytes())
+        return got
 
-        rm, cm = members(r, self.rows, self.height), members(c, self.cols, self.width)
-        nc = len(self.cols)
-        return [i * nc + j for i, mi in enumerate(rm) if mi for j, mj in enumerate(cm) if mi & mj]
 
 class TiledPixels:
     """Sparse pixels laid over a tile grid: which tiles to run (`tiles`,
@@ -174,20 +207,16 @@ class TiledPixels:
         if c < 1:
             raise _err("stitching: gather needs count >= 1")
         ctt, px, m = c * t * t, self.pixels, len(self.pixels)
-        r, col = px.lanes()
+        rv, cv, rt, ct = g.stitch_tables(c)
+        at_r = Tensor.from_bytes("i64", [m], px.index_bytes(0))
+        at_c = Tensor.from_bytes("i64", [m], px.index_bytes(1))
 
-        def owner(x, origins_, bounds):
-            """Each lane's owning tile along the axis, and that tile's origin."""
-            k = o = 0
-            for b, (a, a1) in zip(bounds, zip(origins_, origins_[1:])):
-                step = _lanes.ge(x, b, m)
-                k, o = k + step, o + step * (a1 - a)
-            return k, o
+        def looked_up(table, at):
+            """`table[at[i]]` for every pixel, looked up by the host, as lanes."""
+            return int.from_bytes(ops.gather(Tensor.from_bytes("i64", [len(table) // 8], table), at).read(), "little")
 
-        i, r0 = owner(r, g.rows, g.rows_axis.bounds)
-        j, c0 = owner(col, g.cols, g.cols_axis.bounds)
-        v = i * len(g.cols) + j
-        index = v * ctt + (r - r0) * t + (col - c0)
+        index = looked_up(rv, at_r) + looked_up(cv, at_c)
+        v = None
         run = set(self.tiles)
         k = 0
         while k < len(g):  # each run of tiles not run: no pixel in it, later slots move down
@@ -197,6 +226,8 @@ class TiledPixels:
             s0 = k
             while k < len(g) and k not in run:
                 k += 1
+            if v is None:
+                v = looked_up(rt, at_r) + looked_up(ct, at_c)
             inside = _lanes.ge(v, s0, m) - _lanes.ge(v, k, m)
             bad = _lanes.first(inside, m)
             if bad is not None:
