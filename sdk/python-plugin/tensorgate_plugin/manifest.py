@@ -3,7 +3,6 @@ constructor) gets it: labels, declared inputs and outputs, `[params]`."""
 
 import json
 
-from . import _wit
 from .errors import PluginError
 
 _KINDS = {int: "an integer", float: "a number", str: "a string", bool: "a boolean", list: "an array", dict: "a table"}

@@ -29,10 +29,6 @@ def _checked(indices, n):
             raise _op(f"indices[{pos}] = {i} is outside 0..{n}")
 
 
-def _elements(t):
-    return memoryview(t._data).cast("B").cast(DTYPES[t.dtype][1] or "B")
-
-
 def select_above(source, threshold):
     """The elements of an f32 `source` strictly above `threshold` (NaN never
     is): `(indices, values)`, i64 `[n]` flat indices, ascending, and f32 `[n]`."""
