@@ -143,7 +143,9 @@ pub fn compile(dir: &Path, sdk: Option<&Path>, target_dir: Option<&Path>) -> any
 pub fn new(name: &str, root: &Path) -> anyhow::Result<()> {
     let files = [
         ("plugin.py", PLUGIN_PY.replace("{name}", name)),
-        ("manifest.toml", MANIFEST.replace("{name}", name)),
+        // The Rust template's manifest: a Python plugin's bundle is the same
+        // (py-tabular runs in 16 MiB of linear memory, under its 64 MiB cap).
+        ("manifest.toml", super::scaffold::MANIFEST.replace("{name}", name)),
         ("samples/example.json", super::scaffold::SAMPLE.to_string()),
     ];
     for (path, text) in files {
@@ -183,34 +185,4 @@ class App(tg.Plugin):
 
 
 Plugin = tg.export(App)
-"#;
-
-const MANIFEST: &str = r#"# The application's manifest: see docs/manifest.md for every field.
-name = "{name}"
-version = 1
-description = "{name}: JSON features in, {label: score} out (a Python plugin)"
-# One label per model output column, in order.
-labels = ["class_0", "class_1"]
-
-[model]
-file = "model.pt"
-device = "auto"
-
-[plugin]
-file = "plugin.wasm"
-timeout_ms = 1000
-# The Python runtime's linear memory starts at tens of MB.
-memory_mb = 256
-
-[[inputs]]
-name = "features"
-dtype = "f32"
-shape = [-1, 2]     # the model's input width
-
-[params]
-
-# Run through plugin and model before a version serves (a mismatch fails the
-# upload, not every item); keep it a real item for your network.
-[warmup]
-file = "samples/example.json"
 "#;

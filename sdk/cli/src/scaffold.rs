@@ -134,7 +134,7 @@ rustflags = ["-C", "link-arg=--wasm-ld-path=/usr/bin/wasm-ld-22"]
 build-std = ["std", "panic_abort"]
 "#;
 
-const MANIFEST: &str = r#"# The application's manifest: see docs/manifest.md for every field.
+pub(crate) const MANIFEST: &str = r#"# The application's manifest: see docs/manifest.md for every field.
 name = "{name}"
 version = 1
 description = "{name}: JSON features in, {label: score} out"
