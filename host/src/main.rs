@@ -268,9 +268,18 @@ fn announce(state_dir: &std::path::Path, addr: SocketAddr, fingerprint: &str) ->
     println!("tensorgate-host listening on {addr}");
     println!("certificate sha256 fingerprint: {fingerprint}");
     // The fingerprint first: `listening` appearing means both are there.
-    std::fs::write(state_dir.join("fingerprint"), fingerprint)?;
-    std::fs::write(state_dir.join("listening"), addr.to_string())?;
+    // Each is written whole under a temporary name, then renamed, so a
+    // script polling for them never reads a half-written file.
+    write_whole(&state_dir.join("fingerprint"), fingerprint)?;
+    write_whole(&state_dir.join("listening"), &addr.to_string())?;
     Ok(())
+}
+
+/// Writes `text` to `path` atomically: a temporary file, then a rename.
+fn write_whole(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(&tmp, path)
 }
 
 /// A worker or a gateway of the cluster at `url`.
@@ -315,7 +324,7 @@ fn run_cluster(args: &Args, url: &str, config: HostConfig) -> anyhow::Result<()>
     rt.block_on(async move {
         let running = worker::RunningWorker::start(host, cluster, options).await.context("connecting the worker to the engine")?;
         println!("tensorgate worker {} pulling work from {url}", running.id());
-        std::fs::write(args.state_dir.join("worker"), running.id())?;
+        write_whole(&args.state_dir.join("worker"), &running.id().to_string())?;
         shutdown_signal().await;
         tracing::info!("worker draining");
         running.drain().await;
