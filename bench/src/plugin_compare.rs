@@ -154,6 +154,11 @@ fn main() -> anyhow::Result<()> {
         for (x, y) in ra.iter().zip(&rb) {
             agree(x, y)?;
         }
+        if it == iters {
+            // The plugins' own metadata of the last event (e.g. timings a plugin reports).
+            let meta = |r: &[host::Output]| r.iter().map(|o| o.metadata.clone()).collect::<Vec<_>>();
+            eprintln!("metadata a: {:?}\nmetadata b: {:?}", meta(&ra), meta(&rb));
+        }
         if it > 0 {
             // The first pass warms the instances (memory growth, caches).
             times[0].0.push(pa);

@@ -207,9 +207,15 @@ class Pixels:
 
     @classmethod
     def decode(cls, r):
-        """Reads pixels written by `encode` from a `context.Reader`."""
+        """Reads pixels written by `encode` from a `context.Reader`. The
+        context is this plugin's own (the host hands it back unchanged), so
+        the pixels were checked when it was written: only the lengths are
+        checked again (every later lookup is bounds-checked by the host)."""
         h, w = r.u64(), r.u64()
-        return cls.new(h, w, r.array("i"), r.array("i"))
+        rows, cols = r.array("i"), r.array("i")
+        if len(rows) != len(cols):
+            raise _err(f"{len(rows)} rows and {len(cols)} cols: lengths differ")
+        return cls(h, w, rows, cols)
 
 
 #: Planes up to this many elements are used for the host's duplicate check.
