@@ -308,7 +308,8 @@ async fn hostile_python_plugins_are_contained() {
 
 /// py-tabular replaced 20 times (uploads of version 2 and touched-manifest
 /// reloads) while three clients keep predicting: no request or item fails,
-/// and the host counted exactly the items the clients got back.
+/// and the host counted exactly the items the clients got back; then a
+/// rollback to version 1 and a promotion of version 2.
 #[tokio::test(flavor = "multi_thread")]
 async fn reloading_a_python_plugin_under_load_loses_nothing() {
     let repo = tempfile::tempdir().expect("temp dir");
@@ -360,6 +361,13 @@ async fn reloading_a_python_plugin_under_load_loses_nothing() {
     let served: u64 = models.iter().filter(|m| m.name == "py-tabular").map(|m| m.items_ok).sum();
     assert_eq!(served, items.load(Ordering::Relaxed), "{models:?}");
     assert!(models.iter().any(|m| m.name == "py-tabular" && m.version == 2 && m.items_ok > 0), "version 2 served: {models:?}");
+    // Rollback and promote choose the default as for a Rust plugin.
+    admin.rollback("py-tabular").await.expect("rollback");
+    let reply = admin.predict(Submission::new("py-tabular", vec![jet(0)])).await.expect("request");
+    assert_eq!((reply.summary.ok, reply.summary.version), (1, 1), "rolled back to version 1");
+    admin.promote("py-tabular", 2).await.expect("promote");
+    let reply = admin.predict(Submission::new("py-tabular", vec![jet(0)])).await.expect("request");
+    assert_eq!((reply.summary.ok, reply.summary.version), (1, 2), "version 2 promoted");
     admin.close().await;
     host.stop().await;
 }
