@@ -136,6 +136,11 @@ pub struct ModelSection {
     /// Copies of the model, each on its own executor thread.
     #[serde(default = "default_instances")]
     pub instances: usize,
+    /// libtorch intra-op threads of each of this model's executor threads
+    /// (0: the host's `--threads`, else libtorch's default). Per model: a
+    /// small MLP runs best on 1, a convolution on several.
+    #[serde(default)]
+    pub threads: usize,
 }
 
 impl Default for ModelSection {
@@ -149,6 +154,7 @@ impl Default for ModelSection {
             max_delay_us: 0,
             max_queue: default_max_queue(),
             instances: default_instances(),
+            threads: 0,
         }
     }
 }
@@ -319,6 +325,9 @@ impl Manifest {
         if !(1..=64).contains(&m.model.instances) {
             return Err(field("model.instances", format!("{} is not in 1..=64", m.model.instances)));
         }
+        if m.model.threads > 256 {
+            return Err(field("model.threads", format!("{} is not in 0..=256 (0: the host's default)", m.model.threads)));
+        }
         if m.model.max_batch == 0 {
             return Err(field("model.max_batch", "must be at least 1".into()));
         }
@@ -445,5 +454,13 @@ mod tests {
         assert!(e.to_string().contains("model.file"), "{e}");
         let e = Manifest::parse("name='a b'\nversion=1\n", "m").unwrap_err();
         assert!(e.to_string().contains("`name`"), "{e}");
+    }
+
+    #[test]
+    fn model_threads_default_to_the_host_and_are_bounded() {
+        assert_eq!(Manifest::parse("name='a'\nversion=1\n", "m").unwrap().model.threads, 0);
+        assert_eq!(Manifest::parse("name='a'\nversion=1\n[model]\nthreads=1\n", "m").unwrap().model.threads, 1);
+        let e = Manifest::parse("name='a'\nversion=1\n[model]\nthreads=300\n", "m").unwrap_err();
+        assert!(e.to_string().contains("model.threads") && e.to_string().contains("300 is not in 0..=256"), "{e}");
     }
 }

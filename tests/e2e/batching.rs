@@ -172,3 +172,35 @@ async fn two_model_instances_share_the_queue() {
     client.close().await;
     host.stop().await;
 }
+
+/// `[model] threads`: each model's executor threads run libtorch with their
+/// own intra-op thread count, whatever another model set since (libtorch
+/// keeps the count per thread; the host sets it on every executor thread).
+#[tokio::test(flavor = "multi_thread")]
+async fn each_model_keeps_its_own_intra_op_threads() {
+    let repo = tensorgate_tests::repository_with(|name, text| {
+        let threads = match name {
+            "tabular" => 2,
+            "image" => 3,
+            _ => return,
+        };
+        *text = text.replacen("[model]\n", &format!("[model]\nthreads = {threads}\n"), 1);
+    });
+    // The test host's own default is 1 (`intra_op_threads`).
+    let host = TestHost::start_with(repo.path().to_path_buf(), |_| {}).await;
+    let client = host.client().await;
+    let png = std::fs::read(root().join("plugins/image/samples").read_dir().unwrap().next().unwrap().unwrap().path()).unwrap();
+    let threads = |name: &str| {
+        let app = host.host.repository().resolve(name, None).unwrap();
+        app.model.stats().intra_op_threads.load(std::sync::atomic::Ordering::Relaxed)
+    };
+    for round in 0..2 {
+        let r = client.predict(Submission::new("tabular", tabular_items(2))).await.unwrap();
+        assert_eq!(r.summary.ok, 2);
+        let r = client.predict(Submission::new("image", vec![Input::new(png.clone(), "image/png")])).await.unwrap();
+        assert_eq!(r.summary.ok, 1, "{:?}", r.outcomes);
+        assert_eq!((threads("tabular"), threads("image")), (2, 3), "round {round}: each model's count, after the other's forward");
+    }
+    client.close().await;
+    host.stop().await;
+}

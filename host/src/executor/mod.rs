@@ -108,6 +108,9 @@ pub struct ExecutorStats {
     pub queued: AtomicUsize,
     /// Forward passes run by each model instance (`[model] instances`).
     pub instance_forwards: Vec<AtomicU64>,
+    /// libtorch's intra-op thread count as the last forward pass saw it on
+    /// its executor thread (`[model] threads`; 0 before the first forward).
+    pub intra_op_threads: AtomicUsize,
 }
 
 impl ExecutorStats {
@@ -137,14 +140,20 @@ impl ExecutorStats {
 
 impl ModelExecutor {
     /// Loads the TorchScript file at `path` on `device` in a new thread and
-    /// waits until it is ready.
+    /// waits until it is ready; each of its `instances` threads runs libtorch
+    /// with `threads` intra-op threads (0: libtorch's default).
     pub fn load(
         name: &str,
         path: &Path,
         device: Device,
         policy: BatchPolicy,
         instances: usize,
+        threads: usize,
     ) -> Result<Self, ModelError> {
+        // Every executor thread sets its own count: libtorch's is per thread
+        // (OpenMP's), but a thread that never sets one inherits the last
+        // count set anywhere in the process.
+        let intra_op = if threads > 0 { threads } else { torch::default_threads() };
         let (tx, rx) = mpsc::channel::<Job>();
         // The instances share one queue; whoever holds the lock forms the next
         // batch, then releases it while running its forward pass.
@@ -163,6 +172,7 @@ impl ModelExecutor {
                 .name(format!("model-{name}-{i}"))
                 .spawn(move || {
                     let _no_grad = tch::no_grad_guard();
+                    torch::set_thread_threads(intra_op);
                     let start = Instant::now();
                     let module = match CModule::load_on_device(&path_buf, device) {
                         Ok(mut m) => {
@@ -255,6 +265,7 @@ impl Drop for ModelExecutor {
 /// Runs `jobs` as one forward pass (or one each, when they cannot be
 /// batched), calling `record(rows)` for each pass before its replies go.
 fn run_batch(module: &CModule, device: Device, jobs: Vec<Job>, stats: &ExecutorStats, instance: usize, record: impl Fn(usize)) {
+    stats.intra_op_threads.store(torch::thread_threads(), Ordering::Relaxed);
     if jobs.len() > 1 {
         let start = Instant::now();
         let inputs: Vec<&[Tensor]> = jobs.iter().map(|j| j.inputs.as_slice()).collect();

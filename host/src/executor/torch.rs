@@ -144,6 +144,27 @@ pub fn devices() -> DeviceReport {
     }
 }
 
+/// libtorch's intra-op thread count before the host changed it (read once,
+/// on the first call: make it before any executor thread sets its own).
+pub fn default_threads() -> usize {
+    static DEFAULT: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *DEFAULT.get_or_init(|| tch::get_num_threads().max(1) as usize)
+}
+
+/// Sets the calling thread's intra-op thread count. libtorch keeps it per
+/// thread (OpenMP's and MKL's), initialised on a thread's first query from
+/// the process-wide last value: the query first, so that it cannot later
+/// replace this thread's own count.
+pub fn set_thread_threads(n: usize) {
+    let _ = tch::get_num_threads();
+    tch::set_num_threads(n.clamp(1, 256) as i32);
+}
+
+/// The calling thread's intra-op thread count.
+pub fn thread_threads() -> usize {
+    tch::get_num_threads().max(0) as usize
+}
+
 /// Shows a device as `cpu` or `cuda:N`.
 pub fn device_name(d: Device) -> String {
     match d {

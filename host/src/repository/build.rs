@@ -114,6 +114,7 @@ fn build(dir: &Path, home: &Path, engine: &PluginEngine, config: &HostConfig) ->
         resolve_device(device)?,
         manifest.model.batch_policy(),
         manifest.model.instances,
+        if manifest.model.threads > 0 { manifest.model.threads } else { config.intra_op_threads },
     )?;
     let mut app = Application {
         manifest,

@@ -126,6 +126,8 @@ impl Host {
     /// Loads the TLS identity and every bundle in the repository. Blocking:
     /// call it before entering the async runtime or from `spawn_blocking`.
     pub fn load(config: HostConfig) -> Result<Self, StartError> {
+        // libtorch's own default, read before any executor thread sets its count.
+        let _ = crate::executor::torch::default_threads();
         if config.intra_op_threads > 0 {
             tch::set_num_threads(config.intra_op_threads as i32);
         }
