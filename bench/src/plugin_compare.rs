@@ -11,6 +11,8 @@
 //! `lartpc-sparse` an `.npy` plane becomes its above-threshold pixel list.
 //! One "event" is all items given; medians over N events after a warm-up.
 
+mod util;
+
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -128,21 +130,10 @@ fn agree(a: &host::Output, b: &host::Output) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn median(mut v: Vec<Duration>) -> f64 {
-    v.sort();
-    v[v.len() / 2].as_secs_f64() * 1e3
-}
 
 fn main() -> anyhow::Result<()> {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
-    let iters = match args.iter().position(|a| a == "--iters") {
-        Some(i) => {
-            let n = args.get(i + 1).ok_or_else(|| anyhow::anyhow!("--iters N"))?.parse()?;
-            args.drain(i..i + 2);
-            n
-        }
-        None => 5usize,
-    };
+    let iters = util::take_iters(&mut args, 5)?;
     let [a, b, files @ ..] = &args[..] else { anyhow::bail!("usage: plugin-compare BUNDLE_A BUNDLE_B ITEM... [--iters N]") };
     anyhow::ensure!(!files.is_empty(), "give at least one item file");
     let (a, b) = (load(Path::new(a))?, load(Path::new(b))?);
@@ -167,7 +158,7 @@ fn main() -> anyhow::Result<()> {
             times[1].1.push(qb);
         }
     }
-    let [(pa, qa), (pb, qb)] = times.map(|(p, q)| (median(p), median(q)));
+    let [(pa, qa), (pb, qb)] = times.map(|(p, q)| (util::median_ms(p), util::median_ms(q)));
     let per_item = |ms: f64| ms * 1e3 / items.len() as f64;
     let report = |l: &Loaded, pre: f64, post: f64| {
         serde_json::json!({

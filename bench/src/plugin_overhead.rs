@@ -15,6 +15,8 @@
 //! For the `image` application the inputs are PNG files (one event = all
 //! images given): PNG decode, resize, normalise; top-k JSON.
 
+mod util;
+
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -114,21 +116,10 @@ fn host_of(t: &Tensor) -> host_tensor::Tensor {
     host_tensor::Tensor { dtype: host_tensor::Dtype::F32, shape: t.shape().to_vec(), data: t.data().to_vec().into() }
 }
 
-fn median(mut v: Vec<Duration>) -> f64 {
-    v.sort();
-    v[v.len() / 2].as_secs_f64() * 1e3
-}
 
 fn main() -> anyhow::Result<()> {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
-    let iters = match args.iter().position(|a| a == "--iters") {
-        Some(i) => {
-            let n = args.get(i + 1).ok_or_else(|| anyhow::anyhow!("--iters N"))?.parse()?;
-            args.drain(i..i + 2);
-            n
-        }
-        None => 5usize,
-    };
+    let iters = util::take_iters(&mut args, 5)?;
     let [bundle, planes @ ..] = &args[..] else { anyhow::bail!("usage: plugin-overhead BUNDLE_DIR PLANE.npy... [--iters N]") };
     anyhow::ensure!(!planes.is_empty(), "give at least one plane .npy");
     let dir = std::path::PathBuf::from(bundle);
@@ -216,7 +207,7 @@ fn main() -> anyhow::Result<()> {
         }
     }
     let crossed_mb = crossed.iter().max().copied().unwrap_or(0) as f64 / 1e6;
-    let (wp, wq, np, nq) = (median(wasm_pre), median(wasm_post), median(nat_pre), median(nat_post));
+    let (wp, wq, np, nq) = (util::median_ms(wasm_pre), util::median_ms(wasm_post), util::median_ms(nat_pre), util::median_ms(nat_post));
     println!(
         "{}",
         serde_json::json!({

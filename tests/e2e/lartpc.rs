@@ -12,7 +12,7 @@ use tensorgate_client::{Input, Submission};
 use tensorgate_plugin::npy::{parse_npz, write_npy, write_npz};
 use tensorgate_plugin::sparse::Pixels;
 use tensorgate_plugin::Tensor;
-use tensorgate_tests::{root, TestHost};
+use tensorgate_tests::{root, sparse_npz, TestHost};
 
 const TOLERANCE: f32 = 1e-4;
 
@@ -147,43 +147,19 @@ async fn dense_bad_inputs_are_clear_item_errors() {
     host.stop().await;
 }
 
-fn sparse_npz(p: &Pixels, values: &[f32]) -> Vec<u8> {
-    write_npz(&[
-        ("pixels".into(), p.coords().unwrap()),
-        ("values".into(), Tensor::from_slice(&[values.len() as u64], values).unwrap()),
-        ("shape".into(), Tensor::from_slice(&[2], &[p.height as i64, p.width as i64]).unwrap()),
-    ])
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn sparse_pixels_scored_in_input_order() {
     let host = TestHost::start().await;
     let client = host.client().await;
-    let s = sample();
-    let (want_pixels, want_scores) = reference();
-    // The above-threshold pixels (the reference's), in a scrambled order.
-    let plane = Tensor::from_slice(&[s.0.height as u64, s.0.width as u64], &dense(&s)).unwrap();
-    let (above, above_values) = Pixels::above(&plane, 10.0).unwrap();
-    let above_values = above_values.to_f32().unwrap();
-    let n = above.len();
-    let order: Vec<usize> = (0..n).map(|i| (i * 7919 + 13) % n).collect();
-    assert_eq!(order.iter().collect::<std::collections::HashSet<_>>().len(), n, "a permutation");
-    let pick = |v: &[u32]| order.iter().map(|&i| v[i]).collect::<Vec<u32>>();
-    let values: Vec<f32> = order.iter().map(|&i| above_values[i]).collect();
-    let shuffled = Pixels::new(s.0.height, s.0.width, pick(&above.rows), pick(&above.cols)).unwrap();
-    let input = Input::new(sparse_npz(&shuffled, &values), "application/x-npz").with_meta("event", "604");
+    let sample = tensorgate_tests::scrambled_sample_pixels();
+    let input = Input::new(sample.npz, "application/x-npz").with_meta("event", "604");
     let reply = client.predict(Submission::new("lartpc-sparse", vec![input])).await.unwrap();
     let out = reply.outcomes[0].as_ref().expect("item ok");
     assert_eq!((out.metadata["event"].as_str(), out.metadata["tiles_run"].as_str()), ("604", "6"));
     let scores = get(&arrays(&out.payload), "scores").clone();
+    let (n, want) = (sample.n, sample.want);
     assert_eq!(scores.shape(), vec![n as u64, 3]);
     let got = scores.view::<f32>().unwrap();
-    let mut want = Vec::with_capacity(3 * n);
-    for &i in &order {
-        // Reference rows are in row-major pixel order, as `above` is.
-        assert_eq!((want_pixels[2 * i] as u32, want_pixels[2 * i + 1] as u32), (above.rows[i], above.cols[i]));
-        want.extend_from_slice(&want_scores[3 * i..3 * i + 3]);
-    }
     let d = max_diff(&got, &want);
     eprintln!("lartpc-sparse: {n} pixels, max |host - pytorch| = {d:e}");
     assert!(d <= TOLERANCE, "max score difference {d} > {TOLERANCE}");

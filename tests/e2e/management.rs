@@ -3,13 +3,12 @@
 //! nothing; roles; crash safety; memory across load/unload cycles.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use tensorgate_client::protocol::{ErrorCode, Role};
 use tensorgate_client::{Client, ConnectOptions, Input, Submission, Trust};
-use tensorgate_tests::{repository_with, repository_with_slow, root, tabular_bundle, TestHost};
+use tensorgate_tests::{repository_with, repository_with_slow, root, tabular_bundle, Load, TestHost};
 
 fn jet(i: usize) -> Input {
     Input::json(std::fs::read(root().join(format!("plugins/tabular/samples/jet-{i}.json"))).unwrap())
@@ -363,25 +362,7 @@ async fn fifty_reloads_under_load_lose_nothing() {
     let host = TestHost::start_with(repo.path().to_path_buf(), |_| {}).await;
     let work = tempfile::tempdir().unwrap();
     let bundle = tabular_bundle(work.path(), "v2", 2, |_| {});
-    let stop = Arc::new(AtomicBool::new(false));
-    let items = Arc::new(AtomicU64::new(0));
-    let mut load = Vec::new();
-    for _ in 0..3 {
-        let client = host.client().await;
-        let (stop, items) = (stop.clone(), items.clone());
-        load.push(tokio::spawn(async move {
-            let mut requests = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                let reply = client.predict(Submission::new("tabular", (0..8).map(|i| jet(i % 3)).collect())).await;
-                let reply = reply.expect("request succeeds during reloads");
-                assert_eq!(reply.summary.ok, 8, "every item ok: {:?}", reply.outcomes.iter().find(|o| o.is_err()));
-                items.fetch_add(8, Ordering::Relaxed);
-                requests += 1;
-            }
-            client.close().await;
-            requests
-        }));
-    }
+    let load = Load::start(&host, 3, "tabular", || (0..8).map(|i| jet(i % 3)).collect()).await;
     let admin = host.client().await;
     for i in 0..50 {
         // Alternate: replace v2 in place, then reload the repository after touching a file.
@@ -395,17 +376,13 @@ async fn fifty_reloads_under_load_lose_nothing() {
             assert_eq!(reply.models.len(), 1, "{}", reply.message);
         }
     }
-    stop.store(true, Ordering::Relaxed);
-    let mut requests = 0;
-    for task in load {
-        requests += task.await.unwrap();
-    }
+    let (requests, items) = load.stop().await;
     assert!(requests >= 10, "load kept running ({requests} requests)");
     // A version replaced in place keeps its counters: the host counted
     // exactly the items the clients got back.
     let models = admin.models().await.unwrap();
     let served: u64 = models.iter().filter(|m| m.name == "tabular").map(|m| m.items_ok).sum();
-    assert_eq!(served, items.load(Ordering::Relaxed), "{models:?}");
+    assert_eq!(served, items, "{models:?}");
     admin.close().await;
     host.stop().await;
 }

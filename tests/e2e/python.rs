@@ -8,17 +8,16 @@
 //! same model runs in the same libtorch; only the plugin's language differs.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tensorgate_client::protocol::ErrorCode;
 use tensorgate_client::{Input, ItemFailed, Submission};
-use tensorgate_plugin::npy::{parse_npz, write_npz};
+use tensorgate_plugin::npy::parse_npz;
 use tensorgate_plugin::sparse::Pixels;
-use tensorgate_plugin::Tensor;
-use tensorgate_tests::{copy_dir, root, TestHost};
+use tensorgate_tests::{copy_dir, root, sparse_npz, Load, TestHost};
 
 /// The Python plugins' repository (`$TENSORGATE_PY_REPO`, else target/repository-python).
 fn py_repository() -> PathBuf {
@@ -121,44 +120,20 @@ async fn py_tabular_matches_pytorch_and_names_bad_input() {
 async fn py_lartpc_sparse_matches_pytorch() {
     let host = py_host(py_repository()).await;
     let client = host.client().await;
-    let bytes = std::fs::read(root().join("plugins/lartpc-dense/samples/plane-crop.npz")).expect("sample");
-    let (pixels, values) = Pixels::from_npz(parse_npz(&bytes).expect("npz")).expect("sparse sample");
-    let plane = Tensor::from_slice(&[pixels.height as u64, pixels.width as u64], &pixels.to_dense(&values).unwrap().to_f32().unwrap()).unwrap();
-    let r = parse_npz(&std::fs::read(root().join("plugins/lartpc-dense/reference.npz")).expect("reference")).expect("npz");
-    let get = |n: &str| r.iter().find(|(k, _)| k == n).map(|(_, t)| t.clone()).expect(n);
-    let (want_pixels, want_scores) = (get("pixels").view::<i32>().unwrap().into_owned(), get("scores").view::<f32>().unwrap().into_owned());
-    let (above, above_values) = Pixels::above(&plane, 10.0).unwrap();
-    let above_values = above_values.to_f32().unwrap();
-    let n = above.len();
-    let order: Vec<usize> = (0..n).map(|i| (i * 7919 + 13) % n).collect();
-    assert_eq!(order.iter().collect::<std::collections::HashSet<_>>().len(), n, "a permutation");
-    let pick = |v: &[u32]| order.iter().map(|&i| v[i]).collect::<Vec<u32>>();
-    let shuffled = Pixels::new(pixels.height, pixels.width, pick(&above.rows), pick(&above.cols)).unwrap();
-    let vals: Vec<f32> = order.iter().map(|&i| above_values[i]).collect();
-    let npz = |p: &Pixels, v: &[f32]| {
-        write_npz(&[
-            ("pixels".into(), p.coords().unwrap()),
-            ("values".into(), Tensor::from_slice(&[v.len() as u64], v).unwrap()),
-            ("shape".into(), Tensor::from_slice(&[2], &[p.height as i64, p.width as i64]).unwrap()),
-        ])
-    };
+    let sample = tensorgate_tests::scrambled_sample_pixels();
     let twice = Pixels { height: 10, width: 10, rows: vec![1, 3, 1], cols: vec![1, 2, 1] };
     let items = vec![
-        Input::new(npz(&shuffled, &vals), "application/x-npz").with_meta("event", "604"),
-        Input::new(npz(&twice, &[5.0; 3]), "application/x-npz"),
+        Input::new(sample.npz, "application/x-npz").with_meta("event", "604"),
+        Input::new(sparse_npz(&twice, &[5.0; 3]), "application/x-npz"),
     ];
     let reply = client.predict(Submission::new("py-lartpc-sparse", items)).await.expect("request succeeds");
     let out = reply.outcomes[0].as_ref().expect("item ok");
     assert_eq!((out.metadata["event"].as_str(), out.metadata["tiles_run"].as_str()), ("604", "6"), "{:?}", out.metadata);
     let arrays = parse_npz(&out.payload).expect("reply is an npz");
     let scores = &arrays.iter().find(|(k, _)| k == "scores").expect("scores").1;
+    let (n, want) = (sample.n, sample.want);
     assert_eq!(scores.shape(), vec![n as u64, 3]);
-    let got = scores.view::<f32>().unwrap();
-    let mut want = Vec::with_capacity(3 * n);
-    for &i in &order {
-        assert_eq!((want_pixels[2 * i] as u32, want_pixels[2 * i + 1] as u32), (above.rows[i], above.cols[i]));
-        want.extend_from_slice(&want_scores[3 * i..3 * i + 3]);
-    }
+    let got = scores.view::<f32>().expect("f32 scores");
     let d = got.iter().zip(&want).map(|(g, w)| (g - w).abs()).fold(0.0f32, f32::max);
     eprintln!("py-lartpc-sparse: {n} pixels, max |host - pytorch| = {d:e}");
     assert!(d <= 1e-4, "max score difference {d} > 1e-4");
@@ -320,25 +295,7 @@ async fn reloading_a_python_plugin_under_load_loses_nothing() {
     copy_dir(&repo.path().join("py-tabular/1"), &bundle);
     let manifest = std::fs::read_to_string(bundle.join("manifest.toml")).expect("manifest");
     std::fs::write(bundle.join("manifest.toml"), manifest.replacen("version = 1", "version = 2", 1)).expect("write");
-    let stop = Arc::new(AtomicBool::new(false));
-    let items = Arc::new(AtomicU64::new(0));
-    let mut load = Vec::new();
-    for _ in 0..3 {
-        let client = host.client().await;
-        let (stop, items) = (stop.clone(), items.clone());
-        load.push(tokio::spawn(async move {
-            let mut requests = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                let reply = client.predict(Submission::new("py-tabular", (0..8).map(jet).collect())).await;
-                let reply = reply.expect("request succeeds during reloads");
-                assert_eq!(reply.summary.ok, 8, "every item ok: {:?}", reply.outcomes.iter().find(|o| o.is_err()));
-                items.fetch_add(8, Ordering::Relaxed);
-                requests += 1;
-            }
-            client.close().await;
-            requests
-        }));
-    }
+    let load = Load::start(&host, 3, "py-tabular", || (0..8).map(jet).collect()).await;
     let admin = host.client().await;
     for i in 0..20 {
         if i % 2 == 0 {
@@ -351,15 +308,11 @@ async fn reloading_a_python_plugin_under_load_loses_nothing() {
             assert_eq!(reply.models.len(), 1, "{}", reply.message);
         }
     }
-    stop.store(true, Ordering::Relaxed);
-    let mut requests = 0;
-    for task in load {
-        requests += task.await.expect("load task");
-    }
+    let (requests, items) = load.stop().await;
     assert!(requests >= 10, "load kept running ({requests} requests)");
     let models = admin.models().await.expect("models");
     let served: u64 = models.iter().filter(|m| m.name == "py-tabular").map(|m| m.items_ok).sum();
-    assert_eq!(served, items.load(Ordering::Relaxed), "{models:?}");
+    assert_eq!(served, items, "{models:?}");
     assert!(models.iter().any(|m| m.name == "py-tabular" && m.version == 2 && m.items_ok > 0), "version 2 served: {models:?}");
     // Rollback and promote choose the default as for a Rust plugin.
     admin.rollback("py-tabular").await.expect("rollback");

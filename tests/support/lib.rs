@@ -156,3 +156,101 @@ pub fn repository_with_hostile() -> tempfile::TempDir {
 }
 pub mod canary;
 pub mod cluster;
+
+/// The sparse `.npz` layout (`pixels`, `values`, `shape`) of `p` and `values`.
+pub fn sparse_npz(p: &tensorgate_plugin::sparse::Pixels, values: &[f32]) -> Vec<u8> {
+    use tensorgate_plugin::Tensor;
+    tensorgate_plugin::npy::write_npz(&[
+        ("pixels".into(), p.coords().expect("coords")),
+        ("values".into(), Tensor::from_slice(&[values.len() as u64], values).expect("values")),
+        ("shape".into(), Tensor::from_slice(&[2], &[p.height as i64, p.width as i64]).expect("shape")),
+    ])
+}
+
+/// The LArTPC sample plane's pixels above the threshold of 10, in a
+/// scrambled order, as a sparse `.npz`, with the PyTorch pipeline's scores
+/// for them in that order (plugins/lartpc-dense/reference.npz, 3 per pixel).
+pub struct ScrambledPixels {
+    /// The item: `sparse_npz` of the scrambled pixels.
+    pub npz: Vec<u8>,
+    /// How many pixels.
+    pub n: usize,
+    /// The reference scores, row i for scrambled pixel i.
+    pub want: Vec<f32>,
+}
+
+/// See [`ScrambledPixels`].
+pub fn scrambled_sample_pixels() -> ScrambledPixels {
+    use tensorgate_plugin::npy::parse_npz;
+    use tensorgate_plugin::sparse::Pixels;
+    use tensorgate_plugin::Tensor;
+    let bytes = std::fs::read(root().join("plugins/lartpc-dense/samples/plane-crop.npz")).expect("sample");
+    let (pixels, values) = Pixels::from_npz(parse_npz(&bytes).expect("npz")).expect("sparse sample");
+    let dense = pixels.to_dense(&values).expect("dense").to_f32().expect("f32");
+    let plane = Tensor::from_slice(&[pixels.height as u64, pixels.width as u64], &dense).expect("plane");
+    let r = parse_npz(&std::fs::read(root().join("plugins/lartpc-dense/reference.npz")).expect("reference")).expect("npz");
+    let get = |n: &str| r.iter().find(|(k, _)| k == n).map(|(_, t)| t.clone()).expect(n);
+    let (want_pixels, want_scores) = (get("pixels").view::<i32>().expect("i32").into_owned(), get("scores").view::<f32>().expect("f32").into_owned());
+    let (above, above_values) = Pixels::above(&plane, 10.0).expect("above");
+    let above_values = above_values.to_f32().expect("f32");
+    let n = above.len();
+    let order: Vec<usize> = (0..n).map(|i| (i * 7919 + 13) % n).collect();
+    assert_eq!(order.iter().collect::<std::collections::HashSet<_>>().len(), n, "a permutation");
+    let pick = |v: &[u32]| order.iter().map(|&i| v[i]).collect::<Vec<u32>>();
+    let shuffled = Pixels::new(pixels.height, pixels.width, pick(&above.rows), pick(&above.cols)).expect("pixels");
+    let values: Vec<f32> = order.iter().map(|&i| above_values[i]).collect();
+    let mut want = Vec::with_capacity(3 * n);
+    for &i in &order {
+        // Reference rows are in row-major pixel order, as `above` is.
+        assert_eq!((want_pixels[2 * i] as u32, want_pixels[2 * i + 1] as u32), (above.rows[i], above.cols[i]));
+        want.extend_from_slice(&want_scores[3 * i..3 * i + 3]);
+    }
+    ScrambledPixels { npz: sparse_npz(&shuffled, &values), n, want }
+}
+
+/// Clients that keep predicting on a host until stopped; every request and
+/// every item of it must succeed (a failure panics its task, and `stop`
+/// reports it).
+pub struct Load {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    items: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    tasks: Vec<tokio::task::JoinHandle<u64>>,
+}
+
+impl Load {
+    /// `clients` connections, each submitting `make()` to `app` in a loop.
+    pub async fn start(host: &TestHost, clients: usize, app: &'static str, make: fn() -> Vec<tensorgate_client::Input>) -> Load {
+        use std::sync::atomic::Ordering;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let items = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let mut tasks = Vec::new();
+        for _ in 0..clients {
+            let client = host.client().await;
+            let (stop, items) = (stop.clone(), items.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut requests = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let batch = make();
+                    let n = batch.len() as u64;
+                    let reply = client.predict(tensorgate_client::Submission::new(app, batch)).await.expect("request succeeds under load");
+                    assert_eq!(reply.summary.ok as u64, n, "every item ok: {:?}", reply.outcomes.iter().find(|o| o.is_err()));
+                    items.fetch_add(n, Ordering::Relaxed);
+                    requests += 1;
+                }
+                client.close().await;
+                requests
+            }));
+        }
+        Load { stop, items, tasks }
+    }
+
+    /// Stops the clients; returns (requests, items) they got back whole.
+    pub async fn stop(self) -> (u64, u64) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let mut requests = 0;
+        for task in self.tasks {
+            requests += task.await.expect("a load client failed");
+        }
+        (requests, self.items.load(std::sync::atomic::Ordering::Relaxed))
+    }
+}
