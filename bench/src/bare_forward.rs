@@ -1,6 +1,7 @@
 //! The limit the host is measured against: a bare `tch` forward loop on a
 //! TorchScript model, with the same input building and output copy the host
-//! does per item (from bytes in, to bytes out).
+//! does per item (from bytes in, to bytes out). On `--device cuda:N` the
+//! input is copied to the device and the output back within each timed call.
 
 use std::time::Instant;
 
@@ -25,19 +26,36 @@ struct Args {
     /// Untimed warm-up iterations (default: a tenth of --iters, plus 10).
     #[arg(long)]
     warmup: Option<usize>,
+    /// `cpu` or `cuda:N` (a `cuda:N` needs a build with `--features cuda`).
+    #[arg(long, default_value = "cpu")]
+    device: String,
+}
+
+fn device(s: &str) -> anyhow::Result<Device> {
+    match s {
+        "cpu" => Ok(Device::Cpu),
+        _ => {
+            let n: usize = s.strip_prefix("cuda:").and_then(|n| n.parse().ok()).ok_or_else(|| anyhow::anyhow!("--device `{s}` is not cpu or cuda:N"))?;
+            let seen = tch::Cuda::device_count();
+            anyhow::ensure!((n as i64) < seen, "--device {s}: libtorch sees {seen} CUDA device(s) (build with --features cuda?)");
+            Ok(Device::Cuda(n))
+        }
+    }
 }
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     tch::set_num_threads(args.threads);
     let _g = tch::no_grad_guard();
-    let module = CModule::load_on_device(&args.model, Device::Cpu)?;
+    let device = device(&args.device)?;
+    let module = CModule::load_on_device(&args.model, device)?;
     let numel: i64 = args.shape.iter().product();
     let input: Vec<u8> = (0..numel).flat_map(|i| ((i % 7) as f32 * 0.25).to_le_bytes()).collect();
     let run = || -> anyhow::Result<Vec<u8>> {
-        let x = Tensor::f_from_data_size(&input, &args.shape, Kind::Float)?;
+        let x = Tensor::f_from_data_size(&input, &args.shape, Kind::Float)?.f_to_device(device)?;
         let out = module.forward_is(&[IValue::Tensor(x)])?;
         let IValue::Tensor(t) = out else { anyhow::bail!("expected a tensor output") };
+        let t = t.f_to_device(Device::Cpu)?;
         let n = t.numel();
         let mut buf = vec![0u8; n * 4];
         t.f_copy_data_u8(&mut buf, n)?;
@@ -57,7 +75,7 @@ fn main() -> anyhow::Result<()> {
     println!(
         "{}",
         serde_json::json!({
-            "model": args.model.display().to_string(), "shape": args.shape, "iters": args.iters,
+            "model": args.model.display().to_string(), "device": args.device, "shape": args.shape, "iters": args.iters,
             "us": { "p50": q(0.5), "p90": q(0.9), "p99": q(0.99) },
             "calls_per_s": 1e6 / q(0.5),
         })

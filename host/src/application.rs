@@ -23,6 +23,8 @@ pub struct Counters {
     pub items_failed: AtomicU64,
     /// Requests routed to this version.
     pub requests: AtomicU64,
+    /// This version's per-item metric handles.
+    pub metrics: std::sync::OnceLock<crate::metrics::ItemMetrics>,
 }
 
 /// Rings when an item fails anywhere in the process, so that a canary

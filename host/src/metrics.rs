@@ -79,19 +79,61 @@ pub fn install(addr: SocketAddr) -> Result<(), MetricsError> {
     Ok(())
 }
 
-/// Records one finished item (stage times only when it succeeded).
-pub fn item(model: &str, status: &str, t: &Timings, total: Duration) {
-    let model = model.to_string();
-    metrics::counter!(names::ITEMS, "model" => model.clone(), "status" => status.to_string()).increment(1);
-    metrics::histogram!(names::ITEM, "model" => model.clone()).record(total.as_secs_f64());
-    // Stage times only for items that went through every stage.
-    if status == "ok" {
-        let secs = |us: u64| us as f64 / 1e6;
-        metrics::histogram!(names::QUEUE, "model" => model.clone()).record(secs(t.queue_us));
-        metrics::histogram!(names::PREPROCESS, "model" => model.clone()).record(secs(t.preprocess_us));
-        metrics::histogram!(names::FORWARD, "model" => model.clone()).record(secs(t.forward_us));
-        metrics::histogram!(names::POSTPROCESS, "model" => model).record(secs(t.postprocess_us));
+/// One model's per-item metrics, registered once: looking a metric up by
+/// its labels (allocated strings, a hash, a lock) costs more than recording
+/// it, and every item records seven.
+pub struct ItemMetrics {
+    ok: metrics::Counter,
+    item: metrics::Histogram,
+    queue: metrics::Histogram,
+    preprocess: metrics::Histogram,
+    forward: metrics::Histogram,
+    postprocess: metrics::Histogram,
+    instances: metrics::Gauge,
+}
+
+impl std::fmt::Debug for ItemMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ItemMetrics")
     }
+}
+
+impl ItemMetrics {
+    fn new(model: &str) -> Self {
+        let label = || ("model", model.to_string());
+        let histogram = |name: &'static str| metrics::histogram!(name, &[label()]);
+        ItemMetrics {
+            ok: metrics::counter!(names::ITEMS, &[label(), ("status", "ok".to_string())]),
+            item: histogram(names::ITEM),
+            queue: histogram(names::QUEUE),
+            preprocess: histogram(names::PREPROCESS),
+            forward: histogram(names::FORWARD),
+            postprocess: histogram(names::POSTPROCESS),
+            instances: metrics::gauge!(names::PLUGIN_INSTANCES, &[label()]),
+        }
+    }
+}
+
+/// Records one finished item (stage times only when it succeeded) and the
+/// plugin's idle instances, through `cell`'s handles (registered on the
+/// first item after the exporter is installed; before it, nothing records).
+pub fn item(cell: &OnceLock<ItemMetrics>, model: &str, status: &str, t: &Timings, total: Duration, idle_instances: usize) {
+    if INSTALLED.get().is_none() {
+        return;
+    }
+    let m = cell.get_or_init(|| ItemMetrics::new(model));
+    m.item.record(total.as_secs_f64());
+    m.instances.set(idle_instances as f64);
+    if status != "ok" {
+        metrics::counter!(names::ITEMS, "model" => model.to_string(), "status" => status.to_string()).increment(1);
+        return;
+    }
+    m.ok.increment(1);
+    let secs = |us: u64| us as f64 / 1e6;
+    m.queue.record(secs(t.queue_us));
+    m.preprocess.record(secs(t.preprocess_us));
+    m.forward.record(secs(t.forward_us));
+    m.postprocess.record(secs(t.postprocess_us));
 }
 
 /// Logs and counts a canary trial's verdict; `scope` is "" on a host and
@@ -117,7 +159,3 @@ pub fn forward(model: &str, rows: usize, queued: usize) {
     metrics::gauge!(names::QUEUE_DEPTH, "model" => model.to_string()).set(queued as f64);
 }
 
-/// Records the idle plugin instances of a model.
-pub fn plugin_instances(model: &str, idle: usize) {
-    metrics::gauge!(names::PLUGIN_INSTANCES, "model" => model.to_string()).set(idle as f64);
-}

@@ -60,11 +60,10 @@ pub async fn process_item(
         FAILURES_LOGGED.log(app, f);
     }
     let status = match &result {
-        Ok(_) => "ok".to_string(),
-        Err(f) => f.code.to_string(),
+        Ok(_) => std::borrow::Cow::Borrowed("ok"),
+        Err(f) => std::borrow::Cow::Owned(f.code.to_string()),
     };
-    metrics::item(app.name(), &status, timings, start.elapsed());
-    metrics::plugin_instances(app.name(), app.plugin.idle_instances());
+    metrics::item(&app.counters.metrics, app.name(), &status, timings, start.elapsed(), app.plugin.idle_instances());
     result
 }
 
@@ -82,12 +81,13 @@ async fn run(app: &Application, head: ItemHead, payload: Bytes, timings: &mut Ti
     };
     let arrived = Instant::now();
     let t = arrived;
+    let coming = app.model.coming();
     let prepared = call_plugin(app, item.data.len(), || app.plugin.preprocess(&item))?;
     timings.preprocess_us = micros(t.elapsed());
     check_inputs(&app.manifest.inputs, &prepared.inputs)
         .map_err(|m| ItemFailure::new(ErrorCode::PluginFailed, format!("plugin returned invalid model inputs: {m}")))?;
 
-    let forward = app.model.forward(prepared.inputs).await?;
+    let forward = app.model.forward(prepared.inputs, Some(coming)).await?;
     timings.forward_us = micros(forward.run_time);
     let outputs = forward.outputs;
     check_tensors(&app.manifest.outputs, &outputs)

@@ -51,9 +51,10 @@ pub trait BatchJob {
     fn abandoned(&self) -> bool;
 }
 
-/// How long an idle executor polls for the next job before sleeping: a job
-/// arriving within this window skips a thread wake-up (tens of µs).
-const SPIN: Duration = Duration::from_micros(50);
+/// Longest a batch that is not full waits for items already on their way
+/// (being preprocessed: [`Batcher::next_batch`]'s `coming`), beyond
+/// `max_delay`. A lone item never waits: nothing else is coming.
+pub const COMING_WAIT_MAX: Duration = Duration::from_micros(300);
 
 /// Groups jobs from a channel into batches under a [`BatchPolicy`]. A job
 /// that does not fit the batch being formed (too many rows, or inputs of
@@ -76,10 +77,14 @@ impl<J: BatchJob> Batcher<J> {
 
     /// The next group of compatible jobs: the oldest held or queued job, plus
     /// those queued behind it (or arriving within `max_delay`) up to
-    /// `max_batch` rows. `taken` is called once for each job taken off the
-    /// channel (queue accounting); abandoned jobs are dropped here. Blocks
-    /// until there is a job; `None` when the channel is closed and empty.
-    pub fn next_batch(&mut self, rx: &mpsc::Receiver<J>, taken: impl Fn()) -> Option<Vec<J>> {
+    /// `max_batch` rows. While `coming()` says more items are on their way
+    /// (being preprocessed), a batch that is not full waits for them, up to
+    /// [`COMING_WAIT_MAX`]: under load, one forward for what is about to
+    /// arrive instead of several small ones, and no wait for a lone item.
+    /// `taken` is called once for each job taken off the channel (queue
+    /// accounting); abandoned jobs are dropped here. Blocks until there is a
+    /// job; `None` when the channel is closed and empty.
+    pub fn next_batch(&mut self, rx: &mpsc::Receiver<J>, taken: impl Fn(), coming: impl Fn() -> usize) -> Option<Vec<J>> {
         let live = |job: J| -> Option<J> {
             taken();
             (!job.abandoned()).then_some(job)
@@ -97,7 +102,9 @@ impl<J: BatchJob> Batcher<J> {
         };
         let mut total = rows(first.inputs());
         let mut jobs = vec![first];
-        let until = Instant::now() + self.policy.max_delay;
+        let start = Instant::now();
+        let until = start + self.policy.max_delay;
+        let coming_until = until.max(start + COMING_WAIT_MAX);
         while total < self.policy.max_batch {
             let next = match self.held.pop_front() {
                 Some(job) if job.abandoned() => continue,
@@ -106,11 +113,20 @@ impl<J: BatchJob> Batcher<J> {
                     let got = match rx.try_recv() {
                         Ok(job) => Some(job),
                         Err(_) => {
-                            let left = until.saturating_duration_since(Instant::now());
+                            let now = Instant::now();
+                            let mut left = until.saturating_duration_since(now);
+                            if left.is_zero() && coming() > 0 {
+                                // Items on their way: wait a little for them, re-checking.
+                                left = coming_until.saturating_duration_since(now).min(COMING_POLL);
+                            }
                             if left.is_zero() {
                                 break;
                             }
-                            rx.recv_timeout(left).ok()
+                            match rx.recv_timeout(left) {
+                                Ok(job) => Some(job),
+                                Err(mpsc::RecvTimeoutError::Timeout) if Instant::now() < coming_until && coming() > 0 => continue,
+                                Err(_) => None,
+                            }
                         }
                     };
                     match got {
@@ -134,17 +150,15 @@ impl<J: BatchJob> Batcher<J> {
     }
 }
 
-/// The next job, polling briefly before blocking; `None` when all senders are gone.
+/// How often a batch waiting for coming items re-checks that some still are.
+const COMING_POLL: Duration = Duration::from_micros(50);
+
+/// The next job, blocking until there is one; `None` when all senders are
+/// gone. An idle executor sleeps rather than spins: polling for the next job
+/// took a core's time from the plugins and the transport (on 2 cores, 50 µs
+/// of polling per forward cost more than the wake-up it sometimes saved).
 fn next_job<J>(rx: &mpsc::Receiver<J>) -> Option<J> {
-    let start = Instant::now();
-    loop {
-        match rx.try_recv() {
-            Ok(job) => return Some(job),
-            Err(mpsc::TryRecvError::Disconnected) => return None,
-            Err(mpsc::TryRecvError::Empty) if start.elapsed() < SPIN => std::hint::spin_loop(),
-            Err(mpsc::TryRecvError::Empty) => return rx.recv().ok(),
-        }
-    }
+    rx.recv().ok()
 }
 
 /// Whether two items' inputs can be concatenated along the batch dimension.
@@ -213,12 +227,12 @@ mod tests {
         let taken = std::cell::Cell::new(0);
         let mut b = Batcher::new(policy(5, Duration::ZERO));
         // 1 + 2 + 1 = 4 rows; job 3 (3 rows) would make 7 > 5: held for the next batch.
-        assert_eq!(ids(b.next_batch(&rx, || taken.set(taken.get() + 1))), vec![0, 1, 2]);
+        assert_eq!(ids(b.next_batch(&rx, || taken.set(taken.get() + 1), || 0)), vec![0, 1, 2]);
         assert_eq!(b.held(), 1);
-        assert_eq!(ids(b.next_batch(&rx, || taken.set(taken.get() + 1))), vec![3, 4]);
+        assert_eq!(ids(b.next_batch(&rx, || taken.set(taken.get() + 1), || 0)), vec![3, 4]);
         assert_eq!(taken.get(), 5, "every job taken off the channel is counted once");
         drop(tx);
-        assert!(b.next_batch(&rx, || ()).is_none(), "closed and empty");
+        assert!(b.next_batch(&rx, || (), || 0).is_none(), "closed and empty");
     }
 
     #[test]
@@ -228,15 +242,15 @@ mod tests {
         tx.send(fake(1, 1, 4)).unwrap(); // other inner shape
         tx.send(fake(2, 1, 3)).unwrap();
         let mut b = Batcher::new(policy(32, Duration::ZERO));
-        assert_eq!(ids(b.next_batch(&rx, || ())), vec![0]);
-        assert_eq!(ids(b.next_batch(&rx, || ())), vec![1]);
-        assert_eq!(ids(b.next_batch(&rx, || ())), vec![2]);
+        assert_eq!(ids(b.next_batch(&rx, || (), || 0)), vec![0]);
+        assert_eq!(ids(b.next_batch(&rx, || (), || 0)), vec![1]);
+        assert_eq!(ids(b.next_batch(&rx, || (), || 0)), vec![2]);
         let mut off = Batcher::new(BatchPolicy::OFF);
         for id in 3..6 {
             tx.send(fake(id, 1, 3)).unwrap();
         }
         for id in 3..6 {
-            assert_eq!(ids(off.next_batch(&rx, || ())), vec![id], "max_batch 1: one job per forward");
+            assert_eq!(ids(off.next_batch(&rx, || (), || 0)), vec![id], "max_batch 1: one job per forward");
         }
     }
 
@@ -251,19 +265,47 @@ mod tests {
         });
         let mut b = Batcher::new(policy(2, Duration::from_secs(5)));
         let start = Instant::now();
-        assert_eq!(ids(b.next_batch(&rx, || ())), vec![0, 1], "the late job joins within max_delay");
+        assert_eq!(ids(b.next_batch(&rx, || (), || 0)), vec![0, 1], "the late job joins within max_delay");
         assert!(start.elapsed() < Duration::from_secs(5), "a full batch stops waiting");
         sender.join().unwrap();
         tx.send(fake(9, 1, 3)).unwrap();
         let mut b = Batcher::new(policy(8, Duration::from_millis(40)));
         let start = Instant::now();
-        assert_eq!(ids(b.next_batch(&rx, || ())), vec![9]);
+        assert_eq!(ids(b.next_batch(&rx, || (), || 0)), vec![9]);
         assert!(start.elapsed() >= Duration::from_millis(40), "a batch that is not full waits out max_delay");
         tx.send(fake(2, 1, 3)).unwrap();
         let mut b = Batcher::new(policy(8, Duration::ZERO));
         let start = Instant::now();
-        assert_eq!(ids(b.next_batch(&rx, || ())), vec![2]);
+        assert_eq!(ids(b.next_batch(&rx, || (), || 0)), vec![2]);
         assert!(start.elapsed() < Duration::from_secs(1), "max_delay 0 takes only what is queued");
+    }
+
+    #[test]
+    fn a_batch_waits_for_coming_items_and_only_while_they_come() {
+        let (tx, rx) = mpsc::channel();
+        tx.send(fake(0, 1, 3)).unwrap();
+        let coming = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(1));
+        let (late, flag) = (tx.clone(), coming.clone());
+        let sender = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_micros(100));
+            late.send(fake(1, 1, 3)).unwrap();
+            flag.store(0, std::sync::atomic::Ordering::SeqCst);
+        });
+        let mut b = Batcher::new(policy(8, Duration::ZERO));
+        let count = || coming.load(std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(ids(b.next_batch(&rx, || (), count)), vec![0, 1], "the item on its way joins the batch");
+        sender.join().unwrap();
+        // Nothing coming: take what is queued, no wait.
+        tx.send(fake(2, 1, 3)).unwrap();
+        let start = Instant::now();
+        assert_eq!(ids(b.next_batch(&rx, || (), || 0)), vec![2]);
+        assert!(start.elapsed() < COMING_WAIT_MAX, "a lone item does not wait");
+        // Something announced that never comes: the wait is bounded.
+        tx.send(fake(3, 1, 3)).unwrap();
+        let start = Instant::now();
+        assert_eq!(ids(b.next_batch(&rx, || (), || 1)), vec![3]);
+        let waited = start.elapsed();
+        assert!(waited >= COMING_WAIT_MAX && waited < Duration::from_secs(1), "bounded by COMING_WAIT_MAX: {waited:?}");
     }
 
     #[test]
@@ -279,10 +321,10 @@ mod tests {
         tx.send(fake(3, 1, 4)).unwrap();
         let taken = std::cell::Cell::new(0);
         let mut b = Batcher::new(policy(8, Duration::ZERO));
-        assert_eq!(ids(b.next_batch(&rx, || taken.set(taken.get() + 1))), vec![1]);
+        assert_eq!(ids(b.next_batch(&rx, || taken.set(taken.get() + 1), || 0)), vec![1]);
         // Job 2 was held back (other shape), then abandoned while it waited.
         flag.store(true, std::sync::atomic::Ordering::Relaxed);
-        assert_eq!(ids(b.next_batch(&rx, || taken.set(taken.get() + 1))), vec![3]);
+        assert_eq!(ids(b.next_batch(&rx, || taken.set(taken.get() + 1), || 0)), vec![3]);
         assert_eq!(taken.get(), 4);
     }
 }

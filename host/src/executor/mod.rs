@@ -111,6 +111,10 @@ pub struct ExecutorStats {
     /// libtorch's intra-op thread count as the last forward pass saw it on
     /// its executor thread (`[model] threads`; 0 before the first forward).
     pub intra_op_threads: AtomicUsize,
+    /// Items on their way to this model: being preprocessed, not queued
+    /// yet ([`ModelExecutor::coming`]); a batch that is not full waits a
+    /// little for them.
+    pub coming: AtomicUsize,
 }
 
 impl ExecutorStats {
@@ -188,20 +192,25 @@ impl ModelExecutor {
                         }
                     };
                     let _ = ready_tx.send(Ok(start.elapsed()));
+                    let mut staging = torch::Staging::new(device);
                     loop {
                         let batch = {
                             let mut guard = queue.lock().unwrap_or_else(|p| p.into_inner());
                             let (rx, batcher) = &mut *guard;
-                            batcher.next_batch(rx, || {
-                                stats.queued.fetch_sub(1, Ordering::AcqRel);
-                            })
+                            batcher.next_batch(
+                                rx,
+                                || {
+                                    stats.queued.fetch_sub(1, Ordering::AcqRel);
+                                },
+                                || stats.coming.load(Ordering::Acquire),
+                            )
                         };
                         let Some(batch) = batch else { break };
                         // Recorded before the replies go, so that a forward is counted
                         // by whoever its caller sees afterwards (a warm-up finished
                         // before the metrics recorder is installed is never counted).
                         let record = |rows| crate::metrics::forward(&model_name, rows, stats.queued.load(Ordering::Relaxed));
-                        run_batch(&module, device, batch, &stats, i, record);
+                        run_batch(&module, &mut staging, batch, &stats, i, record);
                     }
                 })
                 .map_err(|e| ModelError::Load { path: path.display().to_string(), reason: e.to_string() })?;
@@ -215,17 +224,29 @@ impl ModelExecutor {
         Ok(executor)
     }
 
+    /// Announces an item on its way to this model (about to be
+    /// preprocessed) until the returned guard is dropped or handed to
+    /// [`ModelExecutor::forward`].
+    pub fn coming(&self) -> Coming<'_> {
+        self.stats.coming.fetch_add(1, Ordering::AcqRel);
+        Coming(&self.stats.coming)
+    }
+
     /// Runs one forward pass on `inputs` (host tensors, batch dimension
-    /// first). Fails at once with `Busy` when `max_queue` items are already
+    /// first); `coming`, the item's announcement, ends as the job is
+    /// queued. Fails at once with `Busy` when `max_queue` items are already
     /// waiting. Dropping the returned future before it resolves withdraws the
     /// job: the batcher drops it unrun.
-    pub async fn forward(&self, inputs: Vec<Tensor>) -> Result<Forward, ModelError> {
+    pub async fn forward(&self, inputs: Vec<Tensor>, coming: Option<Coming<'_>>) -> Result<Forward, ModelError> {
         let queued = self.stats.queued.fetch_add(1, Ordering::AcqRel);
         if queued >= self.max_queue {
             self.stats.queued.fetch_sub(1, Ordering::AcqRel);
             return Err(ModelError::Busy { queued, limit: self.max_queue, retry_after: self.stats.estimate(queued) });
         }
         let (reply, rx) = oneshot::channel();
+        // Ended before the job is sent: a batcher that takes this job must not
+        // then wait for it as one still coming.
+        drop(coming);
         if self.tx.as_ref().is_none_or(|tx| tx.send(Job { inputs, reply }).is_err()) {
             self.stats.queued.fetch_sub(1, Ordering::AcqRel);
             return Err(ModelError::Stopped);
@@ -249,6 +270,15 @@ impl ModelExecutor {
     }
 }
 
+/// An item announced as on its way to a model ([`ModelExecutor::coming`]).
+pub struct Coming<'a>(&'a AtomicUsize);
+
+impl Drop for Coming<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 impl Drop for ModelExecutor {
     fn drop(&mut self) {
         drop(self.tx.take());
@@ -258,20 +288,18 @@ impl Drop for ModelExecutor {
     }
 }
 
-/// Runs a group of jobs as one forward and answers each with its rows. If the
+/// Runs `jobs` as one forward pass and answers each with its rows. If the
 /// batched forward fails, or its outputs lack the batch dimension, each job
-/// runs alone so that only a bad item fails.
-/// Returns the rows of the last forward pass.
-/// Runs `jobs` as one forward pass (or one each, when they cannot be
-/// batched), calling `record(rows)` for each pass before its replies go.
-fn run_batch(module: &CModule, device: Device, jobs: Vec<Job>, stats: &ExecutorStats, instance: usize, record: impl Fn(usize)) {
+/// runs alone so that only a bad item fails. `record(rows)` is called for
+/// each pass before its replies go.
+fn run_batch(module: &CModule, staging: &mut torch::Staging, jobs: Vec<Job>, stats: &ExecutorStats, instance: usize, record: impl Fn(usize)) {
     stats.intra_op_threads.store(torch::thread_threads(), Ordering::Relaxed);
     if jobs.len() > 1 {
         let start = Instant::now();
         let inputs: Vec<&[Tensor]> = jobs.iter().map(|j| j.inputs.as_slice()).collect();
         let counts: Vec<usize> = inputs.iter().map(|i| batch::rows(i)).collect();
         let rows = counts.iter().sum();
-        let batched = torch::inputs(&inputs).and_then(|x| torch::run(module, device, x)).and_then(|out| torch::split(out, &counts));
+        let batched = torch::run(module, staging, &inputs).and_then(|out| torch::split(out, &counts));
         if let Ok(Some(parts)) = batched {
             let run_time = start.elapsed();
             stats.ran(instance, rows, run_time);
@@ -281,11 +309,15 @@ fn run_batch(module: &CModule, device: Device, jobs: Vec<Job>, stats: &ExecutorS
             }
             return;
         }
+        torch::wait_for(staging.device());
     }
     for job in jobs {
         let start = Instant::now();
         let rows = batch::rows(&job.inputs);
-        let result = torch::forward(module, device, &job.inputs);
+        let result = torch::forward(module, staging, &job.inputs);
+        if result.is_err() {
+            torch::wait_for(staging.device());
+        }
         let run_time = start.elapsed();
         stats.ran(instance, rows, run_time);
         record(rows);

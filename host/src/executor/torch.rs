@@ -5,8 +5,10 @@
 //! libtorch lent ([`alloc`], the tensors plugins make) goes into the model
 //! as it is; a batch of items is one concatenation; the model's outputs are
 //! lent back to the host ([`from_torch`]) and split by views, so they stay
-//! libtorch tensors until the plugin reads them. On `cuda:N` the inputs are
-//! copied to the device once and the outputs back once.
+//! libtorch tensors until the plugin reads them. On `cuda:N` a batch's
+//! inputs are assembled in page-locked staging memory kept by the executor
+//! thread ([`Staging`]) and copied to the device without blocking; the
+//! outputs come back once, all copies issued before one wait.
 
 use tch::{CModule, Device, IValue, Kind};
 
@@ -248,7 +250,7 @@ pub fn from_torch(t: &tch::Tensor) -> Result<Tensor, ModelError> {
 
 /// The model inputs for a group of items, each `[rows, ...]` with the same
 /// inputs (see `batch::compatible`): one item's as they are, several
-/// items' concatenated along dimension 0 (one copy).
+/// items' concatenated along dimension 0 (one copy). On the CPU.
 pub fn inputs(items: &[&[Tensor]]) -> Result<Vec<tch::Tensor>, ModelError> {
     let [first, rest @ ..] = items else { return Ok(Vec::new()) };
     if rest.is_empty() {
@@ -262,34 +264,180 @@ pub fn inputs(items: &[&[Tensor]]) -> Result<Vec<tch::Tensor>, ModelError> {
         .collect()
 }
 
-/// One forward pass of `module` on `inputs` (moved to `device`); the
-/// outputs flattened in order, on the CPU.
-pub fn run(module: &CModule, device: Device, inputs: Vec<tch::Tensor>) -> Result<Vec<tch::Tensor>, ModelError> {
-    let ivalues = inputs
+/// Where an executor thread puts a batch's inputs on their way to its
+/// device. On the CPU: nowhere, the model runs on them as they are (or on
+/// one concatenation, [`inputs`]). On `cuda:N`: one host buffer per model
+/// input, page-locked (pinned) and kept from batch to batch (grown when a
+/// batch needs more); the items' bytes are written into it one after
+/// another and the whole batch goes to the device in one copy that does not
+/// block the thread (a DMA from pinned memory). A buffer is written again
+/// only after the previous batch's outputs came back, which waits for
+/// everything before it on the device, its input copy included.
+pub struct Staging {
+    device: Device,
+    /// Page-lock the buffers and keep them from batch to batch (`cuda:N`).
+    /// On the CPU each batch gets fresh buffers: the model's outputs may be
+    /// views of its inputs, and they live on in the items' replies.
+    pinned: bool,
+    /// Flat `u8` buffers, one per model input.
+    buffers: Vec<tch::Tensor>,
+}
+
+impl Staging {
+    /// Staging for models on `device` (pinned buffers for `cuda:N`).
+    pub fn new(device: Device) -> Staging {
+        Staging { device, pinned: device != Device::Cpu, buffers: Vec::new() }
+    }
+
+    /// The device the inputs go to.
+    pub fn device(&self) -> Device {
+        self.device
+    }
+
+    /// The inputs of a group of items on this staging's device. On the CPU
+    /// one item's inputs are used as they are, and several items' are laid
+    /// out in one fresh buffer each (one copy of their bytes, without a
+    /// libtorch tensor per item and a concatenation).
+    pub fn inputs(&mut self, items: &[&[Tensor]]) -> Result<Vec<tch::Tensor>, ModelError> {
+        if self.device == Device::Cpu {
+            if items.len() == 1 {
+                return inputs(items);
+            }
+            let staged = self.stage(items);
+            self.buffers.clear();
+            return staged;
+        }
+        let host = self.stage(items)?;
+        host.iter().map(|t| t.f_to_device_(self.device, t.f_kind().map_err(torch_err)?, true, false).map_err(torch_err)).collect()
+    }
+
+    /// The group's inputs in this staging's host buffers: input `k` of every
+    /// item, one after another, as one `[total rows, ...]` tensor.
+    fn stage(&mut self, items: &[&[Tensor]]) -> Result<Vec<tch::Tensor>, ModelError> {
+        let Some(first) = items.first() else { return Ok(Vec::new()) };
+        (0..first.len())
+            .map(|k| {
+                let mut rows = 0u64;
+                let mut bytes = 0usize;
+                for item in items {
+                    let t = &item[k];
+                    t.validate()?;
+                    rows += t.shape.first().copied().unwrap_or(1);
+                    bytes += t.data.len();
+                }
+                let head = &first[k];
+                let shape: Vec<u64> = std::iter::once(rows).chain(head.shape.iter().skip(1).copied()).collect();
+                let buffer = self.buffer(k, bytes)?;
+                let base = buffer.data_ptr() as *mut u8;
+                let mut at = 0usize;
+                for item in items {
+                    let src: &[u8] = &item[k].data;
+                    // SAFETY: `buffer` is a contiguous CPU u8 tensor of at least
+                    // `bytes` elements (`buffer`), owned by this staging and used
+                    // by nobody else now; `at + src.len() <= bytes`.
+                    unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), base.add(at), src.len()) };
+                    at += src.len();
+                }
+                let kind = kind_of(head.dtype);
+                buffer
+                    .f_narrow(0, 0, bytes as i64)
+                    .and_then(|b| b.f_view_dtype(kind))
+                    .and_then(|b| b.f_view(dims(&shape).as_slice()))
+                    .map_err(torch_err)
+            })
+            .collect()
+    }
+
+    /// Buffer `k`, at least `bytes` long (a new one, rounded up to a power
+    /// of two, when the one kept is shorter).
+    fn buffer(&mut self, k: usize, bytes: usize) -> Result<&tch::Tensor, ModelError> {
+        while self.buffers.len() <= k {
+            self.buffers.push(tch::Tensor::f_empty([0i64], (Kind::Uint8, Device::Cpu)).map_err(torch_err)?);
+        }
+        if !self.pinned && self.buffers[k].numel() < bytes {
+            self.buffers[k] = tch::Tensor::f_empty([bytes as i64], (Kind::Uint8, Device::Cpu)).map_err(torch_err)?;
+        } else if self.buffers[k].numel() < bytes {
+            let len = bytes.max(4096).checked_next_power_of_two().unwrap_or(bytes) as i64;
+            let fresh = tch::Tensor::f_empty([len], (Kind::Uint8, Device::Cpu)).map_err(torch_err)?;
+            self.buffers[k] = if self.pinned { fresh.f_pin_memory(self.device).map_err(torch_err)? } else { fresh };
+        }
+        Ok(&self.buffers[k])
+    }
+}
+
+/// Brings outputs to the CPU: from a device, every copy is issued without
+/// blocking (into pinned memory) and the thread waits once, for all of them.
+pub fn to_cpu(outputs: Vec<tch::Tensor>) -> Result<Vec<tch::Tensor>, ModelError> {
+    let mut wait = None;
+    let cpu = outputs
         .into_iter()
-        .map(|t| Ok(IValue::Tensor(if device == Device::Cpu { t } else { t.f_to_device(device).map_err(torch_err)? })))
-        .collect::<Result<Vec<_>, ModelError>>()?;
+        .map(|t| match t.device() {
+            Device::Cpu => Ok(t),
+            d => {
+                wait = Some(d);
+                t.f_to_device_(Device::Cpu, t.f_kind().map_err(torch_err)?, true, false).map_err(torch_err)
+            }
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if let Some(Device::Cuda(n)) = wait {
+        tch::Cuda::synchronize(n as i64);
+    }
+    Ok(cpu)
+}
+
+/// Waits for all work on `device` (after a failed forward, before its staging
+/// buffers are written again: its input copy may still be in flight).
+pub fn wait_for(device: Device) {
+    if let Device::Cuda(n) = device {
+        tch::Cuda::synchronize(n as i64);
+    }
+}
+
+/// One forward pass of `module` on `items` (staged for its device); the
+/// outputs flattened in order, on the CPU.
+pub fn run(module: &CModule, staging: &mut Staging, items: &[&[Tensor]]) -> Result<Vec<tch::Tensor>, ModelError> {
+    let ivalues: Vec<IValue> = staging.inputs(items)?.into_iter().map(IValue::Tensor).collect();
     let out = module.forward_is(&ivalues).map_err(torch_err)?;
     let mut tensors = Vec::new();
     flatten(out, &mut tensors)?;
-    Ok(tensors)
+    to_cpu(tensors)
 }
 
 /// One forward pass on one item's inputs, the outputs lent back to the host.
-pub fn forward(module: &CModule, device: Device, inputs: &[Tensor]) -> Result<Vec<Tensor>, ModelError> {
-    run(module, device, self::inputs(&[inputs])?)?.iter().map(from_torch).collect()
+pub fn forward(module: &CModule, staging: &mut Staging, inputs: &[Tensor]) -> Result<Vec<Tensor>, ModelError> {
+    run(module, staging, &[inputs])?.iter().map(from_torch).collect()
 }
 
-/// Splits batched outputs back into per-item outputs of `counts` rows each,
-/// as views of them (no copy); `None` when an output does not carry the
-/// batch dimension (the caller then runs the items one by one).
+/// Splits batched outputs (on the CPU) back into per-item outputs of
+/// `counts` rows each, as views of them (no copy); `None` when an output
+/// does not carry the batch dimension (the caller then runs the items one
+/// by one).
 pub fn split(outputs: Vec<tch::Tensor>, counts: &[usize]) -> Result<Option<Vec<Vec<Tensor>>>, ModelError> {
     let total: usize = counts.iter().sum();
     let mut per_item: Vec<Vec<Tensor>> = counts.iter().map(|_| Vec::with_capacity(outputs.len())).collect();
     for out in outputs {
-        let out = out.f_to_device(Device::Cpu).map_err(torch_err)?.f_contiguous().map_err(torch_err)?;
-        if out.dim() == 0 || out.size()[0] != total as i64 {
+        let out = out.f_contiguous().map_err(torch_err)?;
+        let size = out.size();
+        if out.dim() == 0 || size[0] != total as i64 {
             return Ok(None);
+        }
+        let dtype = dtype_of(out.f_kind().map_err(torch_err)?)?;
+        let inner: Vec<u64> = size[1..].iter().map(|&d| d as u64).collect();
+        let row_bytes = inner.iter().product::<u64>() as usize * dtype.size() as usize;
+        let largest = counts.iter().copied().max().unwrap_or(0) * row_bytes;
+        if largest < LEND_MIN_BYTES {
+            // Small rows: each item's bytes copied straight out of the one
+            // output (what `from_torch` of a view would copy, without the
+            // libtorch calls per item).
+            let whole = TorchBytes::new(out, false)?;
+            let bytes = whole.bytes();
+            let mut at = 0;
+            for (slot, &n) in per_item.iter_mut().zip(counts) {
+                let shape = std::iter::once(n as u64).chain(inner.iter().copied()).collect();
+                slot.push(Tensor { dtype, shape, data: bytes[at..at + n * row_bytes].to_vec().into() });
+                at += n * row_bytes;
+            }
+            continue;
         }
         let mut offset = 0;
         for (slot, &n) in per_item.iter_mut().zip(counts) {
@@ -349,9 +497,49 @@ mod tests {
         assert_eq!(joined[0].size(), vec![7, 3]);
         let back = split(joined, &[1, 2, 4]).unwrap().expect("splits");
         assert_eq!(back, vec![a, b, c]);
+        // Rows large enough to be lent go back as views (the other branch).
+        let wide = LEND_MIN_BYTES as u64 / 4;
+        let (x, y) = (vec![t(1, wide, 3)], vec![t(2, wide, 5)]);
+        let back = split(inputs(&[&x, &y]).unwrap(), &[1, 2]).unwrap().expect("splits");
+        assert!(matches!(back[1][0].data, Buffer::Lent(_)));
+        assert_eq!(back, vec![x, y]);
         let scalar = tch::Tensor::from(1.5f32);
         assert!(split(vec![scalar], &[1, 2]).unwrap().is_none());
         assert!(split(vec![to_torch(&t(2, 3, 0)).unwrap()], &[1, 2]).unwrap().is_none());
+    }
+
+    #[test]
+    fn staging_lays_a_batch_out_like_the_concatenation_and_keeps_its_buffer() {
+        // The staging the CPU path uses for several items (the CUDA path's, unpinned).
+        let mut staging = Staging::new(Device::Cpu);
+        let (a, b, c) = (vec![t(1, 3, 0), t(1, 2, 7)], vec![t(2, 3, 100), t(2, 2, 9)], vec![t(4, 3, 200), t(4, 2, 1)]);
+        let want = inputs(&[&a, &b, &c]).unwrap();
+        let staged = staging.stage(&[&a, &b, &c]).unwrap();
+        assert_eq!(staged.len(), 2);
+        for (s, w) in staged.iter().zip(&want) {
+            assert_eq!(s.size(), w.size());
+            assert_eq!(s.kind(), w.kind());
+            assert!(s.equal(w), "staged bytes equal the concatenation");
+        }
+        let again = staging.stage(&[&c, &a]).unwrap();
+        assert!(again[0].equal(&inputs(&[&c, &a]).unwrap()[0]));
+        let big: Vec<Vec<Tensor>> = (0..400).map(|i| vec![t(1, 3, i as u8), t(1, 2, 0)]).collect();
+        let refs: Vec<&[Tensor]> = big.iter().map(Vec::as_slice).collect();
+        let staged = staging.stage(&refs).unwrap();
+        assert_eq!(staged[0].size(), vec![400, 3], "a larger batch grows the buffer");
+        assert!(staged[0].equal(&inputs(&refs).unwrap()[0]));
+        let mut short = t(1, 3, 0);
+        short.data = vec![0; 5].into();
+        assert!(staging.stage(&[&[short], &[t(1, 3, 0)]]).is_err(), "a bad tensor is refused before any copy");
+        // What the model runs on: the staged batch, in fresh memory for every batch on the CPU.
+        let first = staging.inputs(&[&a, &b]).unwrap();
+        let second = staging.inputs(&[&a, &b]).unwrap();
+        assert!(first[0].equal(&second[0]));
+        assert_ne!(first[0].data_ptr(), second[0].data_ptr(), "a batch's outputs may view its inputs: never overwritten");
+        let one = staging.inputs(&[&c]).unwrap();
+        assert_eq!(one[0].size(), vec![4, 3], "one item's inputs as they are");
+        let outs = to_cpu(vec![tch::Tensor::from(1.0f32)]).unwrap();
+        assert_eq!(outs[0].device(), Device::Cpu);
     }
 
     #[test]

@@ -28,7 +28,9 @@ pub(crate) async fn serve_stream<R: ItemRunner>(
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
 ) {
-    let span = tracing::info_span!("request", stream = %send.id(), model = tracing::field::Empty, request_id = tracing::field::Empty);
+    // At debug level: an enabled span costs allocations and formatting on
+    // every request; the lines logged for a request name its model themselves.
+    let span = tracing::debug_span!("request", stream = %send.id(), model = tracing::field::Empty, request_id = tracing::field::Empty);
     async {
         let mut machine = RequestMachine::new(shared.config.request_machine());
         let mut session = None;
@@ -173,12 +175,12 @@ fn finish(shared: &Shared, machine: &RequestMachine, outcome: Outcome) {
         Outcome::Rejected { code, message, cancelled } => {
             crate::metrics::request(model, &code.to_string());
             shared.items_cancelled.fetch_add(cancelled as u64, Ordering::Relaxed);
-            tracing::warn!(%code, cancelled, "request rejected: {message}");
+            tracing::warn!(model, %code, cancelled, "request rejected: {message}");
         }
         Outcome::Gone { cancelled } => {
             crate::metrics::request(model, "cancelled");
             shared.items_cancelled.fetch_add(cancelled as u64, Ordering::Relaxed);
-            tracing::info!(cancelled, "client went away; remaining items cancelled");
+            tracing::info!(model, cancelled, "client went away; remaining items cancelled");
         }
     }
 }
