@@ -21,6 +21,9 @@
 #   shape TorchServe; TG_HOST_ARGS (default "--threads 1": one libtorch
 #   thread for the forward, as each TorchServe worker) goes to the host.
 #   BUDGET_S (default 480): no new round starts that would end past it.
+#   HOGS (default 0): with N > 0, every cell is run a second time, in the same
+#   round, with N CPU-bound processes (busy loops) beside the servers, and a
+#   second table gives each server's throughput loss under that contention.
 # First run installs (idempotently): wrk and Java 17 (apt, if missing);
 # torch 2.13.0 + numpy in CACHE/torch-venv (the venv of scripts/make_models.py,
 # if missing); torchserve + torch-model-archiver 0.12.0 + PyYAML in
@@ -40,6 +43,16 @@ TS_BATCH_DELAY_MS=${TS_BATCH_DELAY_MS:-1}
 export TS_TORCH_THREADS=${TS_TORCH_THREADS:-1}
 TG_HOST_ARGS=${TG_HOST_ARGS:---threads 1}
 BUDGET_S=${BUDGET_S:-480}
+HOGS=${HOGS:-0}
+HOG_PIDS=()
+hogs_on() {
+    for _ in $(seq "$HOGS"); do python3 -c 'while True: pass' & HOG_PIDS+=($!); done
+    sleep 0.5
+}
+hogs_off() {
+    for p in "${HOG_PIDS[@]}"; do kill "$p" 2>/dev/null; wait "$p" 2>/dev/null; done
+    HOG_PIDS=()
+}
 SAMPLE="$ROOT/plugins/tabular/samples/jet-0.json"
 HERE="$ROOT/bench/torchserve"
 
@@ -81,7 +94,7 @@ stop_torchserve() {
     kill -- -"$TS_PID" 2>/dev/null || true   # its own session: java and the Python workers
     TS_PID=""
 }
-trap 'stop_torchserve; [ -n "$HOST_PID" ] && kill $HOST_PID 2>/dev/null; rm -rf "$WORK"' EXIT
+trap 'hogs_off; stop_torchserve; [ -n "$HOST_PID" ] && kill $HOST_PID 2>/dev/null; rm -rf "$WORK"' EXIT
 
 mkdir -p "$TS_DIR/store" "$TS_DIR/tmp" "$TS_DIR/logs"
 for name in tabular tabular_batched; do
@@ -180,6 +193,13 @@ for r in $(seq "$ROUNDS"); do
         echo "tg$c $line" >> "$OUT"
         # next round: about SECONDS at the rate just measured
         TG_N[$c]=$(echo "$line" | python3 -c "import json,sys; print(max(1000, int(json.load(sys.stdin)['requests_per_s'] * $DUR)))")
+        if [ "$HOGS" -gt 0 ]; then
+            hogs_on
+            wrk_run tabular "$c" "$DUR" | sed "s/^/hts$c /" >> "$OUT"
+            wrk_run tabular_batched "$c" "$DUR" | sed "s/^/htb$c /" >> "$OUT"
+            echo "htg$c $(tg_run "$c" $((TG_N[$c] / 2)))" >> "$OUT"
+            hogs_off
+        fi
     done
     ROUND_S=$((SECONDS - TR))
 done
@@ -218,4 +238,16 @@ print("|---|---|---|---|")
 print("\n".join(cpu_rows))
 print("\nper-round ratios (vs the better TorchServe of that round): " + "; ".join(per_round))
 print(f"errors: TorchServe {errors['ts']}, tensorgate {errors['tg']}")
+if "htg" + sys.argv[2].split()[0] in rows:
+    print("\nWith CPU hogs beside the servers (same rounds): req/s alone -> with hogs, and the loss")
+    print("| concurrency | TorchServe | loss | TorchServe batched | loss | tensorgate | loss |")
+    print("|---|---|---|---|---|---|---|")
+    for c in sys.argv[2].split():
+        cells = []
+        for k in ("ts", "tb", "tg"):
+            alone, hog = med([x["requests_per_s"] for x in rows[f"{k}{c}"]]), med([x["requests_per_s"] for x in rows[f"h{k}{c}"]])
+            cells.append(f"{alone:,.0f} -> {hog:,.0f} | {100 * (1 - hog / alone):.0f} %")
+        print(f"| {c} | " + " | ".join(cells) + " |")
+    print(f"errors with hogs: TorchServe {sum(x['errors'] for c in sys.argv[2].split() for k in ('hts', 'htb') for x in rows[k + c])}, "
+          f"tensorgate {sum(x['errors'] for c in sys.argv[2].split() for x in rows['htg' + c])}")
 PY
