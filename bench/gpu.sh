@@ -94,7 +94,7 @@ import json, sys
 device, events, batch, bare = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), json.loads(sys.argv[4])
 bare_s = bare["us"]["p50"] / 1e6
 print(f"\n{device}: {events} events of 3 planes, bare tch loop at batch {batch}: {bare_s * 1e3:.1f} ms per forward (p50 of {bare['iters']})\n")
-print("| instances | device | events/s | end to end per event | host forward per event | tiles per event | mean batch | bare forward per event | e2e vs bare |")
+print("| instances | device | events/s | end to end per event | forward time per event (all instances) | tiles per event | mean batch | bare forward per event | e2e vs bare |")
 print("|---|---|---|---|---|---|---|---|---|")
 for row in sys.argv[5:]:
     n, before, after, t0, t1 = row.split("|")

@@ -50,7 +50,7 @@ hogs_on() {
     sleep 0.5
 }
 hogs_off() {
-    for p in "${HOG_PIDS[@]}"; do kill "$p" 2>/dev/null; wait "$p" 2>/dev/null; done
+    for p in "${HOG_PIDS[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
     HOG_PIDS=()
 }
 SAMPLE="$ROOT/plugins/tabular/samples/jet-0.json"
@@ -128,7 +128,7 @@ ready() {
     done
 }
 for _ in $(seq 240); do ready && break; sleep 0.5; done
-ready || { echo "TorchServe did not start:" >&2; tail -20 "$TS_DIR/stdout" "$TS_DIR/logs/ts_log.log" >&2; exit 1; }
+ready || { echo "TorchServe did not start:" >&2; tail -n 20 "$TS_DIR/stdout" "$TS_DIR/logs/ts_log.log" >&2; exit 1; }
 curl -sf -m 5 -H 'Content-Type: application/json' --data-binary @"$SAMPLE" "$TS_URL/tabular" >"$TS_DIR/reply.json"
 curl -sf -m 5 -H 'Content-Type: application/json' --data-binary @"$SAMPLE" "$TS_URL/tabular_batched" >"$TS_DIR/reply-batched.json"
 
