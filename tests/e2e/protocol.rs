@@ -26,10 +26,15 @@ fn good_item() -> Input {
 
 /// Header + items as raw bytes (no End), for tests that misbehave on purpose.
 fn raw_request(model: &str, items: &[(u32, Bytes, Compression)]) -> BytesMut {
+    raw_request_as(model, "application/json", items)
+}
+
+/// [`raw_request`] with items of `content_type`.
+fn raw_request_as(model: &str, content_type: &str, items: &[(u32, Bytes, Compression)]) -> BytesMut {
     let mut out = BytesMut::new();
     encode(&Frame::Header(RequestHeader::Predict(PredictHeader { model: model.into(), ..Default::default() })), &mut out);
     for (index, payload, compression) in items {
-        let head = ItemHead { index: *index, content_type: "application/json".into(), compression: *compression, ..Default::default() };
+        let head = ItemHead { index: *index, content_type: content_type.into(), compression: *compression, ..Default::default() };
         out.extend_from_slice(&encode_item_frame(FrameKind::Item, &head, payload.len()));
         out.extend_from_slice(payload);
     }
@@ -87,17 +92,32 @@ async fn thousand_items_each_answered_exactly_once_and_mapped_right() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn client_cancelling_mid_stream_cancels_the_remaining_work() {
-    let host = TestHost::start().await;
+    // The slow test model (~2 ms per item, one item per forward): items are
+    // still queued and running when the client walks away, however fast the
+    // host's own path is.
+    let repo = tensorgate_tests::repository_with_slow();
+    let host = TestHost::start_with(repo.path().to_path_buf(), |_| {}).await;
     let client = host.client().await;
-    let item = Bytes::from(serde_json::to_vec(&cases()[0]["request"]).unwrap());
-    // Enough items that a fast host cannot finish them all before the reset arrives.
-    const N: u32 = 20_000;
+    let x = tensorgate_plugin::Tensor::from_parts(tensorgate_plugin::Dtype::F32, vec![1, 256], 0.5f32.to_le_bytes().repeat(256)).unwrap();
+    let item = Bytes::from(tensorgate_plugin::npy::write_npy(&x));
+    const N: u32 = 2_000;
     let items: Vec<(u32, Bytes, Compression)> = (0..N).map(|i| (i, item.clone(), Compression::None)).collect();
     let (mut send, mut recv) = client.open_raw().await.unwrap();
-    send.write_all(&raw_request("tabular", &items)).await.unwrap();
-    // Wait for the first reply, then walk away.
+    let request = raw_request_as("slow", "application/x-npy", &items);
+    // Wait for the first reply, then walk away, while the items may still be
+    // being sent (the host reads a request only as fast as it runs its items).
     let mut first = [0u8; 1];
-    recv.read_exact(&mut first).await.unwrap();
+    {
+        let write = send.write_all(&request);
+        tokio::pin!(write);
+        tokio::select! {
+            read = recv.read_exact(&mut first) => read.unwrap(),
+            written = &mut write => {
+                written.unwrap();
+                recv.read_exact(&mut first).await.unwrap();
+            }
+        }
+    }
     send.reset(0u32.into()).unwrap();
     recv.stop(0u32.into()).unwrap();
     let mut cancelled = 0;
@@ -110,8 +130,8 @@ async fn client_cancelling_mid_stream_cancels_the_remaining_work() {
     }
     assert!(cancelled > 0, "host reports no cancelled items");
     let status = client.status().await.unwrap();
-    let tabular = &status.models[0];
-    assert!(tabular.items_ok < N as u64, "all items ran although the client left");
+    let slow = status.models.iter().find(|m| m.name == "slow").expect("slow model");
+    assert!(slow.items_ok < N as u64, "all items ran although the client left");
     assert_still_serving(&host).await;
     client.close().await;
     host.stop().await;
