@@ -36,6 +36,10 @@ pub(crate) async fn serve_stream<R: ItemRunner>(
         let mut session = None;
         let mut tasks: JoinSet<(u32, ItemDone)> = JoinSet::new();
         let mut running: HashMap<u32, AbortHandle> = HashMap::new();
+        // The first item of a request runs in this task rather than a task of
+        // its own (a request of one item then needs no spawn and no wake-up
+        // between tasks); the items started while it runs get their own.
+        let mut local: Option<(u32, crate::request::ItemFuture)> = None;
         let mut write_failed = false;
         'pump: loop {
             // Items started since the runner was last told to send them.
@@ -64,12 +68,18 @@ pub(crate) async fn serve_stream<R: ItemRunner>(
                             continue;
                         };
                         let work = runner.run(routed, item);
-                        running.insert(index, tasks.spawn(async move { (index, work.await) }));
+                        if local.is_none() && tasks.is_empty() {
+                            local = Some((index, work));
+                        } else {
+                            running.insert(index, tasks.spawn(async move { (index, work.await) }));
+                        }
                         started = true;
                     }
                     Action::Cancel(indices) => {
                         for index in indices {
-                            if let Some(task) = running.remove(&index) {
+                            if local.as_ref().is_some_and(|(i, _)| *i == index) {
+                                local = None;
+                            } else if let Some(task) = running.remove(&index) {
                                 task.abort();
                             }
                         }
@@ -106,6 +116,14 @@ pub(crate) async fn serve_stream<R: ItemRunner>(
                     Ok(None) => machine.on_finish(Instant::now()),
                     Err(_) => machine.on_reset(),
                 },
+                (index, done) = run_local(&mut local), if local.is_some() => {
+                    local = None;
+                    machine.item_done(index, done, Instant::now());
+                    while let Some(Ok((index, done))) = tasks.try_join_next() {
+                        running.remove(&index);
+                        machine.item_done(index, done, Instant::now());
+                    }
+                }
                 Some(joined) = tasks.join_next(), if !tasks.is_empty() => {
                     // Every other item already done joins this write.
                     let mut next = Some(joined);
@@ -134,6 +152,14 @@ pub(crate) async fn serve_stream<R: ItemRunner>(
     }
     .instrument(span)
     .await
+}
+
+/// Runs the item held in the stream's own task to its end.
+async fn run_local(local: &mut Option<(u32, crate::request::ItemFuture)>) -> (u32, crate::request::ItemDone) {
+    match local {
+        Some((index, work)) => (*index, work.await),
+        None => std::future::pending().await,
+    }
 }
 
 async fn sleep_until(at: Option<Instant>) {
