@@ -8,13 +8,14 @@ HOST_PID=""
 trap '[ -n "$HOST_PID" ] && kill $HOST_PID 2>/dev/null; rm -rf "$WORK"' EXIT
 
 # Starts a host over $1 (default $REPO) on an ephemeral loopback port and
-# points the CLI at it; extra arguments go to the host.
+# points the CLI at it; extra arguments go to the host. HOST_BIN: another
+# host binary (default $BIN/tensorgate-host).
 start_host() {
     local repo=${1:-$REPO}
     [ $# -gt 0 ] && shift
     local state
     state=$(mktemp -d "$WORK/state.XXXX")
-    "$BIN/tensorgate-host" --repository "$repo" --listen 127.0.0.1:0 --state-dir "$state" "$@" >/dev/null 2>&1 &
+    "${HOST_BIN:-$BIN/tensorgate-host}" --repository "$repo" --listen 127.0.0.1:0 --state-dir "$state" "$@" >/dev/null 2>&1 &
     HOST_PID=$!
     for _ in $(seq 300); do [ -f "$state/listening" ] && break; sleep 0.1; done
     [ -f "$state/listening" ] || { echo "host did not start" >&2; exit 1; }

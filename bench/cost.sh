@@ -31,12 +31,7 @@ cell() {  # label, bench args...
         --warmup 0 | python3 "$WORK/show.py" "$label"
 }
 run() {  # label, host binary
-    local state
-    state=$(mktemp -d "$WORK/state.XXXX")
-    "$2" --repository "$REPO" --listen 127.0.0.1:0 --state-dir "$state" --threads 1 >/dev/null 2>&1 &
-    HOST_PID=$!
-    for _ in $(seq 300); do [ -f "$state/listening" ] && break; sleep 0.1; done
-    export TENSORGATE_HOST=$(cat "$state/listening") TENSORGATE_FINGERPRINT=$(cat "$state/fingerprint")
+    HOST_BIN=$2 start_host "$REPO" --threads 1 >/dev/null
     "$BIN/tensorgate" bench --model tabular --file "$F" --concurrency 64 --requests 5000 --warmup 500 >/dev/null
     cell "$1 c=1" --concurrency 1 --requests "${C1:-5000}"
     "$BIN/tensorgate" bench --model tabular --file "$F" --concurrency 64 --requests 500 --warmup 0 >/dev/null

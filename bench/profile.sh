@@ -12,11 +12,7 @@ HOSTBIN=${1:-$BIN/tensorgate-host}
 SECS=${2:-3}
 command -v perf >/dev/null || { echo "profile.sh: needs perf (apt-get install linux-perf)" >&2; exit 1; }
 F="$ROOT/plugins/tabular/samples/jet-0.json"
-state=$(mktemp -d "$WORK/state.XXXX")
-"$HOSTBIN" --repository "$REPO" --listen 127.0.0.1:0 --state-dir "$state" --threads 1 >/dev/null 2>&1 &
-HOST_PID=$!
-for _ in $(seq 300); do [ -f "$state/listening" ] && break; sleep 0.1; done
-export TENSORGATE_HOST=$(cat "$state/listening") TENSORGATE_FINGERPRINT=$(cat "$state/fingerprint")
+HOST_BIN=$HOSTBIN start_host "$REPO" --threads 1
 "$BIN/tensorgate" bench --model tabular --file "$F" --concurrency 64 --requests 5000 --warmup 500 >/dev/null
 "$BIN/tensorgate" bench --model tabular --file "$F" --concurrency 64 --requests 10000000 --duration $((SECS + 3)) --warmup 0 --json > "$WORK/bench.json" &
 LOAD=$!

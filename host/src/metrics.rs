@@ -117,13 +117,13 @@ impl ItemMetrics {
 /// Records one finished item (stage times only when it succeeded) and the
 /// plugin's idle instances, through `cell`'s handles (registered on the
 /// first item after the exporter is installed; before it, nothing records).
-pub fn item(cell: &OnceLock<ItemMetrics>, model: &str, status: &str, t: &Timings, total: Duration, idle_instances: usize) {
+pub fn item(cell: &OnceLock<ItemMetrics>, model: &str, status: &str, t: &Timings, total: Duration, idle_instances: impl FnOnce() -> usize) {
     if INSTALLED.get().is_none() {
         return;
     }
     let m = cell.get_or_init(|| ItemMetrics::new(model));
     m.item.record(total.as_secs_f64());
-    m.instances.set(idle_instances as f64);
+    m.instances.set(idle_instances() as f64);
     if status != "ok" {
         metrics::counter!(names::ITEMS, "model" => model.to_string(), "status" => status.to_string()).increment(1);
         return;

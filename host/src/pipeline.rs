@@ -63,7 +63,7 @@ pub async fn process_item(
         Ok(_) => std::borrow::Cow::Borrowed("ok"),
         Err(f) => std::borrow::Cow::Owned(f.code.to_string()),
     };
-    metrics::item(&app.counters.metrics, app.name(), &status, timings, start.elapsed(), app.plugin.idle_instances());
+    metrics::item(&app.counters.metrics, app.name(), &status, timings, start.elapsed(), || app.plugin.idle_instances());
     result
 }
 

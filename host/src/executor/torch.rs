@@ -348,18 +348,19 @@ impl Staging {
             .collect()
     }
 
-    /// Buffer `k`, at least `bytes` long (a new one, rounded up to a power
-    /// of two, when the one kept is shorter).
+    /// Buffer `k`, at least `bytes` long: on the CPU a fresh one of exactly
+    /// that length; pinned, the one kept, replaced by one rounded up to a
+    /// power of two when it is shorter.
     fn buffer(&mut self, k: usize, bytes: usize) -> Result<&tch::Tensor, ModelError> {
+        let empty = |len: usize| tch::Tensor::f_empty([len as i64], (Kind::Uint8, Device::Cpu)).map_err(torch_err);
         while self.buffers.len() <= k {
-            self.buffers.push(tch::Tensor::f_empty([0i64], (Kind::Uint8, Device::Cpu)).map_err(torch_err)?);
+            self.buffers.push(empty(0)?);
         }
-        if !self.pinned && self.buffers[k].numel() < bytes {
-            self.buffers[k] = tch::Tensor::f_empty([bytes as i64], (Kind::Uint8, Device::Cpu)).map_err(torch_err)?;
+        if !self.pinned {
+            self.buffers[k] = empty(bytes)?;
         } else if self.buffers[k].numel() < bytes {
-            let len = bytes.max(4096).checked_next_power_of_two().unwrap_or(bytes) as i64;
-            let fresh = tch::Tensor::f_empty([len], (Kind::Uint8, Device::Cpu)).map_err(torch_err)?;
-            self.buffers[k] = if self.pinned { fresh.f_pin_memory(self.device).map_err(torch_err)? } else { fresh };
+            let len = bytes.max(4096).checked_next_power_of_two().unwrap_or(bytes);
+            self.buffers[k] = empty(len)?.f_pin_memory(self.device).map_err(torch_err)?;
         }
         Ok(&self.buffers[k])
     }
