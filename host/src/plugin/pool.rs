@@ -39,6 +39,11 @@ pub enum CallError {
     Configure(PluginError),
 }
 
+/// A call longer than this counts as this long in [`PluginPool::average_call`]:
+/// one call that was preempted (a busy machine stalls a 10 µs call for
+/// milliseconds) must not make a fast plugin look slow for the calls after it.
+pub const SAMPLE_MAX: Duration = Duration::from_micros(200);
+
 /// One live instance with its own store.
 pub struct PluginInstance {
     store: Store<HostState>,
@@ -212,14 +217,15 @@ impl PluginPool {
     }
 
     fn record(&self, took: Duration) {
-        let ns = took.as_nanos().min(u64::MAX as u128) as u64;
+        let ns = took.min(SAMPLE_MAX).as_nanos() as u64;
         let old = self.average_ns.load(Ordering::Relaxed);
         // Exponential moving average, weight 1/8; a racing update just loses one sample.
         let new = if old == 0 { ns } else { old - old / 8 + ns / 8 };
         self.average_ns.store(new, Ordering::Relaxed);
     }
 
-    /// Recent average duration of a call to this plugin (zero before the first).
+    /// Recent average duration of a call to this plugin (zero before the
+    /// first), each call counted as at most [`SAMPLE_MAX`].
     pub fn average_call(&self) -> Duration {
         Duration::from_nanos(self.average_ns.load(Ordering::Relaxed))
     }

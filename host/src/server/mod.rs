@@ -2,6 +2,7 @@
 //! bidirectional stream, streams each item's reply as soon as it is done.
 
 pub mod admin;
+mod inflight;
 mod local;
 mod stream;
 
@@ -107,6 +108,8 @@ pub(crate) struct Shared {
     pub(crate) items_cancelled: AtomicU64,
     /// Streams refused by the per-connection limit.
     pub(crate) streams_refused: AtomicU64,
+    /// Requests with items running (how `inflight.rs` decides where items run).
+    pub(crate) busy_streams: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// QUIC lets a client open this many streams beyond the limit, so that the
@@ -188,6 +191,7 @@ impl Shared {
             started: Instant::now(),
             items_cancelled: AtomicU64::new(0),
             streams_refused: AtomicU64::new(0),
+            busy_streams: Arc::default(),
         })
     }
 }

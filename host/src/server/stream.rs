@@ -2,22 +2,23 @@
 //! stream, the item runner and the sans-IO [`RequestMachine`], and does
 //! what the machine's actions say. It decides nothing itself.
 
-use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use tensorgate_protocol::{encode, ErrorCode, Frame, RequestError, RequestHeader};
-use tokio::task::{AbortHandle, JoinSet};
 use tracing::Instrument;
 
+use super::inflight::InFlight;
 use super::{admin, Shared};
 use crate::auth::Peer;
 use crate::request::{Action, ItemDone, ItemFailure, ItemRunner, Outcome, Reject, RequestMachine, Routed};
 
 /// Largest read from the stream at once.
 const READ_CHUNK: usize = 1 << 20;
+/// Most bytes taken from the stream's buffer, without waiting, after a read.
+const BURST_BYTES: usize = 1 << 20;
 
 /// Serves one request on one bidirectional stream until the machine
 /// finishes it; `runner` runs its items (the local pipeline, or elsewhere).
@@ -34,22 +35,14 @@ pub(crate) async fn serve_stream<R: ItemRunner>(
     async {
         let mut machine = RequestMachine::new(shared.config.request_machine());
         let mut session = None;
-        let mut tasks: JoinSet<(u32, ItemDone)> = JoinSet::new();
-        let mut running: HashMap<u32, AbortHandle> = HashMap::new();
-        // The first item of a request runs in this task rather than a task of
-        // its own (a request of one item then needs no spawn and no wake-up
-        // between tasks); the items started while it runs get their own.
-        let mut local: Option<(u32, crate::request::ItemFuture)> = None;
+        let mut inflight = InFlight::new(shared.busy_streams.clone());
+        // Items decoded together, started together once the burst ends.
+        let mut burst: Vec<(u32, crate::request::ItemFuture)> = Vec::new();
         let mut write_failed = false;
         'pump: loop {
-            // Items started since the runner was last told to send them.
-            let mut started = false;
             while let Some(action) = machine.poll_action() {
-                if started && matches!(action, Action::Write(_) | Action::Serve { .. } | Action::Finish(_)) {
-                    if let Some(s) = &session {
-                        runner.flush(s);
-                    }
-                    started = false;
+                if !burst.is_empty() && matches!(action, Action::Write(_) | Action::Serve { .. } | Action::Finish(_)) {
+                    start(runner, &session, &mut inflight, &mut burst);
                 }
                 match action {
                     Action::Open(header) => {
@@ -67,20 +60,13 @@ pub(crate) async fn serve_stream<R: ItemRunner>(
                             machine.item_done(index, ItemDone { result: Err(failure), timings: Default::default() }, Instant::now());
                             continue;
                         };
-                        let work = runner.run(routed, item);
-                        if local.is_none() && tasks.is_empty() {
-                            local = Some((index, work));
-                        } else {
-                            running.insert(index, tasks.spawn(async move { (index, work.await) }));
-                        }
-                        started = true;
+                        burst.push((index, runner.run(routed, item)));
                     }
                     Action::Cancel(indices) => {
                         for index in indices {
-                            if local.as_ref().is_some_and(|(i, _)| *i == index) {
-                                local = None;
-                            } else if let Some(task) = running.remove(&index) {
-                                task.abort();
+                            match burst.iter().position(|(i, _)| *i == index) {
+                                Some(at) => drop(burst.swap_remove(at)),
+                                None => inflight.cancel(index),
                             }
                         }
                     }
@@ -104,35 +90,24 @@ pub(crate) async fn serve_stream<R: ItemRunner>(
                     }
                 }
             }
-            if started {
-                if let Some(s) = &session {
-                    runner.flush(s);
-                }
+            if !burst.is_empty() {
+                start(runner, &session, &mut inflight, &mut burst);
             }
             let deadline = machine.poll_timeout();
             tokio::select! {
                 chunk = recv.read_chunk(READ_CHUNK, true), if machine.wants_read() => match chunk {
-                    Ok(Some(chunk)) => machine.on_data(&chunk.bytes, Instant::now()),
+                    Ok(Some(chunk)) => {
+                        machine.on_data(&chunk.bytes, Instant::now());
+                        read_buffered(&mut recv, &mut machine);
+                    }
                     Ok(None) => machine.on_finish(Instant::now()),
                     Err(_) => machine.on_reset(),
                 },
-                (index, done) = run_local(&mut local), if local.is_some() => {
-                    local = None;
-                    machine.item_done(index, done, Instant::now());
-                    while let Some(Ok((index, done))) = tasks.try_join_next() {
-                        running.remove(&index);
-                        machine.item_done(index, done, Instant::now());
-                    }
-                }
-                Some(joined) = tasks.join_next(), if !tasks.is_empty() => {
+                (index, done) = inflight.next(), if inflight.busy() => {
                     // Every other item already done joins this write.
-                    let mut next = Some(joined);
-                    while let Some(joined) = next {
-                        if let Ok((index, done)) = joined {
-                            running.remove(&index);
-                            machine.item_done(index, done, Instant::now());
-                        }
-                        next = tasks.try_join_next();
+                    machine.item_done(index, done, Instant::now());
+                    while let Some((index, done)) = inflight.try_next() {
+                        machine.item_done(index, done, Instant::now());
                     }
                 }
                 _ = sleep_until(deadline), if deadline.is_some() => machine.handle_timeout(Instant::now()),
@@ -143,7 +118,8 @@ pub(crate) async fn serve_stream<R: ItemRunner>(
                 }
             }
         }
-        tasks.abort_all();
+        // Items still running (the request failed or went away) are dropped with it.
+        drop(inflight);
         if !write_failed {
             let _ = send.finish();
             // Let the peer read what was written before the stream is dropped.
@@ -154,11 +130,36 @@ pub(crate) async fn serve_stream<R: ItemRunner>(
     .await
 }
 
-/// Runs the item held in the stream's own task to its end.
-async fn run_local(local: &mut Option<(u32, crate::request::ItemFuture)>) -> (u32, crate::request::ItemDone) {
-    match local {
-        Some((index, work)) => (*index, work.await),
-        None => std::future::pending().await,
+/// Feeds the machine what else the stream already holds (up to
+/// [`BURST_BYTES`]) without waiting, so that the items in it start as one
+/// burst: a packet holds only a few small items.
+fn read_buffered(recv: &mut quinn::RecvStream, machine: &mut RequestMachine) {
+    use futures_util::FutureExt;
+    let mut budget = BURST_BYTES;
+    while budget > 0 && machine.wants_read() {
+        // `read_chunk` takes data only when it is ready: dropping it pending loses nothing.
+        match recv.read_chunk(budget, true).now_or_never() {
+            Some(Ok(Some(chunk))) => {
+                budget = budget.saturating_sub(chunk.bytes.len());
+                machine.on_data(&chunk.bytes, Instant::now());
+            }
+            Some(Ok(None)) => return machine.on_finish(Instant::now()),
+            Some(Err(_)) => return machine.on_reset(),
+            None => return,
+        }
+    }
+}
+
+/// Starts a burst's items and tells the runner the burst is complete.
+fn start<R: ItemRunner>(
+    runner: &R,
+    session: &Option<R::Session>,
+    inflight: &mut InFlight,
+    burst: &mut Vec<(u32, crate::request::ItemFuture)>,
+) {
+    inflight.start(std::mem::take(burst));
+    if let Some(s) = session {
+        runner.flush(s);
     }
 }
 
