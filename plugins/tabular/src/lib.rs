@@ -3,9 +3,8 @@
 //! names in the manifest's `params.features` into one f32 row; the model's
 //! scores come back as `{label: score}` using the manifest's labels.
 
-use std::collections::HashMap;
-
 use serde::Deserialize;
+use tensorgate_plugin::labels;
 use tensorgate_plugin::prelude::*;
 
 struct Tabular {
@@ -13,11 +12,24 @@ struct Tabular {
     labels: Vec<String>,
 }
 
+/// The item; its keys borrowed from the payload (no copy per key).
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Request {
-    keys: Vec<String>,
+struct Request<'a> {
+    #[serde(borrow)]
+    keys: Vec<JsonStr<'a>>,
     values: Vec<f32>,
+}
+
+impl Tabular {
+    /// Where `key` goes in the row: tried at `hint` first (clients usually
+    /// send the features in the manifest's order), then searched.
+    fn slot(&self, key: &str, hint: usize) -> Option<usize> {
+        match self.features.get(hint) {
+            Some(f) if f == key => Some(hint),
+            _ => self.features.iter().position(|f| f == key),
+        }
+    }
 }
 
 impl Plugin for Tabular {
@@ -33,41 +45,47 @@ impl Plugin for Tabular {
 
     fn preprocess(&self, item: Item) -> Result<Prepared, PluginError> {
         let features = &self.features;
-        let req: Request = item.json()?;
+        let bytes = item.payload.bytes()?;
+        let req: Request = parse_json(&bytes)?;
         if req.keys.len() != req.values.len() {
             return Err(PluginError::new(
                 "length-mismatch",
                 format!("{} keys but {} values", req.keys.len(), req.values.len()),
             ));
         }
-        let given: HashMap<&str, f32> = req.keys.iter().map(String::as_str).zip(req.values).collect();
-        if given.len() != req.keys.len() {
+        let slots: Vec<Option<usize>> = req.keys.iter().enumerate().map(|(i, k)| self.slot(k, i)).collect();
+        let mut row = vec![0f32; features.len()];
+        let mut set = vec![false; features.len()];
+        let mut duplicate = false;
+        for (slot, &value) in slots.iter().zip(&req.values) {
+            if let Some(i) = *slot {
+                duplicate |= std::mem::replace(&mut set[i], true);
+                row[i] = value;
+            }
+        }
+        let unknown = slots.iter().position(Option::is_none);
+        // A repeated unknown key is a duplicate too (checked only when one is there).
+        if duplicate || (unknown.is_some() && (1..req.keys.len()).any(|j| req.keys[..j].contains(&req.keys[j]))) {
             return Err(PluginError::new("duplicate-key", "a key appears more than once"));
         }
-        if let Some(unknown) = req.keys.iter().find(|k| !features.contains(k)) {
+        if let Some(at) = unknown {
+            let unknown = &*req.keys[at];
             return Err(PluginError::new("unknown-key", format!("unknown key `{unknown}`; expected {features:?}")));
         }
-        let row = features
-            .iter()
-            .map(|f| given.get(f.as_str()).copied().ok_or_else(|| {
-                PluginError::new("missing-key", format!("missing key `{f}`"))
-            }))
-            .collect::<Result<Vec<f32>, _>>()?;
+        if let Some(missing) = set.iter().position(|s| !s) {
+            return Err(PluginError::new("missing-key", format!("missing key `{}`", features[missing])));
+        }
         Ok(Prepared::new(vec![Tensor::from_f32(&[1, row.len() as u64], &row)?]))
     }
 
     fn postprocess(&self, out: Outputs) -> Result<Output, PluginError> {
-        let labels = &self.labels;
         let scores = out.tensor(0)?.to_f32()?;
-        if scores.len() != labels.len() {
-            return Err(PluginError::new(
+        labels::scores_json(&self.labels, &scores).map_err(|_| {
+            PluginError::new(
                 "labels",
-                format!("model returned {} scores for {} labels", scores.len(), labels.len()),
-            ));
-        }
-        let reply: json::Map<String, json::Value> =
-            labels.iter().cloned().zip(scores.into_iter().map(json::Value::from)).collect();
-        Output::json(&reply)
+                format!("model returned {} scores for {} labels", scores.len(), self.labels.len()),
+            )
+        })
     }
 }
 

@@ -42,6 +42,21 @@ pub fn scores_map(labels: &[String], scores: &[f32]) -> Result<serde_json::Map<S
     Ok(labels.iter().zip(scores).map(|(l, &s)| (l.clone(), serde_json::Value::from(s as f64))).collect())
 }
 
+/// The JSON reply `{label: score}` for one item's scores, in label order,
+/// written straight from the two lists: the same bytes as serialising
+/// [`scores_map`], without building the map. Fails naming both counts
+/// when they differ.
+pub fn scores_json(labels: &[String], scores: &[f32]) -> Result<crate::Output, PluginError> {
+    check(labels, scores.len())?;
+    struct Pairs<'a>(&'a [String], &'a [f32]);
+    impl serde::Serialize for Pairs<'_> {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            s.collect_map(self.0.iter().zip(self.1).map(|(l, &v)| (l, v as f64)))
+        }
+    }
+    crate::Output::json(&Pairs(labels, scores))
+}
+
 /// `{label: probability}` from one item's logits, through [`softmax`].
 pub fn softmax_map(labels: &[String], logits: &[f32]) -> Result<serde_json::Map<String, serde_json::Value>, PluginError> {
     scores_map(labels, &softmax(logits))
@@ -72,6 +87,14 @@ mod tests {
         let m = softmax_map(&labels, &[0.0, 0.0]).unwrap();
         assert_eq!(m.keys().cloned().collect::<Vec<_>>(), vec!["b", "s"]);
         assert_eq!(m["b"], serde_json::json!(0.5));
+        // The reply written straight from the lists is the map's JSON, byte for byte.
+        let scores = [0.1f32, 1.0 / 3.0, -2.5e-8, f32::MAX];
+        let four: Vec<String> = ["b", "s", "q\"uote", "ü"].iter().map(|s| s.to_string()).collect();
+        let reply = scores_json(&four, &scores).unwrap();
+        let crate::Body::Bytes(bytes) = &reply.body else { panic!("a bytes reply") };
+        assert_eq!(bytes, &serde_json::to_vec(&scores_map(&four, &scores).unwrap()).unwrap());
+        assert_eq!(reply.content_type, "application/json");
+        assert!(scores_json(&labels, &scores).unwrap_err().message.contains("4 scores per item"));
         let e = scores_map(&labels, &[0.1, 0.2, 0.7]).unwrap_err();
         assert!(e.message.contains("3 scores per item but the manifest lists 2 labels"), "{}", e.message);
     }

@@ -50,7 +50,7 @@ pub mod sparse;
 pub mod tensor;
 pub mod tiles;
 
-use serde::{de::DeserializeOwned, Serialize};
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
 pub use bindings::tensorgate::plugin::types::{Dtype, LogLevel, Manifest, PluginError, PluginInfo, TensorSpec};
 #[doc(hidden)]
@@ -64,8 +64,8 @@ pub use tensor::Tensor;
 /// Everything a plugin usually needs.
 pub mod prelude {
     pub use crate::{
-        export_plugin, json, log, manifest, Dtype, Item, LogLevel, Manifest, Output, Outputs, Payload, Plugin,
-        PluginError, PluginInfo, Prepared, Tensor,
+        export_plugin, json, log, manifest, parse_json, Dtype, Item, JsonStr, LogLevel, Manifest, Output, Outputs,
+        Payload, Plugin, PluginError, PluginInfo, Prepared, Tensor,
     };
 }
 
@@ -245,8 +245,51 @@ impl Item {
 
     /// Parses the payload as JSON into `T`; the error names the problem and its position.
     pub fn json<T: DeserializeOwned>(&self) -> Result<T, PluginError> {
-        serde_json::from_slice(&self.payload.bytes()?)
-            .map_err(|e| PluginError::new("malformed-json", format!("item is not the expected JSON: {e}")))
+        parse_json(&self.payload.bytes()?)
+    }
+}
+
+/// Parses JSON `bytes` into `T`, which may borrow from them (`&str`,
+/// [`JsonStr`]): for a hot path, read the payload once with
+/// `item.payload.bytes()` and parse that without copying its strings. The
+/// error (code `malformed-json`) names the problem and its position.
+pub fn parse_json<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, PluginError> {
+    serde_json::from_slice(bytes).map_err(|e| PluginError::new("malformed-json", format!("item is not the expected JSON: {e}")))
+}
+
+/// A JSON string borrowed from the parsed bytes when it holds no escapes
+/// (no allocation), owned otherwise. serde's `#[serde(borrow)]` cannot
+/// borrow the strings inside a list (`Vec<Cow<str>>` always copies); a
+/// `Vec<JsonStr>` does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JsonStr<'a>(pub std::borrow::Cow<'a, str>);
+
+impl std::ops::Deref for JsonStr<'_> {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for JsonStr<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for Visit<'a> {
+            type Value = JsonStr<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: serde::de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(JsonStr(std::borrow::Cow::Borrowed(v)))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(JsonStr(std::borrow::Cow::Owned(v.to_string())))
+            }
+            fn visit_string<E: serde::de::Error>(self, v: String) -> Result<Self::Value, E> {
+                Ok(JsonStr(std::borrow::Cow::Owned(v)))
+            }
+        }
+        d.deserialize_str(Visit(std::marker::PhantomData))
     }
 }
 
@@ -325,5 +368,28 @@ impl Output {
             Body::Bytes(b) => b.clone(),
             Body::Npz(entries) => npy::write_npz(entries),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_strings_are_borrowed_unless_escaped_and_errors_name_the_problem() {
+        #[derive(Deserialize)]
+        struct Keys<'a> {
+            #[serde(borrow)]
+            keys: Vec<JsonStr<'a>>,
+        }
+        let bytes = br#"{"keys": ["jet_pt", "jet\u005feta", "a\"b"]}"#;
+        let k: Keys = parse_json(bytes).unwrap();
+        let got: Vec<&str> = k.keys.iter().map(|s| &**s).collect();
+        assert_eq!(got, ["jet_pt", "jet_eta", "a\"b"]);
+        assert!(matches!(k.keys[0].0, std::borrow::Cow::Borrowed(_)), "no escape: borrowed");
+        assert!(matches!(k.keys[1].0, std::borrow::Cow::Owned(_)), "escaped: owned");
+        let e = parse_json::<Keys>(br#"{"keys": [1]}"#).err().unwrap();
+        assert_eq!(e.code, "malformed-json");
+        assert!(e.message.contains("expected a string") && e.message.contains("column"), "{}", e.message);
     }
 }
