@@ -43,16 +43,19 @@ impl From<CallError> for ItemFailure {
 }
 
 /// Runs one item through `app`; `timings` (fresh per item) records where
-/// time went. Counts the item and records its metrics.
+/// time went. Counts the item and records its metrics. `alone`: the item's
+/// request is the only one running on the host, so a short forward may run
+/// on this thread ([`crate::executor::ModelExecutor::forward`]).
 pub async fn process_item(
     app: &Application,
     head: ItemHead,
     payload: Bytes,
     timings: &mut Timings,
+    alone: bool,
 ) -> Result<Output, ItemFailure> {
     *timings = Timings::default();
     let start = Instant::now();
-    let result = run(app, head, payload, timings).await;
+    let result = run(app, head, payload, timings, alone).await;
     let counter = if result.is_ok() { &app.counters.items_ok } else { &app.counters.items_failed };
     counter.fetch_add(1, Ordering::Relaxed);
     if let Err(f) = &result {
@@ -67,7 +70,7 @@ pub async fn process_item(
     result
 }
 
-async fn run(app: &Application, head: ItemHead, payload: Bytes, timings: &mut Timings) -> Result<Output, ItemFailure> {
+async fn run(app: &Application, head: ItemHead, payload: Bytes, timings: &mut Timings, alone: bool) -> Result<Output, ItemFailure> {
     accepted(app, head.index, &head.content_type)?;
     let echoed = match app.manifest.plugin.echo_metadata && !head.metadata.is_empty() {
         true => Some(head.metadata.clone()),
@@ -87,7 +90,7 @@ async fn run(app: &Application, head: ItemHead, payload: Bytes, timings: &mut Ti
     check_inputs(&app.manifest.inputs, &prepared.inputs)
         .map_err(|m| ItemFailure::new(ErrorCode::PluginFailed, format!("plugin returned invalid model inputs: {m}")))?;
 
-    let forward = app.model.forward(prepared.inputs, Some(coming)).await?;
+    let forward = app.model.forward(prepared.inputs, Some(coming), alone).await?;
     timings.forward_us = micros(forward.run_time);
     let outputs = forward.outputs;
     check_tensors(&app.manifest.outputs, &outputs)
@@ -146,7 +149,7 @@ pub fn run_sample(
         metadata: metadata.clone(),
         compression: tensorgate_protocol::Compression::None,
     };
-    pollster::block_on(run(app, head, Bytes::from(data), &mut Timings::default()))
+    pollster::block_on(run(app, head, Bytes::from(data), &mut Timings::default(), false))
 }
 
 /// Item failures logged per second at most; the rest are counted and the

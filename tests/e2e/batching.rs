@@ -40,6 +40,10 @@ async fn concurrent_items_are_batched_and_match_unbatched_results() {
     }
     let before = client.status().await.unwrap().models.into_iter().find(|m| m.name == "tabular").unwrap();
     assert_eq!(before.forwards, before.forward_rows, "sequential single items run one per forward");
+    // A lone item of the only request on the host runs its (short) forward on
+    // the async worker, skipping the executor thread; the same results either way.
+    assert!(before.forwards_inline > 0, "no forward ran inline in {} sequential requests", before.forwards);
+    assert!(before.forwards_inline <= before.forwards);
     // Concurrent: four requests of 64 items at once.
     let chunks: Vec<Vec<Input>> = items.chunks(64).map(|c| c.to_vec()).collect();
     let replies = futures_join(&client, chunks).await;
@@ -201,6 +205,9 @@ async fn each_model_keeps_its_own_intra_op_threads() {
         assert_eq!(r.summary.ok, 1, "{:?}", r.outcomes);
         assert_eq!((threads("tabular"), threads("image")), (2, 3), "round {round}: each model's count, after the other's forward");
     }
+    // A model with more than one intra-op thread never runs on the async worker.
+    let tabular = client.status().await.unwrap().models.into_iter().find(|m| m.name == "tabular").unwrap();
+    assert_eq!(tabular.forwards_inline, 0);
     client.close().await;
     host.stop().await;
 }

@@ -556,7 +556,7 @@ impl ItemRunner for Gateway {
 
     /// A large item goes on its own at once; a small one is registered and
     /// queued with the others of its burst until [`ItemRunner::flush`].
-    fn run(&self, session: &Arc<RemoteSession>, item: Item) -> ItemFuture {
+    fn run(&self, session: &Arc<RemoteSession>, item: Item, _alone: bool) -> ItemFuture {
         let inner = self.inner.clone();
         if item.payload.len() > inner.max_body() / 4 {
             let session = session.clone();

@@ -406,7 +406,8 @@ async fn run_group(shared: Arc<Shared>, app: Arc<Application>, msg: jetstream::M
     let at_once = holding.0.len().max(1);
     let tasks = members.into_iter().map(|(key, head, payload)| {
         let index = head.item.index;
-        let work = shared.runner.run(&app, Item { head: head.item, payload });
+        let work = // `false`: a worker pulls items in groups; they are batched, never run inline.
+        shared.runner.run(&app, Item { head: head.item, payload }, false);
         async move {
             let done = tokio::spawn(work).await.unwrap_or_else(|e| ItemDone {
                 result: Err(ItemFailure::new(ErrorCode::Internal, format!("item {index}: its task failed: {e}"))),
@@ -568,7 +569,7 @@ async fn run_item(shared: Arc<Shared>, app: Arc<Application>, msg: jetstream::Me
         Some(name) => super::fleet::read_object(&shared.large, name).await.map(Bytes::from),
     };
     let mut work = match payload {
-        Ok(payload) => shared.runner.run(&app, Item { head: head.item.clone(), payload }),
+        Ok(payload) => shared.runner.run(&app, Item { head: head.item.clone(), payload }, false),
         Err(e) => {
             let failure = ItemFailure::new(ErrorCode::Internal, format!("item {index}: its payload is not in the engine's large-item store: {e}"));
             Box::pin(std::future::ready(ItemDone { result: Err(failure), timings: Default::default() }))

@@ -57,6 +57,19 @@ pub enum ModelError {
     },
 }
 
+/// One instance's module and staging buffers: its thread runs batches on
+/// them, and [`ModelExecutor::try_inline`] borrows an idle one.
+type Slot = Arc<Mutex<Option<(CModule, torch::Staging)>>>;
+
+/// Longest forward (estimated from the model's forwards so far) that may
+/// run on the caller's thread.
+pub const INLINE_FORWARD_MAX: Duration = Duration::from_micros(200);
+/// ... and only after the model has had no forward for this long: under
+/// load forwards follow each other closely, and items are batched instead
+/// (a request alone on the host says little: at concurrency 64 most
+/// requests are on the wire, not on the host, at any instant).
+pub const INLINE_IDLE_MIN: Duration = Duration::from_micros(100);
+
 struct Job {
     inputs: Vec<Tensor>,
     reply: oneshot::Sender<Result<Forward, ModelError>>,
@@ -88,6 +101,11 @@ pub struct Forward {
 /// while a forward runs would crash in libtorch's teardown).
 pub struct ModelExecutor {
     tx: Option<mpsc::Sender<Job>>,
+    /// Each instance's module, for [`Self::try_inline`].
+    slots: Vec<Slot>,
+    name: String,
+    /// Intra-op threads of every instance thread.
+    intra_op: usize,
     threads: Vec<std::thread::JoinHandle<()>>,
     device: Device,
     load_time: Duration,
@@ -115,6 +133,16 @@ pub struct ExecutorStats {
     /// yet ([`ModelExecutor::coming`]); a batch that is not full waits a
     /// little for them.
     pub coming: AtomicUsize,
+    /// Forward passes run on the caller's thread ([`ModelExecutor::forward`]'s `may_inline`).
+    pub inlined: AtomicU64,
+    /// When the last forward pass ended (ns since [`epoch`]).
+    last_done_ns: AtomicU64,
+}
+
+/// The process's reference instant for the executors' timestamps.
+fn epoch() -> Instant {
+    static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
 }
 
 impl ExecutorStats {
@@ -125,12 +153,19 @@ impl ExecutorStats {
         }
         self.rows.fetch_add(rows as u64, Ordering::Relaxed);
         self.busy_ns.fetch_add(took.as_nanos() as u64, Ordering::Relaxed);
+        self.last_done_ns.store(epoch().elapsed().as_nanos() as u64, Ordering::Relaxed);
+    }
+
+    /// How long since the last forward pass ended.
+    fn idle_for(&self) -> Duration {
+        let since = epoch().elapsed().as_nanos() as u64;
+        Duration::from_nanos(since.saturating_sub(self.last_done_ns.load(Ordering::Relaxed)))
     }
 
     /// Zeroes the counters of forwards run (kept: the queue), so that the
     /// load checks' forwards are not counted as served.
     pub fn reset(&self) {
-        for n in [&self.forwards, &self.rows, &self.busy_ns].into_iter().chain(&self.instance_forwards) {
+        for n in [&self.forwards, &self.rows, &self.busy_ns, &self.inlined].into_iter().chain(&self.instance_forwards) {
             n.store(0, Ordering::Relaxed);
         }
     }
@@ -168,8 +203,10 @@ impl ModelExecutor {
         });
         let (ready_tx, ready_rx) = mpsc::sync_channel::<Result<Duration, ModelError>>(instances.max(1));
         let mut threads = Vec::with_capacity(instances.max(1));
+        let slots: Vec<Slot> = (0..instances.max(1)).map(|_| Arc::new(Mutex::new(None))).collect();
         for i in 0..instances.max(1) {
             let (queue, stats, ready_tx) = (queue.clone(), stats.clone(), ready_tx.clone());
+            let slot = slots[i].clone();
             let model_name = name.to_string();
             let path_buf = path.to_path_buf();
             let thread = std::thread::Builder::new()
@@ -191,8 +228,8 @@ impl ModelExecutor {
                             return;
                         }
                     };
+                    *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some((module, torch::Staging::new(device)));
                     let _ = ready_tx.send(Ok(start.elapsed()));
-                    let mut staging = torch::Staging::new(device);
                     loop {
                         let batch = {
                             let mut guard = queue.lock().unwrap_or_else(|p| p.into_inner());
@@ -210,14 +247,19 @@ impl ModelExecutor {
                         // by whoever its caller sees afterwards (a warm-up finished
                         // before the metrics recorder is installed is never counted).
                         let record = |rows| crate::metrics::forward(&model_name, rows, stats.queued.load(Ordering::Relaxed));
-                        run_batch(&module, &mut staging, batch, &stats, i, record);
+                        // Held for the batch: an inline forward takes only an idle instance.
+                        let mut held = slot.lock().unwrap_or_else(|p| p.into_inner());
+                        let Some((module, staging)) = held.as_mut() else { break };
+                        run_batch(module, staging, batch, &stats, i, record);
                     }
+                    // The module is freed on its own thread.
+                    drop(slot.lock().unwrap_or_else(|p| p.into_inner()).take());
                 })
                 .map_err(|e| ModelError::Load { path: path.display().to_string(), reason: e.to_string() })?;
             threads.push(thread);
         }
         // From here on, an early return drops the executor: the threads are stopped and joined.
-        let mut executor = ModelExecutor { tx: Some(tx), threads, device, load_time: Duration::ZERO, stats, max_queue: policy.max_queue.max(1) };
+        let mut executor = ModelExecutor { tx: Some(tx), slots, name: name.to_string(), intra_op, threads, device, load_time: Duration::ZERO, stats, max_queue: policy.max_queue.max(1) };
         for _ in 0..instances.max(1) {
             executor.load_time = executor.load_time.max(ready_rx.recv().map_err(|_| ModelError::Stopped)??);
         }
@@ -237,11 +279,21 @@ impl ModelExecutor {
     /// queued. Fails at once with `Busy` when `max_queue` items are already
     /// waiting. Dropping the returned future before it resolves withdraws the
     /// job: the batcher drops it unrun.
-    pub async fn forward(&self, inputs: Vec<Tensor>, coming: Option<Coming<'_>>) -> Result<Forward, ModelError> {
+    ///
+    /// With `may_inline` (the caller's request is the only one running on
+    /// the host, so there is nothing to batch it with) a short forward runs
+    /// right here instead, on an idle instance: see [`Self::try_inline`].
+    pub async fn forward(&self, inputs: Vec<Tensor>, coming: Option<Coming<'_>>, may_inline: bool) -> Result<Forward, ModelError> {
         let queued = self.stats.queued.fetch_add(1, Ordering::AcqRel);
         if queued >= self.max_queue {
             self.stats.queued.fetch_sub(1, Ordering::AcqRel);
             return Err(ModelError::Busy { queued, limit: self.max_queue, retry_after: self.stats.estimate(queued) });
+        }
+        if may_inline && queued == 0 {
+            if let Some(result) = self.try_inline(&inputs) {
+                drop(coming);
+                return result;
+            }
         }
         let (reply, rx) = oneshot::channel();
         // Ended before the job is sent: a batcher that takes this job must not
@@ -252,6 +304,40 @@ impl ModelExecutor {
             return Err(ModelError::Stopped);
         }
         rx.await.map_err(|_| ModelError::Stopped)?
+    }
+
+    /// Runs `inputs` on this thread, on an idle instance, when that cannot
+    /// cost batching or stall the caller's thread: the model is on the CPU
+    /// with one intra-op thread, nothing is queued or on its way besides
+    /// this item, it ran no forward for [`INLINE_IDLE_MIN`], and forwards so
+    /// far took at most [`INLINE_FORWARD_MAX`] for this many rows. `None`:
+    /// queue it. A request alone on the host then
+    /// skips two thread hand-offs (to the executor thread and back), which
+    /// on a small model cost more than its forward.
+    fn try_inline(&self, inputs: &[Tensor]) -> Option<Result<Forward, ModelError>> {
+        let rows = batch::rows(inputs);
+        let ran = self.stats.rows.load(Ordering::Relaxed) > 0;
+        if self.device != Device::Cpu
+            || self.intra_op != 1
+            || !ran
+            || self.stats.coming.load(Ordering::Acquire) > 1
+            || self.stats.idle_for() < INLINE_IDLE_MIN
+            || self.stats.estimate(rows) > INLINE_FORWARD_MAX
+        {
+            return None;
+        }
+        let (instance, mut held) = self.slots.iter().enumerate().find_map(|(i, s)| s.try_lock().ok().map(|g| (i, g)))?;
+        let (module, staging) = held.as_mut()?;
+        let _no_grad = tch::no_grad_guard();
+        torch::set_thread_threads(1);
+        let start = Instant::now();
+        let result = torch::forward(module, staging, inputs);
+        let run_time = start.elapsed();
+        self.stats.queued.fetch_sub(1, Ordering::AcqRel);
+        self.stats.ran(instance, rows, run_time);
+        self.stats.inlined.fetch_add(1, Ordering::Relaxed);
+        crate::metrics::forward(&self.name, rows, self.stats.queued.load(Ordering::Relaxed));
+        Some(result.map(|outputs| Forward { outputs, run_time }))
     }
 
     /// The device the model runs on.

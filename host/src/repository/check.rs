@@ -150,7 +150,7 @@ fn synthetic(app: &Application) -> Result<(), LoadError> {
             described.join(", ")
         ),
     };
-    let forward = pollster::block_on(app.model.forward(inputs, None)).map_err(|e| fail(e.to_string()))?;
+    let forward = pollster::block_on(app.model.forward(inputs, None, false)).map_err(|e| fail(e.to_string()))?;
     check_tensors(&manifest.outputs, &forward.outputs).map_err(|e| LoadError::Check {
         file: "manifest.toml".into(),
         message: format!("the model's outputs for zeros shaped like the declared inputs do not match the declared outputs: {e}"),

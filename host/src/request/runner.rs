@@ -32,8 +32,10 @@ pub trait ItemRunner: Send + Sync {
 
     /// Starts one item of a routed request. The future is polled to
     /// completion, or dropped when the item is cancelled (its request's
-    /// deadline passed, the client went away, the request failed).
-    fn run(&self, session: &Self::Session, item: Item) -> ItemFuture;
+    /// deadline passed, the client went away, the request failed). `alone`:
+    /// the item is the only one running on this host (one item, in the only
+    /// busy request), so there is nothing to batch it with.
+    fn run(&self, session: &Self::Session, item: Item, alone: bool) -> ItemFuture;
 
     /// Called once the items of one burst (those decoded together) have
     /// been started, so that a runner sending items elsewhere sends them

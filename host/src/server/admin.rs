@@ -227,6 +227,7 @@ async fn status(shared: &Shared) -> StatusReply {
                     forwards: stats.forwards.load(Ordering::Relaxed),
                     forward_rows: stats.rows.load(Ordering::Relaxed),
                     forward_us: stats.busy_ns.load(Ordering::Relaxed) / 1000,
+                    forwards_inline: stats.inlined.load(Ordering::Relaxed),
                     queued: stats.queued.load(Ordering::Relaxed) as u64,
                     plugin_instances: a.plugin.idle_instances() as u64,
                     default: info.is_some_and(|m| m.default),

@@ -29,7 +29,7 @@ impl ItemRunner for LocalRunner {
         Ok((Routed { model: app.name().to_string(), version: app.version() }, app))
     }
 
-    fn run(&self, app: &Arc<Application>, item: Item) -> ItemFuture {
+    fn run(&self, app: &Arc<Application>, item: Item, alone: bool) -> ItemFuture {
         let app = app.clone();
         let max = self.max_item_bytes;
         let index = item.head.index;
@@ -42,7 +42,7 @@ impl ItemRunner for LocalRunner {
                 };
                 drop(item.payload);
                 let head = ItemHead { compression: Compression::None, ..item.head };
-                let result = process_item(&app, head, payload, &mut timings).await.map(|out| ItemOutput {
+                let result = process_item(&app, head, payload, &mut timings, alone).await.map(|out| ItemOutput {
                     payload: out.data.into(),
                     content_type: out.content_type,
                     metadata: out.metadata.into_iter().collect(),

@@ -37,7 +37,7 @@ pub(crate) async fn serve_stream<R: ItemRunner>(
         let mut session = None;
         let mut inflight = InFlight::new(shared.busy_streams.clone());
         // Items decoded together, started together once the burst ends.
-        let mut burst: Vec<(u32, crate::request::ItemFuture)> = Vec::new();
+        let mut burst: Vec<tensorgate_protocol::Item> = Vec::new();
         let mut write_failed = false;
         'pump: loop {
             while let Some(action) = machine.poll_action() {
@@ -53,19 +53,19 @@ pub(crate) async fn serve_stream<R: ItemRunner>(
                         machine.opened(decision, Instant::now());
                     }
                     Action::Run(item) => {
-                        let index = item.head.index;
-                        let Some(routed) = &session else {
+                        if session.is_none() {
                             // The machine runs items only for a routed predict request.
+                            let index = item.head.index;
                             let failure = ItemFailure::new(ErrorCode::Internal, format!("item {index} of an unrouted request"));
                             machine.item_done(index, ItemDone { result: Err(failure), timings: Default::default() }, Instant::now());
                             continue;
-                        };
-                        burst.push((index, runner.run(routed, item)));
+                        }
+                        burst.push(item);
                     }
                     Action::Cancel(indices) => {
                         for index in indices {
-                            match burst.iter().position(|(i, _)| *i == index) {
-                                Some(at) => drop(burst.swap_remove(at)),
+                            match burst.iter().position(|item| item.head.index == index) {
+                                Some(at) => drop(burst.remove(at)),
                                 None => inflight.cancel(index),
                             }
                         }
@@ -150,17 +150,22 @@ fn read_buffered(recv: &mut quinn::RecvStream, machine: &mut RequestMachine) {
     }
 }
 
-/// Starts a burst's items and tells the runner the burst is complete.
+/// Starts a burst's items and tells the runner the burst is complete. A
+/// lone item of a request that is alone on the host is run as such (its
+/// forward may skip the hand-off to the executor thread).
 fn start<R: ItemRunner>(
     runner: &R,
     session: &Option<R::Session>,
     inflight: &mut InFlight,
-    burst: &mut Vec<(u32, crate::request::ItemFuture)>,
+    burst: &mut Vec<tensorgate_protocol::Item>,
 ) {
-    inflight.start(std::mem::take(burst));
-    if let Some(s) = session {
-        runner.flush(s);
-    }
+    let Some(s) = session else {
+        burst.clear();
+        return;
+    };
+    let alone = burst.len() == 1 && inflight.alone();
+    inflight.start(burst.drain(..).map(|item| (item.head.index, runner.run(s, item, alone))).collect());
+    runner.flush(s);
 }
 
 async fn sleep_until(at: Option<Instant>) {

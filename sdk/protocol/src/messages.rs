@@ -363,6 +363,10 @@ pub struct ModelStatus {
     /// Total time in forward passes (microseconds).
     #[serde(default)]
     pub forward_us: u64,
+    /// Of the forward passes, those run on the async worker of a request
+    /// alone on the host rather than by the model's executor thread.
+    #[serde(default)]
+    pub forwards_inline: u64,
     /// Items waiting for the model now.
     #[serde(default)]
     pub queued: u64,

@@ -934,6 +934,7 @@ fn full_model_status() -> ModelStatus {
         forwards: 4,
         forward_rows: 11,
         forward_us: 900,
+        forwards_inline: 1,
         queued: 3,
         plugin_instances: 2,
         workers: 2,
