@@ -110,6 +110,8 @@ pub(crate) struct Shared {
     pub(crate) streams_refused: AtomicU64,
     /// Requests with items running (how `inflight.rs` decides where items run).
     pub(crate) busy_streams: Arc<std::sync::atomic::AtomicUsize>,
+    /// Request streams being served now (from their first byte to their end).
+    pub(crate) open_streams: std::sync::atomic::AtomicUsize,
 }
 
 /// QUIC lets a client open this many streams beyond the limit, so that the
@@ -192,6 +194,7 @@ impl Shared {
             items_cancelled: AtomicU64::new(0),
             streams_refused: AtomicU64::new(0),
             busy_streams: Arc::default(),
+            open_streams: Default::default(),
         })
     }
 }

@@ -33,6 +33,7 @@ pub(crate) async fn serve_stream<R: ItemRunner>(
     // every request; the lines logged for a request name its model themselves.
     let span = tracing::debug_span!("request", stream = %send.id(), model = tracing::field::Empty, request_id = tracing::field::Empty);
     async {
+        let _open = Open::new(&shared.open_streams);
         let mut machine = RequestMachine::new(shared.config.request_machine());
         let mut session = None;
         let mut inflight = InFlight::new(shared.busy_streams.clone());
@@ -42,7 +43,7 @@ pub(crate) async fn serve_stream<R: ItemRunner>(
         'pump: loop {
             while let Some(action) = machine.poll_action() {
                 if !burst.is_empty() && matches!(action, Action::Write(_) | Action::Serve { .. } | Action::Finish(_)) {
-                    start(runner, &session, &mut inflight, &mut burst);
+                    start(runner, &session, &mut inflight, &mut burst, &shared);
                 }
                 match action {
                     Action::Open(header) => {
@@ -91,7 +92,7 @@ pub(crate) async fn serve_stream<R: ItemRunner>(
                 }
             }
             if !burst.is_empty() {
-                start(runner, &session, &mut inflight, &mut burst);
+                start(runner, &session, &mut inflight, &mut burst, &shared);
             }
             let deadline = machine.poll_timeout();
             tokio::select! {
@@ -151,21 +152,39 @@ fn read_buffered(recv: &mut quinn::RecvStream, machine: &mut RequestMachine) {
 }
 
 /// Starts a burst's items and tells the runner the burst is complete. A
-/// lone item of a request that is alone on the host is run as such (its
-/// forward may skip the hand-off to the executor thread).
+/// lone item of the only request on the host (the only stream open, no
+/// other item running) is run as such: its forward may skip the hand-off to
+/// the executor thread, since there is nothing to batch it with.
 fn start<R: ItemRunner>(
     runner: &R,
     session: &Option<R::Session>,
     inflight: &mut InFlight,
     burst: &mut Vec<tensorgate_protocol::Item>,
+    shared: &Shared,
 ) {
     let Some(s) = session else {
         burst.clear();
         return;
     };
-    let alone = burst.len() == 1 && inflight.alone();
+    let alone = burst.len() == 1 && inflight.alone() && shared.open_streams.load(Ordering::Relaxed) == 1;
     inflight.start(burst.drain(..).map(|item| (item.head.index, runner.run(s, item, alone))).collect());
     runner.flush(s);
+}
+
+/// Counts a stream as open while it lives.
+struct Open<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl<'a> Open<'a> {
+    fn new(count: &'a std::sync::atomic::AtomicUsize) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        Open(count)
+    }
+}
+
+impl Drop for Open<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 async fn sleep_until(at: Option<Instant>) {
