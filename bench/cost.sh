@@ -16,19 +16,10 @@ export LD_LIBRARY_PATH="$ROOT/.libtorch/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 BEFORE=${1:-}
 PAIRS=${2:-3}
 F="$ROOT/plugins/tabular/samples/jet-0.json"
-cat > "$WORK/show.py" <<'PY'
-import json, sys
-d = json.loads(sys.stdin.read())
-n = d["requests"] * d["items_per_request"]
-many = d["items_per_request"] > 1
-rate, unit, per = (d["items_per_s"], "items/s", "item") if many else (d["requests_per_s"], "req/s", "request")
-host, client = d["server_cpu_s"] / n * 1e6, d["client_cpu_s"] / n * 1e6
-print(f"{sys.argv[1]}: {rate:,.0f} {unit}, p50 {d['latency_us']['p50']:.0f} µs, CPU per {per}: host {host:.1f} µs + client {client:.1f} µs")
-PY
 cell() {  # label, bench args...
     local label=$1; shift
     python3 "$ROOT/bench/torchserve/cell.py" --pid "$HOST_PID" -- "$BIN/tensorgate" bench --model tabular --file "$F" --json "$@" \
-        --warmup 0 | python3 "$WORK/show.py" "$label"
+        --warmup 0 | python3 "$ROOT/bench/cost_line.py" "$label"
 }
 run() {  # label, host binary
     HOST_BIN=$2 start_host "$REPO" --threads 1 >/dev/null

@@ -2,9 +2,9 @@
 # Many-item requests (issue 17): `tabular` at 1,000 items per request, at
 # concurrency 4 and at concurrency 1, for this build or alternating with
 # another host binary (A/B, same machine state); a fresh host (`--threads 1`)
-# per run, 10 untimed requests first. Prints each run (items/s, p50, host and
-# client CPU per item, the host's preprocess and postprocess µs per item) and
-# the medians per build and cell.
+# per run, 10 untimed requests first. Prints each run (bench/cost_line.py:
+# items/s, p50, host and client CPU per item, the host's preprocess and
+# postprocess µs per item) and the medians per build and cell.
 # Usage: bench/many-items.sh [BEFORE_HOST_BINARY [PAIRS]]   (CM: requests per run, 100)
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -13,20 +13,11 @@ export LD_LIBRARY_PATH="$ROOT/.libtorch/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 BEFORE=${1:-}
 PAIRS=${2:-3}
 F="$ROOT/plugins/tabular/samples/jet-0.json"
-cat > "$WORK/show.py" <<'PY'
-import json, sys
-d = json.loads(sys.stdin.read())
-n = d["requests"] * d["items_per_request"]
-host, client = d["server_cpu_s"] / n * 1e6, d["client_cpu_s"] / n * 1e6
-s = d["server_us_per_item"]
-print(f"{sys.argv[1]}: {d['items_per_s']:,.0f} items/s, p50 {d['latency_us']['p50'] / 1000:.1f} ms, "
-      f"CPU per item: host {host:.1f} µs + client {client:.1f} µs; preprocess {s['preprocess']:.1f} µs, postprocess {s['postprocess']:.1f} µs")
-PY
 run() {  # label, host binary, concurrency
     HOST_BIN=$2 start_host "$REPO" --threads 1 >/dev/null
     "$BIN/tensorgate" bench --model tabular --file "$F" --items 1000 --concurrency "$3" --requests 10 --warmup 0 >/dev/null
     python3 "$ROOT/bench/torchserve/cell.py" --pid "$HOST_PID" -- "$BIN/tensorgate" bench --model tabular --file "$F" --json \
-        --items 1000 --concurrency "$3" --requests "${CM:-100}" --warmup 0 | python3 "$WORK/show.py" "$1 c=$3" | tee -a "$WORK/runs.txt"
+        --items 1000 --concurrency "$3" --requests "${CM:-100}" --warmup 0 | python3 "$ROOT/bench/cost_line.py" "$1 c=$3" | tee -a "$WORK/runs.txt"
     stop_host
 }
 echo "machine: $(nproc) cores, load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -43,9 +43,9 @@ impl From<CallError> for ItemFailure {
 }
 
 /// Runs one item through `app`; `timings` (fresh per item) records where
-/// time went. Counts the item and records its metrics. `alone`: the item's
-/// request is the only one running on the host, so a short forward may run
-/// on this thread ([`crate::executor::ModelExecutor::forward`]).
+/// time went. Counts the item and records its metrics. `alone`: the item is a
+/// lone item of the only request open on the host, so a short forward may
+/// run on this thread ([`crate::executor::ModelExecutor::forward`]).
 pub async fn process_item(
     app: &Application,
     head: ItemHead,

@@ -26,7 +26,8 @@ class Tabular(tg.Plugin):
             raise tg.PluginError("length-mismatch", f"{len(keys)} keys but {len(values)} values")
         given = dict(zip(keys, values))
         if len(given) != len(keys):
-            raise tg.PluginError("duplicate-key", "a key appears more than once")
+            repeated = next(k for i, k in enumerate(keys) if k in keys[:i])
+            raise tg.PluginError("duplicate-key", f"key `{repeated}` appears more than once")
         unknown = next((k for k in keys if k not in self.features), None)
         if unknown is not None:
             raise tg.PluginError("unknown-key", f"unknown key `{unknown}`; expected {json.dumps(self.features)}")

@@ -105,9 +105,10 @@ async fn bad_items_fail_alone_with_clear_errors() {
         body(&keys, &[1.0, 2.0]),                                          // length mismatch
         Input::json(b"{\"keys\": [\"jet_pt\"], \"values\": [\"high\"]}".to_vec()), // non-numeric
         good_input(),
+        body(&[&keys[..], &["jet_eta"]].concat(), &vec![1.0; keys.len() + 1]), // jet_eta twice
     ];
     let reply = client.predict(Submission::new("tabular", items)).await.expect("request succeeds");
-    assert_eq!((reply.summary.ok, reply.summary.failed), (2, 5));
+    assert_eq!((reply.summary.ok, reply.summary.failed), (2, 6));
     assert!(reply.outcomes[0].is_ok() && reply.outcomes[6].is_ok());
     let expect = [
         (1, "malformed-json"),
@@ -115,6 +116,7 @@ async fn bad_items_fail_alone_with_clear_errors() {
         (3, "unknown key `jet_charm`"),
         (4, "length-mismatch"),
         (5, "invalid type"),
+        (7, "key `jet_eta` appears more than once"),
     ];
     for (i, needle) in expect {
         let err = reply.outcomes[i].as_ref().expect_err("item fails");

@@ -280,9 +280,10 @@ impl ModelExecutor {
     /// waiting. Dropping the returned future before it resolves withdraws the
     /// job: the batcher drops it unrun.
     ///
-    /// With `may_inline` (the caller's request is the only one running on
-    /// the host, so there is nothing to batch it with) a short forward runs
-    /// right here instead, on an idle instance: see [`Self::try_inline`].
+    /// With `may_inline` (the caller's item is a lone item of the only
+    /// request open on the host, so there is nothing to batch it with) a
+    /// short forward runs right here instead, on an idle instance: see
+    /// [`Self::try_inline`].
     pub async fn forward(&self, inputs: Vec<Tensor>, coming: Option<Coming<'_>>, may_inline: bool) -> Result<Forward, ModelError> {
         let queued = self.stats.queued.fetch_add(1, Ordering::AcqRel);
         if queued >= self.max_queue {
@@ -311,9 +312,9 @@ impl ModelExecutor {
     /// with one intra-op thread, nothing is queued or on its way besides
     /// this item, it ran no forward for [`INLINE_IDLE_MIN`], and forwards so
     /// far took at most [`INLINE_FORWARD_MAX`] for this many rows. `None`:
-    /// queue it. A request alone on the host then
-    /// skips two thread hand-offs (to the executor thread and back), which
-    /// on a small model cost more than its forward.
+    /// queue it. A request alone on the host then skips two thread
+    /// hand-offs (to the executor thread and back), which on a small model
+    /// cost more than its forward.
     fn try_inline(&self, inputs: &[Tensor]) -> Option<Result<Forward, ModelError>> {
         let rows = batch::rows(inputs);
         let ran = self.stats.rows.load(Ordering::Relaxed) > 0;
@@ -330,14 +331,10 @@ impl ModelExecutor {
         let (module, staging) = held.as_mut()?;
         let _no_grad = tch::no_grad_guard();
         torch::set_thread_threads(1);
-        let start = Instant::now();
-        let result = torch::forward(module, staging, inputs);
-        let run_time = start.elapsed();
         self.stats.queued.fetch_sub(1, Ordering::AcqRel);
-        self.stats.ran(instance, rows, run_time);
         self.stats.inlined.fetch_add(1, Ordering::Relaxed);
-        crate::metrics::forward(&self.name, rows, self.stats.queued.load(Ordering::Relaxed));
-        Some(result.map(|outputs| Forward { outputs, run_time }))
+        let record = |rows| crate::metrics::forward(&self.name, rows, self.stats.queued.load(Ordering::Relaxed));
+        Some(forward_one(module, staging, inputs, &self.stats, instance, record))
     }
 
     /// The device the model runs on.
@@ -398,16 +395,29 @@ fn run_batch(module: &CModule, staging: &mut torch::Staging, jobs: Vec<Job>, sta
         torch::wait_for(staging.device());
     }
     for job in jobs {
-        let start = Instant::now();
-        let rows = batch::rows(&job.inputs);
-        let result = torch::forward(module, staging, &job.inputs);
-        if result.is_err() {
-            torch::wait_for(staging.device());
-        }
-        let run_time = start.elapsed();
-        stats.ran(instance, rows, run_time);
-        record(rows);
-        let result = result.map(|outputs| Forward { outputs, run_time });
+        let result = forward_one(module, staging, &job.inputs, stats, instance, &record);
         let _ = job.reply.send(result);
     }
+}
+
+/// One item's forward pass alone, counted and recorded (by an executor
+/// thread, or inline by [`ModelExecutor::try_inline`]).
+fn forward_one(
+    module: &CModule,
+    staging: &mut torch::Staging,
+    inputs: &[Tensor],
+    stats: &ExecutorStats,
+    instance: usize,
+    record: impl Fn(usize),
+) -> Result<Forward, ModelError> {
+    let start = Instant::now();
+    let rows = batch::rows(inputs);
+    let result = torch::forward(module, staging, inputs);
+    if result.is_err() {
+        torch::wait_for(staging.device());
+    }
+    let run_time = start.elapsed();
+    stats.ran(instance, rows, run_time);
+    record(rows);
+    result.map(|outputs| Forward { outputs, run_time })
 }

@@ -71,12 +71,6 @@ impl InFlight {
         }
     }
 
-    /// Whether nothing runs here and no other request of the host has items
-    /// running: an item started now would be the only one on the host.
-    pub(crate) fn alone(&self) -> bool {
-        !self.busy() && self.busy_streams.load(Ordering::Relaxed) == 0
-    }
-
     /// Keeps the host's count of busy requests in step with [`Self::busy`].
     fn settle(&mut self) {
         let busy = self.busy();
@@ -316,7 +310,6 @@ mod tests {
         }
         assert_eq!(busy.load(Ordering::SeqCst), 2);
         let mut inflight = InFlight::new(busy.clone());
-        assert!(!inflight.alone(), "other requests are running");
         inflight.start((0..100).map(|i| item(i, 1, dropped.clone())).collect());
         assert_eq!((inflight.local.len(), inflight.groups.len()), (100, 0), "no task spawned");
         assert_eq!(busy.load(Ordering::SeqCst), 3);
@@ -332,10 +325,7 @@ mod tests {
         assert_eq!(busy.load(Ordering::SeqCst), 1);
         inflight.start((0..100).map(|i| item(i, 1, dropped.clone())).collect());
         assert!(inflight.groups.len() > 1, "spread over tasks: {}", inflight.groups.len());
-        assert!(!inflight.alone(), "this request is running");
         drop(inflight);
         assert_eq!(busy.load(Ordering::SeqCst), 1, "a dropped request is not busy");
-        others.pop();
-        assert!(InFlight::new(busy.clone()).alone(), "nothing runs on the host");
     }
 }

@@ -166,7 +166,7 @@ fn start<R: ItemRunner>(
         burst.clear();
         return;
     };
-    let alone = burst.len() == 1 && inflight.alone() && shared.open_streams.load(Ordering::Relaxed) == 1;
+    let alone = burst.len() == 1 && !inflight.busy() && shared.open_streams.load(Ordering::Relaxed) == 1;
     inflight.start(burst.drain(..).map(|item| (item.head.index, runner.run(s, item, alone))).collect());
     runner.flush(s);
 }

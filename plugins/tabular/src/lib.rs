@@ -64,9 +64,12 @@ impl Plugin for Tabular {
             }
         }
         let unknown = slots.iter().position(Option::is_none);
-        // A repeated unknown key is a duplicate too (checked only when one is there).
-        if duplicate || (unknown.is_some() && (1..req.keys.len()).any(|j| req.keys[..j].contains(&req.keys[j]))) {
-            return Err(PluginError::new("duplicate-key", "a key appears more than once"));
+        // A repeated unknown key is a duplicate too (searched for only when one is there).
+        if duplicate || unknown.is_some() {
+            if let Some(j) = (1..req.keys.len()).find(|&j| req.keys[..j].contains(&req.keys[j])) {
+                let key = &*req.keys[j];
+                return Err(PluginError::new("duplicate-key", format!("key `{key}` appears more than once")));
+            }
         }
         if let Some(at) = unknown {
             let unknown = &*req.keys[at];

@@ -44,7 +44,7 @@ def test_py_tabular_errors_name_the_problem():
 
     assert fails(bad) == ("missing-key", "missing key `jet_pt`")
     assert fails({"keys": ["a"], "values": []}) == ("length-mismatch", "1 keys but 0 values")
-    assert fails({"keys": ["jet_pt", "jet_pt"], "values": [1, 2]}) == ("duplicate-key", "a key appears more than once")
+    assert fails({"keys": ["jet_pt", "jet_pt"], "values": [1, 2]}) == ("duplicate-key", "key `jet_pt` appears more than once")
     assert fails({"keys": ["nope"], "values": [1]})[1].startswith('unknown key `nope`; expected ["jet_pt", ')
     assert fails(b"{")[0] == "malformed-json"
     with pytest.raises(tg.PluginError, match="3 scores per item but the manifest lists 4 labels"):
