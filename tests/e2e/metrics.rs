@@ -1,5 +1,6 @@
-//! The Prometheus endpoint: scraped over HTTP and parsed (its own test
-//! binary, since the recorder is process-wide).
+//! Observability: the Prometheus endpoint, scraped over HTTP and parsed (its
+//! own test binary, since the recorder is process-wide), and the perf map
+//! that names plugin code for `perf`.
 
 use std::collections::HashMap;
 
@@ -67,4 +68,40 @@ async fn metrics_endpoint_counts_items_and_times_stages() {
     assert!(m.get(r#"tensorgate_plugin_instances{model="tabular"}"#).is_some_and(|&n| n >= 1.0));
     client.close().await;
     host.stop().await;
+}
+
+/// With `TENSORGATE_WASM_PERFMAP` set, the host writes `/tmp/perf-PID.map`
+/// naming its plugins' JIT code (what `perf report` shows instead of
+/// `[unknown]`); without it, none.
+#[test]
+fn the_perfmap_switch_names_plugin_code_for_perf() {
+    use std::process::{Command, Stdio};
+    use tensorgate_tests::cluster::{host_binary, wait_for_file};
+    let start = |perfmap: bool| {
+        let state = tempfile::tempdir().unwrap();
+        let mut cmd = Command::new(host_binary());
+        cmd.args(["--listen", "127.0.0.1:0", "--threads", "1"])
+            .arg("--repository")
+            .arg(tensorgate_tests::repository())
+            .arg("--state-dir")
+            .arg(state.path())
+            .env("RUST_LOG", "warn")
+            .env_remove(tensorgate_host::plugin::PERFMAP_ENV)
+            .stdout(Stdio::null());
+        if perfmap {
+            cmd.env(tensorgate_host::plugin::PERFMAP_ENV, "1");
+        }
+        let mut child = cmd.spawn().expect("host starts");
+        wait_for_file(&state.path().join("listening"), std::time::Duration::from_secs(60), "host", &mut child);
+        let map = std::path::PathBuf::from(format!("/tmp/perf-{}.map", child.id()));
+        let text = std::fs::read_to_string(&map).ok();
+        let _ = child.kill();
+        let _ = child.wait();
+        let _ = std::fs::remove_file(&map);
+        text
+    };
+    let text = start(true).expect("perf map written");
+    let plugin_lines = text.lines().filter(|l| l.contains("wasm[")).count();
+    assert!(plugin_lines > 10, "plugin functions named in the map: {plugin_lines}");
+    assert_eq!(start(false), None, "no map unless asked for");
 }

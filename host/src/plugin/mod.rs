@@ -280,6 +280,10 @@ pub struct PluginEngine {
     cache: Option<PathBuf>,
 }
 
+/// When set in the environment, the engine writes `/tmp/perf-PID.map`, so
+/// that `perf report` names plugin functions instead of `[unknown]` JIT code.
+pub const PERFMAP_ENV: &str = "TENSORGATE_WASM_PERFMAP";
+
 /// Granularity of plugin call budgets.
 pub const EPOCH_TICK: Duration = Duration::from_millis(5);
 
@@ -293,6 +297,10 @@ impl PluginEngine {
         let mut config = Config::new();
         config.wasm_component_model(true);
         config.epoch_interruption(true);
+        if std::env::var_os(PERFMAP_ENV).is_some() {
+            // Names the JIT code of plugins for `perf` (/tmp/perf-PID.map).
+            config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         let engine = Engine::new(&config).map_err(|e| engine_err(format!("{e:#}")))?;
         let weak = engine.weak();
         std::thread::Builder::new().name("wasm-epoch".into()).spawn(move || {
