@@ -91,6 +91,41 @@ async fn many_items_on_one_connection_and_concurrent_requests() {
     host.stop().await;
 }
 
+/// The plugin tries each key where the key at that position went in the
+/// previous item: runs of one key order, changes of order, and a bad item
+/// between them must all map every value to its feature.
+#[tokio::test(flavor = "multi_thread")]
+async fn repeated_and_changing_key_orders_map_every_value() {
+    let host = TestHost::start().await;
+    let client = host.client().await;
+    let reference = reference();
+    let cases = reference["cases"].as_array().unwrap();
+    // Reference cases by index (each has its own key order); `None`: case 0
+    // with an unknown key.
+    let plan = [0, 0, 0, 1, 1, 0].map(Some).into_iter().chain([None]).chain([2, 2, 2, 2, 3, 0, 0, 0].map(Some));
+    // One request at a time, so one plugin instance sees them in this order.
+    for (i, case) in plan.enumerate() {
+        let mut request = cases[case.unwrap_or(0)]["request"].clone();
+        if case.is_none() {
+            request["keys"][3] = Value::from("jet_unknown");
+        }
+        let item = Input::json(serde_json::to_vec(&request).unwrap());
+        let reply = client.predict(Submission::new("tabular", vec![item])).await.unwrap();
+        let Some(case) = case else {
+            let e = reply.outcomes[0].as_ref().expect_err("an unknown key fails the item");
+            assert!(e.message.contains("jet_unknown"), "{}", e.message);
+            continue;
+        };
+        let got: Value = serde_json::from_slice(&reply.outcomes[0].as_ref().expect("item ok").payload).unwrap();
+        for (label, w) in cases[case]["scores"].as_object().unwrap() {
+            let (g, w) = (got[label].as_f64().unwrap(), w.as_f64().unwrap());
+            assert!((g - w).abs() <= TOLERANCE, "item {i} (case {case}) label {label}: host {g} vs pytorch {w}");
+        }
+    }
+    client.close().await;
+    host.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_items_fail_alone_with_clear_errors() {
     let host = TestHost::start().await;

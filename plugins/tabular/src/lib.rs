@@ -3,6 +3,8 @@
 //! names in the manifest's `params.features` into one f32 row; the model's
 //! scores come back as `{label: score}` using the manifest's labels.
 
+use std::cell::RefCell;
+
 use serde::Deserialize;
 use tensorgate_plugin::labels;
 use tensorgate_plugin::prelude::*;
@@ -10,6 +12,10 @@ use tensorgate_plugin::prelude::*;
 struct Tabular {
     features: Vec<String>,
     labels: Vec<String>,
+    /// The slot each key position went to in the previous item: a client
+    /// sends one key order for all its items, so each key is tried there
+    /// first (one comparison instead of a search through the features).
+    last: RefCell<Vec<usize>>,
 }
 
 /// The item; its keys borrowed from the payload (no copy per key).
@@ -22,8 +28,8 @@ struct Request<'a> {
 }
 
 impl Tabular {
-    /// Where `key` goes in the row: tried at `hint` first (clients usually
-    /// send the features in the manifest's order), then searched.
+    /// Where `key` goes in the row: tried at `hint` first (where the key at
+    /// this position went last time, else the manifest's order), then searched.
     fn slot(&self, key: &str, hint: usize) -> Option<usize> {
         match self.features.get(hint) {
             Some(f) if f == key => Some(hint),
@@ -40,7 +46,7 @@ impl Plugin for Tabular {
     }
 
     fn configure(m: &Manifest) -> Result<Self, PluginError> {
-        Ok(Tabular { features: m.param_as("features")?, labels: m.labels.clone() })
+        Ok(Tabular { features: m.param_as("features")?, labels: m.labels.clone(), last: RefCell::new(Vec::new()) })
     }
 
     fn preprocess(&self, item: Item) -> Result<Prepared, PluginError> {
@@ -53,7 +59,12 @@ impl Plugin for Tabular {
                 format!("{} keys but {} values", req.keys.len(), req.values.len()),
             ));
         }
-        let slots: Vec<Option<usize>> = req.keys.iter().enumerate().map(|(i, k)| self.slot(k, i)).collect();
+        let mut last = self.last.borrow_mut();
+        let slots: Vec<Option<usize>> =
+            req.keys.iter().enumerate().map(|(i, k)| self.slot(k, last.get(i).copied().unwrap_or(i))).collect();
+        last.clear();
+        last.extend(slots.iter().map(|s| s.unwrap_or(usize::MAX)));
+        drop(last);
         let mut row = vec![0f32; features.len()];
         let mut set = vec![false; features.len()];
         let mut duplicate = false;
