@@ -75,6 +75,14 @@ async fn metrics_endpoint_counts_items_and_times_stages() {
 /// `[unknown]`); without it, none.
 #[test]
 fn the_perfmap_switch_names_plugin_code_for_perf() {
+    /// The host process, killed and reaped when dropped (also when a check panics).
+    struct Stopped(std::process::Child);
+    impl Drop for Stopped {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
     use std::process::{Command, Stdio};
     use tensorgate_tests::cluster::{host_binary, wait_for_file};
     let start = |perfmap: bool| {
@@ -91,12 +99,11 @@ fn the_perfmap_switch_names_plugin_code_for_perf() {
         if perfmap {
             cmd.env(tensorgate_host::plugin::PERFMAP_ENV, "1");
         }
-        let mut child = cmd.spawn().expect("host starts");
-        wait_for_file(&state.path().join("listening"), std::time::Duration::from_secs(60), "host", &mut child);
-        let map = std::path::PathBuf::from(format!("/tmp/perf-{}.map", child.id()));
+        let mut host = Stopped(cmd.spawn().expect("host starts"));
+        let map = std::path::PathBuf::from(format!("/tmp/perf-{}.map", host.0.id()));
+        wait_for_file(&state.path().join("listening"), std::time::Duration::from_secs(60), "host", &mut host.0);
         let text = std::fs::read_to_string(&map).ok();
-        let _ = child.kill();
-        let _ = child.wait();
+        drop(host);
         let _ = std::fs::remove_file(&map);
         text
     };

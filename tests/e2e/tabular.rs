@@ -24,6 +24,18 @@ fn features() -> Vec<String> {
     reference()["features"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()).collect()
 }
 
+/// A reply's scores against a reference case's: the same labels in the
+/// same order, each within [`TOLERANCE`] of PyTorch's.
+fn assert_scores(payload: &[u8], case: &Value, what: &str) {
+    let got: serde_json::Map<String, Value> = serde_json::from_slice(payload).unwrap();
+    let want = case["scores"].as_object().unwrap();
+    assert_eq!(got.keys().collect::<Vec<_>>(), want.keys().collect::<Vec<_>>(), "labels in manifest order");
+    for (label, w) in want {
+        let (g, w) = (got[label].as_f64().unwrap(), w.as_f64().unwrap());
+        assert!((g - w).abs() <= TOLERANCE, "{what} label {label}: host {g} vs pytorch {w}");
+    }
+}
+
 fn good_input() -> Input {
     let f = features();
     let keys: Vec<&str> = f.iter().map(String::as_str).collect();
@@ -45,13 +57,7 @@ async fn scores_match_pytorch_reference() {
         let out = outcome.as_ref().expect("item ok");
         assert_eq!(out.index as usize, i);
         assert_eq!(out.content_type, "application/json");
-        let got: serde_json::Map<String, Value> = serde_json::from_slice(&out.payload).unwrap();
-        let want = case["scores"].as_object().unwrap();
-        assert_eq!(got.keys().collect::<Vec<_>>(), want.keys().collect::<Vec<_>>(), "labels in manifest order");
-        for (label, w) in want {
-            let (g, w) = (got[label].as_f64().unwrap(), w.as_f64().unwrap());
-            assert!((g - w).abs() <= TOLERANCE, "case {i} label {label}: host {g} vs pytorch {w}");
-        }
+        assert_scores(&out.payload, case, &format!("case {i}"));
     }
     client.close().await;
     host.stop().await;
@@ -116,11 +122,8 @@ async fn repeated_and_changing_key_orders_map_every_value() {
             assert!(e.message.contains("jet_unknown"), "{}", e.message);
             continue;
         };
-        let got: Value = serde_json::from_slice(&reply.outcomes[0].as_ref().expect("item ok").payload).unwrap();
-        for (label, w) in cases[case]["scores"].as_object().unwrap() {
-            let (g, w) = (got[label].as_f64().unwrap(), w.as_f64().unwrap());
-            assert!((g - w).abs() <= TOLERANCE, "item {i} (case {case}) label {label}: host {g} vs pytorch {w}");
-        }
+        let out = reply.outcomes[0].as_ref().expect("item ok");
+        assert_scores(&out.payload, &cases[case], &format!("item {i} (case {case})"));
     }
     client.close().await;
     host.stop().await;

@@ -12,11 +12,14 @@ use tensorgate_plugin::prelude::*;
 struct Tabular {
     features: Vec<String>,
     labels: Vec<String>,
-    /// The slot each key position went to in the previous item: a client
-    /// sends one key order for all its items, so each key is tried there
-    /// first (one comparison instead of a search through the features).
+    /// The slot of each key position in the previous item: a client sends
+    /// one key order for all its items, so each key is tried there first
+    /// (one comparison instead of a search through the features).
     last: RefCell<Vec<usize>>,
 }
+
+/// The slot of a key that is not a feature.
+const UNKNOWN: usize = usize::MAX;
 
 /// The item; its keys borrowed from the payload (no copy per key).
 #[derive(Deserialize)]
@@ -59,22 +62,22 @@ impl Plugin for Tabular {
                 format!("{} keys but {} values", req.keys.len(), req.values.len()),
             ));
         }
-        let mut last = self.last.borrow_mut();
-        let slots: Vec<Option<usize>> =
-            req.keys.iter().enumerate().map(|(i, k)| self.slot(k, last.get(i).copied().unwrap_or(i))).collect();
-        last.clear();
-        last.extend(slots.iter().map(|s| s.unwrap_or(usize::MAX)));
-        drop(last);
+        // Each key's slot, written over the previous item's (`UNKNOWN`: not a feature).
+        let mut slots = self.last.borrow_mut();
+        slots.resize(req.keys.len(), UNKNOWN);
         let mut row = vec![0f32; features.len()];
         let mut set = vec![false; features.len()];
         let mut duplicate = false;
-        for (slot, &value) in slots.iter().zip(&req.values) {
-            if let Some(i) = *slot {
-                duplicate |= std::mem::replace(&mut set[i], true);
-                row[i] = value;
+        for (i, (key, &value)) in req.keys.iter().zip(&req.values).enumerate() {
+            let hint = if slots[i] == UNKNOWN { i } else { slots[i] };
+            slots[i] = self.slot(key, hint).unwrap_or(UNKNOWN);
+            if let Some(s) = set.get_mut(slots[i]) {
+                duplicate |= std::mem::replace(s, true);
+                row[slots[i]] = value;
             }
         }
-        let unknown = slots.iter().position(Option::is_none);
+        let unknown = slots.iter().position(|&s| s == UNKNOWN);
+        drop(slots);
         // A repeated unknown key is a duplicate too (searched for only when one is there).
         if duplicate || unknown.is_some() {
             if let Some(j) = (1..req.keys.len()).find(|&j| req.keys[..j].contains(&req.keys[j])) {
