@@ -1,6 +1,9 @@
 //! `tensorgate bench`: a closed-loop load generator over one connection.
+//! Like `submit`, it exits 1 when any request or item failed (the report
+//! is printed either way).
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -53,11 +56,13 @@ struct Worker {
     server: Timings,
 }
 
-pub async fn run(client: Arc<Client>, args: BenchArgs) -> anyhow::Result<()> {
+/// Runs the benchmark and prints its report; exit code 1 if any request
+/// or item failed.
+pub async fn run(client: Arc<Client>, args: BenchArgs) -> anyhow::Result<ExitCode> {
     let mut inputs = Vec::new();
     for f in &args.file {
         let data = bytes::Bytes::from(std::fs::read(f).with_context(|| format!("reading {}", f.display()))?);
-        inputs.push(Input::new(data, crate::content_type_for(f)));
+        inputs.push(Input::new(data, tensorgate_client::content_type_for(f)));
     }
     let raw_bytes: usize = inputs.iter().map(|i| i.payload.len()).sum::<usize>() * args.items;
     let make = |n: usize| {
@@ -169,5 +174,14 @@ pub async fn run(client: Arc<Client>, args: BenchArgs) -> anyhow::Result<()> {
     } else {
         println!("{}", serde_json::to_string_pretty(&report)?);
     }
-    Ok(())
+    Ok(exit_code(errors))
+}
+
+/// Failed requests and items fail the run, as they fail `submit`.
+fn exit_code(errors: u64) -> ExitCode {
+    if errors > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
 }

@@ -4,9 +4,9 @@
 //! (`TENSORGATE_HOST`, `TENSORGATE_FINGERPRINT`, `TENSORGATE_CA`), then defaults.
 
 mod bench;
+mod install;
 mod pbtxt;
-mod python;
-mod scaffold;
+mod plugin;
 mod submit;
 mod triton;
 
@@ -15,9 +15,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use anyhow::bail;
 use clap::{Args, Parser, Subcommand};
-use tensorgate_client::{ConnectOptions, Failover, Identity, Trust};
+use tensorgate_client::{trust_per_address, ConnectOptions, Failover, Identity};
 
 #[derive(Parser)]
 #[command(name = "tensorgate", version, about = "Submit work to a tensorgate host")]
@@ -117,15 +116,13 @@ enum Command {
         model: String,
     },
     /// Load generator: send requests of one payload file and report latency
-    /// percentiles and throughput.
+    /// percentiles and throughput. Exit code 1 if any request or item failed.
     Bench(bench::BenchArgs),
     /// Scaffold (`plugin new NAME`) and build (`plugin build DIR`) plugin crates; needs no host.
-    Plugin(scaffold::PluginArgs),
+    Plugin(plugin::PluginArgs),
     /// Bring models from another server across (`import triton DIR`); needs no host.
     Import(triton::ImportArgs),
 }
-
-pub(crate) use tensorgate_client::content_type_for;
 
 fn print_models(models: &[tensorgate_client::protocol::ModelInfo]) {
     println!(
@@ -157,7 +154,7 @@ fn print_models(models: &[tensorgate_client::protocol::ModelInfo]) {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match &cli.command {
-        Command::Plugin(args) => return scaffold::main(args),
+        Command::Plugin(args) => return plugin::main(args),
         Command::Import(args) => return triton::main(args),
         _ => {}
     }
@@ -175,29 +172,20 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         (Some(cert), Some(key)) => Some(Identity { cert: cert.clone(), key: key.clone() }),
         _ => None,
     };
-    let hosts = &cli.conn.host;
-    let fingerprints: Vec<&str> = cli.conn.fingerprint.as_deref().map(|f| f.split(',').map(str::trim).collect()).unwrap_or_default();
-    if fingerprints.len() > 1 && fingerprints.len() != hosts.len() {
-        bail!("{} fingerprints for {} hosts: give one per host, or one for all", fingerprints.len(), hosts.len());
-    }
-    let mut targets = Vec::new();
-    for (i, addr) in hosts.iter().enumerate() {
-        let trust = match (fingerprints.get(i).or(fingerprints.first()), &cli.conn.ca) {
-            (Some(fp), _) => Trust::Fingerprint(fp.to_string()),
-            (None, Some(ca)) => Trust::CaFile(ca.clone()),
-            (None, None) => bail!("give --fingerprint (printed by tensorgate-host) or --ca to trust the host"),
-        };
-        targets.push((*addr, ConnectOptions { trust, identity: identity.clone(), token: cli.conn.token.clone() }));
-    }
+    let trust = trust_per_address(&cli.conn.host, cli.conn.fingerprint.as_deref(), cli.conn.ca.as_deref())?;
+    let targets = cli
+        .conn
+        .host
+        .iter()
+        .zip(trust)
+        .map(|(addr, trust)| (*addr, ConnectOptions { trust, identity: identity.clone(), token: cli.conn.token.clone() }))
+        .collect();
     let failover = Arc::new(Failover::new(targets)?);
     let client = failover.client().await?;
     let code = match cli.command {
         Command::Submit(args) => submit::run(failover.clone(), args).await?,
         Command::Plugin(_) | Command::Import(_) => unreachable!("handled in main before connecting"),
-        Command::Bench(args) => {
-            bench::run(client.clone(), args).await?;
-            ExitCode::SUCCESS
-        }
+        Command::Bench(args) => bench::run(client.clone(), args).await?,
         Command::Status => {
             println!("{}", serde_json::to_string_pretty(&client.status().await?)?);
             ExitCode::SUCCESS

@@ -181,7 +181,7 @@ pub async fn run(client: Arc<Failover>, args: SubmitArgs) -> anyhow::Result<Exit
         let mut items = Vec::with_capacity(last - first);
         for f in &files[first..last] {
             let data = std::fs::read(f).with_context(|| format!("reading {}", f.display()))?;
-            let ct = args.content_type.as_deref().unwrap_or_else(|| crate::content_type_for(f));
+            let ct = args.content_type.as_deref().unwrap_or_else(|| tensorgate_client::content_type_for(f));
             let mut input = Input::new(data, ct).with_meta("filename", &f.display().to_string());
             for (k, v) in args.meta.iter().chain(per_item.get(f).into_iter().flatten()) {
                 input = input.with_meta(k, v);
@@ -199,11 +199,18 @@ pub async fn run(client: Arc<Failover>, args: SubmitArgs) -> anyhow::Result<Exit
         let (client, files, args, totals, pb) = (client.clone(), files.clone(), args.clone(), totals.clone(), pb.clone());
         tasks.spawn(async move {
             let _permit = permit;
-            let mut answered = 0usize;
+            // Which of this request's items were answered (printed) already.
+            let mut answered = vec![false; last - first];
             let result = client
                 .predict_stream(sub, |event| {
                     let Event::Item(outcome) = event else { return };
-                    answered += 1;
+                    let local = match &outcome {
+                        Ok(r) => r.index,
+                        Err(e) => e.index,
+                    } as usize;
+                    if let Some(slot) = answered.get_mut(local) {
+                        *slot = true;
+                    }
                     let line = match outcome {
                         Ok(r) => {
                             let global = first + r.index as usize;
@@ -248,15 +255,12 @@ pub async fn run(client: Arc<Failover>, args: SubmitArgs) -> anyhow::Result<Exit
                 })
                 .await;
             if let Err(e) = result {
-                // The whole request failed: every item of it not yet answered is reported failed.
-                let code = match &e {
-                    ClientError::Request { code, .. } => json!(code),
-                    _ => json!("connection"),
-                };
-                pb.suspend(|| {
-                    println!("{}", json!({ "items": [first, last], "ok": false, "code": code, "error": e.to_string() }))
-                });
-                totals.lock().unwrap_or_else(|p| p.into_inner()).failed += (last - first - answered) as u64;
+                // The request failed as a whole: one line names the items
+                // it left unanswered (not those printed above), and they count as failed.
+                let unanswered: Vec<usize> = (0..answered.len()).filter(|&i| !answered[i]).map(|i| first + i).collect();
+                let line = request_failure(&e, &unanswered);
+                pb.suspend(|| println!("{line}"));
+                totals.lock().unwrap_or_else(|p| p.into_inner()).failed += unanswered.len() as u64;
             }
         });
     }
@@ -268,6 +272,19 @@ pub async fn run(client: Arc<Failover>, args: SubmitArgs) -> anyhow::Result<Exit
     let secs = start.elapsed().as_secs_f64();
     eprintln!("{} ok, {} failed, {} items in {:.2} s ({:.1} items/s)", t.ok, t.failed, n, secs, n as f64 / secs.max(1e-9));
     Ok(if t.failed > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}
+
+/// The line printed for a request that failed as a whole: the items it
+/// left unanswered (indices over all files submitted), the error code
+/// (`connection` when the connection was lost) and why.
+fn request_failure(e: &ClientError, unanswered: &[usize]) -> serde_json::Value {
+    let (code, error) = match e {
+        ClientError::Request { code, message } => (json!(code), message.clone()),
+        // The client's own item list counts within the request: the line's `items` say it over all files.
+        ClientError::Unanswered { reason, .. } => (json!("connection"), reason.clone()),
+        other => (json!("connection"), other.to_string()),
+    };
+    json!({ "items": unanswered, "ok": false, "code": code, "error": error })
 }
 
 #[cfg(test)]

@@ -2,8 +2,9 @@
 //! with `platform: "pytorch_libtorch"` or `backend: "pytorch"`, and
 //! numbered version folders holding `model.pt`) becomes tensorgate bundles
 //! served by the generic `tensors` plugin (an `.npz` in, one array per
-//! input, an `.npz` out). Each bundle is checked as a host checks it
-//! (`tensorgate-host --check`) before it is installed.
+//! input, an `.npz` out). Each bundle is staged, checked as a host checks
+//! it (`tensorgate-host --check`) and only then installed, by the one
+//! install flow (`install.rs`) that `plugin build` uses too.
 //!
 //! Mapped: `name`, inputs and outputs (name, `data_type`, `dims` with
 //! `-1`, and the batch dimension `max_batch_size` implies), an output's
@@ -86,27 +87,16 @@ fn import(dir: &Path, repository: &Path, only: Option<u64>, name: Option<&str>, 
     };
     let versions = versions(dir, &mapped.model_file, only, &mapped.policy)?;
     for v in versions {
-        let staged = repository.join(format!(".import-{}-{v}-{}", mapped.name, std::process::id()));
-        let _ = std::fs::remove_dir_all(&staged);
-        let result = (|| -> anyhow::Result<()> {
-            std::fs::create_dir_all(&staged).with_context(|| format!("creating {}", staged.display()))?;
-            std::fs::write(staged.join("manifest.toml"), mapped.manifest(v, dir))?;
-            let model = dir.join(v.to_string()).join(&mapped.model_file);
+        let model = dir.join(v.to_string()).join(&mapped.model_file);
+        crate::install::install(repository, &mapped.name, v, |staged| {
+            std::fs::write(staged.join("manifest.toml"), mapped.manifest(v, dir)).context("writing manifest.toml")?;
             std::fs::copy(&model, staged.join("model.pt")).with_context(|| format!("copying {}", model.display()))?;
             std::fs::copy(&plugin, staged.join("plugin.wasm")).with_context(|| format!("copying {}", plugin.display()))?;
-            crate::scaffold::run_check(&staged).with_context(|| {
-                format!("version {v}: the bundle made from {} and {} (its manifest.toml is what the config maps to)", config_path.display(), model.display())
-            })
-        })();
-        if let Err(e) = result {
-            let _ = std::fs::remove_dir_all(&staged);
-            return Err(e.context("not installed"));
-        }
-        let dest = repository.join(&mapped.name).join(v.to_string());
-        std::fs::create_dir_all(repository.join(&mapped.name))?;
-        let _ = std::fs::remove_dir_all(&dest);
-        std::fs::rename(&staged, &dest).with_context(|| format!("moving the bundle to {}", dest.display()))?;
-        println!("installed {}", dest.display());
+            Ok(())
+        })
+        .with_context(|| {
+            format!("version {v}: the bundle made from {} and {} (its manifest.toml is what the config maps to)", config_path.display(), model.display())
+        })?;
     }
     Ok(())
 }

@@ -13,9 +13,9 @@ use bytes::Bytes;
 use tensorgate_protocol::{AdminReply, ModelInfo, StatusReply, Summary};
 use tokio::sync::Mutex;
 
-use tensorgate_protocol::ErrorCode;
-
-use crate::{Client, ClientError, ConnectOptions, Event, ItemFailed, Reply, Submission};
+use crate::error::ClientError;
+use crate::predict::{Collector, Event, Reply, Submission};
+use crate::transport::{Client, ConnectOptions};
 
 /// A client over several addresses, failing over in turn.
 pub struct Failover {
@@ -126,33 +126,12 @@ impl Failover {
     }
 
     /// Submits a request and collects every reply in input order, failing
-    /// over as [`Failover::predict_stream`] does.
+    /// over as [`Failover::predict_stream`] does (the collecting is
+    /// [`Client::predict`]'s).
     pub async fn predict(&self, submission: Submission) -> Result<Reply, ClientError> {
-        let total = submission.items.len();
-        let mut outcomes = vec![None; total];
-        let summary = self
-            .predict_stream(submission, |event| {
-                if let Event::Item(o) = event {
-                    let i = match &o {
-                        Ok(r) => r.index,
-                        Err(e) => e.index,
-                    } as usize;
-                    if let Some(slot) = outcomes.get_mut(i) {
-                        *slot = Some(o);
-                    }
-                }
-            })
-            .await?;
-        let outcomes = outcomes
-            .into_iter()
-            .enumerate()
-            .map(|(i, o)| {
-                o.unwrap_or_else(|| {
-                    Err(ItemFailed { index: i as u32, code: ErrorCode::Internal, message: "no reply for this item".into(), retry_after_ms: None, metadata: Default::default() })
-                })
-            })
-            .collect();
-        Ok(Reply { outcomes, summary })
+        let mut collector = Collector::new(submission.items.len());
+        let summary = self.predict_stream(submission, |event| collector.on_event(event)).await?;
+        Ok(collector.reply(summary))
     }
 
     /// Submits a request and calls `on_event` for each item's reply as it
@@ -161,20 +140,43 @@ impl Failover {
     /// (each address at most once more); an item answered before the break
     /// is never sent again. The summary is the last attempt's, with `ok`
     /// and `failed` counted over all attempts.
+    ///
+    /// When the items cannot all be answered, the error is
+    /// [`ClientError::Unanswered`] with indices as in `submission`, naming
+    /// only the items no attempt answered, and the connection loss as its
+    /// reason (also when no address answers a new connection afterwards).
     pub async fn predict_stream(&self, submission: Submission, mut on_event: impl FnMut(Event)) -> Result<Summary, ClientError> {
         let total = submission.items.len();
         let mut answered = vec![false; total];
         let (mut ok, mut failed) = (0u32, 0u32);
         // Original index of each item of the current attempt.
         let mut pending: Vec<usize> = (0..total).collect();
-        let mut attempts = 0;
-        loop {
-            attempts += 1;
-            let client = self.client().await?;
-            let mut attempt = submission.clone();
-            attempt.items = pending.iter().map(|&i| submission.items[i].clone()).collect();
+        // Why the last attempt's connection broke.
+        let mut lost: Option<String> = None;
+        let unanswered = |pending: &[usize], reason: String| ClientError::Unanswered {
+            reason,
+            total,
+            unanswered: pending.iter().map(|&i| i as u32).collect(),
+        };
+        for attempt in 0..=self.targets.len() {
+            let client = match self.client().await {
+                Ok(c) => c,
+                Err(e) => {
+                    return Err(match lost {
+                        // The loss is what the caller needs to hear; not
+                        // finding another address is the consequence.
+                        Some(reason) => {
+                            tracing::warn!("after {reason}: {e}");
+                            unanswered(&pending, format!("{reason}, and no address answered again"))
+                        }
+                        None => e,
+                    })
+                }
+            };
+            let mut this = submission.clone();
+            this.items = pending.iter().map(|&i| submission.items[i].clone()).collect();
             let result = client
-                .predict_stream(attempt, |event| match event {
+                .predict_stream(this, |event| match event {
                     Event::Item(mut o) => {
                         let slot = match &mut o {
                             Ok(r) => &mut r.index,
@@ -194,23 +196,23 @@ impl Failover {
                     other => on_event(other),
                 })
                 .await;
-            match result {
+            let reason = match result {
                 Ok(mut s) => {
                     s.ok = ok;
                     s.failed = failed;
                     return Ok(s);
                 }
-                Err(ClientError::Unanswered { reason, .. }) if attempts <= self.targets.len() => {
-                    self.broken(&client).await;
-                    pending.retain(|&i| !answered[i]);
-                    tracing::warn!("{reason}: resubmitting {} unanswered item(s) through the next address", pending.len());
-                }
-                Err(e @ ClientError::Connection(_)) if attempts <= self.targets.len() => {
-                    tracing::warn!("{e}: trying the next address");
-                    self.broken(&client).await;
-                }
+                Err(ClientError::Unanswered { reason, .. }) => reason,
+                Err(ClientError::Connection(why)) => format!("connection to {} lost: {why}", client.address()),
                 Err(e) => return Err(e),
+            };
+            self.broken(&client).await;
+            pending.retain(|&i| !answered[i]);
+            if attempt < self.targets.len() {
+                tracing::warn!("{reason}: resubmitting {} unanswered item(s) through the next address", pending.len());
             }
+            lost = Some(reason);
         }
+        Err(unanswered(&pending, lost.unwrap_or_else(|| "no address answered".into())))
     }
 }

@@ -7,7 +7,12 @@
 //!   exchange every operation goes through;
 //! - `predict`: items in, results out, collected or streamed;
 //! - `management`: status, models, upload, fetch,
-//!   delete, reload.
+//!   delete, reload;
+//! - `failover`: several addresses behind one client, resubmitting the
+//!   items a broken connection left unanswered;
+//! - `targets`: the addresses a user gives and how to trust each (one
+//!   fingerprint for all, or one per address), shared by the command line
+//!   and the Python bindings.
 //!
 //! The modules are private; everything public is re-exported here at the
 //! crate root.
@@ -27,11 +32,13 @@ mod error;
 mod failover;
 mod management;
 mod predict;
+mod targets;
 mod transport;
 
 pub use error::ClientError;
 pub use failover::Failover;
 pub use management::pack_bundle;
+pub use targets::{trust_per_address, TargetsError};
 pub use predict::{content_type_for, Event, Input, ItemFailed, ItemReply, Reply, Submission};
 pub use transport::{transport_config, Client, ConnectOptions, Identity, Trust, DEAD_PEER_TIMEOUT, KEEP_ALIVE, MTU_UPPER_BOUND};
 

@@ -10,7 +10,8 @@ use tensorgate_protocol::{
     AdminHeader, AdminReply, Frame, ItemHead, ModelInfo, ProtocolError, RequestHeader, StatusHeader, StatusReply,
 };
 
-use crate::{Client, ClientError};
+use crate::error::ClientError;
+use crate::transport::Client;
 
 /// Bundle bytes per `Item` frame of an upload.
 const UPLOAD_CHUNK: usize = 4 << 20;

@@ -9,7 +9,8 @@ use tensorgate_protocol::{
     Compression, ErrorCode, Frame, Item, ItemHead, Limits, PredictHeader, ProtocolError, RequestHeader, Summary,
 };
 
-use crate::{Client, ClientError};
+use crate::error::ClientError;
+use crate::transport::Client;
 
 /// One item to submit.
 #[derive(Debug, Clone)]
@@ -128,25 +129,46 @@ pub struct Reply {
     pub summary: Summary,
 }
 
+/// Collects the item outcomes of a streamed reply in input order: the one
+/// way a collected [`Reply`] is made from [`Event`]s, by
+/// [`Client::predict`] and by `Failover::predict`.
+pub(crate) struct Collector {
+    outcomes: Vec<Option<Result<ItemReply, ItemFailed>>>,
+}
+
+impl Collector {
+    /// A collector for a request of `items` items.
+    pub(crate) fn new(items: usize) -> Self {
+        Collector { outcomes: vec![None; items] }
+    }
+
+    /// Keeps an item's outcome (at its index; an index out of range is
+    /// ignored, the reply reader refuses it first).
+    pub(crate) fn on_event(&mut self, event: Event) {
+        if let Event::Item(outcome) = event {
+            let index = match &outcome {
+                Ok(r) => r.index,
+                Err(e) => e.index,
+            } as usize;
+            if let Some(slot) = self.outcomes.get_mut(index) {
+                *slot = Some(outcome);
+            }
+        }
+    }
+
+    /// The reply: one outcome per input, an item never answered an
+    /// `internal` failure.
+    pub(crate) fn reply(self, summary: Summary) -> Reply {
+        Reply { outcomes: in_input_order(self.outcomes), summary }
+    }
+}
+
 impl Client {
     /// Submits a request and collects every reply, in input order.
     pub async fn predict(&self, submission: Submission) -> Result<Reply, ClientError> {
-        let n = submission.items.len();
-        let mut outcomes: Vec<Option<Result<ItemReply, ItemFailed>>> = vec![None; n];
-        let summary = self
-            .predict_stream(submission, |event| {
-                if let Event::Item(outcome) = event {
-                    let index = match &outcome {
-                        Ok(r) => r.index,
-                        Err(e) => e.index,
-                    } as usize;
-                    if let Some(slot) = outcomes.get_mut(index) {
-                        *slot = Some(outcome);
-                    }
-                }
-            })
-            .await?;
-        Ok(Reply { outcomes: in_input_order(outcomes), summary })
+        let mut collector = Collector::new(submission.items.len());
+        let summary = self.predict_stream(submission, |event| collector.on_event(event)).await?;
+        Ok(collector.reply(summary))
     }
 
     /// Submits a request and calls `on_event` for each reply as it arrives
@@ -182,15 +204,13 @@ impl Client {
                 on_predict_frame(frame, limits, &mut on_event)
             })
             .await;
-        match result {
-            // The connection or stream broke: say which items got no answer.
-            Err(e @ (ClientError::Connection(_) | ClientError::Incomplete)) => Err(ClientError::Unanswered {
-                reason: e.to_string(),
-                total,
-                unanswered: (0..total as u32).filter(|&i| !answered[i as usize]).collect(),
-            }),
-            other => other,
-        }
+        let reason = match result {
+            // The connection or stream broke: say so, and which items got no answer.
+            Err(ClientError::Connection(why)) => format!("connection to {} lost: {why}", self.address()),
+            Err(e @ ClientError::Incomplete) => e.to_string(),
+            other => return other,
+        };
+        Err(ClientError::Unanswered { reason, total, unanswered: (0..total as u32).filter(|&i| !answered[i as usize]).collect() })
     }
 }
 

@@ -1,141 +1,15 @@
 //! The client over real QUIC against a minimal in-process host that speaks
-//! the protocol (no libtorch, no plugins): predict echoes each item, status
-//! and management answer canned replies. Checks the one write path (the
+//! the protocol (no libtorch, no plugins; `fake/`): predict echoes each
+//! item, status and management answer canned replies. Checks the one write path (the
 //! coalescing FrameWriter, large payloads alone) and the one reply loop.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
+#[allow(dead_code)] // each test binary uses part of it
+mod fake;
 
-use bytes::{Bytes, BytesMut};
-use sha2::{Digest, Sha256};
-use tensorgate_client::protocol::{
-    encode, AdminReply, ErrorCode, Frame, FrameDecoder, Item, ItemError, ItemHead, Limits, RequestError, RequestHeader,
-    RequestState, StatusReply, Summary, COPY_MAX_BYTES,
-};
+use bytes::Bytes;
+use fake::{start_host, FETCHED};
+use tensorgate_client::protocol::{ErrorCode, COPY_MAX_BYTES};
 use tensorgate_client::{Client, ClientError, Event, Input, Submission, Trust};
-
-/// Bytes of archive a fetch returns, in two Result frames.
-const FETCHED: &[u8] = b"tar-zst-archive-bytes";
-
-/// Starts the fake host on 127.0.0.1; returns its address and certificate fingerprint.
-async fn start_host() -> (SocketAddr, String) {
-    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("certificate");
-    let cert = certified.cert.der().clone();
-    let fingerprint = hex::encode(Sha256::digest(cert.as_ref()));
-    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(certified.key_pair.serialize_der().into());
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut tls = rustls::ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .expect("TLS 1.3")
-        .with_no_client_auth()
-        .with_single_cert(vec![cert], key)
-        .expect("server certificate");
-    tls.alpn_protocols = vec![tensorgate_client::protocol::ALPN.to_vec()];
-    let quic = quinn::crypto::rustls::QuicServerConfig::try_from(tls).expect("QUIC TLS");
-    let mut config = quinn::ServerConfig::with_crypto(Arc::new(quic));
-    config.transport_config(Arc::new(tensorgate_client::transport_config()));
-    let endpoint = quinn::Endpoint::server(config, "127.0.0.1:0".parse().expect("addr")).expect("endpoint");
-    let addr = endpoint.local_addr().expect("local addr");
-    tokio::spawn(async move {
-        while let Some(incoming) = endpoint.accept().await {
-            tokio::spawn(async move {
-                let Ok(conn) = incoming.await else { return };
-                while let Ok((send, recv)) = conn.accept_bi().await {
-                    tokio::spawn(serve(send, recv));
-                }
-            });
-        }
-    });
-    (addr, fingerprint)
-}
-
-/// Reads one whole request (order checked as the host does), then answers it.
-async fn serve(mut send: quinn::SendStream, mut recv: quinn::RecvStream) {
-    let limits = Limits::default();
-    let mut decoder = FrameDecoder::from_client(limits);
-    let mut state = RequestState::new(limits);
-    let mut header = None;
-    let mut items = Vec::new();
-    'read: loop {
-        loop {
-            match decoder.decode() {
-                Ok(Some(frame)) => match state.on_frame(frame) {
-                    Ok(Frame::Header(h)) => header = Some(h),
-                    Ok(Frame::Item(item)) => items.push(item),
-                    Ok(Frame::End) => break 'read,
-                    Ok(_) => {}
-                    Err(e) => return reject(send, ErrorCode::BadRequest, &e.to_string()).await,
-                },
-                Ok(None) => break,
-                Err(e) => return reject(send, ErrorCode::BadRequest, &e.to_string()).await,
-            }
-        }
-        match recv.read_chunk(1 << 20, true).await {
-            Ok(Some(chunk)) => decoder.feed(&chunk.bytes),
-            _ => return,
-        }
-    }
-    let mut out = BytesMut::new();
-    match header {
-        Some(RequestHeader::Predict(h)) if h.model == "missing" => {
-            return reject(send, ErrorCode::UnknownModel, "no application `missing`").await
-        }
-        Some(RequestHeader::Predict(h)) => {
-            let mut ok = 0;
-            let mut failed = 0;
-            // Answered in reverse order, to show completion order reaches the caller.
-            for item in items.iter().rev() {
-                match item.decompressed(limits.max_item_bytes) {
-                    Ok(payload) if &payload[..] != b"fail" => {
-                        ok += 1;
-                        let head = ItemHead { index: item.head.index, content_type: item.head.content_type.clone(), metadata: item.head.metadata.clone(), ..ItemHead::default() };
-                        encode(&Frame::Result(Item { head, payload }), &mut out);
-                    }
-                    _ => {
-                        failed += 1;
-                        let e = ItemError { index: item.head.index, code: ErrorCode::PluginError, message: "asked to fail".into(), retry_after_ms: None, metadata: Default::default() };
-                        encode(&Frame::ItemError(e), &mut out);
-                    }
-                }
-            }
-            encode(&Frame::Summary(Summary { model: h.model, ok, failed, request_id: h.request_id, ..Summary::default() }), &mut out);
-        }
-        Some(RequestHeader::Status(_)) => {
-            encode(&Frame::Status(StatusReply { host_version: "fake".into(), uptime_s: 7, ..StatusReply::default() }), &mut out)
-        }
-        Some(RequestHeader::Upload(h)) => {
-            let bytes: usize = items.iter().map(|i| i.payload.len()).sum();
-            let indices: Vec<u32> = items.iter().map(|i| i.head.index).collect();
-            let message = format!("{bytes} bytes in {} chunks {indices:?} replace={}", items.len(), h.replace);
-            encode(&Frame::Reply(AdminReply { op: "upload".into(), message, ..AdminReply::default() }), &mut out);
-        }
-        Some(RequestHeader::Fetch(h)) => {
-            let (a, b) = FETCHED.split_at(7);
-            for (index, part) in [a, b].into_iter().enumerate() {
-                let head = ItemHead { index: index as u32, ..ItemHead::default() };
-                encode(&Frame::Result(Item { head, payload: Bytes::copy_from_slice(part) }), &mut out);
-            }
-            let message = format!("{} {:?}", h.model.unwrap_or_default(), h.version);
-            encode(&Frame::Reply(AdminReply { op: "fetch".into(), message, ..AdminReply::default() }), &mut out);
-        }
-        Some(RequestHeader::Models(_)) => {
-            // A predict-style frame in a management reply: the client must refuse it.
-            encode(&Frame::Summary(Summary::default()), &mut out);
-        }
-        _ => return reject(send, ErrorCode::Unsupported, "not in the fake host").await,
-    }
-    let _ = send.write_all(&out).await;
-    let _ = send.finish();
-    let _ = send.stopped().await;
-}
-
-async fn reject(mut send: quinn::SendStream, code: ErrorCode, message: &str) {
-    let mut out = BytesMut::new();
-    encode(&Frame::RequestError(RequestError { code, message: message.into() }), &mut out);
-    let _ = send.write_all(&out).await;
-    let _ = send.finish();
-    let _ = send.stopped().await;
-}
 
 async fn client() -> Client {
     let (addr, fingerprint) = start_host().await;

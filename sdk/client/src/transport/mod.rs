@@ -5,8 +5,9 @@
 
 mod tls;
 
+pub use tls::{Identity, Trust};
+
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -14,7 +15,7 @@ use tensorgate_protocol::{
     Frame, FrameDecoder, FrameKind, FrameWriter, ItemHead, Limits, ReplyState, RequestHeader,
 };
 
-use crate::ClientError;
+use crate::error::ClientError;
 
 /// QUIC transport settings for tensorgate traffic, shared by client and host:
 /// flow-control windows sized for events of tens of MB, and path-MTU discovery
@@ -45,25 +46,6 @@ pub const MTU_UPPER_BOUND: u16 = 8952;
 
 /// Most bytes taken from the stream per read of a reply.
 const READ_CHUNK_BYTES: usize = 1 << 20;
-
-/// How the client decides to trust the host's certificate.
-#[derive(Debug, Clone)]
-pub enum Trust {
-    /// Pin the SHA-256 fingerprint (hex) the host printed at start.
-    Fingerprint(String),
-    /// Verify the certificate chain against the CA certificates in this PEM file.
-    CaFile(PathBuf),
-}
-
-/// A client certificate and its key (PEM files), for hosts that check
-/// client certificates (mutual TLS).
-#[derive(Debug, Clone)]
-pub struct Identity {
-    /// Certificate chain, end-entity first.
-    pub cert: PathBuf,
-    /// Private key (PKCS#8, PKCS#1 or SEC1).
-    pub key: PathBuf,
-}
 
 /// How to connect: whom to trust, and which credentials to present.
 #[derive(Debug, Clone)]
@@ -135,6 +117,11 @@ impl Client {
     /// Limits applied to the host's replies.
     pub(crate) fn limits(&self) -> Limits {
         self.limits
+    }
+
+    /// The host's address.
+    pub fn address(&self) -> SocketAddr {
+        self.conn.remote_address()
     }
 
     /// Opens a raw bidirectional stream, for tools and tests that speak the

@@ -1,6 +1,7 @@
 //! Client-side TLS: pin the host's certificate fingerprint, or verify
 //! against a CA file.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -9,7 +10,26 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
 use sha2::{Digest, Sha256};
 
-use crate::{ClientError, Identity, Trust};
+use crate::error::ClientError;
+
+/// How the client decides to trust the host's certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Trust {
+    /// Pin the SHA-256 fingerprint (hex) the host printed at start.
+    Fingerprint(String),
+    /// Verify the certificate chain against the CA certificates in this PEM file.
+    CaFile(PathBuf),
+}
+
+/// A client certificate and its key (PEM files), for hosts that check
+/// client certificates (mutual TLS).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    /// Certificate chain, end-entity first.
+    pub cert: PathBuf,
+    /// Private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+}
 
 /// The rustls configuration for `trust`, with our ALPN, presenting
 /// `identity` as a client certificate when given.

@@ -1,4 +1,4 @@
-//! Python plugins for `tensorgate plugin new|build|check`: a folder with
+//! Python plugins for `tensorgate plugin build|check`: a folder with
 //! `plugin.py` (using the `tensorgate_plugin` guest SDK, sdk/python-plugin)
 //! is compiled to a component by componentize-py against the same WIT world
 //! as Rust plugins. A build whose inputs (the plugin's and the SDK's `.py`
@@ -13,22 +13,22 @@ use sha2::{Digest, Sha256};
 
 /// The plugin contract, built into this binary: the component is built
 /// against exactly the contract this tensorgate speaks.
-const WIT: &str = include_str!("../../../wit/tensorgate.wit");
+const WIT: &str = include_str!("../../../../wit/tensorgate.wit");
 
 /// The module componentize-py compiles (`plugin.py` in the plugin folder).
 const MODULE: &str = "plugin";
 
 /// The guest SDK in this tensorgate checkout.
-pub const DEFAULT_SDK: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../python-plugin");
+pub(super) const DEFAULT_SDK: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../python-plugin");
 
 /// Whether `dir` holds a Python plugin (`plugin.py`, no `Cargo.toml`).
-pub fn is_python(dir: &Path) -> bool {
+pub(super) fn is_python(dir: &Path) -> bool {
     dir.join("plugin.py").is_file() && !dir.join("Cargo.toml").exists()
 }
 
 /// The Python SDK to build against: `sdk`, else `$TENSORGATE_PYTHON_SDK`,
 /// else this checkout's sdk/python-plugin.
-pub fn sdk_dir(sdk: Option<&Path>) -> anyhow::Result<PathBuf> {
+pub(super) fn sdk_dir(sdk: Option<&Path>) -> anyhow::Result<PathBuf> {
     let dir = match sdk {
         Some(s) => s.to_path_buf(),
         None => std::env::var_os("TENSORGATE_PYTHON_SDK").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(DEFAULT_SDK)),
@@ -46,10 +46,7 @@ fn componentize_py() -> anyhow::Result<PathBuf> {
     if let Some(p) = std::env::var_os("TENSORGATE_COMPONENTIZE_PY") {
         return Ok(PathBuf::from(p));
     }
-    let cache = std::env::var_os("TENSORGATE_CACHE")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/tensorgate")));
-    if let Some(p) = cache.map(|c| c.join("venv/bin/componentize-py")).filter(|p| p.is_file()) {
+    if let Some(p) = crate::install::cache_dir().map(|c| c.join("venv/bin/componentize-py")).filter(|p| p.is_file()) {
         return Ok(p);
     }
     let on_path = std::env::var_os("PATH")
@@ -80,7 +77,7 @@ fn sources(dir: &Path, out: &mut Vec<PathBuf>) -> anyhow::Result<()> {
 /// Builds the Python plugin in `dir` into `TARGET/python/plugin.wasm`
 /// (TARGET: `target_dir`, default `DIR/target`), unless its inputs are
 /// unchanged since the last build; returns the component.
-pub fn compile(dir: &Path, sdk: Option<&Path>, target_dir: Option<&Path>) -> anyhow::Result<PathBuf> {
+pub(super) fn compile(dir: &Path, sdk: Option<&Path>, target_dir: Option<&Path>) -> anyhow::Result<PathBuf> {
     let sdk = sdk_dir(sdk)?;
     let tool = componentize_py()?;
     let version = Command::new(&tool)
@@ -138,51 +135,3 @@ pub fn compile(dir: &Path, sdk: Option<&Path>, target_dir: Option<&Path>) -> any
     println!("built {} ({size} bytes, {:.1} s)", wasm.display(), start.elapsed().as_secs_f64());
     Ok(wasm)
 }
-
-/// Creates a Python plugin folder `dir/name` from the template.
-pub fn new(name: &str, root: &Path) -> anyhow::Result<()> {
-    let files = [
-        ("plugin.py", PLUGIN_PY.replace("{name}", name)),
-        // The Rust template's manifest: a Python plugin's bundle is the same
-        // (py-tabular runs in 16 MiB of linear memory, under its 64 MiB cap).
-        ("manifest.toml", super::scaffold::MANIFEST.replace("{name}", name)),
-        ("samples/example.json", super::scaffold::SAMPLE.to_string()),
-    ];
-    for (path, text) in files {
-        let path = root.join(path);
-        std::fs::create_dir_all(path.parent().expect("has a parent")).with_context(|| format!("creating {}", root.display()))?;
-        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
-    }
-    Ok(())
-}
-
-const PLUGIN_PY: &str = r#""""{name}: `{"features": [float, ...]}` in, `{label: score}` out.
-
-Edit `preprocess` and `postprocess` for your network. The SDK
-(tensorgate_plugin) has helpers for NumPy files, sparse pixels, tiling,
-labels and padded records; bulk work runs in host operations (tg.ops).
-"""
-
-import tensorgate_plugin as tg
-
-
-class App(tg.Plugin):
-    @staticmethod
-    def describe():
-        return tg.PluginInfo("{name}", "JSON features in, {label: score} out", version="0.1.0", accepts=["application/json"])
-
-    def __init__(self, manifest):
-        # Reads the manifest once per instance: bad [params] fail the load here.
-        self.labels = manifest.labels
-
-    def preprocess(self, item):
-        features = item.json()["features"]
-        return tg.Prepared([tg.Tensor.from_list("f32", [1, len(features)], features)])
-
-    def postprocess(self, out):
-        scores = out.tensor(0).to_list()
-        return tg.Output.json(tg.labels.scores_map(self.labels, scores))
-
-
-Plugin = tg.export(App)
-"#;
