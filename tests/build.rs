@@ -1,6 +1,4 @@
-//! rpath to libtorch for the test binaries (torch-sys sets none).
+//! Links libtorch for this package's binaries and tests (`tensorgate-build`).
 fn main() {
-    if let Ok(dir) = std::env::var("DEP_TCH_LIBTORCH_LIB") {
-        println!("cargo:rustc-link-arg=-Wl,-rpath,{dir}");
-    }
+    tensorgate_build::link_libtorch();
 }

@@ -17,9 +17,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use tensorgate_host::manifest::Manifest;
-use tensorgate_host::plugin::{self as host, PluginEngine, PluginPool};
-use tensorgate_host::tensor as host_tensor;
+use tensorgate_server::manifest::Manifest;
+use tensorgate_runtime::plugin::{self as host, PluginEngine, PluginPool};
+use tensorgate_backend as host_tensor;
 use tensorgate_plugin::npy::{parse_npz, write_npz};
 use tensorgate_plugin::sparse::Pixels;
 use tensorgate_plugin::{Payload, Tensor};

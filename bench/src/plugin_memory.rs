@@ -6,8 +6,8 @@
 
 use std::time::Duration;
 
-use tensorgate_host::plugin::PluginEngine;
-use tensorgate_host::manifest::Manifest;
+use tensorgate_runtime::plugin::PluginEngine;
+use tensorgate_server::manifest::Manifest;
 
 fn rss_kb() -> u64 {
     std::fs::read_to_string("/proc/self/status")

@@ -20,9 +20,9 @@ mod util;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use tensorgate_host::manifest::Manifest;
-use tensorgate_host::plugin::{self as host, PluginEngine};
-use tensorgate_host::tensor as host_tensor;
+use tensorgate_server::manifest::Manifest;
+use tensorgate_runtime::plugin::{self as host, PluginEngine};
+use tensorgate_backend as host_tensor;
 use tensorgate_plugin::context::Reader;
 use tensorgate_plugin::npy::write_npz;
 use tensorgate_plugin::sparse::Pixels;

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use tensorgate_client::{Client, Input, Submission, Trust};
-use tensorgate_host::{Host, HostConfig};
+use tensorgate_runtime::{Host, HostConfig};
 
 fn copy_dir(src: &Path, dest: &Path) -> std::io::Result<()> {
     std::fs::create_dir_all(dest)?;
@@ -67,7 +67,7 @@ async fn main() -> anyhow::Result<()> {
     let archive = bytes::Bytes::from(tensorgate_client::pack_bundle(&v2)?);
 
     let mut config = HostConfig::new(&repo, &state);
-    config.listen = "127.0.0.1:0".parse()?;
+    config.front.listen = "127.0.0.1:0".parse()?;
     config.intra_op_threads = 1;
     let host = tokio::task::spawn_blocking(move || Host::load(config)).await??;
     let running = host.serve()?;

@@ -7,7 +7,7 @@ use tensorgate_client::{Input, Submission};
 use tensorgate_tests::{repository, root, TestHost};
 
 async fn start(state: PathBuf) -> TestHost {
-    TestHost::start_with(repository(), move |c| c.state_dir = state).await
+    TestHost::start_with(repository(), move |c| c.front.state_dir = state).await
 }
 
 fn from_cache(host: &TestHost) -> Vec<bool> {

@@ -8,9 +8,9 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use tensorgate_host::manifest::Manifest;
-use tensorgate_host::plugin::{Item, PluginEngine, PluginPool};
-use tensorgate_host::tensor::{Dtype as HostDtype, Tensor as HostTensor};
+use tensorgate_server::manifest::Manifest;
+use tensorgate_runtime::plugin::{Item, PluginEngine, PluginPool};
+use tensorgate_backend::{Dtype as HostDtype, Tensor as HostTensor};
 use tensorgate_plugin::npy::{parse_npz, write_npy, write_npz};
 use tensorgate_plugin::sparse::Pixels;
 use tensorgate_plugin::tiles::TiledPixels;

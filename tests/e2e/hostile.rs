@@ -52,7 +52,7 @@ async fn start() -> (TestHost, tempfile::TempDir) {
     let repo = repository_with_hostile();
     let host = TestHost::start_with(repo.path().to_path_buf(), |c| {
         // Small enough for `huge-output` to cross it with a few MB.
-        c.limits.max_frame_bytes = 4 << 20;
+        c.front.limits.max_frame_bytes = 4 << 20;
     })
     .await;
     assert!(host.host.repository().failures().is_empty(), "{:?}", host.host.repository().failures());
@@ -183,7 +183,7 @@ async fn log_flood_is_capped() {
     let logs = app.plugin.logs();
     let (logged, dropped) = (logs.logged.load(Ordering::Relaxed), logs.suppressed.load(Ordering::Relaxed));
     // The warm-up and describe calls log nothing; the spam call logs 100,000.
-    assert_eq!(logged, tensorgate_host::plugin::MAX_LOGS_PER_CALL as u64, "logged {logged}");
+    assert_eq!(logged, tensorgate_runtime::plugin::MAX_LOGS_PER_CALL as u64, "logged {logged}");
     assert_eq!(dropped, 100_000 - logged, "dropped {dropped}");
     client.close().await;
     host.stop().await;

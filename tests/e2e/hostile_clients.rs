@@ -23,7 +23,7 @@ async fn still_serving(host: &TestHost) {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_client_that_never_reads_costs_bounded_memory() {
     let repo = repository_with_hostile();
-    let host = TestHost::start_with(repo.path().to_path_buf(), |c| c.max_items_in_flight = 16).await;
+    let host = TestHost::start_with(repo.path().to_path_buf(), |c| c.front.max_items_in_flight = 16).await;
     let client = host.client().await;
     let (mut send, recv) = client.open_raw().await.unwrap();
     let mut req = BytesMut::new();

@@ -262,7 +262,7 @@ async fn a_manifest_that_does_not_match_its_model_is_refused_before_it_serves() 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_canary_is_promoted_when_good_and_rolled_back_when_bad_under_load() {
     let repo = repository_with(|_, _| {});
-    let terms = tensorgate_host::manifest::Rollout { canary_share: 0.5, canary_items: 60, max_failure_increase: 0.02 };
+    let terms = tensorgate_server::manifest::Rollout { canary_share: 0.5, canary_items: 60, max_failure_increase: 0.02 };
     let host = TestHost::start_with(repo.path().to_path_buf(), move |c| c.rollout = terms).await;
     let client = Arc::new(host.client().await);
     let load = [client.clone(), client.clone(), client.clone()];
@@ -436,8 +436,8 @@ async fn concurrent_uploads_all_land() {
 async fn roles_and_tokens() {
     let repo = repository_with(|_, _| {});
     let host = TestHost::start_with(repo.path().to_path_buf(), |c| {
-        c.access.add_token(Role::Admin, "admin-secret");
-        c.access.add_token(Role::Predict, "user-secret");
+        c.front.access.add_token(Role::Admin, "admin-secret");
+        c.front.access.add_token(Role::Predict, "user-secret");
     })
     .await;
     let connect = |token: Option<&str>| {
@@ -639,10 +639,10 @@ async fn client_certificates_checked_against_a_ca() {
     let repo = repository_with(|_, _| {});
     let ca_file = work.path().join("ca.pem");
     let host = TestHost::start_with(repo.path().to_path_buf(), move |c| {
-        c.access.client_ca = Some(ca_file);
-        c.access.client_cert_required = true;
-        c.access.add_cert(Role::Admin, &ops_der);
-        c.access.set_loopback_admin(false);
+        c.front.access.client_ca = Some(ca_file);
+        c.front.access.client_cert_required = true;
+        c.front.access.add_cert(Role::Admin, &ops_der);
+        c.front.access.set_loopback_admin(false);
     })
     .await;
     let connect = |identity: Option<tensorgate_client::Identity>| {

@@ -18,7 +18,7 @@ static ALONE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 async fn a_flood_is_read_only_as_fast_as_items_finish() {
     let _alone = ALONE.lock().await;
     let repo = repository_with_slow();
-    let host = TestHost::start_with(repo.path().to_path_buf(), |c| c.max_items_in_flight = 32).await;
+    let host = TestHost::start_with(repo.path().to_path_buf(), |c| c.front.max_items_in_flight = 32).await;
     let client = std::sync::Arc::new(host.client().await);
     // 2,000 items of 64 KiB for a model that needs tens of ms per item: the
     // bytes arrive far faster than the model can use them.

@@ -32,7 +32,7 @@ async fn scrape(addr: std::net::SocketAddr) -> String {
 async fn metrics_endpoint_counts_items_and_times_stages() {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let metrics_addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let host = TestHost::start_with(tensorgate_tests::repository(), move |c| c.metrics_listen = Some(metrics_addr)).await;
+    let host = TestHost::start_with(tensorgate_tests::repository(), move |c| c.front.metrics_listen = Some(metrics_addr)).await;
     let client = host.client().await;
     let text = std::fs::read_to_string(root().join("plugins/tabular/reference.json")).unwrap();
     let v: serde_json::Value = serde_json::from_str(&text).unwrap();
@@ -94,10 +94,10 @@ fn the_perfmap_switch_names_plugin_code_for_perf() {
             .arg("--state-dir")
             .arg(state.path())
             .env("RUST_LOG", "warn")
-            .env_remove(tensorgate_host::plugin::PERFMAP_ENV)
+            .env_remove(tensorgate_runtime::plugin::PERFMAP_ENV)
             .stdout(Stdio::null());
         if perfmap {
-            cmd.env(tensorgate_host::plugin::PERFMAP_ENV, "1");
+            cmd.env(tensorgate_runtime::plugin::PERFMAP_ENV, "1");
         }
         let mut host = Stopped(cmd.spawn().expect("host starts"));
         let map = std::path::PathBuf::from(format!("/tmp/perf-{}.map", host.0.id()));

@@ -139,7 +139,7 @@ async fn client_cancelling_mid_stream_cancels_the_remaining_work() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn oversized_item_is_refused_naming_the_limit() {
-    let host = TestHost::start_with(repository(), |c| c.limits.max_frame_bytes = 4096).await;
+    let host = TestHost::start_with(repository(), |c| c.front.limits.max_frame_bytes = 4096).await;
     let client = host.client().await;
     let (mut send, mut recv) = client.open_raw().await.unwrap();
     let big = Bytes::from(vec![b' '; 8192]);
@@ -159,7 +159,7 @@ async fn oversized_item_is_refused_naming_the_limit() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn zstd_bomb_fails_its_item_only() {
-    let host = TestHost::start_with(repository(), |c| c.limits.max_item_bytes = 1 << 20).await;
+    let host = TestHost::start_with(repository(), |c| c.front.limits.max_item_bytes = 1 << 20).await;
     let client = host.client().await;
     let bomb = compress(&vec![b' '; 64 << 20], 3); // 64 MiB of spaces in ~2 KiB
     assert!(bomb.len() < 64 * 1024);
@@ -207,7 +207,7 @@ async fn compressed_items_are_decompressed() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn streams_past_the_limit_are_refused_naming_it() {
-    let host = TestHost::start_with(repository(), |c| c.max_streams_per_connection = 2).await;
+    let host = TestHost::start_with(repository(), |c| c.front.max_streams_per_connection = 2).await;
     let client = host.client().await;
     let mut held = Vec::new();
     for _ in 0..2 {

@@ -38,7 +38,7 @@ async fn py_host(repo: PathBuf) -> TestHost {
     let host = TestHost::start_with(repo, |c| {
         c.compile_cache = Some(root().join("target/compile-cache-python"));
         // Small enough for `huge-output` (64 MiB) to cross it.
-        c.limits.max_frame_bytes = 16 << 20;
+        c.front.limits.max_frame_bytes = 16 << 20;
     })
     .await;
     let failures = host.host.repository().failures();

@@ -48,7 +48,7 @@ async fn soak_accounts_for_every_item() {
     let secs: u64 = std::env::var("TENSORGATE_SOAK_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(30);
     let clients: u64 = std::env::var("TENSORGATE_SOAK_CLIENTS").ok().and_then(|s| s.parse().ok()).unwrap_or(8);
     let repo = repository_with_hostile();
-    let host = TestHost::start_with(repo.path().to_path_buf(), |c| c.max_items_in_flight = 256).await;
+    let host = TestHost::start_with(repo.path().to_path_buf(), |c| c.front.max_items_in_flight = 256).await;
     assert!(host.host.repository().failures().is_empty(), "{:?}", host.host.repository().failures());
 
     let jets: Vec<Vec<u8>> =

@@ -28,6 +28,13 @@ pub fn host_binary() -> PathBuf {
     bin
 }
 
+/// The release `tensorgate-gateway` binary.
+pub fn gateway_binary() -> PathBuf {
+    let bin = root().join("target/release/tensorgate-gateway");
+    assert!(bin.exists(), "{} not built", bin.display());
+    bin
+}
+
 /// Waits until `path` exists (a process announcing itself), or panics after `limit`.
 pub fn wait_for_file(path: &Path, limit: Duration, what: &str, child: &mut Child) -> String {
     let start = Instant::now();
@@ -150,7 +157,7 @@ impl Proc {
     /// The command that starts a worker serving `repo` on `engine`.
     pub fn worker_command(engine: &Engine, repo: &Path, state: &Path, extra: &[&str]) -> Command {
         let mut cmd = Command::new(host_binary());
-        cmd.args(["--nats", &engine.url, "--threads", "1", "--heartbeat-ms", "200", "--redeliver-after-ms", "1000"])
+        cmd.args(["worker", "--nats", &engine.url, "--threads", "1", "--heartbeat-ms", "200", "--redeliver-after-ms", "1000"])
             .arg("--repository")
             .arg(repo)
             .arg("--state-dir")
@@ -171,11 +178,12 @@ impl Proc {
         Proc { child: Some(child), state, announced: id }
     }
 
-    /// A gateway on 127.0.0.1:0 in front of `engine`.
+    /// A gateway on 127.0.0.1:0 in front of `engine` (the slim
+    /// `tensorgate-gateway` binary: it links neither libtorch nor wasmtime).
     pub fn gateway(engine: &Engine, extra: &[&str]) -> Proc {
         let state = tempfile::tempdir().expect("gateway state");
-        let mut child = Command::new(host_binary())
-            .args(["--gateway", "--nats", &engine.url, "--listen", "127.0.0.1:0", "--heartbeat-ms", "200"])
+        let mut child = Command::new(gateway_binary())
+            .args(["--nats", &engine.url, "--listen", "127.0.0.1:0", "--heartbeat-ms", "200"])
             .arg("--state-dir")
             .arg(state.path())
             .args(extra)

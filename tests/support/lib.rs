@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use tensorgate_client::{Client, Trust};
-use tensorgate_host::{Host, HostConfig, RunningHost};
+use tensorgate_runtime::{Host, HostConfig, RunningHost};
 
 /// Workspace root.
 pub fn root() -> PathBuf {
@@ -34,7 +34,7 @@ impl TestHost {
     pub async fn start_with(repo: PathBuf, tweak: impl FnOnce(&mut HostConfig) + Send + 'static) -> TestHost {
         let state = tempfile::tempdir().expect("temp dir");
         let mut config = HostConfig::new(repo, state.path());
-        config.listen = "127.0.0.1:0".parse().expect("addr");
+        config.front.listen = "127.0.0.1:0".parse().expect("addr");
         config.intra_op_threads = 1;
         tweak(&mut config);
         let host = tokio::task::spawn_blocking(move || Host::load(config))

@@ -1,0 +1,42 @@
+//! A bundle checked as a host would check it before serving, and its
+//! samples run, with nothing installed: `tensorgate-host check DIR`, which
+//! `tensorgate plugin check` and `plugin build` call.
+
+use std::path::Path;
+
+use super::error::LoadError;
+use tensorgate_server::manifest::Manifest;
+
+/// One sample's outcome in [`bundle`]: its file and the plugin's output or the item's failure.
+pub type Checked = (String, Result<crate::plugin::Output, tensorgate_server::request::ItemFailure>);
+
+/// Checks the bundle in `dir` as a host would before serving it (every
+/// check above), then runs each of its samples (the `[warmup]` item, or
+/// the files under `samples/`) and returns what each gave. Errors name the
+/// bundle's own files. Nothing is installed.
+pub fn bundle(dir: &Path, config: &crate::config::HostConfig) -> Result<Vec<Checked>, LoadError> {
+    let manifest = Manifest::load(dir).map_err(|e| super::build::in_bundle(e.into(), dir))?;
+    // Where it would live in a repository (only the names matter here).
+    let home = dir.join(".check").join(&manifest.name).join(manifest.version.to_string());
+    // Cached only where the config names a cache (`--check` with
+    // TENSORGATE_COMPILE_CACHE set, as `tensorgate plugin build` does).
+    let engine = crate::plugin::PluginEngine::new(config.compile_cache.clone())?;
+    let app = super::build::prepare(dir, &home, &engine, config)?;
+    let mut items: Vec<(String, String, std::collections::BTreeMap<String, String>)> = Vec::new();
+    match &app.manifest.warmup {
+        Some(w) => items.push((w.file.clone(), w.content_type.clone(), w.metadata.clone())),
+        None => {
+            for path in super::check::samples(dir) {
+                let file = path.strip_prefix(dir).unwrap_or(&path).display().to_string();
+                items.push((file, tensorgate_client::content_type_for(&path).to_string(), Default::default()));
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for (file, content_type, metadata) in items {
+        let data = std::fs::read(dir.join(&file)).map_err(|e| LoadError::Check { file: file.clone(), message: e.to_string() })?;
+        out.push((file, crate::pipeline::run_sample(&app, data, &content_type, &metadata)));
+    }
+    Ok(out)
+}
+

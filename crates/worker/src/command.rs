@@ -1,0 +1,99 @@
+//! `tensorgate-host worker`: run models for a cluster, pulling work from
+//! its engine (no listening port).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use tensorgate_cluster::command::EngineArgs;
+use tensorgate_cluster::ClusterError;
+use tensorgate_runtime::command::RuntimeArgs;
+use tensorgate_runtime::host::{Host, HostError};
+
+use crate::{RunningWorker, WorkerOptions};
+
+/// Run models for a cluster: pull work from its engine, listen on no port.
+#[derive(clap::Args, Debug, Clone)]
+pub struct WorkerCommand {
+    /// The repository and how models run.
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
+    /// The engine.
+    #[command(flatten)]
+    pub engine: EngineArgs,
+    /// Directory for the worker's id, compiled plugins and runtime files.
+    #[arg(long, env = "TENSORGATE_STATE_DIR", default_value = "tensorgate-state")]
+    pub state_dir: PathBuf,
+    /// Items pulled at once per application version (default: 2 × max_batch × instances).
+    #[arg(long)]
+    pub capacity: Option<usize>,
+    /// On SIGTERM, wait at most this long (s) for the items it holds.
+    #[arg(long, default_value_t = 120)]
+    pub drain_timeout_s: u64,
+}
+
+/// Why a worker stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    /// The engine could not be reached or the settings are unusable.
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
+    /// The repository could not be loaded.
+    #[error(transparent)]
+    Host(#[from] HostError),
+    /// A flag is out of range.
+    #[error("{0}")]
+    Flag(String),
+    /// Reading or writing the state directory failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file or directory.
+        path: String,
+        /// Cause.
+        source: std::io::Error,
+    },
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> WorkerError + '_ {
+    move |source| WorkerError::Io { path: path.display().to_string(), source }
+}
+
+/// The worker's id from `STATE_DIR/worker-id`, made and kept there the
+/// first time: a worker restarted with the same state directory keeps it.
+pub fn worker_id(state_dir: &Path) -> Result<String, WorkerError> {
+    let file = state_dir.join("worker-id");
+    match std::fs::read_to_string(&file) {
+        Ok(id) if !id.trim().is_empty() => Ok(id.trim().to_string()),
+        _ => {
+            let id = format!("w-{}", tensorgate_cluster::short_id());
+            tensorgate_server::write_whole(&file, &id).map_err(io(&file))?;
+            Ok(id)
+        }
+    }
+}
+
+impl WorkerCommand {
+    /// Loads the repository, joins the cluster and pulls work until SIGINT
+    /// or SIGTERM, then drains. Blocking: builds its own runtime.
+    pub fn run(self) -> Result<(), WorkerError> {
+        let mut cluster = self.engine.config()?;
+        let config = self.runtime.config(&self.state_dir).map_err(WorkerError::Flag)?;
+        cluster.rollout = config.rollout;
+        std::fs::create_dir_all(&self.state_dir).map_err(io(&self.state_dir))?;
+        let id = worker_id(&self.state_dir)?;
+        let host = Host::load(config)?;
+        let options =
+            WorkerOptions { capacity: self.capacity, drain_timeout: Duration::from_secs(self.drain_timeout_s), id: Some(id) };
+        let rt = tokio::runtime::Runtime::new().map_err(io(&self.state_dir))?;
+        rt.block_on(async move {
+            let running = RunningWorker::start(host, cluster, options).await?;
+            println!("tensorgate worker {} pulling work from {}", running.id(), self.engine.nats);
+            let file = self.state_dir.join("worker");
+            tensorgate_server::write_whole(&file, running.id()).map_err(io(&file))?;
+            tensorgate_server::shutdown_signal().await;
+            tracing::info!("worker draining");
+            running.drain().await;
+            let _ = std::fs::remove_file(&file);
+            Ok(())
+        })
+    }
+}

@@ -1,0 +1,286 @@
+//! Running one work message: its members side by side, each result sent
+//! back as it finishes (those finishing together in one reply message). The
+//! message is acknowledged once every reply reached the gateway; dropped
+//! (removed from the engine, its slots freed at once) when its gateway is
+//! gone; handed back to the engine when a live gateway did not confirm.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_nats::jetstream::{self, AckKind};
+use async_nats::RequestErrorKind;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use tensorgate_cluster::core::gateways::GatewayState;
+use tensorgate_cluster::core::groups;
+use tensorgate_cluster::core::intake::{intake, DropReason, Intake};
+use tensorgate_cluster::core::retry::{ReplyDelivery, ReplyError, ReplyNext};
+use tensorgate_cluster::engine::read_object;
+use tensorgate_cluster::unix_ms;
+use tensorgate_cluster::wire::{self, Budget, Packed, Payload, ReplyHead, WorkHead};
+use tensorgate_protocol::{ErrorCode, Item};
+use tensorgate_runtime::application::Application;
+use tensorgate_server::request::{ItemDone, ItemFailure, ItemRunner};
+
+use crate::pull::Holding;
+use crate::{lock, Shared};
+
+/// A work message that passed [`screen`]: who wants its answers, and its members.
+pub(crate) struct Work {
+    msg: jetstream::Message,
+    reply_to: String,
+    gateway: String,
+    members: Vec<Packed<WorkHead>>,
+    /// Positions of the members to run (the others' deadlines have passed).
+    run: Vec<usize>,
+}
+
+impl Work {
+    /// Items in it.
+    pub(crate) fn len(&self) -> usize {
+        self.members.len()
+    }
+
+    /// The engine's message.
+    pub(crate) fn message(&self) -> &jetstream::Message {
+        &self.msg
+    }
+}
+
+/// How a message's replies fared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Delivery {
+    /// The gateway has them all.
+    Confirmed,
+    /// Its gateway is gone: nobody wants them.
+    Dropped,
+    /// A live gateway did not confirm: run them again.
+    HandBack,
+}
+
+impl Delivery {
+    fn and(self, other: Delivery) -> Delivery {
+        match (self, other) {
+            (Delivery::HandBack, _) | (_, Delivery::HandBack) => Delivery::HandBack,
+            (Delivery::Dropped, _) | (_, Delivery::Dropped) => Delivery::Dropped,
+            _ => Delivery::Confirmed,
+        }
+    }
+}
+
+/// Reads a pulled message and decides on it before it takes any slot: a
+/// message nobody can be answered about, whose gateway is gone or whose
+/// items are all past their deadline is removed from the engine here.
+pub(crate) async fn screen(shared: &Shared, msg: jetstream::Message) -> Option<Work> {
+    let headers = msg.headers.as_ref();
+    let reply_to = wire::text(headers, wire::REPLY_TO).map(str::to_string);
+    let members = wire::unpack::<WorkHead>(&msg.payload);
+    let (Some(reply_to), Ok(members)) = (reply_to, members) else {
+        // Nobody can be answered about it: drop it for good.
+        tracing::warn!(subject = %msg.subject, "work message without a reply subject or with an unreadable body; dropped");
+        let _ = msg.ack_with(AckKind::Term).await;
+        return None;
+    };
+    let gateway = wire::text(headers, wire::GATEWAY)
+        .map(str::to_string)
+        .unwrap_or_else(|| reply_to.rsplit('.').next().unwrap_or_default().to_string());
+    let state = lock(&shared.gateways).state(&gateway, Instant::now());
+    let deadlines: Vec<Option<u64>> = members.iter().map(|(_, h, _)| h.deadline_unix_ms).collect();
+    match intake(state, &deadlines, unix_ms()) {
+        Intake::Run(run) => Some(Work { msg, reply_to, gateway, members, run }),
+        Intake::Drop(reason) => {
+            dropped(shared, &gateway, reason, members.len());
+            let _ = msg.ack().await;
+            delete_objects(shared, &members).await;
+            None
+        }
+    }
+}
+
+/// Logs (once per gone gateway) and counts items dropped unrun.
+fn dropped(shared: &Shared, gateway: &str, reason: DropReason, items: usize) {
+    metrics::counter!("tensorgate_cluster_items_dropped_total", "reason" => reason.as_str()).increment(items as u64);
+    if reason == DropReason::GatewayGone && lock(&shared.dropped_for).insert(gateway.to_string()) {
+        tracing::warn!(worker = %shared.id, %gateway, "gateway gone: its queued items are dropped unrun (its clients retry elsewhere)");
+    }
+}
+
+/// Deletes the large-item objects of members (once their message is done).
+async fn delete_objects<H>(shared: &Shared, members: &[Packed<H>]) {
+    for (_, _, payload) in members {
+        if let Payload::Object(name) = payload {
+            let _ = shared.engine.stores.large.delete(name).await;
+        }
+    }
+}
+
+/// Runs a message's members side by side (at most as many at once as the
+/// slots it holds), sends each result back as it finishes, and settles the
+/// message with the engine.
+pub(crate) async fn run_message(shared: Arc<Shared>, app: Arc<Application>, work: Work, holding: Holding) {
+    if !shared.got_first.swap(true, Ordering::Relaxed) {
+        tracing::info!(worker = %shared.id, after_ms = shared.started.elapsed().as_secs_f64() * 1e3, "first item since joining");
+    }
+    let Work { msg, reply_to, gateway, members, run } = work;
+    let at_once = holding.0.len().max(1);
+    let large = shared.engine.stores.large.clone();
+    let tasks = run.into_iter().filter_map(|i| members.get(i).cloned()).map(|(key, head, payload)| {
+        let (shared, app, large) = (shared.clone(), app.clone(), large.clone());
+        async move {
+            let index = head.item.index;
+            let payload = match payload {
+                Payload::Inline(bytes) => Ok(bytes),
+                Payload::Object(name) => read_object(&large, &name).await.map(Bytes::from),
+            };
+            let done = match payload {
+                // `false`: a worker pulls items in groups; they are batched, never run inline.
+                Ok(payload) => tokio::spawn(shared.runner.run(&app, Item { head: head.item, payload }, false)).await.unwrap_or_else(|e| {
+                    ItemDone {
+                        result: Err(ItemFailure::new(ErrorCode::Internal, format!("item {index}: its task failed: {e}"))),
+                        timings: Default::default(),
+                    }
+                }),
+                Err(e) => ItemDone {
+                    result: Err(ItemFailure::new(
+                        ErrorCode::Internal,
+                        format!("item {index}: its payload is not in the engine's large-item store: {e}"),
+                    )),
+                    timings: Default::default(),
+                },
+            };
+            (key, index, done)
+        }
+    });
+    let mut running = futures_util::stream::iter(tasks).buffer_unordered(at_once);
+    let mut sending = futures_util::stream::FuturesUnordered::new();
+    let period = shared.cluster.redeliver_after / 3;
+    let mut progress = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    let mut outcome = Delivery::Confirmed;
+    let mut running_done = false;
+    while !running_done || !sending.is_empty() {
+        tokio::select! {
+            next = running.next(), if !running_done => match next {
+                Some(done) => {
+                    let mut finished = vec![done];
+                    while let Some(Some(more)) = futures_util::FutureExt::now_or_never(running.next()) {
+                        finished.push(more);
+                    }
+                    sending.push(send_results(&shared, &msg, &reply_to, &gateway, finished));
+                }
+                None => running_done = true,
+            },
+            Some(sent) = sending.next() => outcome = outcome.and(sent),
+            _ = progress.tick() => {
+                // Its gateway gone: the rest is not run (dropping the items cancels them).
+                if lock(&shared.gateways).state(&gateway, Instant::now()) == GatewayState::Gone {
+                    outcome = outcome.and(Delivery::Dropped);
+                    break;
+                }
+                let _ = msg.ack_with(AckKind::Progress).await;
+            }
+        }
+    }
+    match outcome {
+        Delivery::Confirmed => {
+            let _ = msg.ack().await;
+        }
+        Delivery::Dropped => {
+            dropped(&shared, &gateway, DropReason::GatewayGone, members.len());
+            let _ = msg.ack().await;
+        }
+        Delivery::HandBack => {
+            tracing::warn!(%reply_to, "the gateway confirmed no reply in time; the message is handed back to the engine");
+            let _ = msg.ack_with(AckKind::Nak(Some(shared.cluster.redeliver_after))).await;
+            drop(holding);
+            return;
+        }
+    }
+    delete_objects(&shared, &members).await;
+    drop(holding);
+}
+
+/// Sends results finished together: large ones through the large-item
+/// store, in as few reply messages as the size budget allows.
+async fn send_results(shared: &Shared, msg: &jetstream::Message, reply_to: &str, gateway: &str, finished: Vec<(u64, u32, ItemDone)>) -> Delivery {
+    let budget = shared.engine.budget();
+    let mut members: Vec<Packed<ReplyHead>> = Vec::with_capacity(finished.len());
+    for (key, index, done) in finished {
+        let (mut head, payload) = ReplyHead::from_done(&shared.id, done);
+        let payload = match budget.inline(payload.len()) {
+            true => Payload::Inline(payload),
+            false => {
+                let name = wire::result_object(&shared.id, &nuid::next().to_string());
+                match shared.engine.write_object(&shared.engine.stores.large, &name, &payload).await {
+                    Ok(()) => Payload::Object(name),
+                    Err(e) => {
+                        let failed = ItemDone {
+                            result: Err(ItemFailure::new(
+                                ErrorCode::Internal,
+                                format!("item {index}: storing its {} byte result: {e}", payload.len()),
+                            )),
+                            timings: head.timings,
+                        };
+                        let (h, p) = ReplyHead::from_done(&shared.id, failed);
+                        head = h;
+                        Payload::Inline(p)
+                    }
+                }
+            }
+        };
+        members.push((key, head, payload));
+    }
+    let sizes = members.iter().map(|(_, h, p)| Budget::member_size(p.body_len(), h.size()));
+    let plan = groups::plan(sizes, usize::MAX, budget.group());
+    let mut outcome = Delivery::Confirmed;
+    for group in groups::split(members, &plan) {
+        let sent = match outcome {
+            Delivery::Confirmed => deliver(shared, msg, reply_to, gateway, &group).await,
+            other => other,
+        };
+        if sent != Delivery::Confirmed {
+            // Nobody will fetch these results.
+            delete_objects(shared, &group).await;
+        }
+        outcome = outcome.and(sent);
+    }
+    outcome
+}
+
+/// Hands one reply message to its gateway, retrying as [`ReplyDelivery`]
+/// decides (telling the engine meanwhile that the work is in hand).
+async fn deliver(shared: &Shared, msg: &jetstream::Message, reply_to: &str, gateway: &str, group: &[Packed<ReplyHead>]) -> Delivery {
+    let headers = wire::group_headers(group.len(), &[]);
+    let body = wire::pack(group);
+    let mut delivery = ReplyDelivery::new(Instant::now());
+    loop {
+        let attempt = shared.engine.client.request_with_headers(reply_to.to_string(), headers.clone(), body.clone());
+        let error = match tokio::time::timeout(delivery.wait(Instant::now()), attempt).await {
+            Ok(Ok(_)) => {
+                lock(&shared.gateways).on_confirmed(gateway);
+                return Delivery::Confirmed;
+            }
+            Ok(Err(e)) if e.kind() == RequestErrorKind::NoResponders => {
+                lock(&shared.gateways).on_unreachable(gateway, Instant::now());
+                ReplyError::NoResponders
+            }
+            Ok(Err(e)) if e.kind() == RequestErrorKind::TimedOut => ReplyError::TimedOut,
+            Ok(Err(e)) => {
+                tracing::debug!("reply to {reply_to} not sent: {e}");
+                ReplyError::Engine
+            }
+            Err(_) => ReplyError::TimedOut,
+        };
+        let state = lock(&shared.gateways).state(gateway, Instant::now());
+        match delivery.next(error, state, Instant::now()) {
+            ReplyNext::Retry(wait) => {
+                let _ = msg.ack_with(AckKind::Progress).await;
+                if !wait.is_zero() {
+                    tokio::time::sleep(wait).await;
+                }
+            }
+            ReplyNext::Drop => return Delivery::Dropped,
+            ReplyNext::HandBack => return Delivery::HandBack,
+        }
+    }
+}
