@@ -16,7 +16,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
-use tensorgate_client::{trust_per_address, ConnectOptions, Failover, Identity};
+use tensorgate_client::{trust_per_address, ConnectOptions, Failover, Identity, TargetsError};
 
 #[derive(Parser)]
 #[command(name = "tensorgate", version, about = "Submit work to a tensorgate host")]
@@ -172,7 +172,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         (Some(cert), Some(key)) => Some(Identity { cert: cert.clone(), key: key.clone() }),
         _ => None,
     };
-    let trust = trust_per_address(&cli.conn.host, cli.conn.fingerprint.as_deref(), cli.conn.ca.as_deref())?;
+    let trust = trust_per_address(&cli.conn.host, cli.conn.fingerprint.as_deref(), cli.conn.ca.as_deref()).map_err(|e| match e {
+        // The rule is the client library's; the remedy names this command's flags.
+        TargetsError::NoTrust => anyhow::anyhow!("give --fingerprint (printed by tensorgate-host) or --ca to trust the host"),
+        other => other.into(),
+    })?;
     let targets = cli
         .conn
         .host

@@ -65,7 +65,13 @@ pub(crate) fn item_error_value<'py>(py: Python<'py>, f: &ItemFailed) -> PyResult
     Ok(item_error(py, f, None).into_value(py).into_bound(py).into_any())
 }
 
-/// A refused address or trust setting as a Python `ValueError`.
+/// A refused address or trust setting as a Python `ValueError` (the rule is
+/// the client library's; the remedy names this API's keyword arguments).
 pub(crate) fn targets_error(e: TargetsError) -> PyErr {
-    pyo3::exceptions::PyValueError::new_err(e.to_string())
+    let message = match e {
+        TargetsError::NoTrust => "give fingerprint= (printed by tensorgate-host) or ca= to trust the host".to_string(),
+        TargetsError::FingerprintAndCa => "give fingerprint= or ca=, not both".to_string(),
+        other => other.to_string(),
+    };
+    pyo3::exceptions::PyValueError::new_err(message)
 }
