@@ -29,8 +29,8 @@ fi
 [ -x "$CLI" ] || { echo "gpu.sh: no client at $CLI: run scripts/setup first" >&2; exit 1; }
 . "$ROOT/bench/common.sh"
 
-echo "== devices ($BIN/tensorgate-host --devices)"
-report=$("$BIN/tensorgate-host" --devices)
+echo "== devices ($BIN/tensorgate-host devices)"
+report=$("$BIN/tensorgate-host" devices)
 echo "$report"
 if [ "$DEVICE" != cpu ]; then
     n=${DEVICE#cuda:}

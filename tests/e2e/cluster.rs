@@ -109,6 +109,9 @@ async fn items_spread_over_workers_match_pytorch_and_the_gateway_shows_the_fleet
     }
     let models = client.models().await.expect("models through the gateway");
     assert!(models.iter().any(|m| m.name == "tabular" && m.default && m.items_ok >= 1200), "{models:#?}");
+    // The gateway counts the requests it routed (workers see items, not requests).
+    let tabular = models.iter().find(|m| m.name == "tabular").unwrap();
+    assert!(tabular.requests >= 6, "requests through the gateway: {}", tabular.requests);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -217,6 +220,17 @@ async fn a_killed_worker_s_items_run_elsewhere_and_each_is_answered_once() {
     let indices: BTreeSet<u32> = reply.outcomes.iter().map(|o| o.as_ref().unwrap().index).collect();
     assert_eq!(indices.len(), 600, "each item exactly once");
     tracing_free_log(&format!("killed worker's items finished {:?} after the kill", killed.elapsed()));
+    // Once the killed worker is dropped from the fleet, what it answered still counts.
+    let start = Instant::now();
+    loop {
+        let status = client.status().await.unwrap();
+        let ok: u64 = status.models.iter().filter(|m| m.name == "slow").map(|m| m.items_ok).sum();
+        if status.workers.len() == 1 && ok >= 600 {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "fleet totals after the drop: {ok} items ok, {:?}", status.workers);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// SIGTERM: the worker stops pulling, finishes what it holds, and exits 0;
@@ -639,6 +653,88 @@ async fn a_client_given_two_gateways_survives_losing_one() {
     for (i, o) in reply.outcomes.iter().enumerate() {
         assert_eq!(o.as_ref().expect("item ok").index as usize, i);
     }
+}
+
+/// A gateway SIGKILLed under a heavy load stalls nobody: workers learn it
+/// is gone from its missing adverts, drop its queued items unrun instead
+/// of running them and holding their replies, and a client of the other
+/// gateway is answered within a few advert periods (the trial that found
+/// it: 94.9 s). A client given both gateways gets every item exactly once.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dead_gateway_s_backlog_stalls_no_one_else() {
+    let engine = Engine::start();
+    let repo = tensorgate_tests::repository_with_slow();
+    let _w1 = Proc::worker(&engine, repo.path(), &[]);
+    let _w2 = Proc::worker(&engine, repo.path(), &[]);
+    let mut a = Proc::gateway(&engine, &[]);
+    let b = Proc::gateway(&engine, &[]);
+    let client_b = b.client().await;
+    wait_for_workers(&client_b, 2).await;
+    let client_a = std::sync::Arc::new(a.client().await);
+    // A backlog through A: many-item requests of the slow model, far more
+    // than the workers run in the time this test allows.
+    let mut load = Vec::new();
+    for _ in 0..8 {
+        let c = client_a.clone();
+        load.push(tokio::spawn(async move { c.predict(Submission::new("slow", slow_items(1000, 1))).await }));
+    }
+    let failover = std::sync::Arc::new(tensorgate_client::Failover::new(vec![a.target(), b.target()]).unwrap());
+    let f = failover.clone();
+    let survivor = tokio::spawn(async move { f.predict(Submission::new("slow", slow_items(300, 1))).await });
+    // Kill A once the engine holds a backlog for it.
+    let start = Instant::now();
+    let mut queued = 0;
+    while queued < 2000 {
+        let status = client_b.status().await.expect("status through B");
+        queued = status.models.iter().filter(|m| m.name == "slow").map(|m| m.queued).sum();
+        assert!(start.elapsed() < Duration::from_secs(20), "no backlog formed: {queued} queued");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    a.kill();
+    let killed = Instant::now();
+    let probe = client_b.predict(Submission::new("slow", slow_items(3, 1)));
+    let reply = tokio::time::timeout(Duration::from_secs(30), probe).await.expect("B answers").expect("predict through B");
+    let first = killed.elapsed();
+    assert_eq!(reply.summary.ok, 3, "{:?}", reply.summary);
+    // Gone after three 200 ms advert periods (or two after a reply found
+    // nobody listening); then its backlog is dropped as fast as it is
+    // pulled, and B's items run behind at most what was already running.
+    assert!(first < Duration::from_secs(5), "a client of the live gateway waited {first:?} after the other died");
+    let reply = tokio::time::timeout(Duration::from_secs(60), survivor).await.expect("failover finishes").unwrap().expect("predict fails over");
+    assert_eq!(reply.summary.ok, 300, "{:?}", reply.summary);
+    for (i, o) in reply.outcomes.iter().enumerate() {
+        assert_eq!(o.as_ref().expect("item ok").index as usize, i, "each item once, in order");
+    }
+    for l in load {
+        let _ = l.await;
+    }
+    tracing_free_log(&format!("gateway killed with {queued} queued: first answer through the other after {first:?}"));
+}
+
+/// A worker restarted with the same state directory keeps its id, and a
+/// gateway logs a worker it drops, not only one that joins.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restarted_worker_keeps_its_id_and_a_dropped_one_is_logged() {
+    let engine = Engine::start();
+    let repo = repository_of(&["tabular"]);
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let gateway = Proc::gateway_logging(&engine, &[], log.path());
+    let client = gateway.client().await;
+    let mut w = Proc::worker(&engine, repo.path(), &[]);
+    wait_for_workers(&client, 1).await;
+    let first = w.announced.clone();
+    w.kill();
+    let state = w.take_state();
+    // Dropped after three silent 200 ms periods.
+    let start = Instant::now();
+    while !std::fs::read_to_string(log.path()).unwrap_or_default().contains("worker dropped") {
+        assert!(start.elapsed() < Duration::from_secs(10), "no drop logged: {}", std::fs::read_to_string(log.path()).unwrap_or_default());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let again = Proc::worker_in(&engine, repo.path(), state, &[]);
+    assert_eq!(again.announced, first, "the same state directory, the same worker id");
+    let status = wait_for_workers(&client, 1).await;
+    assert_eq!(status.workers[0].id, first);
 }
 
 /// A worker told to stop while the engine is down still exits, in bounded time.

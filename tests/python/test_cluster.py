@@ -67,15 +67,15 @@ def cluster(work: Path, gateways: int):
                 assert time.monotonic() < deadline, "engine did not start"
                 time.sleep(0.05)
         url = f"nats://127.0.0.1:{port}"
-        roles = [("worker", ["--repository", str(REPOSITORY), "--threads", "1"])]
-        roles += [(f"gateway{i}", ["--gateway", "--listen", "127.0.0.1:0"]) for i in range(gateways)]
+        roles = [("worker", ["worker", "--repository", str(REPOSITORY), "--threads", "1"])]
+        roles += [(f"gateway{i}", ["gateway", "--listen", "127.0.0.1:0"]) for i in range(gateways)]
         found = []
         for role, args in roles:
             state = work / role
             state.mkdir()
             log = work / f"{role}.log"
             with open(log, "wb") as f:
-                procs.append(subprocess.Popen([str(HOST_BIN), "--nats", url, "--heartbeat-ms", "200", "--state-dir", str(state), *args],
+                procs.append(subprocess.Popen([str(HOST_BIN), args[0], "--nats", url, "--heartbeat-ms", "200", "--state-dir", str(state), *args[1:]],
                                               stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL))
             wait_for(state / ("worker" if role == "worker" else "listening"), procs[-1], role, log)
             if role != "worker":

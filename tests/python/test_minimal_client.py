@@ -43,7 +43,7 @@ def host(tmp_path_factory):
     log = state / "host.log"
     with open(log, "wb") as log_file:
         proc = subprocess.Popen(
-            [str(HOST_BIN), "--repository", str(REPOSITORY), "--listen", "127.0.0.1:0", "--state-dir", str(state)],
+            [str(HOST_BIN), "serve", "--repository", str(REPOSITORY), "--listen", "127.0.0.1:0", "--state-dir", str(state)],
             stdout=log_file,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,

@@ -27,7 +27,7 @@ def start_host(tmp: Path, access: str | None = None):
     (repo / "multi-io").mkdir(parents=True)
     shutil.copytree(REPOSITORY / "multi-io" / "1", repo / "multi-io" / "1")
     state.mkdir()
-    cmd = [str(HOST_BIN), "--repository", str(repo), "--listen", "127.0.0.1:0", "--state-dir", str(state)]
+    cmd = [str(HOST_BIN), "serve", "--repository", str(repo), "--listen", "127.0.0.1:0", "--state-dir", str(state)]
     if access is not None:
         (tmp / "access.toml").write_text(access)
         cmd += ["--access", str(tmp / "access.toml")]

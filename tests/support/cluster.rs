@@ -169,7 +169,12 @@ impl Proc {
 
     /// A worker serving `repo`, pulling from `engine`, with `extra` arguments.
     pub fn worker(engine: &Engine, repo: &Path, extra: &[&str]) -> Proc {
-        let state = tempfile::tempdir().expect("worker state");
+        Self::worker_in(engine, repo, tempfile::tempdir().expect("worker state"), extra)
+    }
+
+    /// A worker keeping its state in `state` (a restart: another worker there before).
+    pub fn worker_in(engine: &Engine, repo: &Path, state: tempfile::TempDir, extra: &[&str]) -> Proc {
+        let _ = std::fs::remove_file(state.path().join("worker"));
         let mut child = Self::worker_command(engine, repo, state.path(), extra)
             .stdout(Stdio::null())
             .spawn()
@@ -181,18 +186,34 @@ impl Proc {
     /// A gateway on 127.0.0.1:0 in front of `engine` (the slim
     /// `tensorgate-gateway` binary: it links neither libtorch nor wasmtime).
     pub fn gateway(engine: &Engine, extra: &[&str]) -> Proc {
+        Self::gateway_with(engine, extra, Stdio::inherit(), "warn")
+    }
+
+    /// A gateway whose log (at `info`) goes to the file `log`.
+    pub fn gateway_logging(engine: &Engine, extra: &[&str], log: &Path) -> Proc {
+        let file = std::fs::File::create(log).expect("log file");
+        Self::gateway_with(engine, extra, Stdio::from(file), "info")
+    }
+
+    fn gateway_with(engine: &Engine, extra: &[&str], stderr: Stdio, level: &str) -> Proc {
         let state = tempfile::tempdir().expect("gateway state");
         let mut child = Command::new(gateway_binary())
             .args(["--nats", &engine.url, "--listen", "127.0.0.1:0", "--heartbeat-ms", "200"])
             .arg("--state-dir")
             .arg(state.path())
             .args(extra)
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", level)
             .stdout(Stdio::null())
+            .stderr(stderr)
             .spawn()
             .expect("gateway starts");
         let addr = wait_for_file(&state.path().join("listening"), Duration::from_secs(30), "gateway", &mut child);
         Proc { child: Some(child), state, announced: addr }
+    }
+
+    /// Its state directory, taken (for a restart in the same one).
+    pub fn take_state(&mut self) -> tempfile::TempDir {
+        std::mem::replace(&mut self.state, tempfile::tempdir().expect("temp dir"))
     }
 
     /// The gateway's address.

@@ -184,8 +184,9 @@ impl AccessPolicy {
             (Some(_), Some(_)) => "the token presented grants only the predict role",
         };
         let hint = match needed {
-            Role::Admin if peer.loopback => "admin without credentials is allowed from loopback only while no admin credential is configured",
-            Role::Admin => "admin without credentials is allowed only from loopback",
+            // Only when it would help: loopback admin is on and the client is elsewhere.
+            Role::Admin if self.loopback_admin() => "admin without credentials is allowed only from loopback",
+            Role::Admin => "this host requires an admin token or an admin client certificate",
             Role::Predict => "this host requires a predict token or a client certificate",
         };
         Err(format!("`{op}` needs the {} role: {presented} ({hint})", role_name(needed)))
@@ -230,7 +231,8 @@ mod tests {
         let mut p = AccessPolicy::default();
         p.add_token(Role::Admin, "root-secret");
         p.add_token(Role::Predict, "user-secret");
-        assert!(p.check(Role::Admin, "delete", &peer(true), None).is_err());
+        let e = p.check(Role::Admin, "delete", &peer(true), None).unwrap_err();
+        assert!(!e.contains("loopback") && e.contains("requires an admin token"), "no loopback hint once admin credentials exist: {e}");
         assert!(p.check(Role::Admin, "delete", &peer(false), Some("root-secret")).is_ok());
         let e = p.check(Role::Admin, "delete", &peer(false), Some("user-secret")).unwrap_err();
         assert!(e.contains("grants only the predict role"), "{e}");

@@ -123,6 +123,13 @@ pub(crate) async fn run_message(shared: Arc<Shared>, app: Arc<Application>, work
         tracing::info!(worker = %shared.id, after_ms = shared.started.elapsed().as_secs_f64() * 1e3, "first item since joining");
     }
     let Work { msg, reply_to, gateway, members, run } = work;
+    // Screened when pulled; it may have waited for slots since.
+    if lock(&shared.gateways).state(&gateway, Instant::now()) == GatewayState::Gone {
+        dropped(&shared, &gateway, DropReason::GatewayGone, members.len());
+        let _ = msg.ack().await;
+        delete_objects(&shared, &members).await;
+        return;
+    }
     let at_once = holding.0.len().max(1);
     let large = shared.engine.stores.large.clone();
     let tasks = run.into_iter().filter_map(|i| members.get(i).cloned()).map(|(key, head, payload)| {

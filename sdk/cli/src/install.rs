@@ -1,7 +1,7 @@
 //! The one way a bundle made on this machine enters a model repository,
 //! used by `plugin build --repository` and `import triton`: its files are
 //! staged in a hidden folder inside the repository, the staged bundle is
-//! checked as a host checks it before serving (`tensorgate-host --check`),
+//! checked as a host checks it before serving (`tensorgate-host check`),
 //! and only a bundle that passes is moved (one rename) to
 //! `REPO/NAME/VERSION`. A bundle that fails to stage or to check leaves
 //! the repository as it was.
@@ -43,7 +43,7 @@ pub fn install(repo: &Path, name: &str, version: u64, fill: impl FnOnce(&Path) -
 }
 
 /// Checks the bundle folder `bundle` as a host would before serving it:
-/// runs `tensorgate-host --check BUNDLE` (found beside this binary),
+/// runs `tensorgate-host check BUNDLE` (found beside this binary),
 /// passing its output through; an error if the bundle fails.
 pub fn check(bundle: &Path) -> anyhow::Result<()> {
     let host = std::env::current_exe()
@@ -59,7 +59,7 @@ pub fn check(bundle: &Path) -> anyhow::Result<()> {
             cmd.env("TENSORGATE_COMPILE_CACHE", c.join("compiled-plugins"));
         }
     }
-    let status = cmd.arg("--check").arg(bundle).status().with_context(|| format!("running {}", host.display()))?;
+    let status = cmd.arg("check").arg(bundle).status().with_context(|| format!("running {}", host.display()))?;
     if !status.success() {
         bail!("the bundle failed its check (above)");
     }

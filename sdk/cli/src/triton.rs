@@ -3,7 +3,7 @@
 //! numbered version folders holding `model.pt`) becomes tensorgate bundles
 //! served by the generic `tensors` plugin (an `.npz` in, one array per
 //! input, an `.npz` out). Each bundle is staged, checked as a host checks
-//! it (`tensorgate-host --check`) and only then installed, by the one
+//! it (`tensorgate-host check`) and only then installed, by the one
 //! install flow (`install.rs`) that `plugin build` uses too.
 //!
 //! Mapped: `name`, inputs and outputs (name, `data_type`, `dims` with

@@ -106,6 +106,10 @@ impl ReplyDelivery {
     pub const LIMIT: Duration = Duration::from_secs(5);
     /// Longest one attempt waits for the confirmation.
     pub const WAIT: Duration = Duration::from_secs(2);
+    /// Longest wait between attempts while nobody listens on the gateway's
+    /// subject: such an attempt costs the engine one immediate answer, and
+    /// the reply is dropped as soon as the gateway is known gone.
+    pub const UNSURE_WAIT: Duration = Duration::from_millis(250);
 
     /// The first attempt, at `now`.
     pub fn new(now: Instant) -> Self {
@@ -132,7 +136,10 @@ impl ReplyDelivery {
                 _ => ReplyNext::HandBack,
             };
         }
-        let wait = Self::BACKOFF[self.attempt.min(Self::BACKOFF.len() - 1)];
+        let mut wait = Self::BACKOFF[self.attempt.min(Self::BACKOFF.len() - 1)];
+        if e == ReplyError::NoResponders {
+            wait = wait.min(Self::UNSURE_WAIT);
+        }
         ReplyNext::Retry(wait.min(Self::LIMIT - spent))
     }
 }
@@ -168,6 +175,12 @@ mod tests {
         assert_eq!(d.wait(late), Duration::from_millis(100));
         assert_eq!(d.next(ReplyError::TimedOut, GatewayState::Live, t0 + ReplyDelivery::LIMIT), ReplyNext::HandBack);
         let mut d = ReplyDelivery::new(t0);
+        for _ in 0..5 {
+            match d.next(ReplyError::NoResponders, GatewayState::Unsure, t0) {
+                ReplyNext::Retry(w) => assert!(w <= ReplyDelivery::UNSURE_WAIT, "nobody listening: checked again soon, not after {w:?}"),
+                other => panic!("{other:?}"),
+            }
+        }
         assert_eq!(d.next(ReplyError::NoResponders, GatewayState::Unsure, t0 + ReplyDelivery::LIMIT), ReplyNext::Drop);
     }
 }

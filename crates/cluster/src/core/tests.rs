@@ -7,7 +7,7 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use super::gateways::{GatewayState, Gateways};
-use super::intake::{intake, DropReason, Intake, PullPlan};
+use super::intake::{intake, DropReason, Intake};
 use super::retry::{ReplyDelivery, ReplyError, ReplyNext};
 
 const HB: Duration = Duration::from_secs(1);
@@ -55,7 +55,7 @@ fn simulate(capacity: usize, backlog: usize, group: usize, run: Duration, horizo
     gateways.on_advert("a", HB, false, t0);
     gateways.on_advert("b", HB, false, t0);
     let mut queue: VecDeque<Msg> = (0..backlog).map(|_| Msg { gateway: "a", items: group }).collect();
-    let mut plan = PullPlan::new();
+    let mut waiting: Option<Msg> = None;
     let mut held: Vec<Held> = Vec::new();
     let mut free = capacity;
     let mut out = Outcome::default();
@@ -67,33 +67,26 @@ fn simulate(capacity: usize, backlog: usize, group: usize, run: Duration, horizo
         if since.as_millis() % 1000 < TICK.as_millis() {
             gateways.on_advert("b", HB, false, now);
         }
-        if since.as_millis() % 500 < TICK.as_millis() {
+        if since.as_millis() % 500 < TICK.as_millis() && since + Duration::from_secs(1) < horizon {
             queue.push_back(Msg { gateway: "b", items: 3 });
             submitted_b.push_back(now);
         }
-        // Pull while slots are free.
+        // Pull while slots are free. A message needing more slots than
+        // are free waits for them, and is screened again when it gets them.
         while free > 0 {
-            let asked = plan.messages(free);
-            let mut got = 0;
-            while got < asked {
-                let Some(msg) = queue.pop_front() else { break };
-                got += 1;
-                match intake(gateways.state(msg.gateway, now), &vec![None; msg.items], 0) {
-                    Intake::Drop(DropReason::GatewayGone) => {
-                        plan.on_dropped();
-                        out.dropped_unrun += 1;
+            let Some(msg) = waiting.take().or_else(|| queue.pop_front()) else { break };
+            match intake(gateways.state(msg.gateway, now), &vec![None; msg.items], 0) {
+                Intake::Drop(DropReason::GatewayGone) => out.dropped_unrun += 1,
+                Intake::Drop(DropReason::Expired) => unreachable!("no deadlines here"),
+                Intake::Run(_) => {
+                    let need = msg.items.min(capacity);
+                    if need > free {
+                        waiting = Some(msg);
+                        break;
                     }
-                    Intake::Drop(DropReason::Expired) => unreachable!("no deadlines here"),
-                    Intake::Run(_) => {
-                        plan.on_message(msg.items);
-                        let slots = msg.items.min(capacity).min(free.max(1));
-                        free -= slots.min(free);
-                        held.push(Held { msg, slots, done: now + run, delivery: None });
-                    }
+                    free -= need;
+                    held.push(Held { msg, slots: need, done: now + run, delivery: None });
                 }
-            }
-            if got == 0 {
-                break;
             }
         }
         // Finish, reply, retry.
@@ -139,7 +132,8 @@ fn simulate(capacity: usize, backlog: usize, group: usize, run: Duration, horizo
         }
         held = keep;
     }
-    assert!(queue.iter().all(|m| m.gateway == "b"), "the dead gateway's backlog is gone from the queue");
+    assert!(queue.iter().chain(&waiting).all(|m| m.gateway == "b"), "the dead gateway's backlog is gone from the queue");
+    assert!(submitted_b.is_empty(), "every live message answered: {} left", submitted_b.len());
     out
 }
 
@@ -149,7 +143,7 @@ fn a_dead_gateway_s_backlog_does_not_stall_a_live_gateway_s_items() {
     // (two groups of 64) and a dead gateway's backlog of ~1,500 groups.
     let out = simulate(128, 1500, 64, Duration::from_millis(20), Duration::from_secs(10));
     assert_eq!(out.handed_back, 0, "nothing of the dead gateway goes back to the engine to be redelivered");
-    assert_eq!(out.answered_b.len(), 20, "every live item answered: {out:?}");
+    assert_eq!(out.answered_b.len(), 17, "a live message every 500 ms until a second before the end: {out:?}");
     let worst = out.answered_b.iter().max().copied().unwrap_or_default();
     // While the dead gateway is still unsure (until two advert periods after
     // its first unanswered reply), its queued groups still run; after that
@@ -158,10 +152,10 @@ fn a_dead_gateway_s_backlog_does_not_stall_a_live_gateway_s_items() {
     let late: Vec<&Duration> = out.answered_b.iter().skip(6).filter(|d| **d > Duration::from_millis(100)).collect();
     assert!(late.is_empty(), "once the gateway is known gone, live items wait for nothing: {late:?}");
     assert!(out.dropped_unrun > 1400, "the backlog is dropped unrun: {out:?}");
-    assert!(out.run_a < 220, "only what was pulled before the gateway was known gone ran: {out:?}");
-    // Slot time on the dead gateway: at most every slot for about two
-    // advert periods plus the last reply attempts' wait.
-    assert!(out.slot_time_a <= 128.0 * 3.0, "{} slot-seconds on the dead gateway", out.slot_time_a);
+    assert!(out.run_a <= 2, "only what filled the slots before the gateway was known gone ran: {out:?}");
+    // Slot time on the dead gateway: every slot for about two advert
+    // periods (until a reply nobody answers makes it gone), plus one retry.
+    assert!(out.slot_time_a <= 128.0 * 2.5, "{} slot-seconds on the dead gateway", out.slot_time_a);
 }
 
 #[test]
@@ -179,6 +173,6 @@ fn a_reply_held_for_an_unsure_gateway_is_released_when_it_is_known_gone() {
         }
     };
     assert_eq!(released.0, ReplyNext::Drop);
-    assert!(released.1 >= HB * 2 && released.1 < HB * 2 + Duration::from_secs(1), "held {:?}", released.1);
+    assert!(released.1 >= HB * 2 && released.1 <= HB * 2 + ReplyDelivery::UNSURE_WAIT, "held {:?}", released.1);
     assert_eq!(g.state("a", now), GatewayState::Gone);
 }

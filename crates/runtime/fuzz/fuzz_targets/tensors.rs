@@ -4,10 +4,10 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use tensorgate_host::executor::batch::{compatible, concat, rows, split};
-use tensorgate_host::pipeline::check_inputs;
-use tensorgate_host::executor::torch::{from_torch, to_torch};
-use tensorgate_host::tensor::{Dtype, Tensor};
+use tensorgate_backend::{Dtype, Tensor};
+use tensorgate_backend_torch::convert::{from_torch, inputs, split, to_torch};
+use tensorgate_runtime::executor::batch::{compatible, rows};
+use tensorgate_runtime::pipeline::check_inputs;
 
 const DTYPES: [Dtype; 6] = Dtype::ALL;
 
@@ -31,7 +31,7 @@ fn tensor(data: &mut &[u8]) -> Option<Tensor> {
         bytes.iter_mut().for_each(|b| *b &= 1);
     }
     *data = &r[take..];
-    Some(Tensor { dtype, shape, data: bytes })
+    Some(Tensor { dtype, shape, data: bytes.into() })
 }
 
 fuzz_target!(|input: &[u8]| {
@@ -56,9 +56,9 @@ fuzz_target!(|input: &[u8]| {
         assert_eq!(&back, t);
     }
     if b.len() == a.len() && check_inputs(&[], &b).is_ok() && compatible(&a, &b) {
-        let joined = concat(&[&a, &b]);
+        let joined = inputs(&[&a, &b]).expect("validated compatible items concatenate");
         let counts = [rows(&a), rows(&b)];
-        let back = split(joined, &counts).expect("concatenated inputs split");
+        let back = split(joined, &counts).expect("split runs").expect("concatenated inputs split");
         assert_eq!(back, vec![a, b]);
     }
 });
