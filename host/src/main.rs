@@ -67,7 +67,8 @@ fn legacy(args: &[OsString]) -> Option<(&'static str, Vec<OsString>)> {
         "hash-token"
     } else if has("--gateway") {
         "gateway"
-    } else if has("--nats") {
+    } else if has("--nats") || std::env::var_os("TENSORGATE_NATS").is_some_and(|v| !v.is_empty()) {
+        // As before: an engine given by flag or environment makes a worker.
         "worker"
     } else {
         "serve"

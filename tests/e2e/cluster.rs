@@ -220,17 +220,22 @@ async fn a_killed_worker_s_items_run_elsewhere_and_each_is_answered_once() {
     let indices: BTreeSet<u32> = reply.outcomes.iter().map(|o| o.as_ref().unwrap().index).collect();
     assert_eq!(indices.len(), 600, "each item exactly once");
     tracing_free_log(&format!("killed worker's items finished {:?} after the kill", killed.elapsed()));
-    // Once the killed worker is dropped from the fleet, what it answered still counts.
+    // Once the killed worker is dropped from the fleet, what it had counted
+    // still counts: the fleet's total never goes down.
     let start = Instant::now();
+    let mut most = 0;
     loop {
         let status = client.status().await.unwrap();
         let ok: u64 = status.models.iter().filter(|m| m.name == "slow").map(|m| m.items_ok).sum();
-        if status.workers.len() == 1 && ok >= 600 {
+        assert!(ok >= most, "the fleet's items_ok went from {most} down to {ok}: {:?}", status.workers);
+        most = ok;
+        if status.workers.len() == 1 && start.elapsed() > Duration::from_secs(1) {
             break;
         }
-        assert!(start.elapsed() < Duration::from_secs(10), "fleet totals after the drop: {ok} items ok, {:?}", status.workers);
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(start.elapsed() < Duration::from_secs(10), "the killed worker was never dropped: {:?}", status.workers);
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    assert!(most >= 500, "items answered by both workers: {most}");
 }
 
 /// SIGTERM: the worker stops pulling, finishes what it holds, and exits 0;
@@ -671,24 +676,24 @@ async fn a_dead_gateway_s_backlog_stalls_no_one_else() {
     let client_b = b.client().await;
     wait_for_workers(&client_b, 2).await;
     let client_a = std::sync::Arc::new(a.client().await);
-    // A backlog through A: many-item requests of the slow model, far more
-    // than the workers run in the time this test allows.
+    // A backlog through A: many-item requests of the slow model, several
+    // seconds of work for the two workers (about 1,600 items/s here).
     let mut load = Vec::new();
-    for _ in 0..8 {
+    for _ in 0..12 {
         let c = client_a.clone();
         load.push(tokio::spawn(async move { c.predict(Submission::new("slow", slow_items(1000, 1))).await }));
     }
     let failover = std::sync::Arc::new(tensorgate_client::Failover::new(vec![a.target(), b.target()]).unwrap());
     let f = failover.clone();
     let survivor = tokio::spawn(async move { f.predict(Submission::new("slow", slow_items(300, 1))).await });
-    // Kill A once the engine holds a backlog for it.
+    // Kill A once the workers are into its backlog.
     let start = Instant::now();
-    let mut queued = 0;
-    while queued < 2000 {
+    let mut done = 0;
+    while done < 300 {
         let status = client_b.status().await.expect("status through B");
-        queued = status.models.iter().filter(|m| m.name == "slow").map(|m| m.queued).sum();
-        assert!(start.elapsed() < Duration::from_secs(20), "no backlog formed: {queued} queued");
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        done = status.models.iter().filter(|m| m.name == "slow").map(|m| m.items_ok).sum();
+        assert!(start.elapsed() < Duration::from_secs(20), "the load did not start: {done} items answered");
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
     a.kill();
     let killed = Instant::now();
@@ -699,7 +704,7 @@ async fn a_dead_gateway_s_backlog_stalls_no_one_else() {
     // Gone after three 200 ms advert periods (or two after a reply found
     // nobody listening); then its backlog is dropped as fast as it is
     // pulled, and B's items run behind at most what was already running.
-    assert!(first < Duration::from_secs(5), "a client of the live gateway waited {first:?} after the other died");
+    assert!(first < Duration::from_secs(3), "a client of the live gateway waited {first:?} after the other died");
     let reply = tokio::time::timeout(Duration::from_secs(60), survivor).await.expect("failover finishes").unwrap().expect("predict fails over");
     assert_eq!(reply.summary.ok, 300, "{:?}", reply.summary);
     for (i, o) in reply.outcomes.iter().enumerate() {
@@ -708,7 +713,7 @@ async fn a_dead_gateway_s_backlog_stalls_no_one_else() {
     for l in load {
         let _ = l.await;
     }
-    tracing_free_log(&format!("gateway killed with {queued} queued: first answer through the other after {first:?}"));
+    tracing_free_log(&format!("gateway killed with 12,000 items in flight, {done} answered: first answer through the other after {first:?}"));
 }
 
 /// A worker restarted with the same state directory keeps its id, and a

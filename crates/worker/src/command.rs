@@ -29,6 +29,12 @@ pub struct WorkerCommand {
     /// On SIGTERM, wait at most this long (s) for the items it holds.
     #[arg(long, default_value_t = 120)]
     pub drain_timeout_s: u64,
+    /// Largest bundle a fleet upload may unpack to on this worker, in bytes.
+    #[arg(long, default_value_t = 4 << 30)]
+    pub max_upload_bytes: u64,
+    /// Largest item payload after decompression in bytes.
+    #[arg(long, default_value_t = tensorgate_protocol::Limits::default().max_item_bytes)]
+    pub max_item_bytes: u64,
 }
 
 /// Why a worker stopped.
@@ -76,7 +82,9 @@ impl WorkerCommand {
     /// or SIGTERM, then drains. Blocking: builds its own runtime.
     pub fn run(self) -> Result<(), WorkerError> {
         let mut cluster = self.engine.config()?;
-        let config = self.runtime.config(&self.state_dir).map_err(WorkerError::Flag)?;
+        let mut config = self.runtime.config(&self.state_dir).map_err(WorkerError::Flag)?;
+        config.front.max_upload_bytes = self.max_upload_bytes;
+        config.front.limits.max_item_bytes = self.max_item_bytes;
         cluster.rollout = config.rollout;
         std::fs::create_dir_all(&self.state_dir).map_err(io(&self.state_dir))?;
         let id = worker_id(&self.state_dir)?;

@@ -11,6 +11,8 @@ use futures_util::StreamExt;
 use tensorgate_cluster::core::intake::PullPlan;
 use tensorgate_runtime::application::Application;
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+
+use crate::run::Held;
 use tokio::task::JoinHandle;
 
 use crate::{Shared, WorkerOptions};
@@ -189,17 +191,5 @@ async fn more_slots(shared: &Shared, slots: &Arc<Semaphore>, n: usize, msg: &jet
             p = &mut acquire => return p.ok(),
             _ = progress.tick() => { let _ = msg.ack_with(AckKind::Progress).await; }
         }
-    }
-}
-
-/// What a work message's items hold while they run: their slots and their count.
-pub(crate) type Holding = (Vec<OwnedSemaphorePermit>, Held);
-
-/// Counts items as held until they are answered.
-pub(crate) struct Held(Arc<AtomicUsize>, usize);
-
-impl Drop for Held {
-    fn drop(&mut self) {
-        self.0.fetch_sub(self.1, Ordering::Relaxed);
     }
 }

@@ -4,12 +4,13 @@
 //! (removed from the engine, its slots freed at once) when its gateway is
 //! gone; handed back to the engine when a live gateway did not confirm.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
 use async_nats::jetstream::{self, AckKind};
 use async_nats::RequestErrorKind;
+use tokio::sync::OwnedSemaphorePermit;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use tensorgate_cluster::core::gateways::GatewayState;
@@ -23,7 +24,6 @@ use tensorgate_protocol::{ErrorCode, Item};
 use tensorgate_runtime::application::Application;
 use tensorgate_server::request::{ItemDone, ItemFailure, ItemRunner};
 
-use crate::pull::Holding;
 use crate::{lock, Shared};
 
 /// A work message that passed [`screen`]: who wants its answers, and its members.
@@ -289,5 +289,17 @@ async fn deliver(shared: &Shared, msg: &jetstream::Message, reply_to: &str, gate
             ReplyNext::Drop => return Delivery::Dropped,
             ReplyNext::HandBack => return Delivery::HandBack,
         }
+    }
+}
+
+/// What a work message's items hold while they run: their slots and their count.
+pub(crate) type Holding = (Vec<OwnedSemaphorePermit>, Held);
+
+/// Counts items as held until they are answered.
+pub(crate) struct Held(pub(crate) Arc<AtomicUsize>, pub(crate) usize);
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.0.fetch_sub(self.1, Ordering::Relaxed);
     }
 }
