@@ -6,11 +6,11 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use tensorgate_backend::DeviceSpec;
-use tensorgate_server::command::{FrontArgs, RolloutArgs};
+use tensorgate_server::command::{CommandError, FrontArgs, RolloutArgs};
 use tensorgate_server::config::FrontConfig;
 
 use crate::config::HostConfig;
-use crate::host::{Host, HostError};
+use crate::host::Host;
 
 /// The repository and how its models run.
 #[derive(clap::Args, Debug, Clone)]
@@ -63,25 +63,6 @@ impl RuntimeArgs {
     }
 }
 
-/// Why a command failed.
-#[derive(Debug, thiserror::Error)]
-pub enum CommandError {
-    /// The host could not load or serve.
-    #[error(transparent)]
-    Host(#[from] HostError),
-    /// A flag is unusable.
-    #[error("{0}")]
-    Flag(String),
-    /// Reading or writing a file failed.
-    #[error("{path}: {source}")]
-    Io {
-        /// The file or directory.
-        path: String,
-        /// Cause.
-        source: std::io::Error,
-    },
-}
-
 /// Serve a model repository to clients over QUIC.
 #[derive(clap::Args, Debug, Clone)]
 pub struct ServeCommand {
@@ -100,17 +81,14 @@ impl ServeCommand {
     /// Loads the repository and serves until SIGINT or SIGTERM. Blocking:
     /// builds its own async runtime.
     pub fn run(self) -> Result<(), CommandError> {
-        let io = |path: &Path| {
-            let path = path.display().to_string();
-            move |source| CommandError::Io { path, source }
-        };
         let front = self.front.config(&self.state_dir).map_err(CommandError::Flag)?;
         let config = self.runtime.host_config(front).map_err(CommandError::Flag)?;
-        let host = Host::load(config)?;
-        let rt = tokio::runtime::Runtime::new().map_err(io(&self.state_dir))?;
+        let host = Host::load(config).map_err(CommandError::role)?;
+        let rt = tokio::runtime::Runtime::new().map_err(CommandError::io(&self.state_dir))?;
         rt.block_on(async move {
-            let running = host.serve()?;
-            tensorgate_server::announce(&self.state_dir, running.addr(), running.fingerprint()).map_err(io(&self.state_dir))?;
+            let running = host.serve().map_err(CommandError::role)?;
+            tensorgate_server::announce(&self.state_dir, running.addr(), running.fingerprint())
+                .map_err(CommandError::io(&self.state_dir))?;
             tensorgate_server::shutdown_signal().await;
             tracing::info!("shutting down");
             let _ = std::fs::remove_file(self.state_dir.join("listening"));

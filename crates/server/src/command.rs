@@ -114,3 +114,34 @@ impl RolloutArgs {
         })
     }
 }
+
+/// Why a command (`serve`, `worker`, `gateway`) stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    /// A flag is unusable.
+    #[error("{0}")]
+    Flag(String),
+    /// Reading or writing the state directory failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file or directory.
+        path: String,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// The role could not start or run (its own error).
+    #[error(transparent)]
+    Role(Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl CommandError {
+    /// A role's own error.
+    pub fn role(e: impl std::error::Error + Send + Sync + 'static) -> Self {
+        CommandError::Role(Box::new(e))
+    }
+
+    /// An IO error about `path`, for `map_err`.
+    pub fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CommandError + '_ {
+        move |source| CommandError::Io { path: path.display().to_string(), source }
+    }
+}

@@ -5,9 +5,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use tensorgate_cluster::command::EngineArgs;
-use tensorgate_cluster::ClusterError;
 use tensorgate_runtime::command::RuntimeArgs;
-use tensorgate_runtime::host::{Host, HostError};
+use tensorgate_runtime::host::Host;
+use tensorgate_server::command::CommandError;
 
 use crate::{RunningWorker, WorkerOptions};
 
@@ -37,41 +37,15 @@ pub struct WorkerCommand {
     pub max_item_bytes: u64,
 }
 
-/// Why a worker stopped.
-#[derive(Debug, thiserror::Error)]
-pub enum WorkerError {
-    /// The engine could not be reached or the settings are unusable.
-    #[error(transparent)]
-    Cluster(#[from] ClusterError),
-    /// The repository could not be loaded.
-    #[error(transparent)]
-    Host(#[from] HostError),
-    /// A flag is out of range.
-    #[error("{0}")]
-    Flag(String),
-    /// Reading or writing the state directory failed.
-    #[error("{path}: {source}")]
-    Io {
-        /// The file or directory.
-        path: String,
-        /// Cause.
-        source: std::io::Error,
-    },
-}
-
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> WorkerError + '_ {
-    move |source| WorkerError::Io { path: path.display().to_string(), source }
-}
-
 /// The worker's id from `STATE_DIR/worker-id`, made and kept there the
 /// first time: a worker restarted with the same state directory keeps it.
-pub fn worker_id(state_dir: &Path) -> Result<String, WorkerError> {
+pub fn worker_id(state_dir: &Path) -> Result<String, CommandError> {
     let file = state_dir.join("worker-id");
     match std::fs::read_to_string(&file) {
         Ok(id) if !id.trim().is_empty() => Ok(id.trim().to_string()),
         _ => {
             let id = format!("w-{}", tensorgate_cluster::short_id());
-            tensorgate_server::write_whole(&file, &id).map_err(io(&file))?;
+            tensorgate_server::write_whole(&file, &id).map_err(CommandError::io(&file))?;
             Ok(id)
         }
     }
@@ -80,23 +54,23 @@ pub fn worker_id(state_dir: &Path) -> Result<String, WorkerError> {
 impl WorkerCommand {
     /// Loads the repository, joins the cluster and pulls work until SIGINT
     /// or SIGTERM, then drains. Blocking: builds its own runtime.
-    pub fn run(self) -> Result<(), WorkerError> {
-        let mut cluster = self.engine.config()?;
-        let mut config = self.runtime.config(&self.state_dir).map_err(WorkerError::Flag)?;
+    pub fn run(self) -> Result<(), CommandError> {
+        let mut cluster = self.engine.config().map_err(CommandError::role)?;
+        let mut config = self.runtime.config(&self.state_dir).map_err(CommandError::Flag)?;
         config.front.max_upload_bytes = self.max_upload_bytes;
         config.front.limits.max_item_bytes = self.max_item_bytes;
         cluster.rollout = config.rollout;
-        std::fs::create_dir_all(&self.state_dir).map_err(io(&self.state_dir))?;
+        std::fs::create_dir_all(&self.state_dir).map_err(CommandError::io(&self.state_dir))?;
         let id = worker_id(&self.state_dir)?;
-        let host = Host::load(config)?;
+        let host = Host::load(config).map_err(CommandError::role)?;
         let options =
             WorkerOptions { capacity: self.capacity, drain_timeout: Duration::from_secs(self.drain_timeout_s), id: Some(id) };
-        let rt = tokio::runtime::Runtime::new().map_err(io(&self.state_dir))?;
+        let rt = tokio::runtime::Runtime::new().map_err(CommandError::io(&self.state_dir))?;
         rt.block_on(async move {
-            let running = RunningWorker::start(host, cluster, options).await?;
+            let running = RunningWorker::start(host, cluster, options).await.map_err(CommandError::role)?;
             println!("tensorgate worker {} pulling work from {}", running.id(), self.engine.nats);
             let file = self.state_dir.join("worker");
-            tensorgate_server::write_whole(&file, running.id()).map_err(io(&file))?;
+            tensorgate_server::write_whole(&file, running.id()).map_err(CommandError::io(&file))?;
             tensorgate_server::shutdown_signal().await;
             tracing::info!("worker draining");
             running.drain().await;
