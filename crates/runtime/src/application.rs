@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use tensorgate_protocol::ModelInfo;
+use tensorgate_protocol::{ModelInfo, ModelStatus};
 
 use crate::executor::ModelExecutor;
 use tensorgate_server::manifest::{Manifest, TensorDecl};
@@ -130,6 +130,29 @@ impl Application {
             items_failed: self.counters.items_failed.load(Ordering::Relaxed),
             bundle_bytes: self.stamp.bytes(),
             error: None,
+        }
+    }
+
+    /// What `status` shows of this version now: its counters, its model's
+    /// forwards and queue, its idle plugin instances (a host's status and a
+    /// worker's advert both read them here).
+    pub fn status(&self) -> ModelStatus {
+        let stats = self.model.stats();
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        ModelStatus {
+            name: self.name().to_string(),
+            version: self.version(),
+            description: self.manifest.description.clone(),
+            device: self.device(),
+            items_ok: load(&self.counters.items_ok),
+            items_failed: load(&self.counters.items_failed),
+            forwards: load(&stats.forwards),
+            forward_rows: load(&stats.rows),
+            forward_us: load(&stats.busy_ns) / 1000,
+            forwards_inline: load(&stats.inlined),
+            queued: stats.queued.load(Ordering::Relaxed) as u64,
+            plugin_instances: self.plugin.idle_instances() as u64,
+            ..ModelStatus::default()
         }
     }
 

@@ -2,7 +2,6 @@
 //! [`Management`] its front end serves. Repository changes block
 //! (unpacking, compiling, loading a model), so they run on blocking threads.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -65,25 +64,12 @@ impl Management for LocalManagement {
                 .all()
                 .iter()
                 .map(|a| {
-                    let stats = a.model.stats();
                     let info = info_of(a.name(), a.version());
                     ModelStatus {
-                        name: a.name().to_string(),
-                        version: a.version(),
-                        description: a.manifest.description.clone(),
-                        device: a.device(),
-                        items_ok: a.counters.items_ok.load(Ordering::Relaxed),
-                        items_failed: a.counters.items_failed.load(Ordering::Relaxed),
-                        forwards: stats.forwards.load(Ordering::Relaxed),
-                        forward_rows: stats.rows.load(Ordering::Relaxed),
-                        forward_us: stats.busy_ns.load(Ordering::Relaxed) / 1000,
-                        forwards_inline: stats.inlined.load(Ordering::Relaxed),
-                        queued: stats.queued.load(Ordering::Relaxed) as u64,
-                        plugin_instances: a.plugin.idle_instances() as u64,
                         default: info.is_some_and(|m| m.default),
                         rolled_back: info.and_then(|m| m.rolled_back.clone()),
                         canary: info.and_then(|m| m.canary.clone()),
-                        ..ModelStatus::default()
+                        ..a.status()
                     }
                 })
                 .collect();

@@ -15,16 +15,15 @@ pub(crate) async fn advertise(shared: &Shared, loops: &HashMap<(String, u64), Ap
         .values()
         .map(|l| {
             let default = shared.repo.is_default(l.app.name(), l.app.version());
-            let stats = l.app.model.stats();
-            let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+            let status = l.app.status();
             AppAdvert {
                 info: l.app.info(default),
                 capacity: l.capacity as u64,
                 in_flight: l.held.load(Ordering::Relaxed) as u64,
-                queued: stats.queued.load(Ordering::Relaxed) as u64,
-                forwards: load(&stats.forwards),
-                forward_rows: load(&stats.rows),
-                forward_us: load(&stats.busy_ns) / 1000,
+                queued: status.queued,
+                forwards: status.forwards,
+                forward_rows: status.forward_rows,
+                forward_us: status.forward_us,
             }
         })
         .collect();

@@ -26,20 +26,19 @@ use tensorgate_server::request::{ItemDone, ItemFailure, ItemRunner};
 
 use crate::{lock, Shared};
 
-/// A work message that passed [`screen`]: who wants its answers, and its members.
+/// A work message that passed [`screen`]: who wants its answers, and how
+/// many items it holds (its body is read when it runs).
 pub(crate) struct Work {
     msg: jetstream::Message,
     reply_to: String,
     gateway: String,
-    members: Vec<Packed<WorkHead>>,
-    /// Positions of the members to run (the others' deadlines have passed).
-    run: Vec<usize>,
+    items: usize,
 }
 
 impl Work {
     /// Items in it.
     pub(crate) fn len(&self) -> usize {
-        self.members.len()
+        self.items
     }
 
     /// The engine's message.
@@ -69,32 +68,35 @@ impl Delivery {
     }
 }
 
-/// Reads a pulled message and decides on it before it takes any slot: a
-/// message nobody can be answered about, whose gateway is gone or whose
-/// items are all past their deadline is removed from the engine here.
+/// Decides on a pulled message before it takes any slot, from its headers
+/// alone: a message nobody can be answered about, or whose gateway is gone,
+/// is removed from the engine here.
 pub(crate) async fn screen(shared: &Shared, msg: jetstream::Message) -> Option<Work> {
     let headers = msg.headers.as_ref();
-    let reply_to = wire::text(headers, wire::REPLY_TO).map(str::to_string);
-    let members = wire::unpack::<WorkHead>(&msg.payload);
-    let (Some(reply_to), Ok(members)) = (reply_to, members) else {
+    let Some(reply_to) = wire::text(headers, wire::REPLY_TO).map(str::to_string) else {
         // Nobody can be answered about it: drop it for good.
-        tracing::warn!(subject = %msg.subject, "work message without a reply subject or with an unreadable body; dropped");
+        tracing::warn!(subject = %msg.subject, "work message without a reply subject; dropped");
         let _ = msg.ack_with(AckKind::Term).await;
         return None;
     };
     let gateway = wire::text(headers, wire::GATEWAY)
         .map(str::to_string)
         .unwrap_or_else(|| reply_to.rsplit('.').next().unwrap_or_default().to_string());
-    let state = lock(&shared.gateways).state(&gateway, Instant::now());
-    let deadlines: Vec<Option<u64>> = members.iter().map(|(_, h, _)| h.deadline_unix_ms).collect();
-    match intake(state, &deadlines, unix_ms()) {
-        Intake::Run(run) => Some(Work { msg, reply_to, gateway, members, run }),
-        Intake::Drop(reason) => {
-            dropped(shared, &gateway, reason, members.len());
-            let _ = msg.ack().await;
-            delete_objects(shared, &members).await;
-            None
-        }
+    let items = wire::group_size(headers);
+    if lock(&shared.gateways).state(&gateway, Instant::now()) == GatewayState::Gone {
+        drop_unrun(shared, msg, &gateway, DropReason::GatewayGone, items).await;
+        return None;
+    }
+    Some(Work { msg, reply_to, gateway, items })
+}
+
+/// Removes a message from the engine unrun (and the large-item objects its
+/// members name), counted and logged.
+async fn drop_unrun(shared: &Shared, msg: jetstream::Message, gateway: &str, reason: DropReason, items: usize) {
+    dropped(shared, gateway, reason, items);
+    let _ = msg.ack().await;
+    if let Ok(members) = wire::unpack::<WorkHead>(&msg.payload) {
+        delete_objects(shared, &members).await;
     }
 }
 
@@ -106,13 +108,27 @@ fn dropped(shared: &Shared, gateway: &str, reason: DropReason, items: usize) {
     }
 }
 
+/// The large-item objects members name.
+fn object_names<H>(members: &[Packed<H>]) -> Vec<String> {
+    members
+        .iter()
+        .filter_map(|(_, _, p)| match p {
+            Payload::Object(name) => Some(name.clone()),
+            Payload::Inline(_) => None,
+        })
+        .collect()
+}
+
+/// Deletes large-item objects (once their message is done).
+async fn delete_names(shared: &Shared, names: &[String]) {
+    for name in names {
+        let _ = shared.engine.stores.large.delete(name).await;
+    }
+}
+
 /// Deletes the large-item objects of members (once their message is done).
 async fn delete_objects<H>(shared: &Shared, members: &[Packed<H>]) {
-    for (_, _, payload) in members {
-        if let Payload::Object(name) = payload {
-            let _ = shared.engine.stores.large.delete(name).await;
-        }
-    }
+    delete_names(shared, &object_names(members)).await;
 }
 
 /// Runs a message's members side by side (at most as many at once as the
@@ -122,23 +138,44 @@ pub(crate) async fn run_message(shared: Arc<Shared>, app: Arc<Application>, work
     if !shared.got_first.swap(true, Ordering::Relaxed) {
         tracing::info!(worker = %shared.id, after_ms = shared.started.elapsed().as_secs_f64() * 1e3, "first item since joining");
     }
-    let Work { msg, reply_to, gateway, members, run } = work;
-    // Screened when pulled; it may have waited for slots since.
-    if lock(&shared.gateways).state(&gateway, Instant::now()) == GatewayState::Gone {
-        dropped(&shared, &gateway, DropReason::GatewayGone, members.len());
-        let _ = msg.ack().await;
-        delete_objects(&shared, &members).await;
-        return;
-    }
+    let Work { msg, reply_to, gateway, items } = work;
+    let members = match wire::unpack::<WorkHead>(&msg.payload) {
+        Ok(m) => m,
+        Err(e) => {
+            // Nobody can be answered about it: drop it for good.
+            tracing::warn!(subject = %msg.subject, "work message with an unreadable body ({e}); dropped");
+            let _ = msg.ack_with(AckKind::Term).await;
+            return;
+        }
+    };
+    // Screened when pulled; it may have waited for slots since. Items past
+    // their deadline are not run (their gateway has answered them).
+    let state = lock(&shared.gateways).state(&gateway, Instant::now());
+    let deadlines: Vec<Option<u64>> = members.iter().map(|(_, h, _)| h.deadline_unix_ms).collect();
+    let run = match intake(state, &deadlines, unix_ms()) {
+        Intake::Run(run) => run,
+        Intake::Drop(reason) => {
+            drop_unrun(&shared, msg, &gateway, reason, items.max(members.len())).await;
+            return;
+        }
+    };
     let at_once = holding.0.len().max(1);
-    let large = shared.engine.stores.large.clone();
-    let tasks = run.into_iter().filter_map(|i| members.get(i).cloned()).map(|(key, head, payload)| {
-        let (shared, app, large) = (shared.clone(), app.clone(), large.clone());
+    let total = members.len();
+    let objects = object_names(&members);
+    let mut wanted = vec![false; total];
+    for i in run {
+        if let Some(w) = wanted.get_mut(i) {
+            *w = true;
+        }
+    }
+    let runs = members.into_iter().zip(wanted).filter(|(_, w)| *w).map(|(m, _)| m);
+    let tasks = runs.map(|(key, head, payload)| {
+        let (shared, app) = (shared.clone(), app.clone());
         async move {
             let index = head.item.index;
             let payload = match payload {
                 Payload::Inline(bytes) => Ok(bytes),
-                Payload::Object(name) => read_object(&large, &name).await.map(Bytes::from),
+                Payload::Object(name) => read_object(&shared.engine.stores.large, &name).await.map(Bytes::from),
             };
             let done = match payload {
                 // `false`: a worker pulls items in groups; they are batched, never run inline.
@@ -193,7 +230,7 @@ pub(crate) async fn run_message(shared: Arc<Shared>, app: Arc<Application>, work
             let _ = msg.ack().await;
         }
         Delivery::Dropped => {
-            dropped(&shared, &gateway, DropReason::GatewayGone, members.len());
+            dropped(&shared, &gateway, DropReason::GatewayGone, total);
             let _ = msg.ack().await;
         }
         Delivery::HandBack => {
@@ -203,7 +240,7 @@ pub(crate) async fn run_message(shared: Arc<Shared>, app: Arc<Application>, work
             return;
         }
     }
-    delete_objects(&shared, &members).await;
+    delete_names(&shared, &objects).await;
     drop(holding);
 }
 

@@ -11,7 +11,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use tensorgate_protocol::{ErrorCode, LoadFailure, ModelInfo, ModelStatus, WorkerStatus};
+use tensorgate_protocol::{CanaryInfo, ErrorCode, LoadFailure, ModelInfo, ModelStatus, WorkerStatus};
 use tensorgate_server::request::Reject;
 use tensorgate_server::rollout::DefaultPolicy;
 
@@ -332,6 +332,14 @@ impl FleetView {
         policy.choose(&everywhere).or(any.last().copied())
     }
 
+    /// What `status` and `models` say of `name` `version`'s rollout: whether
+    /// it is the default, why it was rolled back, its trial.
+    fn rollout_of(&mut self, now: Instant, rollouts: &Rollouts, name: &str, version: u64) -> (bool, Option<String>, Option<CanaryInfo>) {
+        let policy = rollouts.policy(name);
+        let default = self.default_version(now, name, &policy) == Some(version);
+        (default, policy.rolled_back.get(&version).cloned(), rollouts.canary_info(name, version))
+    }
+
     /// Requests routed to each version by every live gateway, plus those
     /// of gateways gone.
     fn requests(&self) -> BTreeMap<Key, u64> {
@@ -401,17 +409,11 @@ impl FleetView {
             }
         }
         let errors = self.load_errors();
-        let keys: Vec<Key> = models.keys().cloned().collect();
-        for (name, version) in keys {
-            let policy = rollouts.policy(&name);
-            let default = self.default_version(now, &name, &policy) == Some(version);
-            if let Some(m) = models.get_mut(&(name.clone(), version)) {
-                m.default = default;
-                m.rolled_back = policy.rolled_back.get(&version).cloned();
-                m.canary = rollouts.canary_info(&name, version);
-            }
+        let mut models: Vec<ModelStatus> = models.into_values().collect();
+        for m in &mut models {
+            (m.default, m.rolled_back, m.canary) = self.rollout_of(now, rollouts, &m.name, m.version);
         }
-        (models.into_values().collect(), workers, errors)
+        (models, workers, errors)
     }
 
     /// `models` entries of the fleet at `now` (fleet totals) and every
@@ -439,10 +441,7 @@ impl FleetView {
         let errors = self.load_errors();
         let mut models: Vec<ModelInfo> = out.into_values().collect();
         for m in &mut models {
-            let policy = rollouts.policy(&m.name);
-            m.default = self.default_version(now, &m.name, &policy) == Some(m.version);
-            m.rolled_back = policy.rolled_back.get(&m.version).cloned();
-            m.canary = rollouts.canary_info(&m.name, m.version);
+            (m.default, m.rolled_back, m.canary) = self.rollout_of(now, rollouts, &m.name, m.version);
         }
         (models, errors)
     }
