@@ -168,6 +168,7 @@ pub(crate) async fn run_message(shared: Arc<Shared>, app: Arc<Application>, work
             *w = true;
         }
     }
+    let alone = wanted.iter().filter(|w| **w).count() == 1;
     let runs = members.into_iter().zip(wanted).filter(|(_, w)| *w).map(|(m, _)| m);
     let tasks = runs.map(|(key, head, payload)| {
         let (shared, app) = (shared.clone(), app.clone());
@@ -178,13 +179,20 @@ pub(crate) async fn run_message(shared: Arc<Shared>, app: Arc<Application>, work
                 Payload::Object(name) => read_object(&shared.engine.stores.large, &name).await.map(Bytes::from),
             };
             let done = match payload {
-                // `false`: a worker pulls items in groups; they are batched, never run inline.
-                Ok(payload) => tokio::spawn(shared.runner.run(&app, Item { head: head.item, payload }, false)).await.unwrap_or_else(|e| {
-                    ItemDone {
-                        result: Err(ItemFailure::new(ErrorCode::Internal, format!("item {index}: its task failed: {e}"))),
-                        timings: Default::default(),
+                Ok(payload) => {
+                    // `false`: a worker pulls items in groups; they are batched, never run inline.
+                    let work = shared.runner.run(&app, Item { head: head.item, payload }, false);
+                    // A lone item runs in the message's task (no hand-off to
+                    // another task and back); several each in their own, so
+                    // that their plugin calls run in parallel.
+                    match alone {
+                        true => work.await,
+                        false => tokio::spawn(work).await.unwrap_or_else(|e| ItemDone {
+                            result: Err(ItemFailure::new(ErrorCode::Internal, format!("item {index}: its task failed: {e}"))),
+                            timings: Default::default(),
+                        }),
                     }
-                }),
+                }
                 Err(e) => ItemDone {
                     result: Err(ItemFailure::new(
                         ErrorCode::Internal,
