@@ -19,7 +19,7 @@ use tensorgate_cluster::core::rollouts::Decision;
 use tensorgate_cluster::engine::{self, read_object};
 use tensorgate_cluster::wire::{self, Desired, ReloadAnswer, Report};
 use tensorgate_protocol::{AdminHeader, AdminReply, ErrorCode, LoadFailure, ModelInfo, RequestHeader};
-use tensorgate_server::manage::{BoxFuture, Managed, Management, Status};
+use tensorgate_server::manage::{BoxFuture, Managed, Management, ModelState, Status};
 use tensorgate_server::manifest::Manifest;
 use tensorgate_server::request::Reject;
 use tensorgate_server::rollout::{DefaultPolicy, PolicyError};
@@ -36,9 +36,6 @@ fn internal(what: &str, e: impl std::fmt::Display) -> Reject {
 fn required(h: &AdminHeader, op: &str) -> Result<String, Reject> {
     h.model.clone().ok_or_else(|| Reject::new(ErrorCode::BadRequest, format!("`{op}` needs a `model`")))
 }
-
-/// The version state shown for a deleted version.
-const DELETED: &str = "deleted";
 
 impl Inner {
     /// Ids of live, serving workers.
@@ -410,7 +407,7 @@ async fn delete(inner: &Inner, h: &AdminHeader) -> Result<AdminReply, Reject> {
     let models = before
         .into_iter()
         .map(|mut m| {
-            m.state = DELETED.to_string();
+            m.state = ModelState::Deleted.to_string();
             m
         })
         .collect();
@@ -438,7 +435,7 @@ async fn reload(inner: &Inner, only: Option<String>) -> Result<AdminReply, Rejec
         unchanged += a.unchanged;
         reply.models.extend(a.loaded);
         reply.models.extend(a.removed.into_iter().map(|mut m| {
-            m.state = DELETED.to_string();
+            m.state = ModelState::Deleted.to_string();
             m
         }));
         reply.errors.extend(a.errors.into_iter().map(|f| LoadFailure { error: format!("worker {}: {}", a.worker, f.error), ..f }));

@@ -25,9 +25,13 @@ pub(crate) async fn listen(inner: Weak<Inner>, mut replies: async_nats::Subscrib
                 continue;
             }
         };
-        for (key, head, payload) in members {
-            // None: already answered (a redelivered duplicate) or no longer wanted.
-            let waiting = lock(&inner.pending).take(key);
+        // One lock for the whole message. None: already answered (a
+        // redelivered duplicate) or no longer wanted.
+        let waiters: Vec<_> = {
+            let mut pending = lock(&inner.pending);
+            members.into_iter().map(|(key, head, payload)| (pending.take(key), head, payload)).collect()
+        };
+        for (waiting, head, payload) in waiters {
             match (waiting, payload) {
                 (Some(tx), Payload::Inline(bytes)) => {
                     let _ = tx.send(head.into_done(bytes));

@@ -145,6 +145,7 @@ impl ItemRunner for Gateway {
         let inner = &self.inner;
         let policy = lock(&inner.rollouts).policy(&h.model);
         let route = lock(&inner.view).route(Instant::now(), &h.model, h.version, &policy, fastrand::f64())?;
+        let on_trial = policy.in_trial(route.version);
         *lock(&inner.requests).entry((h.model.clone(), route.version)).or_default() += 1;
         let session = Session {
             subject: inner.engine.names.work(&h.model, route.version),
@@ -153,7 +154,7 @@ impl ItemRunner for Gateway {
             outbox: Mutex::new(Outbox::default()),
             workers: route.workers,
             group_max: route.group_max,
-            trial: lock(&inner.rollouts).in_trial(&h.model, route.version).then(|| (h.model.clone(), route.version)),
+            trial: on_trial.then(|| (h.model.clone(), route.version)),
         };
         Ok((Routed { model: h.model.clone(), version: route.version }, Arc::new(session)))
     }

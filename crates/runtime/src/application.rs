@@ -53,33 +53,7 @@ impl FailureBell {
     }
 }
 
-/// The state of a version as `models` reports it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ModelState {
-    /// Loaded and serving.
-    Ready,
-    /// On disk but failed to load (the error says why).
-    Failed,
-    /// Removed by a `delete`.
-    Deleted,
-}
-
-impl ModelState {
-    /// The name on the wire (`ModelInfo.state`).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ModelState::Ready => "ready",
-            ModelState::Failed => "failed",
-            ModelState::Deleted => "deleted",
-        }
-    }
-}
-
-impl std::fmt::Display for ModelState {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+pub use tensorgate_server::manage::ModelState;
 
 /// One loaded application version: manifest, plugin instances and model.
 pub struct Application {

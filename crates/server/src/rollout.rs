@@ -238,6 +238,12 @@ impl DefaultPolicy {
         self.rolled_back.remove(&version).is_some() || pinned
     }
 
+    /// Whether items of `version` count in a trial: the canary's, and the
+    /// default's it is compared with (the pin when the trial began).
+    pub fn in_trial(&self, version: u64) -> bool {
+        self.canary.as_ref().is_some_and(|c| version == c.version || version == self.pinned.unwrap_or_default())
+    }
+
     /// Whether nothing was chosen by hand and nothing is on trial.
     pub fn is_empty(&self) -> bool {
         self.pinned.is_none() && self.rolled_back.is_empty() && self.canary.is_none()

@@ -316,9 +316,11 @@ impl FleetView {
                 chosen.or(any.last().copied()).unwrap_or_default()
             }
         };
+        // `holdings` dropped the silent workers already.
         let capacities: Vec<u64> = self
-            .live(now)
-            .into_iter()
+            .workers
+            .values()
+            .map(|s| &s.advert)
             .filter(|w| w.state == WorkerState::Serving)
             .filter_map(|w| w.apps.iter().find(|a| a.info.name == model && a.info.version == chosen).map(|a| a.capacity))
             .collect();

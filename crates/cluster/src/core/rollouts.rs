@@ -81,11 +81,6 @@ impl Rollouts {
         self.policies.get(model).cloned().unwrap_or_default()
     }
 
-    /// Whether items of `model` at `version` count in a trial.
-    pub fn in_trial(&self, model: &str, version: u64) -> bool {
-        self.trials.get(model).is_some_and(|t| version == t.canary || version == t.base)
-    }
-
     /// Counts one answered item in its model's trial and judges it: a
     /// verdict to write, at most once until [`Self::undecided`]. Failures
     /// of the gateway or the engine (`busy`, `internal`, deadlines) are not
@@ -162,7 +157,8 @@ mod tests {
     fn a_good_canary_is_promoted_once() {
         let mut r = Rollouts::default();
         r.apply("m", Some(on_trial(2, 1, 3)));
-        assert!(r.in_trial("m", 2) && r.in_trial("m", 1) && !r.in_trial("m", 3));
+        let p = r.policy("m");
+        assert!(p.in_trial(2) && p.in_trial(1) && !p.in_trial(3));
         assert_eq!(r.count("m", 2, &ok()), None);
         // Failures that are not the version's do not count.
         assert_eq!(r.count("m", 2, &failed(ErrorCode::Busy)), None);
@@ -182,7 +178,8 @@ mod tests {
         let d = r.count("m", 2, &failed(ErrorCode::PluginError)).expect("rolled back");
         assert!(!d.promoted, "{d:?}");
         r.apply("m", Some(DefaultPolicy { pinned: Some(1), ..DefaultPolicy::default() }));
-        assert!(!r.in_trial("m", 2));
+        assert!(!r.policy("m").in_trial(2));
+        assert_eq!(r.count("m", 2, &failed(ErrorCode::PluginError)), None, "no trial, nothing counted");
         assert_eq!(r.policy("m").pinned, Some(1));
         r.apply("m", None);
         assert_eq!(r.policy("m"), DefaultPolicy::default());
