@@ -54,7 +54,7 @@ async fn metrics_endpoint_counts_items_and_times_stages() {
     }
     assert_eq!(m.get(r#"tensorgate_items_total{model="tabular",status="ok"}"#), Some(&40.0), "{m:#?}");
     assert_eq!(m.get(r#"tensorgate_items_total{model="tabular",status="plugin_error"}"#), Some(&2.0));
-    assert_eq!(m.get(r#"tensorgate_requests_total{model="tabular",status="partial"}"#), Some(&1.0));
+    assert_eq!(m.get(r#"tensorgate_requests_total{model="tabular",status="partial",protocol="quic"}"#), Some(&1.0));
     for stage in ["queue", "preprocess", "forward", "postprocess"] {
         let count = m.get(&format!(r#"tensorgate_{stage}_seconds_count{{model="tabular"}}"#)).copied();
         assert_eq!(count, Some(40.0), "{stage} times only for items that succeeded");

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use tensorgate_cluster::command::EngineArgs;
 use tensorgate_server::command::{CommandError, FrontArgs, RolloutArgs};
-use tensorgate_server::front::quic::Front;
+use tensorgate_server::front::Fronts;
 
 use crate::Gateway;
 
@@ -35,8 +35,8 @@ impl GatewayCommand {
         let front = self.front.config(&self.state_dir).map_err(CommandError::Flag)?;
         std::fs::create_dir_all(&self.state_dir).map_err(CommandError::io(&self.state_dir))?;
         let gateway = Gateway::connect(cluster).await.map_err(CommandError::role)?;
-        let serving = Front::start(front, Arc::new(gateway.clone()), Arc::new(gateway.clone())).map_err(CommandError::role)?;
-        tensorgate_server::announce(&self.state_dir, serving.addr(), serving.fingerprint()).map_err(CommandError::io(&self.state_dir))?;
+        let serving = Fronts::start(front, Arc::new(gateway.clone()), Arc::new(gateway.clone())).map_err(CommandError::role)?;
+        tensorgate_server::announce(&self.state_dir, &serving).map_err(CommandError::io(&self.state_dir))?;
         tensorgate_server::shutdown_signal().await;
         tracing::info!("gateway shutting down");
         let _ = std::fs::remove_file(self.state_dir.join("listening"));

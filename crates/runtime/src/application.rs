@@ -13,6 +13,15 @@ use crate::executor::ModelExecutor;
 use tensorgate_server::manifest::{Manifest, TensorDecl};
 use crate::plugin::{PluginInfo, PluginPool};
 
+/// The model format's name, from the model file's extension.
+fn format_name(file: &str) -> &'static str {
+    match std::path::Path::new(file).extension().and_then(|e| e.to_str()) {
+        Some("onnx") => "ONNX",
+        Some("pt2") => "AOTInductor",
+        _ => "TorchScript",
+    }
+}
+
 /// Per-version counters. A version replaced in place (a reload of changed
 /// files, an upload with `replace`) keeps counting in the same counters.
 #[derive(Debug, Default)]
@@ -104,6 +113,12 @@ impl Application {
             items_failed: self.counters.items_failed.load(Ordering::Relaxed),
             bundle_bytes: self.stamp.bytes(),
             error: None,
+            plugin: self.info.name.clone(),
+            accepts: self.info.accepts.clone(),
+            format: format_name(&self.manifest.model.file).into(),
+            max_batch: self.manifest.model.batch_policy().max_batch as u64,
+            max_delay_us: self.manifest.model.batch_policy().max_delay.as_micros() as u64,
+            instances: self.manifest.model.instances as u64,
         }
     }
 

@@ -87,7 +87,7 @@ impl ServeCommand {
         let rt = tokio::runtime::Runtime::new().map_err(CommandError::io(&self.state_dir))?;
         rt.block_on(async move {
             let running = host.serve().map_err(CommandError::role)?;
-            tensorgate_server::announce(&self.state_dir, running.addr(), running.fingerprint())
+            tensorgate_server::announce(&self.state_dir, running.fronts())
                 .map_err(CommandError::io(&self.state_dir))?;
             tensorgate_server::shutdown_signal().await;
             tracing::info!("shutting down");

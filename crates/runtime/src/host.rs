@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use tensorgate_server::front::quic::Front;
+use tensorgate_server::front::Fronts;
 use tensorgate_server::StartError;
 
 use crate::config::HostConfig;
@@ -88,17 +88,18 @@ impl Host {
         crate::backends::device_name(self.config.device)
     }
 
-    /// Binds the QUIC front end and starts serving. Must run inside a tokio runtime.
+    /// Binds the fronts (QUIC, and HTTP and gRPC where configured) and
+    /// starts serving. Must run inside a tokio runtime.
     pub fn serve(self) -> Result<RunningHost, HostError> {
         let management = Arc::new(LocalManagement { repo: self.repo.clone() });
-        let front = Front::start(self.config.front.clone(), Arc::new(self.runner()), management)?;
+        let front = Fronts::start(self.config.front.clone(), Arc::new(self.runner()), management)?;
         Ok(RunningHost { front, host: self })
     }
 }
 
 /// A host that is serving.
 pub struct RunningHost {
-    front: Front,
+    front: Fronts,
     host: Host,
 }
 
@@ -111,6 +112,11 @@ impl RunningHost {
     /// SHA-256 fingerprint of the host certificate (hex).
     pub fn fingerprint(&self) -> &str {
         self.front.fingerprint()
+    }
+
+    /// The fronts serving.
+    pub fn fronts(&self) -> &Fronts {
+        &self.front
     }
 
     /// The loaded repository.

@@ -53,6 +53,13 @@ pub struct FrontArgs {
     /// Largest bundle an upload may carry (and unpack to), in bytes.
     #[arg(long, default_value_t = 4 << 30)]
     pub max_upload_bytes: u64,
+    /// Serve the Open Inference Protocol (KServe v2, Triton's clients) over
+    /// HTTP/REST on this TCP address (off by default; docs/oip.md).
+    #[arg(long, env = "TENSORGATE_HTTP_LISTEN")]
+    pub http_listen: Option<SocketAddr>,
+    /// Serve the Open Inference Protocol over gRPC on this TCP address (off by default).
+    #[arg(long, env = "TENSORGATE_GRPC_LISTEN")]
+    pub grpc_listen: Option<SocketAddr>,
 }
 
 impl FrontArgs {
@@ -72,6 +79,8 @@ impl FrontArgs {
         c.metrics_listen = self.metrics_listen;
         c.max_items_in_flight = self.max_items_in_flight.max(1);
         c.max_upload_bytes = self.max_upload_bytes;
+        c.http_listen = self.http_listen;
+        c.grpc_listen = self.grpc_listen;
         if let Some(path) = &self.access {
             c.access = AccessPolicy::load(path).map_err(|e| e.to_string())?;
         }

@@ -31,6 +31,10 @@ pub struct FrontConfig {
     pub max_upload_bytes: u64,
     /// Who may do what.
     pub access: crate::auth::AccessPolicy,
+    /// Serve the Open Inference Protocol over HTTP here (off when `None`).
+    pub http_listen: Option<SocketAddr>,
+    /// Serve the Open Inference Protocol over gRPC here (off when `None`).
+    pub grpc_listen: Option<SocketAddr>,
 }
 
 impl FrontConfig {
@@ -47,6 +51,8 @@ impl FrontConfig {
             metrics_listen: None,
             max_upload_bytes: 4 << 30,
             access: crate::auth::AccessPolicy::default(),
+            http_listen: None,
+            grpc_listen: None,
         }
     }
 

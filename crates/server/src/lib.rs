@@ -72,12 +72,26 @@ pub fn init_tracing() {
         .init();
 }
 
-/// Prints where a front end listens and writes it for scripts:
-/// `STATE_DIR/fingerprint`, then `STATE_DIR/listening` (its appearing
-/// means both are there).
-pub fn announce(state_dir: &Path, addr: SocketAddr, fingerprint: &str) -> std::io::Result<()> {
+/// Prints where the fronts listen and writes it for scripts:
+/// `STATE_DIR/http-listening` and `STATE_DIR/grpc-listening` (when those
+/// fronts serve), `STATE_DIR/fingerprint`, then `STATE_DIR/listening` (its
+/// appearing means all are there).
+pub fn announce(state_dir: &Path, fronts: &front::Fronts) -> std::io::Result<()> {
+    let (addr, fingerprint) = (fronts.addr(), fronts.fingerprint());
     println!("tensorgate-host listening on {addr}");
     println!("certificate sha256 fingerprint: {fingerprint}");
+    // The Open Inference Protocol's addresses first: `listening` says all are up.
+    for (file, what, bound) in [("http-listening", "http", fronts.http_addr()), ("grpc-listening", "grpc", fronts.grpc_addr())] {
+        match bound {
+            Some(a) => {
+                println!("Open Inference Protocol over {what} on {a}");
+                write_whole(&state_dir.join(file), &a.to_string())?;
+            }
+            None => {
+                let _ = std::fs::remove_file(state_dir.join(file));
+            }
+        }
+    }
     write_whole(&state_dir.join("fingerprint"), fingerprint)?;
     write_whole(&state_dir.join("listening"), &addr.to_string())?;
     Ok(())

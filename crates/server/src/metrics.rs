@@ -14,7 +14,7 @@ use tensorgate_protocol::Timings;
 pub mod names {
     /// Counter: items answered, labels `model`, `status` (`ok` or an error code).
     pub const ITEMS: &str = "tensorgate_items_total";
-    /// Counter: requests finished, labels `model`, `status`.
+    /// Counter: requests finished, labels `model`, `status`, `protocol` (`quic`, `http`, `grpc`).
     pub const REQUESTS: &str = "tensorgate_requests_total";
     /// Histograms (seconds), label `model`.
     pub const QUEUE: &str = "tensorgate_queue_seconds";
@@ -148,9 +148,15 @@ pub fn trial_ended(model: &str, version: u64, promoted: bool, why: &str, scope: 
     }
 }
 
-/// Records one finished request.
+/// Records one finished request of the QUIC protocol.
 pub fn request(model: &str, status: &str) {
-    metrics::counter!(names::REQUESTS, "model" => model.to_string(), "status" => status.to_string()).increment(1);
+    request_via(model, status, "quic");
+}
+
+/// Records one finished request of `protocol` (`quic`, `http`, `grpc`).
+pub fn request_via(model: &str, status: &str, protocol: &'static str) {
+    metrics::counter!(names::REQUESTS, "model" => model.to_string(), "status" => status.to_string(), "protocol" => protocol)
+        .increment(1);
 }
 
 /// Records one forward pass of `rows` rows and the queue left behind it.

@@ -529,6 +529,24 @@ pub struct ModelInfo {
     /// For `failed`: why.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The plugin's name (`tensors`: the generic plugin, named tensors in and out).
+    #[serde(default)]
+    pub plugin: String,
+    /// Content types the plugin accepts (empty: any).
+    #[serde(default)]
+    pub accepts: Vec<String>,
+    /// The model file's format (`TorchScript`, `ONNX`, ...).
+    #[serde(default)]
+    pub format: String,
+    /// Most rows in one forward pass (1: items are not batched together).
+    #[serde(default)]
+    pub max_batch: u64,
+    /// How long a batch that is not full may wait for more items (µs).
+    #[serde(default)]
+    pub max_delay_us: u64,
+    /// Copies of the model, each on its own executor thread.
+    #[serde(default)]
+    pub instances: u64,
 }
 
 /// A version on trial: the share of requests it takes and how it does.

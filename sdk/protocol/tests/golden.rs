@@ -986,6 +986,12 @@ fn full_model_info() -> ModelInfo {
         items_failed: 2,
         bundle_bytes: 4096,
         error: Some("model.pt: bad".into()),
+        plugin: "tensors".into(),
+        accepts: vec!["application/x-npz".into()],
+        format: "TorchScript".into(),
+        max_batch: 32,
+        max_delay_us: 500,
+        instances: 2,
     }
 }
 

@@ -1,0 +1,70 @@
+//! Every front a host or gateway serves, started and stopped together.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use crate::config::FrontConfig;
+use crate::front::grpc::GrpcFront;
+use crate::front::http::HttpFront;
+use crate::front::oip::Oip;
+use crate::front::quic::Front;
+use crate::manage::Management;
+use crate::request::ItemRunner;
+use crate::StartError;
+
+/// The QUIC front, and the HTTP and gRPC fronts of the Open Inference
+/// Protocol where configured, over one runner and one management.
+pub struct Fronts {
+    quic: Front,
+    http: Option<HttpFront>,
+    grpc: Option<GrpcFront>,
+}
+
+impl Fronts {
+    /// Starts the fronts `config` asks for. Must run inside a tokio runtime.
+    pub fn start<R: ItemRunner + 'static>(config: FrontConfig, runner: Arc<R>, management: Arc<dyn Management>) -> Result<Fronts, StartError> {
+        let oip = (config.http_listen.is_some() || config.grpc_listen.is_some())
+            .then(|| Arc::new(Oip::new(runner.clone(), management.clone(), config.access.clone(), config.limits)));
+        let http = match (config.http_listen, &oip) {
+            (Some(addr), Some(oip)) => Some(HttpFront::start(addr, oip.clone(), config.access.clone())?),
+            _ => None,
+        };
+        let grpc = match (config.grpc_listen, &oip) {
+            (Some(addr), Some(oip)) => Some(GrpcFront::start(addr, oip.clone(), config.access.clone(), config.max_items_in_flight)?),
+            _ => None,
+        };
+        let quic = Front::start(config, runner, management)?;
+        Ok(Fronts { quic, http, grpc })
+    }
+
+    /// The QUIC front's UDP address.
+    pub fn addr(&self) -> SocketAddr {
+        self.quic.addr()
+    }
+
+    /// The HTTP front's address, when it serves.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http.as_ref().map(HttpFront::addr)
+    }
+
+    /// The gRPC front's address, when it serves.
+    pub fn grpc_addr(&self) -> Option<SocketAddr> {
+        self.grpc.as_ref().map(GrpcFront::addr)
+    }
+
+    /// SHA-256 fingerprint of the certificate (hex).
+    pub fn fingerprint(&self) -> &str {
+        self.quic.fingerprint()
+    }
+
+    /// Stops every front.
+    pub async fn shutdown(self) {
+        if let Some(h) = self.http {
+            h.shutdown().await;
+        }
+        if let Some(g) = self.grpc {
+            g.shutdown().await;
+        }
+        self.quic.shutdown().await;
+    }
+}
