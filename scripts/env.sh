@@ -4,6 +4,11 @@ export TORCH_VERSION=2.13.0
 export LIBTORCH_DIR="$TENSORGATE_CACHE/libtorch-$TORCH_VERSION"
 # The full CUDA libtorch (scripts/setup --cuda), for the `cuda` build in target/cuda.
 export LIBTORCH_CUDA_DIR="$TENSORGATE_CACHE/libtorch-cuda-$TORCH_VERSION"
+# ONNX Runtime (scripts/setup extracts it from the PyPI onnxruntime wheel); the host
+# loads it at run time from ORT_DYLIB_PATH when a model's format is `onnx`.
+export ORT_VERSION=1.32.0
+export ORT_DIR="$TENSORGATE_CACHE/onnxruntime-$ORT_VERSION"
+export ORT_DYLIB_PATH="${ORT_DYLIB_PATH:-$ORT_DIR/libonnxruntime.so.$ORT_VERSION}"
 # Where scripts/build-plugins assembles NAME/VERSION/{manifest.toml,model.pt,plugin.wasm}.
 export TENSORGATE_REPO="${TENSORGATE_REPO:-$ROOT/target/repository}"
 # ... and scripts/build-python-plugins the Python plugins' bundles.

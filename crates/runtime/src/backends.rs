@@ -1,12 +1,15 @@
-//! The model backends this runtime carries, by format: TorchScript today
-//! (`tensorgate-backend-torch`). A manifest's model goes to the backend of
-//! its format; everything above the [`Backend`] trait is the same for all.
+//! The model backends this runtime carries, by format: TorchScript
+//! (`tensorgate-backend-torch`) and ONNX (`tensorgate-backend-onnx`). A
+//! manifest's model goes to the backend of its format (`[model] format`, or
+//! the file's extension); everything above the [`Backend`] trait is the same
+//! for all.
 
 use std::sync::{Arc, OnceLock};
 
 use tensorgate_backend::{Backend, Buffer, Dtype, ModelError};
+use tensorgate_backend_onnx::{OnnxBackend, OnnxOptions, Optimization};
 use tensorgate_backend_torch::TorchBackend;
-use tensorgate_server::manifest::Manifest;
+use tensorgate_server::manifest::{GraphOptimization, Manifest, ModelFormat};
 
 use crate::repository::LoadError;
 
@@ -15,14 +18,34 @@ fn torch() -> Arc<dyn Backend> {
     TORCH.get_or_init(|| Arc::new(TorchBackend)).clone()
 }
 
+fn onnx_options(manifest: &Manifest) -> OnnxOptions {
+    let optimization = match manifest.model.optimization {
+        GraphOptimization::Disable => Optimization::Disable,
+        GraphOptimization::Basic => Optimization::Basic,
+        GraphOptimization::Extended => Optimization::Extended,
+        GraphOptimization::All => Optimization::All,
+    };
+    OnnxOptions { optimization }
+}
+
 /// The backend that runs `manifest`'s model.
 pub fn for_model(manifest: &Manifest) -> Result<Arc<dyn Backend>, LoadError> {
-    let _ = manifest;
-    Ok(torch())
+    match manifest.model.format {
+        ModelFormat::TorchScript => Ok(torch()),
+        ModelFormat::Onnx => Ok(Arc::new(OnnxBackend::new(onnx_options(manifest)))),
+        ModelFormat::Aoti => Err(LoadError::Check {
+            file: "manifest.toml".into(),
+            message: format!(
+                "[model] `{}` is an AOTInductor package (format aoti), which this host does not run yet (formats: torchscript, onnx)",
+                manifest.model.file
+            ),
+        }),
+    }
 }
 
 /// Bytes for a tensor a plugin makes: in memory the model can run on as it
 /// is (libtorch's, lent without a copy; small tensors are the host's own).
+/// ONNX Runtime reads the same bytes in place.
 pub fn alloc(dtype: Dtype, shape: &[u64], zeroed: bool) -> Result<Buffer, ModelError> {
     TorchBackend.alloc(dtype, shape, zeroed)
 }

@@ -22,7 +22,7 @@ pub struct Manifest {
     /// Class labels, in model output order.
     #[serde(default)]
     pub labels: Vec<String>,
-    /// The TorchScript model.
+    /// The model (TorchScript, ONNX or AOTInductor).
     #[serde(default)]
     pub model: ModelSection,
     /// The plugin component and its limits.
@@ -113,9 +113,23 @@ fn default_content_type() -> String {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelSection {
-    /// TorchScript file in the bundle.
+    /// Model file in the bundle.
     #[serde(default = "default_model_file")]
     pub file: String,
+    /// `torchscript`, `onnx` or `aoti` as written; parsed into `format` once.
+    #[serde(rename = "format")]
+    format_text: Option<String>,
+    /// The model file's format: `[model] format`, else from the file's
+    /// extension (`.pt` TorchScript, `.onnx` ONNX, `.pt2` AOTInductor).
+    #[serde(skip)]
+    pub format: ModelFormat,
+    /// ONNX Runtime's graph optimisation level (`disable`, `basic`,
+    /// `extended`, `all`) as written; parsed into `optimization` once.
+    #[serde(rename = "optimization")]
+    optimization_text: Option<String>,
+    /// ONNX Runtime's graph optimisation level; `all` when absent.
+    #[serde(skip)]
+    pub optimization: GraphOptimization,
     /// `auto`, `cpu` or `cuda:N` as written; parsed into `device` once.
     #[serde(rename = "device")]
     device_text: Option<String>,
@@ -137,8 +151,9 @@ pub struct ModelSection {
     /// Copies of the model, each on its own executor thread.
     #[serde(default = "default_instances")]
     pub instances: usize,
-    /// libtorch intra-op threads of each of this model's executor threads
-    /// (0: the host's `--threads`, else libtorch's default). Per model: a
+    /// Intra-op threads of each of this model's executor threads (libtorch's,
+    /// or each ONNX Runtime session's) (0: the host's `--threads`, else the
+    /// runtime's default). Per model: a
     /// small MLP runs best on 1, a convolution on several.
     #[serde(default)]
     pub threads: usize,
@@ -148,6 +163,10 @@ impl Default for ModelSection {
     fn default() -> Self {
         ModelSection {
             file: default_model_file(),
+            format_text: None,
+            format: ModelFormat::TorchScript,
+            optimization_text: None,
+            optimization: GraphOptimization::All,
             device_text: None,
             device: None,
             batching: true,
@@ -172,6 +191,86 @@ impl ModelSection {
             max_delay: std::time::Duration::from_micros(self.max_delay_us),
             max_queue,
         }
+    }
+}
+
+/// The format of a bundle's model file (`[model] format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ModelFormat {
+    /// TorchScript (`torch.jit.save`, `.pt`), run by libtorch.
+    #[default]
+    TorchScript,
+    /// ONNX (`.onnx`), run by ONNX Runtime.
+    Onnx,
+    /// An AOTInductor package (`torch._inductor.aoti_compile_and_package`, `.pt2`).
+    Aoti,
+}
+
+impl ModelFormat {
+    /// Every format, as manifests write them.
+    pub const ALL: [ModelFormat; 3] = [ModelFormat::TorchScript, ModelFormat::Onnx, ModelFormat::Aoti];
+
+    /// As manifests write it (`torchscript`, `onnx`, `aoti`).
+    pub fn name(self) -> &'static str {
+        match self {
+            ModelFormat::TorchScript => "torchscript",
+            ModelFormat::Onnx => "onnx",
+            ModelFormat::Aoti => "aoti",
+        }
+    }
+
+    /// The format a model file's extension implies, if any.
+    pub fn of_file(file: &str) -> Option<ModelFormat> {
+        match Path::new(file).extension().and_then(|e| e.to_str()) {
+            Some("pt") => Some(ModelFormat::TorchScript),
+            Some("onnx") => Some(ModelFormat::Onnx),
+            Some("pt2") => Some(ModelFormat::Aoti),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for ModelFormat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for ModelFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        ModelFormat::ALL.into_iter().find(|f| f.name() == s).ok_or_else(|| {
+            let known: Vec<&str> = ModelFormat::ALL.iter().map(|f| f.name()).collect();
+            format!("unknown format `{s}` (known: {})", known.join(", "))
+        })
+    }
+}
+
+/// ONNX Runtime's graph optimisation level (`[model] optimization`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum GraphOptimization {
+    /// The graph as exported.
+    Disable,
+    /// Semantics-preserving rewrites (constant folding, redundant nodes).
+    Basic,
+    /// Basic plus node fusions.
+    Extended,
+    /// Everything, layout changes included (ONNX Runtime's default).
+    #[default]
+    All,
+}
+
+impl std::str::FromStr for GraphOptimization {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Ok(match s {
+            "disable" => GraphOptimization::Disable,
+            "basic" => GraphOptimization::Basic,
+            "extended" => GraphOptimization::Extended,
+            "all" => GraphOptimization::All,
+            _ => return Err(format!("unknown level `{s}` (known: disable, basic, extended, all)")),
+        })
     }
 }
 
@@ -365,6 +464,16 @@ impl Manifest {
         if let Some(d) = &m.model.device_text {
             m.model.device = Some(d.parse::<DeviceSpec>().map_err(|e| field("model.device", e))?);
         }
+        m.model.format = match &m.model.format_text {
+            Some(f) => f.parse::<ModelFormat>().map_err(|e| field("model.format", e))?,
+            None => ModelFormat::of_file(&m.model.file).unwrap_or_default(),
+        };
+        if let Some(o) = &m.model.optimization_text {
+            if m.model.format != ModelFormat::Onnx {
+                return Err(field("model.optimization", format!("is for ONNX models; this model's format is {}", m.model.format)));
+            }
+            m.model.optimization = o.parse::<GraphOptimization>().map_err(|e| field("model.optimization", e))?;
+        }
         for (list, name) in [(&m.inputs, "inputs"), (&m.outputs, "outputs")] {
             for t in list {
                 if t.shape.iter().any(|&d| d < -1 || d == 0) {
@@ -508,6 +617,24 @@ mod tests {
         assert!(e.to_string().contains("model.file"), "{e}");
         let e = Manifest::parse("name='a b'\nversion=1\n", "m").unwrap_err();
         assert!(e.to_string().contains("`name`"), "{e}");
+    }
+
+    #[test]
+    fn the_model_format_comes_from_the_manifest_or_the_file_extension() {
+        let format = |model: &str| Manifest::parse(&format!("name='a'\nversion=1\n[model]\n{model}\n"), "m").map(|m| m.model.format);
+        assert_eq!(format("").unwrap(), ModelFormat::TorchScript);
+        assert_eq!(format("file='net.onnx'").unwrap(), ModelFormat::Onnx);
+        assert_eq!(format("file='net.pt2'").unwrap(), ModelFormat::Aoti);
+        assert_eq!(format("file='net.bin'").unwrap(), ModelFormat::TorchScript);
+        assert_eq!(format("file='net.bin'\nformat='onnx'").unwrap(), ModelFormat::Onnx);
+        let e = format("format='tensorflow'").unwrap_err().to_string();
+        assert!(e.contains("field `model.format`") && e.contains("unknown format `tensorflow` (known: torchscript, onnx, aoti)"), "{e}");
+        let m = Manifest::parse("name='a'\nversion=1\n[model]\nfile='m.onnx'\noptimization='basic'\n", "m").unwrap();
+        assert_eq!(m.model.optimization, GraphOptimization::Basic);
+        let e = Manifest::parse("name='a'\nversion=1\n[model]\nfile='m.onnx'\noptimization='max'\n", "m").unwrap_err().to_string();
+        assert!(e.contains("field `model.optimization`: unknown level `max`"), "{e}");
+        let e = Manifest::parse("name='a'\nversion=1\n[model]\noptimization='all'\n", "m").unwrap_err().to_string();
+        assert!(e.contains("field `model.optimization`: is for ONNX models"), "{e}");
     }
 
     #[test]

@@ -5,7 +5,8 @@
 //! its signature, and runs batches; the executor owns the threads, the
 //! batching, the counters and the device placement policy.
 //!
-//! TorchScript (`tensorgate-backend-torch`) is the first implementation.
+//! TorchScript (`tensorgate-backend-torch`) and ONNX Runtime
+//! (`tensorgate-backend-onnx`) implement it.
 
 pub mod device;
 pub mod tensor;
@@ -85,6 +86,10 @@ pub struct Argument {
     pub optional: bool,
     /// Whether the host can pass one tensor for it.
     pub tensor: bool,
+    /// Its element type, when the file states one the host carries.
+    pub dtype: Option<Dtype>,
+    /// Its number of dimensions, when the file states it.
+    pub rank: Option<usize>,
 }
 
 /// A model's entry point as its file declares it, read without running it.
@@ -96,6 +101,12 @@ pub struct Signature {
     pub inputs: Vec<Argument>,
     /// How many tensors it returns, when the file says exactly.
     pub outputs: Option<usize>,
+    /// The tensors it returns, when the file names and types them (ONNX);
+    /// empty when it does not.
+    pub returns: Vec<Argument>,
+    /// Whether inputs and outputs are bound by name (ONNX): the manifest's
+    /// `[[inputs]]` and `[[outputs]]` must then use the file's own names.
+    pub by_name: bool,
 }
 
 /// One loaded copy of a model on one device. It lives on its executor

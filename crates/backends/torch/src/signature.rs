@@ -188,8 +188,17 @@ impl From<Signature> for tensorgate_backend::Signature {
             inputs: sig
                 .arguments
                 .into_iter()
-                .map(|a| tensorgate_backend::Argument { tensor: takes_a_tensor(&a.ty), name: a.name, ty: a.ty, optional: a.has_default })
+                .map(|a| tensorgate_backend::Argument {
+                    tensor: takes_a_tensor(&a.ty),
+                    name: a.name,
+                    ty: a.ty,
+                    optional: a.has_default,
+                    dtype: None,
+                    rank: None,
+                })
                 .collect(),
+            returns: Vec::new(),
+            by_name: false,
         }
     }
 }
