@@ -14,6 +14,12 @@ libtorch:
     plugins/image/                  shape CNN, sample PNGs, PyTorch's scores
     tests/triton/particlenet/       a 3-input ParticleNet-style tagger laid out as a Triton
                                     model (1/model.pt), sample jets, PyTorch's scores
+    plugins/tensors/bundles/*-onnx  the tabular MLP, the U-Net and the tagger (the weights
+                                    above) exported to ONNX, samples, onnxruntime's outputs
+    tests/triton/particlenet-onnx/  the tagger as a Triton `onnxruntime_onnx` model (1/model.onnx)
+
+`--only onnx` needs only the committed .pt files (plus onnx, onnxscript and
+onnxruntime==1.32.0 next to torch) and re-exports just the ONNX files.
 
 `--only lartpc image` exports only those groups; `--event DIR` writes one
 full synthetic LArTPC event (plane-0/1/2.npy, 2400/2400/3456 wires x 1008
@@ -628,11 +634,116 @@ def image():
     right = sum(max(c["scores"], key=c["scores"].get) == c["label"] for c in cases)
     print(f"image: {len(cases)} sample PNGs, {right} classified as drawn")
 
+# ---------------------------------------------------------------------------
+# ONNX: the shipped models (their committed TorchScript weights, loaded into
+# the eager modules above) exported by torch.onnx (the torch.export-based
+# exporter) with a dynamic batch dimension, served by the generic tensors
+# plugin; reference outputs from onnxruntime (Python) on the same inputs.
+# Needs torch, onnx, onnxscript and onnxruntime==1.32.0.
+
+ONNX_OPSET = 18
+
+
+def export_onnx(model, args, path, input_names, output_names, dynamic_shapes):
+    """`model` to a self-contained .onnx file (weights inline)."""
+    program = torch.onnx.export(model, args, dynamo=True, input_names=input_names, output_names=output_names,
+                                dynamic_shapes=dynamic_shapes, opset_version=ONNX_OPSET, external_data=False)
+    program.save(str(path), external_data=False)
+
+
+def onnxruntime_outputs(path, feeds):
+    import onnxruntime
+
+    opts = onnxruntime.SessionOptions()
+    opts.intra_op_num_threads = 1
+    session = onnxruntime.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    return session.run(None, feeds)
+
+
+def check_close(what, ours, torch_out, tol=1e-5):
+    import numpy as np
+
+    diff = float(np.max(np.abs(ours - torch_out)))
+    print(f"  {what}: onnxruntime vs torch max |diff| {diff:.2e}")
+    assert diff <= tol, f"{what}: onnxruntime and torch differ by {diff}"
+
+
+def onnx_models():
+    import numpy as np
+
+    torch.set_num_threads(1)
+    bundles = ROOT / "plugins" / "tensors" / "bundles"
+    batch = torch.export.Dim("batch", min=1, max=4096)
+
+    # Tabular MLP: the 16 reference cases' feature rows.
+    mlp = TabularMLP(len(TABULAR_FEATURES), len(TABULAR_LABELS)).eval()
+    mlp.load_state_dict(torch.jit.load(str(ROOT / "plugins" / "tabular" / "model.pt")).state_dict())
+    reference = json.loads((ROOT / "plugins" / "tabular" / "reference.json").read_text())
+    rows = []
+    for case in reference["cases"]:
+        values = dict(zip(case["request"]["keys"], case["request"]["values"]))
+        rows.append([values[f] for f in TABULAR_FEATURES])
+    x = np.array(rows, dtype=np.float32)
+    out = bundles / "tabular-onnx"
+    export_onnx(mlp, (torch.from_numpy(x),), out / "model.onnx", ["x"], ["scores"], {"x": {0: batch}})
+    (scores,) = onnxruntime_outputs(out / "model.onnx", {"x": x})
+    with torch.no_grad():
+        check_close("tabular-onnx", scores, mlp(torch.from_numpy(x)).numpy())
+    np.save(out / "sample.npy", x)
+    np.save(out / "reference.npy", scores)
+
+    # LArTPC U-Net: dynamic batch and tile size (multiples of 4); sample: two
+    # 128x128 tiles of the thresholded sample plane where it is busiest.
+    unet = UNet().eval()
+    unet.load_state_dict(torch.jit.load(str(ROOT / "plugins" / "lartpc-dense" / "model.pt")).state_dict())
+    sample = np.load(ROOT / "plugins" / "lartpc-dense" / "samples" / "plane-crop.npz")
+    plane = np.zeros(tuple(sample["shape"]), np.float32)
+    plane[sample["pixels"][:, 0], sample["pixels"][:, 1]] = sample["values"]
+    plane = np.where(plane > LARTPC_THRESHOLD, plane, 0).astype(np.float32)
+    lit = np.argwhere(plane > 0)
+    r, c = (int(v) for v in np.median(lit, axis=0))
+    r0, c0 = int(np.clip(r - 128, 0, plane.shape[0] - 256)), int(np.clip(c - 64, 0, plane.shape[1] - 128))
+    tiles = np.ascontiguousarray(np.stack([plane[r0:r0 + 128, c0:c0 + 128], plane[r0 + 128:r0 + 256, c0:c0 + 128]])[:, None])
+    out = bundles / "unet-onnx"
+    h, w = torch.export.Dim("h4", min=1, max=1024), torch.export.Dim("w4", min=1, max=1024)
+    export_onnx(unet, (torch.from_numpy(tiles),), out / "model.onnx", ["tiles"], ["scores"],
+                {"x": {0: batch, 2: 4 * h, 3: 4 * w}})
+    (scores,) = onnxruntime_outputs(out / "model.onnx", {"tiles": tiles})
+    with torch.no_grad():
+        check_close("unet-onnx", scores, unet(torch.from_numpy(tiles)).numpy())
+    np.save(out / "sample.npy", tiles)
+    np.save(out / "reference.npy", scores)
+
+    # ParticleNet-style tagger: the Triton test's jets; also laid out as a
+    # Triton model repository entry with `platform: "onnxruntime_onnx"`.
+    pnet = ParticleNetLite().eval()
+    pnet.load_state_dict(torch.jit.load(str(ROOT / "tests" / "triton" / "particlenet" / "1" / "model.pt")).state_dict())
+    points, features, mask = jets([20, 32, 7], width=32, seed=8)
+    out = bundles / "particlenet-onnx"
+    args = tuple(torch.from_numpy(a) for a in (points, features, mask))
+    # Any number of particles (at least k + 1 = 9), as the Triton config's `dims: [2, -1]` says.
+    particles = torch.export.Dim("particles", min=9, max=4096)
+    export_onnx(pnet, args, out / "model.onnx", ["points", "features", "mask"], ["scores"],
+                {"points": {0: batch, 2: particles}, "features": {0: batch, 2: particles}, "mask": {0: batch, 2: particles}})
+    feeds = {"points": points, "features": features, "mask": mask}
+    (scores,) = onnxruntime_outputs(out / "model.onnx", feeds)
+    with torch.no_grad():
+        check_close("particlenet-onnx", scores, pnet(*args).numpy())
+    np.savez(out / "sample.npz", **feeds)
+    np.savez(out / "reference.npz", scores=scores)
+    triton_dir = ROOT / "tests" / "triton" / "particlenet-onnx"
+    (triton_dir / "1").mkdir(parents=True, exist_ok=True)
+    (triton_dir / "1" / "model.onnx").write_bytes((out / "model.onnx").read_bytes())
+    np.savez(triton_dir / "sample.npz", **feeds)
+    np.savez(triton_dir / "reference.npz", scores=scores)
+    print("onnx: tabular-onnx, unet-onnx, particlenet-onnx (+ tests/triton/particlenet-onnx)")
+
+
 if __name__ == "__main__":
     import argparse
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", nargs="*", help="export only these groups (tabular tensors tests triton lartpc image)")
+    parser.add_argument("--only", nargs="*", help="export only these groups (tabular tensors tests triton lartpc image onnx)")
     parser.add_argument("--event", metavar="DIR", help="write one full synthetic LArTPC event "
                         "(plane-0/1/2.npy: 2400/2400/3456 wires x 1008 ticks) into DIR and exit")
     parser.add_argument("--seed", type=int, default=1, help="event seed for --event")
@@ -642,7 +753,7 @@ if __name__ == "__main__":
         write_event(pathlib.Path(args.event), args.seed)
         raise SystemExit(0)
     groups = {"tabular": tabular, "tensors": tensors_bundles, "tests": test_apps, "triton": triton, "lartpc": lartpc,
-              "image": image}
+              "image": image, "onnx": onnx_models}
     for name, fn in groups.items():
         if not args.only or name in args.only:
             fn()

@@ -120,7 +120,7 @@ async fn what_cannot_be_imported_is_named_and_nothing_is_installed() {
             Box::new(|c| *c = c.replacen("TYPE_FP32\n    dims: [ 4, -1 ]", "TYPE_FP16\n    dims: [ 4, -1 ]", 1)),
             "input `features`: data_type TYPE_FP16 has no tensorgate tensor type",
         ),
-        ("another platform", Box::new(|c| *c = c.replace("pytorch_libtorch", "onnxruntime_onnx")), "platform \"onnxruntime_onnx\": only TorchScript models"),
+        ("another platform", Box::new(|c| *c = c.replace("pytorch_libtorch", "tensorflow_savedmodel")), "platform \"tensorflow_savedmodel\": only TorchScript models"),
         (
             "a reshape",
             Box::new(|c| *c = c.replacen("dims: [ 3 ]", "dims: [ 3 ]\n    reshape: { shape: [ 1, 3 ] }", 1)),

@@ -21,16 +21,27 @@ pub fn nats_server() -> PathBuf {
     bin
 }
 
+/// Where the release binaries are: beside this test executable's folder
+/// (`TARGET/release/deps/..`, so that a `CARGO_TARGET_DIR` is followed),
+/// else `target/release`.
+pub fn release_dir() -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.parent()?.to_path_buf()))
+        .filter(|dir| dir.join("tensorgate-host").exists())
+        .unwrap_or_else(|| root().join("target/release"))
+}
+
 /// The release `tensorgate-host` binary.
 pub fn host_binary() -> PathBuf {
-    let bin = root().join("target/release/tensorgate-host");
+    let bin = release_dir().join("tensorgate-host");
     assert!(bin.exists(), "{} not built", bin.display());
     bin
 }
 
 /// The release `tensorgate-gateway` binary.
 pub fn gateway_binary() -> PathBuf {
-    let bin = root().join("target/release/tensorgate-gateway");
+    let bin = release_dir().join("tensorgate-gateway");
     assert!(bin.exists(), "{} not built", bin.display());
     bin
 }

@@ -1,6 +1,8 @@
 //! `tensorgate import triton DIR`: a Triton model directory (`config.pbtxt`
 //! with `platform: "pytorch_libtorch"` or `backend: "pytorch"`, and
-//! numbered version folders holding `model.pt`) becomes tensorgate bundles
+//! numbered version folders holding `model.pt`; or `platform:
+//! "onnxruntime_onnx"` or `backend: "onnxruntime"` with `model.onnx`,
+//! served by ONNX Runtime) becomes tensorgate bundles
 //! served by the generic `tensors` plugin (an `.npz` in, one array per
 //! input, an `.npz` out). Each bundle is staged, checked as a host checks
 //! it (`tensorgate-host check`) and only then installed, by the one
@@ -37,7 +39,7 @@ pub struct ImportArgs {
 
 #[derive(Subcommand)]
 enum ImportCommand {
-    /// Turn a Triton model directory (config.pbtxt, VERSION/model.pt) into
+    /// Turn a Triton model directory (config.pbtxt, VERSION/model.pt or VERSION/model.onnx) into
     /// bundles served by the generic tensors plugin, check each as a host
     /// would, and install it as REPO/NAME/VERSION. Needs no host.
     Triton {
@@ -90,7 +92,7 @@ fn import(dir: &Path, repository: &Path, only: Option<u64>, name: Option<&str>, 
         let model = dir.join(v.to_string()).join(&mapped.model_file);
         crate::install::install(repository, &mapped.name, v, |staged| {
             std::fs::write(staged.join("manifest.toml"), mapped.manifest(v, dir)).context("writing manifest.toml")?;
-            std::fs::copy(&model, staged.join("model.pt")).with_context(|| format!("copying {}", model.display()))?;
+            std::fs::copy(&model, staged.join(mapped.format.file())).with_context(|| format!("copying {}", model.display()))?;
             std::fs::copy(&plugin, staged.join("plugin.wasm")).with_context(|| format!("copying {}", plugin.display()))?;
             Ok(())
         })
@@ -160,11 +162,39 @@ struct Tensor {
     shape: Vec<i64>,
 }
 
+/// The model formats an import carries over.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Format {
+    /// `pytorch_libtorch`: `model.pt`.
+    TorchScript,
+    /// `onnxruntime_onnx`: `model.onnx`, run by ONNX Runtime.
+    Onnx,
+}
+
+impl Format {
+    /// The model file's name in the bundle (and Triton's default).
+    fn file(self) -> &'static str {
+        match self {
+            Format::TorchScript => "model.pt",
+            Format::Onnx => "model.onnx",
+        }
+    }
+
+    /// `[model] format`.
+    fn name(self) -> &'static str {
+        match self {
+            Format::TorchScript => "torchscript",
+            Format::Onnx => "onnx",
+        }
+    }
+}
+
 /// What a config maps to.
 #[derive(Debug, Clone, PartialEq)]
 struct Mapped {
     name: String,
     platform: String,
+    format: Format,
     model_file: String,
     labels: Option<(Vec<String>, String)>,
     inputs: Vec<Tensor>,
@@ -192,7 +222,8 @@ impl Mapped {
             let list: Vec<String> = labels.iter().map(|l| q(l)).collect();
             let _ = writeln!(m, "labels = [{}]   # {file}", list.join(", "));
         }
-        let _ = writeln!(m, "\n[model]\nfile = \"model.pt\"\ndevice = {}   # instance_group", q(&self.device));
+        let _ = writeln!(m, "\n[model]\nfile = {}\nformat = {}   # platform", q(self.format.file()), q(self.format.name()));
+        let _ = writeln!(m, "device = {}   # instance_group", q(&self.device));
         let _ = writeln!(m, "batching = {}   # dynamic_batching {}", self.batching, if self.batching { "given" } else { "absent" });
         match self.max_batch {
             Some(n) => {
@@ -256,13 +287,17 @@ fn map(config: &Message, dir: &Path, name: Option<&str>) -> Result<Mapped, Strin
     }
     let platform = config.get("platform").and_then(Value::as_str).unwrap_or("");
     let backend = config.get("backend").and_then(Value::as_str).unwrap_or("");
-    if !(platform == "pytorch_libtorch" || backend == "pytorch" || platform.is_empty() && backend.is_empty()) {
+    let format = if platform == "onnxruntime_onnx" || backend == "onnxruntime" {
+        Format::Onnx
+    } else if platform == "pytorch_libtorch" || backend == "pytorch" || platform.is_empty() && backend.is_empty() {
+        Format::TorchScript
+    } else {
         let what = if platform.is_empty() { format!("backend \"{backend}\"") } else { format!("platform \"{platform}\"") };
         return Err(format!(
-            "{}{what}: only TorchScript models (platform \"pytorch_libtorch\" or backend \"pytorch\") can be imported",
+            "{}{what}: only TorchScript models (platform \"pytorch_libtorch\" or backend \"pytorch\") and ONNX models (platform \"onnxruntime_onnx\" or backend \"onnxruntime\") can be imported",
             line(if platform.is_empty() { "backend" } else { "platform" })
         ));
-    }
+    };
     let mut not_carried = Vec::new();
     for (field, _, l) in &config.fields {
         let known = [
@@ -426,10 +461,11 @@ fn map(config: &Message, dir: &Path, name: Option<&str>) -> Result<Mapped, Strin
             }
         }
     };
-    let model_file = config.get("default_model_filename").and_then(Value::as_str).unwrap_or("model.pt").to_string();
+    let model_file = config.get("default_model_filename").and_then(Value::as_str).unwrap_or(format.file()).to_string();
     Ok(Mapped {
         name,
         platform: if platform.is_empty() { format!("backend {}", if backend.is_empty() { "pytorch" } else { backend }) } else { platform.to_string() },
+        format,
         model_file,
         labels,
         inputs,
@@ -473,6 +509,17 @@ mod tests {
     }
 
     #[test]
+    fn onnx_models_map_to_the_onnx_format() {
+        for config in [BASE.replace("pytorch_libtorch", "onnxruntime_onnx"), BASE.replace("platform: \"pytorch_libtorch\"", "backend: \"onnxruntime\"")] {
+            let m = mapped(&config).unwrap();
+            assert_eq!((m.format, m.model_file.as_str()), (Format::Onnx, "model.onnx"));
+            let parsed: toml::Table = m.manifest(1, Path::new("/models/m")).parse().expect("the manifest is TOML");
+            assert_eq!((parsed["model"]["file"].as_str(), parsed["model"]["format"].as_str()), (Some("model.onnx"), Some("onnx")));
+        }
+        assert_eq!(mapped(BASE).unwrap().format, Format::TorchScript);
+    }
+
+    #[test]
     fn what_cannot_be_mapped_is_named() {
         let err = |text: &str| mapped(text).unwrap_err();
         assert_eq!(
@@ -480,8 +527,8 @@ mod tests {
             "line 3: input `x`: data_type TYPE_FP16 has no tensorgate tensor type (supported: TYPE_FP32, TYPE_FP64, TYPE_INT64, TYPE_INT32, TYPE_UINT8, TYPE_BOOL)"
         );
         assert_eq!(
-            err(&BASE.replace("pytorch_libtorch", "onnxruntime_onnx")),
-            "line 1: platform \"onnxruntime_onnx\": only TorchScript models (platform \"pytorch_libtorch\" or backend \"pytorch\") can be imported"
+            err(&BASE.replace("pytorch_libtorch", "tensorflow_savedmodel")),
+            "line 1: platform \"tensorflow_savedmodel\": only TorchScript models (platform \"pytorch_libtorch\" or backend \"pytorch\") and ONNX models (platform \"onnxruntime_onnx\" or backend \"onnxruntime\") can be imported"
         );
         assert!(err(&BASE.replace("dims: [3]", "dims: [3] reshape { shape: [1, 3] }")).starts_with("line 4: output `y`: `reshape` is not supported"));
         assert_eq!(err(&format!("{BASE}sequence_batching {{}}\n")), "line 5: `sequence_batching`: stateful sequence models are not supported");

@@ -1,0 +1,324 @@
+//! Models beyond TorchScript: ONNX models (plugins/tensors/bundles/*-onnx,
+//! exported by scripts/make_models.py from the shipped models' weights) run
+//! by ONNX Runtime through the same host: each against onnxruntime's own
+//! Python outputs on the same inputs (1e-5), batched across requests, bad
+//! files refused at load with one line naming the author's file while
+//! version 1 keeps serving, `tensorgate import triton` of an
+//! `onnxruntime_onnx` model, and a cluster worker serving an ONNX version.
+//!
+//! ONNX Runtime is loaded from `ORT_DYLIB_PATH` (scripts/env.sh), else from
+//! where scripts/setup puts it.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use tensorgate_client::protocol::ErrorCode;
+use tensorgate_client::{Client, ClientError, Input, Submission};
+use tensorgate_plugin::npy::{parse_npy, parse_npz, write_npy, write_npz};
+use tensorgate_plugin::Tensor;
+use tensorgate_tests::cluster::{release_dir, repository_of, Engine, Proc};
+use tensorgate_tests::{copy_dir, repository, root, TestHost};
+
+const TOLERANCE: f32 = 1e-5;
+
+fn bundle(name: &str) -> PathBuf {
+    root().join("plugins/tensors/bundles").join(name)
+}
+
+fn f32s(t: &Tensor) -> Vec<f32> {
+    t.view::<f32>().expect("f32").into_owned()
+}
+
+fn max_diff(got: &[f32], want: &[f32]) -> f32 {
+    assert_eq!(got.len(), want.len(), "as many values as the reference");
+    got.iter().zip(want).map(|(g, w)| (g - w).abs()).fold(0.0, f32::max)
+}
+
+/// The one array of an `.npz` reply.
+fn only_array(payload: &[u8]) -> Tensor {
+    let arrays = parse_npz(payload).expect("npz reply");
+    assert_eq!(arrays.len(), 1, "one output");
+    arrays[0].1.clone()
+}
+
+/// Rows `[at, at + n)` of a `[N, ...]` f32 tensor.
+fn rows(t: &Tensor, at: usize, n: usize) -> Tensor {
+    let values = f32s(t);
+    let per = values.len() / t.shape()[0] as usize;
+    let mut shape = t.shape().to_vec();
+    shape[0] = n as u64;
+    Tensor::from_slice(&shape, &values[at * per..(at + n) * per]).expect("rows")
+}
+
+fn code(e: &ClientError) -> Option<ErrorCode> {
+    e.code()
+}
+
+async fn models_status(client: &Client, name: &str) -> (u64, u64) {
+    let m = client.status().await.expect("status").models.into_iter().find(|m| m.name == name).expect("model in status");
+    (m.forwards, m.forward_rows)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn each_onnx_model_answers_as_onnxruntime_does() {
+    let host = TestHost::start().await;
+    let client = host.client().await;
+
+    // Tabular MLP and U-Net: one .npy in, the reference .npy's values out.
+    for name in ["tabular-onnx", "unet-onnx"] {
+        let sample = std::fs::read(bundle(name).join("sample.npy")).expect("sample");
+        let want = parse_npy(&std::fs::read(bundle(name).join("reference.npy")).expect("reference")).expect("npy");
+        let reply = client.predict(Submission::new(name, vec![Input::new(sample, "application/x-npy")])).await.expect("predict");
+        assert_eq!(reply.summary.ok, 1, "{name}: {:?}", reply.outcomes);
+        let got = only_array(&reply.outcomes[0].as_ref().expect("item ok").payload);
+        assert_eq!(got.shape(), want.shape(), "{name}");
+        let diff = max_diff(&f32s(&got), &f32s(&want));
+        eprintln!("{name}: max |host - onnxruntime (Python)| = {diff:e}");
+        assert!(diff <= TOLERANCE, "{name}: {diff}");
+    }
+
+    // The tagger: three inputs by name in one .npz.
+    let dir = bundle("particlenet-onnx");
+    let sample = std::fs::read(dir.join("sample.npz")).expect("sample");
+    let want = parse_npz(&std::fs::read(dir.join("reference.npz")).expect("reference")).expect("npz");
+    let reply = client.predict(Submission::new("particlenet-onnx", vec![Input::new(sample, "application/x-npz")])).await.expect("predict");
+    let got = only_array(&reply.outcomes[0].as_ref().expect("item ok").payload);
+    assert_eq!(got.shape(), [3, 3]);
+    let diff = max_diff(&f32s(&got), &f32s(&want[0].1));
+    eprintln!("particlenet-onnx: max |host - onnxruntime (Python)| = {diff:e}");
+    assert!(diff <= TOLERANCE, "particlenet-onnx: {diff}");
+
+    // The status names each model's format-independent counters; the U-Net's
+    // declared shapes are dynamic (any tile size, multiples of 4).
+    let sample = parse_npy(&std::fs::read(bundle("unet-onnx").join("sample.npy")).expect("sample")).expect("npy");
+    let small = rows(&sample, 0, 1);
+    let values = f32s(&small);
+    let crop: Vec<f32> = (0..64).flat_map(|r| values[r * 128..r * 128 + 64].to_vec()).collect();
+    let crop = Tensor::from_slice(&[1, 1, 64, 64], &crop).expect("crop");
+    let reply = client.predict(Submission::new("unet-onnx", vec![Input::new(write_npy(&crop), "application/x-npy")])).await.expect("predict");
+    assert_eq!(only_array(&reply.outcomes[0].as_ref().expect("a 64x64 tile").payload).shape(), [1, 3, 64, 64]);
+    client.close().await;
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn onnx_items_are_batched_across_concurrent_requests() {
+    let host = TestHost::start().await;
+    let client = std::sync::Arc::new(host.client().await);
+    let x = parse_npy(&std::fs::read(bundle("tabular-onnx").join("sample.npy")).expect("sample")).expect("npy");
+    let want = f32s(&parse_npy(&std::fs::read(bundle("tabular-onnx").join("reference.npy")).expect("reference")).expect("npy"));
+    let item = |i: usize| Input::new(write_npy(&rows(&x, i % 16, 1)), "application/x-npy");
+    let (forwards_before, rows_before) = models_status(&client, "tabular-onnx").await;
+    // Four requests of 64 one-row items at once.
+    let mut tasks = Vec::new();
+    for r in 0..4 {
+        let client = client.clone();
+        let inputs: Vec<Input> = (0..64).map(|i| item(r * 64 + i)).collect();
+        tasks.push(tokio::spawn(async move { client.predict(Submission::new("tabular-onnx", inputs)).await.expect("predict") }));
+    }
+    for (r, task) in tasks.into_iter().enumerate() {
+        let reply = task.await.expect("task");
+        for (i, outcome) in reply.outcomes.iter().enumerate() {
+            let got = f32s(&only_array(&outcome.as_ref().expect("item ok").payload));
+            let k = (r * 64 + i) % 16;
+            let diff = max_diff(&got, &want[4 * k..4 * k + 4]);
+            assert!(diff <= TOLERANCE, "item {} (row {k}): {got:?} vs {:?}", r * 64 + i, &want[4 * k..4 * k + 4]);
+        }
+    }
+    let (forwards, forward_rows) = models_status(&client, "tabular-onnx").await;
+    let (forwards, forward_rows) = (forwards - forwards_before, forward_rows - rows_before);
+    assert_eq!(forward_rows, 256);
+    assert!(forwards < forward_rows, "no batching happened: {forwards} forwards for {forward_rows} rows");
+    eprintln!("tabular-onnx: mean batch {:.1} rows", forward_rows as f64 / forwards as f64);
+
+    // The tagger's three inputs batch too: three one-jet items in one request.
+    let dir = bundle("particlenet-onnx");
+    let sample = parse_npz(&std::fs::read(dir.join("sample.npz")).expect("sample")).expect("npz");
+    let want = f32s(&parse_npz(&std::fs::read(dir.join("reference.npz")).expect("reference")).expect("npz")[0].1);
+    let singles: Vec<Input> = (0..3)
+        .map(|i| {
+            let jet: Vec<(String, Tensor)> = sample.iter().map(|(n, t)| (n.clone(), rows(t, i, 1))).collect();
+            Input::new(write_npz(&jet), "application/x-npz")
+        })
+        .collect();
+    let reply = client.predict(Submission::new("particlenet-onnx", singles)).await.expect("predict");
+    for (i, outcome) in reply.outcomes.iter().enumerate() {
+        let got = f32s(&only_array(&outcome.as_ref().expect("item ok").payload));
+        assert!(max_diff(&got, &want[3 * i..3 * i + 3]) <= TOLERANCE, "jet {i}: {got:?}");
+    }
+    host.stop().await;
+}
+
+/// A stand-alone copy of the built `tabular-onnx` bundle as `version`, with
+/// `edit` applied to its manifest and `model` to its model file's bytes.
+fn onnx_bundle(parent: &Path, dir: &str, version: u64, edit: impl Fn(&mut String), model: impl Fn(&mut Vec<u8>)) -> PathBuf {
+    let dest = parent.join(dir);
+    copy_dir(&repository().join("tabular-onnx/1"), &dest);
+    let manifest = dest.join("manifest.toml");
+    let mut text = std::fs::read_to_string(&manifest).expect("manifest").replacen("version = 1", &format!("version = {version}"), 1);
+    edit(&mut text);
+    std::fs::write(&manifest, text).expect("write manifest");
+    let mut bytes = std::fs::read(dest.join("model.onnx")).expect("model");
+    model(&mut bytes);
+    std::fs::write(dest.join("model.onnx"), bytes).expect("write model");
+    dest
+}
+
+/// `needle` replaced by `with` (the same length) everywhere in `bytes`.
+fn patch(bytes: &mut [u8], needle: &[u8], with: &[u8]) -> usize {
+    assert_eq!(needle.len(), with.len());
+    let mut n = 0;
+    let mut i = 0;
+    while i + needle.len() <= bytes.len() {
+        if &bytes[i..i + needle.len()] == needle {
+            bytes[i..i + needle.len()].copy_from_slice(with);
+            n += 1;
+            i += needle.len();
+        } else {
+            i += 1;
+        }
+    }
+    n
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_onnx_files_are_refused_at_load_and_version_1_keeps_serving() {
+    let repo = repository_of(&["tabular-onnx"]);
+    let host = TestHost::start_with(repo.path().to_path_buf(), |_| {}).await;
+    let client = host.client().await;
+    let work = tempfile::tempdir().expect("temp dir");
+    let x = parse_npy(&std::fs::read(bundle("tabular-onnx").join("sample.npy")).expect("sample")).expect("npy");
+    let one = || Input::new(write_npy(&rows(&x, 0, 1)), "application/x-npy");
+    type Edit = fn(&mut String);
+    type Model = fn(&mut Vec<u8>);
+    let cases: [(&str, Edit, Model, &[&str]); 6] = [
+        ("corrupt", |_| {}, |b| *b = b"\x08\x07garbage, not a protobuf".to_vec(), &["loading ONNX model model.onnx:", "Protobuf parsing failed"]),
+        ("truncated", |_| {}, |b| b.truncate(b.len() / 2), &["loading ONNX model model.onnx:"]),
+        (
+            "unknown-operator",
+            |_| {},
+            |b| assert!(patch(b, b"Relu", b"Rulu") > 0, "the MLP has Relu nodes"),
+            &["loading ONNX model model.onnx:", "Rulu"],
+        ),
+        (
+            "dtype",
+            |m| *m = m.replace("name = \"x\"\ndtype = \"f32\"", "name = \"x\"\ndtype = \"f64\""),
+            |_| {},
+            &["manifest.toml: `[[inputs]]` `x` is f64 [-1, 16], but model.onnx has it as f32[?, 16]: the element types differ"],
+        ),
+        (
+            "rank",
+            |m| *m = m.replace("shape = [-1, 4]", "shape = [-1, 4, 1]"),
+            |_| {},
+            &["manifest.toml: `[[outputs]]` `scores` is f32 [-1, 4, 1], but model.onnx has it as f32[?, 4]: the ranks differ"],
+        ),
+        (
+            "name",
+            |m| *m = m.replace("name = \"x\"", "name = \"features\""),
+            |_| {},
+            &["manifest.toml: `[[inputs]]` declares `features`, but model.onnx has no input of that name (its inputs: x)"],
+        ),
+    ];
+    for (what, edit, model, want) in cases {
+        let dir = onnx_bundle(work.path(), what, 2, edit, model);
+        let e = client.upload(&dir, false).await.expect_err(what);
+        let text = e.to_string();
+        eprintln!("{what}: {text}");
+        assert_eq!(code(&e), Some(ErrorCode::LoadFailed), "{what}: {text}");
+        for w in want {
+            assert!(text.contains(w), "{what}: `{w}` not in: {text}");
+        }
+        assert!(!text.contains('\n') && !text.contains(".staging"), "{what}: one line naming the author's file: {text}");
+        let r = client.predict(Submission::new("tabular-onnx", vec![one()])).await.expect("predict");
+        assert_eq!((r.summary.version, r.summary.ok), (1, 1), "{what}: version 1 keeps serving");
+    }
+    // A good version 2 then loads and becomes the default (the same path
+    // as for TorchScript: staged, checked, swapped in).
+    let good = onnx_bundle(work.path(), "good", 2, |_| {}, |_| {});
+    client.upload(&good, false).await.expect("a good ONNX version loads");
+    let r = client.predict(Submission::new("tabular-onnx", vec![one()])).await.expect("predict");
+    assert_eq!((r.summary.version, r.summary.ok), (2, 1));
+    client.close().await;
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_triton_onnx_model_imports_and_answers_as_onnxruntime() {
+    let work = tempfile::tempdir().expect("temp dir");
+    let dir = work.path().join("models/particlenet-onnx");
+    copy_dir(&root().join("tests/triton/particlenet-onnx"), &dir);
+    let repo = work.path().join("repo");
+    let cli = release_dir().join("tensorgate");
+    assert!(cli.exists(), "{} not built", cli.display());
+    let plugin = root().join("target/plugins/wasm32-unknown-unknown/release/tensors_plugin.wasm");
+    let mut cmd = Command::new(cli);
+    cmd.args(["import", "triton"]).arg(&dir).arg("--repository").arg(&repo).arg("--plugin").arg(&plugin);
+    let out = tokio::task::spawn_blocking(move || cmd.output().expect("runs")).await.expect("join");
+    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{said}");
+    let manifest: toml::Table = std::fs::read_to_string(repo.join("particlenet-onnx/1/manifest.toml")).expect("manifest").parse().expect("toml");
+    let model = &manifest["model"];
+    assert_eq!((model["file"].as_str(), model["format"].as_str()), (Some("model.onnx"), Some("onnx")));
+    assert_eq!((model["max_batch"].as_integer(), model["instances"].as_integer()), (Some(32), Some(2)));
+    assert!(repo.join("particlenet-onnx/1/model.onnx").is_file());
+
+    let host = TestHost::start_with(repo.clone(), |_| {}).await;
+    let client = host.client().await;
+    let sample = std::fs::read(root().join("tests/triton/particlenet-onnx/sample.npz")).expect("sample");
+    let want = parse_npz(&std::fs::read(root().join("tests/triton/particlenet-onnx/reference.npz")).expect("reference")).expect("npz");
+    let reply = client.predict(Submission::new("particlenet-onnx", vec![Input::new(sample, "application/x-npz")])).await.expect("predict");
+    let got = only_array(&reply.outcomes[0].as_ref().expect("item ok").payload);
+    let diff = max_diff(&f32s(&got), &f32s(&want[0].1));
+    eprintln!("particlenet-onnx via tensorgate import triton: max |host - onnxruntime| = {diff:e}");
+    assert!(diff <= TOLERANCE);
+    client.close().await;
+    host.stop().await;
+
+    // A config whose inputs do not match the ONNX graph fails the import by name.
+    let bad = work.path().join("models-bad/particlenet-onnx");
+    copy_dir(&root().join("tests/triton/particlenet-onnx"), &bad);
+    let config = std::fs::read_to_string(bad.join("config.pbtxt")).expect("config").replacen("name: \"mask\"", "name: \"weights\"", 1);
+    std::fs::write(bad.join("config.pbtxt"), config).expect("write");
+    let repo2 = work.path().join("repo2");
+    let mut cmd = Command::new(release_dir().join("tensorgate"));
+    cmd.args(["import", "triton"]).arg(&bad).arg("--repository").arg(&repo2).arg("--plugin").arg(&plugin);
+    let out = tokio::task::spawn_blocking(move || cmd.output().expect("runs")).await.expect("join");
+    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(!out.status.success(), "{said}");
+    assert!(said.contains("declares `weights`, but model.onnx has no input of that name (its inputs: points, features, mask)"), "{said}");
+    assert!(!repo2.join("particlenet-onnx").exists(), "nothing installed");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cluster_worker_serves_an_onnx_version() {
+    let engine = Engine::start();
+    let repo = repository_of(&["tabular-onnx", "particlenet-onnx"]);
+    let _worker = Proc::worker(&engine, repo.path(), &[]);
+    let gateway = Proc::gateway(&engine, &[]);
+    let client = gateway.client().await;
+    let start = Instant::now();
+    loop {
+        let status = client.status().await.expect("gateway status");
+        if status.models.iter().any(|m| m.name == "tabular-onnx" && m.workers == 1) {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "no worker serves tabular-onnx: {:?}", status.models);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let x = parse_npy(&std::fs::read(bundle("tabular-onnx").join("sample.npy")).expect("sample")).expect("npy");
+    let want = f32s(&parse_npy(&std::fs::read(bundle("tabular-onnx").join("reference.npy")).expect("reference")).expect("npy"));
+    let inputs: Vec<Input> = (0..16).map(|i| Input::new(write_npy(&rows(&x, i, 1)), "application/x-npy")).collect();
+    let reply = client.predict(Submission::new("tabular-onnx", inputs)).await.expect("predict through the gateway");
+    assert_eq!(reply.summary.ok, 16);
+    for (i, outcome) in reply.outcomes.iter().enumerate() {
+        let got = f32s(&only_array(&outcome.as_ref().expect("item ok").payload));
+        assert!(max_diff(&got, &want[4 * i..4 * i + 4]) <= TOLERANCE, "item {i}: {got:?}");
+    }
+    let dir = bundle("particlenet-onnx");
+    let sample = std::fs::read(dir.join("sample.npz")).expect("sample");
+    let want = parse_npz(&std::fs::read(dir.join("reference.npz")).expect("reference")).expect("npz");
+    let reply = client.predict(Submission::new("particlenet-onnx", vec![Input::new(sample, "application/x-npz")])).await.expect("predict");
+    let got = only_array(&reply.outcomes[0].as_ref().expect("item ok").payload);
+    assert!(max_diff(&f32s(&got), &f32s(&want[0].1)) <= TOLERANCE);
+}
