@@ -19,7 +19,7 @@ start_host() {
     HOST_PID=$!
     for _ in $(seq 300); do [ -f "$state/listening" ] && break; sleep 0.1; done
     [ -f "$state/listening" ] || { echo "host did not start" >&2; exit 1; }
-    export TENSORGATE_HOST=$(cat "$state/listening") TENSORGATE_FINGERPRINT=$(cat "$state/fingerprint")
+    export TENSORGATE_HOST=$(cat "$state/listening") TENSORGATE_FINGERPRINT=$(cat "$state/fingerprint") TG_STATE=$state
     echo "machine: $(nproc) cores, load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 }
 

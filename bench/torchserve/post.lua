@@ -6,6 +6,12 @@ wrk.method = "POST"
 wrk.body = f:read("*a")
 f:close()
 wrk.headers["Content-Type"] = "application/json"
+-- HEADER_LEN: the body is a KServe v2 JSON header of that many bytes and binary tensor data (Triton's binary extension).
+local header_len = os.getenv("HEADER_LEN")
+if header_len then
+  wrk.headers["Inference-Header-Content-Length"] = header_len
+  wrk.headers["Content-Type"] = "application/octet-stream"
+end
 
 function done(summary, latency, requests)
   local e = summary.errors

@@ -443,3 +443,48 @@ def test_through_a_gateway_the_same(gateway):
             break
         assert time.monotonic() < deadline, f"the gateway's statistics show {served} of 28 inferences"
         time.sleep(0.1)
+
+
+# ---- TLS and tokens ------------------------------------------------------------
+
+TOKEN = "oip-predict-secret"
+
+
+@pytest.fixture(scope="module")
+def tls_host(tmp_path_factory):
+    import hashlib
+
+    work = tmp_path_factory.mktemp("oip-tls")
+    repo = work / "repository"
+    shutil.copytree(REPOSITORY / "multi-io", repo / "multi-io")
+    access = work / "access.toml"
+    access.write_text(f'[[token]]\nrole = "predict"\nsha256 = "{hashlib.sha256(TOKEN.encode()).hexdigest()}"\nname = "analysis"\n')
+    state, log = work / "state", work / "host.log"
+    with open(log, "wb") as f:
+        proc = subprocess.Popen([str(HOST_BIN), "serve", "--repository", str(repo), "--listen", "127.0.0.1:0", "--state-dir", str(state),
+                                 "--access", str(access), "--oip-tls", *oip_flags()],
+                                stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    try:
+        wait_for(state / "listening", proc, "tensorgate-host", log)
+        yield Served(state), state / "tls" / "cert.pem"
+    finally:
+        stop([proc])
+
+
+def test_tls_and_bearer_tokens(tls_host):
+    served, pem = tls_host
+    http = httpclient.InferenceServerClient(url=served.http, ssl=True, ssl_options={"ca_certs": str(pem)})
+    grpc = grpcclient.InferenceServerClient(url=served.grpc, ssl=True, root_certificates=str(pem))
+    assert http.is_server_live() and grpc.is_server_live()
+    # Predict needs the token, in the Authorization header or the gRPC metadata.
+    expect_error(lambda: http.infer("multi-io", multi_io_inputs(httpclient)), "403", "needs the predict role")
+    expect_error(lambda: grpc.infer("multi-io", multi_io_inputs(grpcclient)), "PERMISSION_DENIED", "no token was presented")
+    expect_error(lambda: grpc.infer("multi-io", multi_io_inputs(grpcclient), headers={"authorization": "Bearer wrong"}),
+                 "PERMISSION_DENIED", "not known")
+    check_multi_io(http.infer("multi-io", multi_io_inputs(httpclient), headers={"Authorization": f"Bearer {TOKEN}"}))
+    check_multi_io(grpc.infer("multi-io", multi_io_inputs(grpcclient), headers={"authorization": f"Bearer {TOKEN}"}))
+    expect_error(lambda: grpc.get_model_metadata("multi-io"), "PERMISSION_DENIED", "predict role")
+    assert grpc.get_model_metadata("multi-io", headers={"authorization": f"Bearer {TOKEN}"}).name == "multi-io"
+    # Plain HTTP to the TLS port gets nowhere.
+    with pytest.raises(Exception):
+        httpclient.InferenceServerClient(url=served.http, network_timeout=5).is_server_live()

@@ -60,6 +60,11 @@ pub struct FrontArgs {
     /// Serve the Open Inference Protocol over gRPC on this TCP address (off by default).
     #[arg(long, env = "TENSORGATE_GRPC_LISTEN")]
     pub grpc_listen: Option<SocketAddr>,
+    /// Serve HTTP and gRPC over TLS, with the certificate the QUIC front uses
+    /// (written as STATE_DIR/tls/cert.pem for clients) and client
+    /// certificates as the access file says.
+    #[arg(long, env = "TENSORGATE_OIP_TLS")]
+    pub oip_tls: bool,
 }
 
 impl FrontArgs {
@@ -81,6 +86,7 @@ impl FrontArgs {
         c.max_upload_bytes = self.max_upload_bytes;
         c.http_listen = self.http_listen;
         c.grpc_listen = self.grpc_listen;
+        c.oip_tls = self.oip_tls;
         if let Some(path) = &self.access {
             c.access = AccessPolicy::load(path).map_err(|e| e.to_string())?;
         }

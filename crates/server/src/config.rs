@@ -35,6 +35,8 @@ pub struct FrontConfig {
     pub http_listen: Option<SocketAddr>,
     /// Serve the Open Inference Protocol over gRPC here (off when `None`).
     pub grpc_listen: Option<SocketAddr>,
+    /// Serve HTTP and gRPC over TLS with the host's certificate.
+    pub oip_tls: bool,
 }
 
 impl FrontConfig {
@@ -53,6 +55,7 @@ impl FrontConfig {
             access: crate::auth::AccessPolicy::default(),
             http_listen: None,
             grpc_listen: None,
+            oip_tls: false,
         }
     }
 

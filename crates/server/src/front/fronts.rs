@@ -10,6 +10,8 @@ use crate::front::oip::Oip;
 use crate::front::quic::Front;
 use crate::manage::Management;
 use crate::request::ItemRunner;
+use crate::front::listen::tls_config;
+use crate::tls::Identity;
 use crate::StartError;
 
 /// The QUIC front, and the HTTP and gRPC fronts of the Open Inference
@@ -25,12 +27,19 @@ impl Fronts {
     pub fn start<R: ItemRunner + 'static>(config: FrontConfig, runner: Arc<R>, management: Arc<dyn Management>) -> Result<Fronts, StartError> {
         let oip = (config.http_listen.is_some() || config.grpc_listen.is_some())
             .then(|| Arc::new(Oip::new(runner.clone(), management.clone(), config.access.clone(), config.limits)));
+        let identity = match oip.is_some() && config.oip_tls {
+            true => Some(oip_identity(&config)?),
+            false => None,
+        };
+        let tls = |alpn: &[&[u8]]| identity.as_ref().map(|id| tls_config(id, &config.access, alpn)).transpose();
         let http = match (config.http_listen, &oip) {
-            (Some(addr), Some(oip)) => Some(HttpFront::start(addr, oip.clone(), config.access.clone())?),
+            (Some(addr), Some(oip)) => Some(HttpFront::start(addr, oip.clone(), config.access.clone(), tls(&[b"http/1.1"])?)?),
             _ => None,
         };
         let grpc = match (config.grpc_listen, &oip) {
-            (Some(addr), Some(oip)) => Some(GrpcFront::start(addr, oip.clone(), config.access.clone(), config.max_items_in_flight)?),
+            (Some(addr), Some(oip)) => {
+                Some(GrpcFront::start(addr, oip.clone(), config.access.clone(), config.max_items_in_flight, tls(&[b"h2"])?)?)
+            }
             _ => None,
         };
         let quic = Front::start(config, runner, management)?;
@@ -67,4 +76,15 @@ impl Fronts {
         }
         self.quic.shutdown().await;
     }
+}
+
+/// The host's TLS identity, with its certificate also written as
+/// `STATE_DIR/tls/cert.pem` for the protocol's clients (their root certificate).
+fn oip_identity(config: &FrontConfig) -> Result<Identity, StartError> {
+    let dir = config.state_dir.join("tls");
+    let identity = Identity::load_or_create(&dir, &config.tls_names)?;
+    let pem = pem::encode(&pem::Pem::new("CERTIFICATE", identity.cert.to_vec()));
+    let path = dir.join("cert.pem");
+    crate::write_whole(&path, &pem).map_err(|e| StartError::TlsConfig(format!("writing {}: {e}", path.display())))?;
+    Ok(identity)
 }

@@ -20,7 +20,7 @@ use crate::auth::AccessPolicy;
 use crate::front::oip::tensor::{raw_bytes, split_strings, Data, Datatype, Param, Params, Tensor};
 use crate::front::oip::{Caller, InferRequest, InferResponse, Oip, OipError, RequestedOutput, EXTENSIONS};
 use crate::request::ItemRunner;
-use crate::front::listen::bind;
+use crate::front::listen::{bind, Acceptor, PeerInfo};
 use crate::StartError;
 use proto::grpc_inference_service_server::{GrpcInferenceService, GrpcInferenceServiceServer};
 use tensorgate_protocol::ErrorCode;
@@ -33,21 +33,24 @@ pub struct GrpcFront {
 }
 
 impl GrpcFront {
-    /// Binds `listen` and serves the protocol's gRPC service. Must run inside a tokio runtime.
+    /// Binds `listen` and serves the protocol's gRPC service (over TLS with
+    /// `tls`; ALPN `h2`). Must run inside a tokio runtime.
     pub fn start<R: ItemRunner + 'static>(
         listen: SocketAddr,
         oip: Arc<Oip<R>>,
         access: AccessPolicy,
         max_in_flight: usize,
+        tls: Option<Arc<rustls::ServerConfig>>,
     ) -> Result<GrpcFront, StartError> {
         let listener = bind(listen)?;
         let addr = listener.local_addr().map_err(|source| StartError::Bind { addr: listen, source })?;
+        let acceptor = Acceptor::new(listener, tls).map_err(|source| StartError::Bind { addr: listen, source })?;
         let max = usize::try_from(oip.limits().max_frame_bytes).unwrap_or(usize::MAX);
         let service = GrpcInferenceServiceServer::new(Service { oip, access, max_in_flight: max_in_flight.max(1) })
             .max_decoding_message_size(max)
             .max_encoding_message_size(max);
         let (stop, mut stopped) = tokio::sync::watch::channel(false);
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        let incoming = acceptor.into_stream();
         let task = tokio::spawn(async move {
             let served = tonic::transport::Server::builder()
                 .tcp_nodelay(true)
@@ -105,7 +108,9 @@ pub fn status(e: OipError) -> Status {
 
 impl<R: ItemRunner> Service<R> {
     fn caller<T>(&self, request: &Request<T>) -> Caller {
-        let remote = request.remote_addr().unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
+        let peer = request.extensions().get::<PeerInfo>();
+        let remote = peer.map(|p| p.remote).unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
+        let cert = peer.and_then(|p| p.cert.as_deref());
         let token = request
             .metadata()
             .get("authorization")
@@ -113,7 +118,7 @@ impl<R: ItemRunner> Service<R> {
             .and_then(|v| v.trim().split_once(' '))
             .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
             .map(|(_, t)| t.trim().to_string());
-        Caller { peer: self.access.connection(remote, None), token, protocol: "grpc" }
+        Caller { peer: self.access.connection(remote, cert), token, protocol: "grpc" }
     }
 }
 

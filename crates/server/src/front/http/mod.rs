@@ -16,7 +16,7 @@ use tokio::task::JoinHandle;
 
 use crate::front::oip::{Caller, Oip, OipError, EXTENSIONS};
 use crate::request::ItemRunner;
-use crate::front::listen::bind;
+use crate::front::listen::{bind, Acceptor, PeerInfo};
 use crate::StartError;
 use tensorgate_protocol::{ErrorCode, Role};
 
@@ -32,14 +32,22 @@ pub struct HttpFront {
 
 impl HttpFront {
     /// Binds `listen` and serves the protocol's HTTP endpoints. Must run inside a tokio runtime.
-    pub fn start<R: ItemRunner + 'static>(listen: SocketAddr, oip: Arc<Oip<R>>, access: crate::auth::AccessPolicy) -> Result<HttpFront, StartError> {
+    /// With `tls`, HTTPS (client certificates as its verifier says).
+    pub fn start<R: ItemRunner + 'static>(
+        listen: SocketAddr,
+        oip: Arc<Oip<R>>,
+        access: crate::auth::AccessPolicy,
+        tls: Option<Arc<rustls::ServerConfig>>,
+    ) -> Result<HttpFront, StartError> {
         let listener = bind(listen)?;
         let addr = listener.local_addr().map_err(|source| StartError::Bind { addr: listen, source })?;
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let acceptor = Acceptor::new(listener, tls).map_err(|source| StartError::Bind { addr: listen, source })?;
         let state = Arc::new(HttpState { oip, access });
         let app = axum::Router::new().fallback(handle::<R>).with_state(state);
         let (stop, mut stopped) = tokio::sync::watch::channel(false);
         let task = tokio::spawn(async move {
-            let serve = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+            let serve = axum::serve(acceptor, app.into_make_service_with_connect_info::<PeerInfo>())
                 .with_graceful_shutdown(async move {
                     let _ = stopped.wait_for(|s| *s).await;
                 });
@@ -47,7 +55,7 @@ impl HttpFront {
                 tracing::warn!("HTTP front stopped: {e}");
             }
         });
-        tracing::info!(%addr, "Open Inference Protocol over HTTP at http://{addr}/v2");
+        tracing::info!(%addr, "Open Inference Protocol over HTTP at {scheme}://{addr}/v2");
         Ok(HttpFront { addr, stop, task })
     }
 
@@ -73,12 +81,12 @@ struct HttpState<R: ItemRunner> {
 
 async fn handle<R: ItemRunner + 'static>(
     State(state): State<Arc<HttpState<R>>>,
-    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    ConnectInfo(peer): ConnectInfo<PeerInfo>,
     request: Request<Body>,
 ) -> Response<Body> {
     let (parts, body) = request.into_parts();
     let caller = Caller {
-        peer: state.access.connection(remote, None),
+        peer: state.access.connection(peer.remote, peer.cert.as_deref()),
         token: bearer(&parts.headers),
         protocol: "http",
     };

@@ -139,7 +139,7 @@ impl Front {
 
 /// Client certificates: verified against the access policy's CA when there
 /// is one (required or optional as it says), otherwise not asked for.
-fn client_verifier(access: &AccessPolicy) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, StartError> {
+pub(crate) fn client_verifier(access: &AccessPolicy) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, StartError> {
     let Some(ca) = &access.client_ca else {
         return Ok(rustls::server::WebPkiClientVerifier::no_client_auth());
     };
