@@ -71,11 +71,18 @@ def stop(procs):
             p.wait(timeout=10)
 
 
+TABULAR_ONNX = ROOT / "plugins" / "tensors" / "bundles" / "tabular-onnx"
+
+
 def repository_copy(work: Path) -> Path:
-    """A private repository with the applications these tests use (unload deletes)."""
+    """A private repository with the applications these tests use (unload
+    deletes), and the tabular MLP as ONNX beside them."""
     repo = work / "repository"
     for app in APPS:
         shutil.copytree(REPOSITORY / app, repo / app)
+    onnx = repo / "tabular-onnx" / "1"
+    shutil.copytree(TABULAR_ONNX, onnx)
+    shutil.copy(REPOSITORY / "multi-io" / "1" / "plugin.wasm", onnx / "plugin.wasm")
     return repo
 
 
@@ -247,6 +254,20 @@ def test_infer_tensors_matches_pytorch_over_http_json_binary_and_grpc(host):
     # Requested outputs only.
     only = grpc.infer("multi-io", multi_io_inputs(grpcclient), outputs=[grpcclient.InferRequestedOutput("s")])
     assert only.as_numpy("h") is None and only.as_numpy("s") is not None
+
+
+def test_an_onnx_model_is_described_and_served_the_same(host):
+    http, grpc = host.clients()
+    meta = grpc.get_model_metadata("tabular-onnx", as_json=True)
+    assert meta["platform"] == "onnxruntime_onnx"
+    config = http.get_model_config("tabular-onnx")
+    assert (config["platform"], config["backend"]) == ("onnxruntime_onnx", "onnxruntime")
+    assert [int(d) for d in config["input"][0]["dims"]] == [16]
+    sample, reference = np.load(TABULAR_ONNX / "sample.npy"), np.load(TABULAR_ONNX / "reference.npy")
+    for module, client in ((httpclient, http), (grpcclient, grpc)):
+        x = module.InferInput("x", list(sample.shape), "FP32")
+        x.set_data_from_numpy(sample)
+        np.testing.assert_allclose(client.infer("tabular-onnx", [x]).as_numpy("scores"), reference, rtol=0, atol=1e-5)
 
 
 def test_bytes_items_reach_plugins_json_and_png(host):

@@ -13,15 +13,6 @@ use crate::executor::ModelExecutor;
 use tensorgate_server::manifest::{Manifest, TensorDecl};
 use crate::plugin::{PluginInfo, PluginPool};
 
-/// The model format's name, from the model file's extension.
-fn format_name(file: &str) -> &'static str {
-    match std::path::Path::new(file).extension().and_then(|e| e.to_str()) {
-        Some("onnx") => "ONNX",
-        Some("pt2") => "AOTInductor",
-        _ => "TorchScript",
-    }
-}
-
 /// Per-version counters. A version replaced in place (a reload of changed
 /// files, an upload with `replace`) keeps counting in the same counters.
 #[derive(Debug, Default)]
@@ -115,7 +106,7 @@ impl Application {
             error: None,
             plugin: self.info.name.clone(),
             accepts: self.info.accepts.clone(),
-            format: format_name(&self.manifest.model.file).into(),
+            format: self.manifest.model.format.name().into(),
             max_batch: self.manifest.model.batch_policy().max_batch as u64,
             max_delay_us: self.manifest.model.batch_policy().max_delay.as_micros() as u64,
             instances: self.manifest.model.instances as u64,

@@ -535,7 +535,7 @@ pub struct ModelInfo {
     /// Content types the plugin accepts (empty: any).
     #[serde(default)]
     pub accepts: Vec<String>,
-    /// The model file's format (`TorchScript`, `ONNX`, ...).
+    /// The model file's format (`torchscript`, `onnx`, `aoti`).
     #[serde(default)]
     pub format: String,
     /// Most rows in one forward pass (1: items are not batched together).

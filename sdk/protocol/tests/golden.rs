@@ -988,7 +988,7 @@ fn full_model_info() -> ModelInfo {
         error: Some("model.pt: bad".into()),
         plugin: "tensors".into(),
         accepts: vec!["application/x-npz".into()],
-        format: "TorchScript".into(),
+        format: "torchscript".into(),
         max_batch: 32,
         max_delay_us: 500,
         instances: 2,
