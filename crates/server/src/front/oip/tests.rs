@@ -104,3 +104,76 @@ fn responses_pick_the_requested_outputs() {
 fn bytemuck_f32(v: &[f32]) -> Vec<u8> {
     v.iter().flat_map(|f| f.to_le_bytes()).collect()
 }
+
+/// A runner whose items never finish (and say so when dropped), and a
+/// management that lists one `tensors` model: enough to drive [`Oip::infer`].
+struct Stuck {
+    dropped: Arc<std::sync::atomic::AtomicBool>,
+}
+
+struct Dropped(Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for Dropped {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
+impl ItemRunner for Stuck {
+    type Session = ();
+    fn route(&self, header: &PredictHeader) -> Result<(Routed, ()), Reject> {
+        Ok((Routed { model: header.model.clone(), version: 1 }, ()))
+    }
+    fn run(&self, _: &(), _: Item, _: bool) -> crate::request::ItemFuture {
+        let guard = Dropped(self.dropped.clone());
+        Box::pin(async move {
+            let _guard = guard;
+            std::future::pending::<()>().await;
+            unreachable!()
+        })
+    }
+}
+
+struct OneModel;
+
+impl Management for OneModel {
+    fn status(&self) -> crate::manage::BoxFuture<'_, crate::manage::Status> {
+        Box::pin(async { crate::manage::Status::default() })
+    }
+    fn manage(&self, _: RequestHeader, _: Vec<Bytes>) -> crate::manage::BoxFuture<'_, Result<crate::manage::Managed, Reject>> {
+        Box::pin(async {
+            let mut m = crate::manage::Managed::default();
+            m.reply.models = vec![ModelInfo {
+                name: "mlp".into(),
+                version: 1,
+                state: "ready".into(),
+                plugin: "tensors".into(),
+                inputs: vec!["x: F32[-1, 2]".into()],
+                ..Default::default()
+            }];
+            Ok(m)
+        })
+    }
+}
+
+#[tokio::test]
+async fn a_passed_deadline_fails_the_call_and_cancels_the_item() {
+    let dropped = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let oip = Oip::new(Arc::new(Stuck { dropped: dropped.clone() }), Arc::new(OneModel), AccessPolicy::default(), Limits::default());
+    let caller = Caller { peer: Peer { loopback: true, cert_role: None }, token: None, protocol: "grpc" };
+    let mut r = req(vec![x(1, Datatype::Fp32)]);
+    r.params.insert("timeout".into(), Param::Int(20_000));
+    let started = Instant::now();
+    let e = oip.infer(&caller, r.clone(), None).await.unwrap_err();
+    assert_eq!(e.code, ErrorCode::DeadlineExceeded, "{}", e.message);
+    assert!(e.message.contains("20000 µs"), "{}", e.message);
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert!(dropped.load(Ordering::SeqCst), "the item was withdrawn");
+    // The transport's deadline counts too; the shorter one wins.
+    let e = oip.infer(&caller, r, Some(Duration::from_millis(5))).await.unwrap_err();
+    assert!(e.message.contains("5000 µs"), "{}", e.message);
+    // A timeout that is not a count is the request's error.
+    let mut bad = req(vec![x(1, Datatype::Fp32)]);
+    bad.params.insert("timeout".into(), Param::Str("soon".into()));
+    assert!(oip.infer(&caller, bad, None).await.unwrap_err().message.contains("`timeout`"));
+}
