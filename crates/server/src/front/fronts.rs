@@ -38,7 +38,7 @@ impl Fronts {
         };
         let grpc = match (config.grpc_listen, &oip) {
             (Some(addr), Some(oip)) => {
-                Some(GrpcFront::start(addr, oip.clone(), config.access.clone(), config.max_items_in_flight, tls(&[b"h2"])?)?)
+                Some(GrpcFront::start(addr, oip.clone(), config.access.clone(), config.max_items_in_flight, config.max_streams_per_connection, tls(&[b"h2"])?)?)
             }
             _ => None,
         };

@@ -40,6 +40,7 @@ impl GrpcFront {
         oip: Arc<Oip<R>>,
         access: AccessPolicy,
         max_in_flight: usize,
+        max_streams_per_connection: u32,
         tls: Option<Arc<rustls::ServerConfig>>,
     ) -> Result<GrpcFront, StartError> {
         let listener = bind(listen)?;
@@ -54,6 +55,8 @@ impl GrpcFront {
         let task = tokio::spawn(async move {
             let served = tonic::transport::Server::builder()
                 .tcp_nodelay(true)
+                // The QUIC front's per-connection request limit, as HTTP/2 streams.
+                .max_concurrent_streams(Some(max_streams_per_connection))
                 .add_service(service)
                 .serve_with_incoming_shutdown(incoming, async move {
                     let _ = stopped.wait_for(|s| *s).await;

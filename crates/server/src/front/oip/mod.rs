@@ -332,7 +332,9 @@ impl<R: ItemRunner> Oip<R> {
     /// `grpc-timeout`); the request's `timeout` parameter (µs, Triton's) also counts.
     pub async fn infer(&self, caller: &Caller, req: InferRequest, deadline: Option<Duration>) -> Result<InferResponse, OipError> {
         let model = req.model.clone();
-        let result = self.infer_inner(caller, req, deadline).await;
+        // At debug level, as the QUIC front's request span.
+        let span = tracing::debug_span!("infer", model = %model, protocol = caller.protocol, request_id = %req.id);
+        let result = tracing::Instrument::instrument(self.infer_inner(caller, req, deadline), span).await;
         let status = match &result {
             Ok(_) => "ok".to_string(),
             Err(e) => e.code.to_string(),
