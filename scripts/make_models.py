@@ -17,9 +17,12 @@ libtorch:
     plugins/tensors/bundles/*-onnx  the tabular MLP, the U-Net and the tagger (the weights
                                     above) exported to ONNX, samples, onnxruntime's outputs
     tests/triton/particlenet-onnx/  the tagger as a Triton `onnxruntime_onnx` model (1/model.onnx)
+    plugins/tensors/bundles/*-aoti  the same three as AOTInductor packages (model.pt2, CPU, AVX2),
+                                    the ONNX bundles' inputs, the packages' own outputs
 
 `--only onnx` needs only the committed .pt files (plus onnx, onnxscript and
-onnxruntime==1.32.0 next to torch) and re-exports just the ONNX files.
+onnxruntime==1.32.0 next to torch) and re-exports just the ONNX files;
+`--only aoti` (after it) compiles the .pt2 packages (needs a C++ compiler).
 
 `--only lartpc image` exports only those groups; `--event DIR` writes one
 full synthetic LArTPC event (plane-0/1/2.npy, 2400/2400/3456 wires x 1008
@@ -664,8 +667,8 @@ def check_close(what, ours, torch_out, tol=1e-5):
     import numpy as np
 
     diff = float(np.max(np.abs(ours - torch_out)))
-    print(f"  {what}: onnxruntime vs torch max |diff| {diff:.2e}")
-    assert diff <= tol, f"{what}: onnxruntime and torch differ by {diff}"
+    print(f"  {what}: max |diff| against eager torch {diff:.2e}")
+    assert diff <= tol, f"{what}: differs from eager torch by {diff}"
 
 
 def onnx_models():
@@ -739,11 +742,86 @@ def onnx_models():
     print("onnx: tabular-onnx, unet-onnx, particlenet-onnx (+ tests/triton/particlenet-onnx)")
 
 
+# ---------------------------------------------------------------------------
+# AOTInductor: the same models (the same weights) through torch.export and
+# torch._inductor.aoti_compile_and_package into .pt2 packages for the CPU,
+# served by the generic tensors plugin; reference outputs from the package
+# itself (torch._inductor.aoti_load_package) on the ONNX bundles' inputs.
+# A CPU package holds code for one instruction set: AVX2 here, so that it
+# runs on any x86-64 machine the host does (ATEN_CPU_CAPABILITY).
+
+
+def export_aoti(model, args, path, dynamic_shapes):
+    """`model` compiled into the .pt2 package `path`; the loaded package.
+    Not linked to libtorch (`aot_inductor.link_libtorch = False`): its
+    `aoti_torch_*` calls bind to the libtorch of the process loading it (the
+    host's; the slim libtorch's libtorch.so needs libtorch_cuda.so)."""
+    import ctypes
+    import os
+
+    program = torch.export.export(model, args, dynamic_shapes=dynamic_shapes)
+    torch._inductor.aoti_compile_and_package(program, package_path=str(path),
+                                             inductor_configs={"aot_inductor.link_libtorch": False})
+    # Python loads libtorch_cpu privately: make its symbols global, as in the host.
+    ctypes.CDLL(os.path.join(os.path.dirname(torch.__file__), "lib", "libtorch_cpu.so"), mode=ctypes.RTLD_GLOBAL)
+    return torch._inductor.aoti_load_package(str(path))
+
+
+def aoti_models():
+    import os
+    import shutil
+
+    import numpy as np
+
+    os.environ.setdefault("ATEN_CPU_CAPABILITY", "avx2")
+    torch.set_num_threads(1)
+    bundles = ROOT / "plugins" / "tensors" / "bundles"
+    batch = torch.export.Dim("batch", min=1, max=4096)
+
+    def save(name, model, inputs, dynamic_shapes):
+        out = bundles / f"{name}-aoti"
+        out.mkdir(exist_ok=True)
+        args = tuple(torch.from_numpy(a) for a in inputs)
+        package = export_aoti(model, args, out / "model.pt2", dynamic_shapes)
+        with torch.no_grad():
+            got = package(*args)
+            want = model(*args)
+        got = got[0] if isinstance(got, (list, tuple)) else got
+        check_close(f"{name}-aoti", got.numpy(), want.numpy())
+        return out, got.numpy()
+
+    mlp = TabularMLP(len(TABULAR_FEATURES), len(TABULAR_LABELS)).eval()
+    mlp.load_state_dict(torch.jit.load(str(ROOT / "plugins" / "tabular" / "model.pt")).state_dict())
+    x = np.load(bundles / "tabular-onnx" / "sample.npy")
+    out, scores = save("tabular", mlp, (x,), {"x": {0: batch}})
+    shutil.copy(bundles / "tabular-onnx" / "sample.npy", out / "sample.npy")
+    np.save(out / "reference.npy", scores)
+
+    unet = UNet().eval()
+    unet.load_state_dict(torch.jit.load(str(ROOT / "plugins" / "lartpc-dense" / "model.pt")).state_dict())
+    tiles = np.load(bundles / "unet-onnx" / "sample.npy")
+    h, w = torch.export.Dim("h4", min=1, max=1024), torch.export.Dim("w4", min=1, max=1024)
+    out, scores = save("unet", unet, (tiles,), {"x": {0: batch, 2: 4 * h, 3: 4 * w}})
+    shutil.copy(bundles / "unet-onnx" / "sample.npy", out / "sample.npy")
+    np.save(out / "reference.npy", scores)
+
+    pnet = ParticleNetLite().eval()
+    pnet.load_state_dict(torch.jit.load(str(ROOT / "tests" / "triton" / "particlenet" / "1" / "model.pt")).state_dict())
+    sample = np.load(bundles / "particlenet-onnx" / "sample.npz")
+    feeds = [sample[k] for k in ("points", "features", "mask")]
+    particles = torch.export.Dim("particles", min=9, max=4096)
+    out, scores = save("particlenet", pnet, feeds,
+                       {"points": {0: batch, 2: particles}, "features": {0: batch, 2: particles}, "mask": {0: batch, 2: particles}})
+    shutil.copy(bundles / "particlenet-onnx" / "sample.npz", out / "sample.npz")
+    np.savez(out / "reference.npz", scores=scores)
+    print("aoti: tabular-aoti, unet-aoti, particlenet-aoti")
+
+
 if __name__ == "__main__":
     import argparse
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", nargs="*", help="export only these groups (tabular tensors tests triton lartpc image onnx)")
+    parser.add_argument("--only", nargs="*", help="export only these groups (tabular tensors tests triton lartpc image onnx aoti)")
     parser.add_argument("--event", metavar="DIR", help="write one full synthetic LArTPC event "
                         "(plane-0/1/2.npy: 2400/2400/3456 wires x 1008 ticks) into DIR and exit")
     parser.add_argument("--seed", type=int, default=1, help="event seed for --event")
@@ -753,7 +831,7 @@ if __name__ == "__main__":
         write_event(pathlib.Path(args.event), args.seed)
         raise SystemExit(0)
     groups = {"tabular": tabular, "tensors": tensors_bundles, "tests": test_apps, "triton": triton, "lartpc": lartpc,
-              "image": image, "onnx": onnx_models}
+              "image": image, "onnx": onnx_models, "aoti": aoti_models}
     for name, fn in groups.items():
         if not args.only or name in args.only:
             fn()

@@ -1,9 +1,10 @@
-//! Models beyond TorchScript: ONNX models (plugins/tensors/bundles/*-onnx,
-//! exported by scripts/make_models.py from the shipped models' weights) run
-//! by ONNX Runtime through the same host: each against onnxruntime's own
-//! Python outputs on the same inputs (1e-5), batched across requests, bad
-//! files refused at load with one line naming the author's file while
-//! version 1 keeps serving, `tensorgate import triton` of an
+//! Models beyond TorchScript: ONNX models (plugins/tensors/bundles/*-onnx)
+//! run by ONNX Runtime, and AOTInductor packages (*-aoti, `.pt2`) run by
+//! libtorch's AOTIModelPackageLoader, both made by scripts/make_models.py
+//! from the shipped models' weights, through the same host: each against its
+//! framework's own Python outputs on the same inputs (1e-5), batched across
+//! requests, bad files refused at load with one line naming the author's
+//! file while version 1 keeps serving, `tensorgate import triton` of an
 //! `onnxruntime_onnx` model, and a cluster worker serving an ONNX version.
 //!
 //! ONNX Runtime is loaded from `ORT_DYLIB_PATH` (scripts/env.sh), else from
@@ -64,9 +65,26 @@ async fn models_status(client: &Client, name: &str) -> (u64, u64) {
 async fn each_onnx_model_answers_as_onnxruntime_does() {
     let host = TestHost::start().await;
     let client = host.client().await;
+    answers_as_reference(&client, "onnx").await;
+    client.close().await;
+    host.stop().await;
+}
 
+#[tokio::test(flavor = "multi_thread")]
+async fn each_aoti_package_answers_as_it_does_in_python() {
+    let host = TestHost::start().await;
+    let client = host.client().await;
+    answers_as_reference(&client, "aoti").await;
+    client.close().await;
+    host.stop().await;
+}
+
+/// The three models of one format (`NAME-{format}`) against their
+/// references, and the U-Net on another tile size.
+async fn answers_as_reference(client: &Client, format: &str) {
     // Tabular MLP and U-Net: one .npy in, the reference .npy's values out.
-    for name in ["tabular-onnx", "unet-onnx"] {
+    for name in [format!("tabular-{format}"), format!("unet-{format}")] {
+        let name = name.as_str();
         let sample = std::fs::read(bundle(name).join("sample.npy")).expect("sample");
         let want = parse_npy(&std::fs::read(bundle(name).join("reference.npy")).expect("reference")).expect("npy");
         let reply = client.predict(Submission::new(name, vec![Input::new(sample, "application/x-npy")])).await.expect("predict");
@@ -74,48 +92,56 @@ async fn each_onnx_model_answers_as_onnxruntime_does() {
         let got = only_array(&reply.outcomes[0].as_ref().expect("item ok").payload);
         assert_eq!(got.shape(), want.shape(), "{name}");
         let diff = max_diff(&f32s(&got), &f32s(&want));
-        eprintln!("{name}: max |host - onnxruntime (Python)| = {diff:e}");
+        eprintln!("{name}: max |host - Python reference| = {diff:e}");
         assert!(diff <= TOLERANCE, "{name}: {diff}");
     }
 
     // The tagger: three inputs by name in one .npz.
-    let dir = bundle("particlenet-onnx");
+    let name = format!("particlenet-{format}");
+    let dir = bundle(&name);
     let sample = std::fs::read(dir.join("sample.npz")).expect("sample");
     let want = parse_npz(&std::fs::read(dir.join("reference.npz")).expect("reference")).expect("npz");
-    let reply = client.predict(Submission::new("particlenet-onnx", vec![Input::new(sample, "application/x-npz")])).await.expect("predict");
+    let reply = client.predict(Submission::new(&name, vec![Input::new(sample, "application/x-npz")])).await.expect("predict");
     let got = only_array(&reply.outcomes[0].as_ref().expect("item ok").payload);
     assert_eq!(got.shape(), [3, 3]);
     let diff = max_diff(&f32s(&got), &f32s(&want[0].1));
-    eprintln!("particlenet-onnx: max |host - onnxruntime (Python)| = {diff:e}");
-    assert!(diff <= TOLERANCE, "particlenet-onnx: {diff}");
+    eprintln!("{name}: max |host - Python reference| = {diff:e}");
+    assert!(diff <= TOLERANCE, "{name}: {diff}");
 
-    // The status names each model's format-independent counters; the U-Net's
-    // declared shapes are dynamic (any tile size, multiples of 4).
-    let sample = parse_npy(&std::fs::read(bundle("unet-onnx").join("sample.npy")).expect("sample")).expect("npy");
+    // The U-Net's declared shapes are dynamic (any tile size, multiples of 4).
+    let name = format!("unet-{format}");
+    let sample = parse_npy(&std::fs::read(bundle(&name).join("sample.npy")).expect("sample")).expect("npy");
     let small = rows(&sample, 0, 1);
     let values = f32s(&small);
     let crop: Vec<f32> = (0..64).flat_map(|r| values[r * 128..r * 128 + 64].to_vec()).collect();
     let crop = Tensor::from_slice(&[1, 1, 64, 64], &crop).expect("crop");
-    let reply = client.predict(Submission::new("unet-onnx", vec![Input::new(write_npy(&crop), "application/x-npy")])).await.expect("predict");
+    let reply = client.predict(Submission::new(&name, vec![Input::new(write_npy(&crop), "application/x-npy")])).await.expect("predict");
     assert_eq!(only_array(&reply.outcomes[0].as_ref().expect("a 64x64 tile").payload).shape(), [1, 3, 64, 64]);
-    client.close().await;
-    host.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn onnx_items_are_batched_across_concurrent_requests() {
+async fn items_are_batched_across_concurrent_requests_in_each_format() {
     let host = TestHost::start().await;
     let client = std::sync::Arc::new(host.client().await);
-    let x = parse_npy(&std::fs::read(bundle("tabular-onnx").join("sample.npy")).expect("sample")).expect("npy");
-    let want = f32s(&parse_npy(&std::fs::read(bundle("tabular-onnx").join("reference.npy")).expect("reference")).expect("npy"));
+    for format in ["onnx", "aoti"] {
+        batched(&client, format).await;
+    }
+    host.stop().await;
+}
+
+async fn batched(client: &std::sync::Arc<Client>, format: &str) {
+    let tabular = format!("tabular-{format}");
+    let x = parse_npy(&std::fs::read(bundle(&tabular).join("sample.npy")).expect("sample")).expect("npy");
+    let want = f32s(&parse_npy(&std::fs::read(bundle(&tabular).join("reference.npy")).expect("reference")).expect("npy"));
     let item = |i: usize| Input::new(write_npy(&rows(&x, i % 16, 1)), "application/x-npy");
-    let (forwards_before, rows_before) = models_status(&client, "tabular-onnx").await;
+    let (forwards_before, rows_before) = models_status(client, &tabular).await;
     // Four requests of 64 one-row items at once.
     let mut tasks = Vec::new();
     for r in 0..4 {
         let client = client.clone();
         let inputs: Vec<Input> = (0..64).map(|i| item(r * 64 + i)).collect();
-        tasks.push(tokio::spawn(async move { client.predict(Submission::new("tabular-onnx", inputs)).await.expect("predict") }));
+        let tabular = tabular.clone();
+        tasks.push(tokio::spawn(async move { client.predict(Submission::new(&tabular, inputs)).await.expect("predict") }));
     }
     for (r, task) in tasks.into_iter().enumerate() {
         let reply = task.await.expect("task");
@@ -126,14 +152,15 @@ async fn onnx_items_are_batched_across_concurrent_requests() {
             assert!(diff <= TOLERANCE, "item {} (row {k}): {got:?} vs {:?}", r * 64 + i, &want[4 * k..4 * k + 4]);
         }
     }
-    let (forwards, forward_rows) = models_status(&client, "tabular-onnx").await;
+    let (forwards, forward_rows) = models_status(client, &tabular).await;
     let (forwards, forward_rows) = (forwards - forwards_before, forward_rows - rows_before);
     assert_eq!(forward_rows, 256);
-    assert!(forwards < forward_rows, "no batching happened: {forwards} forwards for {forward_rows} rows");
-    eprintln!("tabular-onnx: mean batch {:.1} rows", forward_rows as f64 / forwards as f64);
+    assert!(forwards < forward_rows, "{tabular}: no batching happened: {forwards} forwards for {forward_rows} rows");
+    eprintln!("{tabular}: mean batch {:.1} rows", forward_rows as f64 / forwards as f64);
 
     // The tagger's three inputs batch too: three one-jet items in one request.
-    let dir = bundle("particlenet-onnx");
+    let particlenet = format!("particlenet-{format}");
+    let dir = bundle(&particlenet);
     let sample = parse_npz(&std::fs::read(dir.join("sample.npz")).expect("sample")).expect("npz");
     let want = f32s(&parse_npz(&std::fs::read(dir.join("reference.npz")).expect("reference")).expect("npz")[0].1);
     let singles: Vec<Input> = (0..3)
@@ -142,26 +169,31 @@ async fn onnx_items_are_batched_across_concurrent_requests() {
             Input::new(write_npz(&jet), "application/x-npz")
         })
         .collect();
-    let reply = client.predict(Submission::new("particlenet-onnx", singles)).await.expect("predict");
+    let reply = client.predict(Submission::new(&particlenet, singles)).await.expect("predict");
     for (i, outcome) in reply.outcomes.iter().enumerate() {
         let got = f32s(&only_array(&outcome.as_ref().expect("item ok").payload));
-        assert!(max_diff(&got, &want[3 * i..3 * i + 3]) <= TOLERANCE, "jet {i}: {got:?}");
+        assert!(max_diff(&got, &want[3 * i..3 * i + 3]) <= TOLERANCE, "{particlenet} jet {i}: {got:?}");
     }
-    host.stop().await;
 }
 
 /// A stand-alone copy of the built `tabular-onnx` bundle as `version`, with
 /// `edit` applied to its manifest and `model` to its model file's bytes.
 fn onnx_bundle(parent: &Path, dir: &str, version: u64, edit: impl Fn(&mut String), model: impl Fn(&mut Vec<u8>)) -> PathBuf {
+    built_bundle("tabular-onnx", "model.onnx", parent, dir, version, edit, model)
+}
+
+/// A stand-alone copy of the built bundle `app` as `version`, with `edit`
+/// applied to its manifest and `model` to the bytes of its model `file`.
+fn built_bundle(app: &str, file: &str, parent: &Path, dir: &str, version: u64, edit: impl Fn(&mut String), model: impl Fn(&mut Vec<u8>)) -> PathBuf {
     let dest = parent.join(dir);
-    copy_dir(&repository().join("tabular-onnx/1"), &dest);
+    copy_dir(&repository().join(app).join("1"), &dest);
     let manifest = dest.join("manifest.toml");
     let mut text = std::fs::read_to_string(&manifest).expect("manifest").replacen("version = 1", &format!("version = {version}"), 1);
     edit(&mut text);
     std::fs::write(&manifest, text).expect("write manifest");
-    let mut bytes = std::fs::read(dest.join("model.onnx")).expect("model");
+    let mut bytes = std::fs::read(dest.join(file)).expect("model");
     model(&mut bytes);
-    std::fs::write(dest.join("model.onnx"), bytes).expect("write model");
+    std::fs::write(dest.join(file), bytes).expect("write model");
     dest
 }
 
@@ -238,6 +270,47 @@ async fn bad_onnx_files_are_refused_at_load_and_version_1_keeps_serving() {
     let good = onnx_bundle(work.path(), "good", 2, |_| {}, |_| {});
     client.upload(&good, false).await.expect("a good ONNX version loads");
     let r = client.predict(Submission::new("tabular-onnx", vec![one()])).await.expect("predict");
+    assert_eq!((r.summary.version, r.summary.ok), (2, 1));
+    client.close().await;
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_aoti_packages_are_refused_at_load_and_version_1_keeps_serving() {
+    let repo = repository_of(&["tabular-aoti"]);
+    let host = TestHost::start_with(repo.path().to_path_buf(), |_| {}).await;
+    let client = host.client().await;
+    let work = tempfile::tempdir().expect("temp dir");
+    let x = parse_npy(&std::fs::read(bundle("tabular-aoti").join("sample.npy")).expect("sample")).expect("npy");
+    let one = || Input::new(write_npy(&rows(&x, 0, 1)), "application/x-npy");
+    type Model = fn(&mut Vec<u8>);
+    let cases: [(&str, Model, &[&str]); 3] = [
+        ("corrupt", |b| *b = b"PK\x03\x04 not really a zip".to_vec(), &["loading AOTInductor model model.pt2:"]),
+        ("truncated", |b| b.truncate(b.len() / 2), &["loading AOTInductor model model.pt2:"]),
+        ("empty", |b| b.clear(), &["loading AOTInductor model model.pt2:"]),
+    ];
+    for (what, model, want) in cases {
+        let dir = built_bundle("tabular-aoti", "model.pt2", work.path(), what, 2, |_| {}, model);
+        let e = client.upload(&dir, false).await.expect_err(what);
+        let text = e.to_string();
+        eprintln!("{what}: {text}");
+        assert_eq!(code(&e), Some(ErrorCode::LoadFailed), "{what}: {text}");
+        for w in want {
+            assert!(text.contains(w), "{what}: `{w}` not in: {text}");
+        }
+        assert!(!text.contains('\n') && !text.contains(".staging"), "{what}: one line naming the author's file: {text}");
+        let r = client.predict(Submission::new("tabular-aoti", vec![one()])).await.expect("predict");
+        assert_eq!((r.summary.version, r.summary.ok), (1, 1), "{what}: version 1 keeps serving");
+    }
+    // Outputs the manifest does not declare: found by running the model at load.
+    let dir = built_bundle("tabular-aoti", "model.pt2", work.path(), "outputs", 2, |m| {
+        *m = m.replace("shape = [-1, 4]", "shape = [-1, 5]").replace("labels = [\"qcd\", \"top\", \"w\", \"z\"]\n", "")
+    }, |_| {});
+    let e = client.upload(&dir, false).await.expect_err("outputs");
+    assert!(e.to_string().contains("do not match the declared outputs"), "{e}");
+    let good = built_bundle("tabular-aoti", "model.pt2", work.path(), "good", 2, |_| {}, |_| {});
+    client.upload(&good, false).await.expect("a good package loads");
+    let r = client.predict(Submission::new("tabular-aoti", vec![one()])).await.expect("predict");
     assert_eq!((r.summary.version, r.summary.ok), (2, 1));
     client.close().await;
     host.stop().await;

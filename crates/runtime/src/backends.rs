@@ -1,5 +1,6 @@
 //! The model backends this runtime carries, by format: TorchScript
-//! (`tensorgate-backend-torch`) and ONNX (`tensorgate-backend-onnx`). A
+//! (`tensorgate-backend-torch`), ONNX (`tensorgate-backend-onnx`) and
+//! AOTInductor packages (`tensorgate-backend-aoti`). A
 //! manifest's model goes to the backend of its format (`[model] format`, or
 //! the file's extension); everything above the [`Backend`] trait is the same
 //! for all.
@@ -7,6 +8,7 @@
 use std::sync::{Arc, OnceLock};
 
 use tensorgate_backend::{Backend, Buffer, Dtype, ModelError};
+use tensorgate_backend_aoti::AotiBackend;
 use tensorgate_backend_onnx::{OnnxBackend, OnnxOptions, Optimization};
 use tensorgate_backend_torch::TorchBackend;
 use tensorgate_server::manifest::{GraphOptimization, Manifest, ModelFormat};
@@ -16,6 +18,11 @@ use crate::repository::LoadError;
 fn torch() -> Arc<dyn Backend> {
     static TORCH: OnceLock<Arc<dyn Backend>> = OnceLock::new();
     TORCH.get_or_init(|| Arc::new(TorchBackend)).clone()
+}
+
+fn aoti() -> Arc<dyn Backend> {
+    static AOTI: OnceLock<Arc<dyn Backend>> = OnceLock::new();
+    AOTI.get_or_init(|| Arc::new(AotiBackend)).clone()
 }
 
 fn onnx_options(manifest: &Manifest) -> OnnxOptions {
@@ -33,13 +40,7 @@ pub fn for_model(manifest: &Manifest) -> Result<Arc<dyn Backend>, LoadError> {
     match manifest.model.format {
         ModelFormat::TorchScript => Ok(torch()),
         ModelFormat::Onnx => Ok(Arc::new(OnnxBackend::new(onnx_options(manifest)))),
-        ModelFormat::Aoti => Err(LoadError::Check {
-            file: "manifest.toml".into(),
-            message: format!(
-                "[model] `{}` is an AOTInductor package (format aoti), which this host does not run yet (formats: torchscript, onnx)",
-                manifest.model.file
-            ),
-        }),
+        ModelFormat::Aoti => Ok(aoti()),
     }
 }
 
