@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# Issue 32: the tabular MLP and the LArTPC U-Net in each model format side by
+# side, through one host over QUIC on loopback, each served by the generic
+# tensors plugin (.npy in, .npz out) so that only the model format differs:
+# TorchScript (the shipped model.pt), ONNX (plugins/tensors/bundles/*-onnx)
+# and AOTInductor (*-aoti, model.pt2), all with the same weights. Requests/s and p50 at concurrency 1, 8 and 64, and each
+# version's load time (the host's `loaded ... load_ms` log line: manifest,
+# plugin, model, checks). ROUNDS rounds, medians across them.
+# Usage: bash bench/formats.sh [ROUNDS] [SECONDS_TABULAR] [SECONDS_UNET]
+# TENSORGATE_BIN: the build to run (default target/release); TENSORGATE_REPO:
+# the repository holding the built bundles (default target/repository).
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+ROUNDS=${1:-3}
+SECS_TAB=${2:-5}
+SECS_UNET=${3:-10}
+# shellcheck source=scripts/env.sh
+. "$ROOT/scripts/env.sh"
+BIN="${TENSORGATE_BIN:-$ROOT/target/release}"
+REPO="${TENSORGATE_REPO:-$ROOT/target/repository}"
+PY="$TENSORGATE_CACHE/venv/bin/python"
+[ -x "$BIN/tensorgate-host" ] && [ -x "$BIN/tensorgate" ] || { echo "build the host and CLI first" >&2; exit 1; }
+[ -f "$REPO/tabular-onnx/1/model.onnx" ] || { echo "$REPO has no tabular-onnx bundle: run scripts/build-plugins" >&2; exit 1; }
+WORK=$(mktemp -d)
+HOST_PID=""
+trap '[ -n "$HOST_PID" ] && kill $HOST_PID 2>/dev/null; rm -rf "$WORK"' EXIT
+
+# The four applications: NAME-ts from the ONNX bundle's manifest with the
+# TorchScript file, the U-Net on 2 intra-op threads, the MLP on 1.
+R="$WORK/repo"
+for m in tabular unet; do
+    src="$REPO/$m-onnx/1"
+    mkdir -p "$R/$m-onnx/1" "$R/$m-ts/1" "$R/$m-aoti/1"
+    cp "$src/model.onnx" "$src/plugin.wasm" "$R/$m-onnx/1/"
+    sed -e 's/^threads = .*//' -e '/^\[model\]/a threads = THREADS' "$src/manifest.toml" > "$R/$m-onnx/1/manifest.toml"
+    sed -e "s/^name = \"$m-onnx\"/name = \"$m-ts\"/" -e 's/^file = "model.onnx"/file = "model.pt"/' \
+        -e '/^format = /d' -e '/^optimization = /d' "$R/$m-onnx/1/manifest.toml" > "$R/$m-ts/1/manifest.toml"
+    sed -e "s/^name = \"$m-onnx\"/name = \"$m-aoti\"/" -e 's/^file = "model.onnx"/file = "model.pt2"/' \
+        -e '/^format = /d' -e '/^optimization = /d' "$R/$m-onnx/1/manifest.toml" > "$R/$m-aoti/1/manifest.toml"
+    cp "$src/plugin.wasm" "$R/$m-ts/1/"
+    cp "$src/plugin.wasm" "$REPO/$m-aoti/1/model.pt2" "$R/$m-aoti/1/"
+done
+cp "$ROOT/plugins/tabular/model.pt" "$R/tabular-ts/1/model.pt"
+cp "$ROOT/plugins/lartpc-dense/model.pt" "$R/unet-ts/1/model.pt"
+sed -i 's/^threads = THREADS/threads = 1/' "$R"/tabular-*/1/manifest.toml
+sed -i 's/^threads = THREADS/threads = 2/' "$R"/unet-*/1/manifest.toml
+
+# Inputs: one jet's 16 features [1, 16]; one 512x512 tile of the sample plane [1, 1, 512, 512].
+"$PY" - "$ROOT" "$WORK" <<'PY'
+import sys, numpy as np
+root, work = sys.argv[1], sys.argv[2]
+x = np.load(f"{root}/plugins/tensors/bundles/tabular-onnx/sample.npy")[:1]
+np.save(f"{work}/jet.npy", np.ascontiguousarray(x))
+s = np.load(f"{root}/plugins/lartpc-dense/samples/plane-crop.npz")
+plane = np.zeros(tuple(s["shape"]), np.float32)
+plane[s["pixels"][:, 0], s["pixels"][:, 1]] = s["values"]
+plane = np.where(plane > 10.0, plane, 0).astype(np.float32)
+np.save(f"{work}/tile.npy", np.ascontiguousarray(plane[:512, :512][None, None]))
+PY
+
+state=$(mktemp -d "$WORK/state.XXXX")
+RUST_LOG=info NO_COLOR=1 "$BIN/tensorgate-host" --repository "$R" --listen 127.0.0.1:0 --state-dir "$state" >/dev/null 2>"$WORK/host.log" &
+HOST_PID=$!
+for _ in $(seq 600); do [ -f "$state/listening" ] && break; sleep 0.1; done
+[ -f "$state/listening" ] || { cat "$WORK/host.log" >&2; echo "host did not start" >&2; exit 1; }
+export TENSORGATE_HOST=$(cat "$state/listening") TENSORGATE_FINGERPRINT=$(cat "$state/fingerprint")
+echo "machine: $(nproc) cores, load average at start: $(cut -d' ' -f1-3 /proc/loadavg); onnxruntime: ${ORT_DYLIB_PATH}"
+
+OUT="$WORK/out"
+for r in $(seq "$ROUNDS"); do
+    for m in tabular-ts tabular-onnx tabular-aoti unet-ts unet-onnx unet-aoti; do
+        case $m in
+            tabular-*) file="$WORK/jet.npy" secs=$SECS_TAB warm=200 ;;
+            *) file="$WORK/tile.npy" secs=$SECS_UNET warm=4 ;;
+        esac
+        for c in 1 8 64; do
+            "$BIN/tensorgate" bench --model "$m" --file "$file" --duration "$secs" --warmup "$warm" --concurrency "$c" --json \
+                | sed "s/^/$m:c$c /" >> "$OUT"
+        done
+    done
+done
+sed 's/\x1b\[[0-9;]*m//g' "$WORK/host.log" | grep ' loaded' > "$WORK/loaded" || true
+PYTHONPATH="$ROOT/bench" python3 - "$OUT" "$WORK/loaded" <<'PY'
+import re, sys
+from tagged import load, med
+rows = load(sys.argv[1])
+loads = {}
+for line in open(sys.argv[2]):
+    app = re.search(r'app="?([^"\s]+)', line)
+    ms = re.search(r"load_ms=([0-9.]+)", line)
+    if app and ms:
+        loads[app.group(1)] = float(ms.group(1))
+print(f"rounds: {len(rows['tabular-ts:c1'])} (medians across rounds)")
+print("| model | format | load ms | c1 req/s | c1 p50 µs | c8 req/s | c8 p50 µs | c64 req/s | c64 p50 µs | errors |")
+print("|---|---|---|---|---|---|---|---|---|---|")
+for m in ("tabular-ts", "tabular-onnx", "tabular-aoti", "unet-ts", "unet-onnx", "unet-aoti"):
+    model, fmt = m.split("-")
+    cells = []
+    errors = 0
+    for c in (1, 8, 64):
+        rs = rows[f"{m}:c{c}"]
+        cells += [f"{med([x['requests_per_s'] for x in rs]):.1f}", f"{med([x['latency_us']['p50'] for x in rs]):.0f}"]
+        errors += sum(x["errors"] for x in rs)
+    name = {"tabular": "tabular MLP", "unet": "U-Net 512x512 tile"}[model]
+    print(f"| {name} | {dict(ts='TorchScript', onnx='ONNX', aoti='AOTInductor')[fmt]} | {loads.get(m, float('nan')):.0f} | " + " | ".join(cells) + f" | {errors} |")
+PY
