@@ -11,7 +11,9 @@
 # two at each concurrency. It is loaded by Debian's wrk (HTTP/1.1 keep-alive,
 # one connection per concurrent request, bench/torchserve/post.lua).
 # tensorgate (its manifest batches up to 64, no added delay) is loaded by
-# `tensorgate bench` (QUIC, one stream per concurrent request).
+# `tensorgate bench` (QUIC, one stream per concurrent request), and through
+# its Open Inference Protocol HTTP front by the same wrk with the same jet as
+# a KServe v2 JSON body (the jet JSON as the one BYTES element).
 #
 # Usage: bash bench/torchserve.sh [ROUNDS] [SECONDS] ["CONCURRENCIES"]
 #   defaults: 3 rounds, 10 s per cell, "1 8 32 64"  (about 7 minutes)
@@ -133,7 +135,11 @@ curl -sf -m 5 -H 'Content-Type: application/json' --data-binary @"$SAMPLE" "$TS_
 curl -sf -m 5 -H 'Content-Type: application/json' --data-binary @"$SAMPLE" "$TS_URL/tabular_batched" >"$TS_DIR/reply-batched.json"
 
 # shellcheck disable=SC2086
-start_host "$REPO" $TG_HOST_ARGS
+start_host "$REPO" $TG_HOST_ARGS --http-listen 127.0.0.1:0
+OIP_URL="http://$(cat "$TG_STATE/http-listening")/v2/models/tabular/infer"
+python3 -c 'import json, sys; print(json.dumps({"inputs": [{"name": "payload", "shape": [1], "datatype": "BYTES", "data": [open(sys.argv[1]).read()]}]}))' \
+    "$SAMPLE" > "$WORK/kserve.json"
+curl -sf -m 5 --data-binary @"$WORK/kserve.json" "$OIP_URL" >/dev/null
 "$BIN/tensorgate" submit --model tabular "$SAMPLE" >"$WORK/tg-reply.json"
 python3 - "$ROOT/plugins/tabular/reference.json" "$WORK/tg-reply.json" "$TS_DIR/reply.json" "$TS_DIR/reply-batched.json" <<'PY'
 import json, sys
@@ -151,6 +157,10 @@ PY
 wrk_run() {  # model concurrency seconds
     BODY="$SAMPLE" python3 "$HERE/cell.py" --session "$TS_PID" -- \
         wrk -t 1 -c "$2" -d "${3}s" --timeout 10s -s "$HERE/post.lua" "$TS_URL/$1"
+}
+og_run() {  # concurrency seconds: the host's HTTP front, KServe v2 JSON
+    BODY="$WORK/kserve.json" python3 "$HERE/cell.py" --pid "$HOST_PID" -- \
+        wrk -t 1 -c "$1" -d "${2}s" --timeout 10s -s "$HERE/post.lua" "$OIP_URL"
 }
 tg_run() {  # concurrency requests [warm-up requests]
     python3 "$HERE/cell.py" --pid "$HOST_PID" -- "$BIN/tensorgate" bench --model tabular --file "$SAMPLE" \
@@ -172,6 +182,7 @@ OUT="$WORK/out"
 declare -A TG_N
 wrk_run tabular 8 2 >/dev/null
 wrk_run tabular_batched 8 2 >/dev/null
+og_run 8 2 >/dev/null
 for c in $CONCS; do
     rate=$(tg_run "$c" 2000 200 | python3 -c 'import json,sys; print(json.load(sys.stdin)["requests_per_s"])')
     TG_N[$c]=$(python3 -c "print(max(1000, int($rate * $DUR)))")
@@ -191,6 +202,7 @@ for r in $(seq "$ROUNDS"); do
         wrk_run tabular_batched "$c" "$DUR" | sed "s/^/tb$c /" >> "$OUT"
         line=$(tg_run "$c" "${TG_N[$c]}")
         echo "tg$c $line" >> "$OUT"
+        og_run "$c" "$DUR" | sed "s/^/og$c /" >> "$OUT"
         # next round: about SECONDS at the rate just measured
         TG_N[$c]=$(echo "$line" | python3 -c "import json,sys; print(max(1000, int(json.load(sys.stdin)['requests_per_s'] * $DUR)))")
         if [ "$HOGS" -gt 0 ]; then
@@ -213,13 +225,14 @@ n = len(rows["load"])
 print(f"\nrounds: {n} (medians across rounds); load average at round starts: "
       + ", ".join(f"{x['one']:.2f}" for x in rows["load"]))
 print("| concurrency | TorchServe req/s | p50 ms | p99 ms | TorchServe batched req/s | p50 ms | p99 ms "
-      "| tensorgate req/s | p50 ms | p99 ms | ratio vs better TorchServe |")
-print("|---|---|---|---|---|---|---|---|---|---|---|")
+      "| tensorgate req/s | p50 ms | p99 ms | ratio vs better TorchServe "
+      "| tensorgate HTTP (KServe v2) req/s | p50 ms | ratio vs better TorchServe |")
+print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 cpu_rows = []
 errors = {"ts": 0, "tg": 0}
 per_round = []
 for c in sys.argv[2].split():
-    ts, tb, tg = rows[f"ts{c}"], rows[f"tb{c}"], rows[f"tg{c}"]
+    ts, tb, tg, og = rows[f"ts{c}"], rows[f"tb{c}"], rows[f"tg{c}"], rows[f"og{c}"]
     errors["ts"] += sum(x["errors"] for x in ts + tb)
     errors["tg"] += sum(x["errors"] for x in tg)
     rps = lambda rs: med([x["requests_per_s"] for x in rs])
@@ -227,14 +240,16 @@ for c in sys.argv[2].split():
     best = max(rps(ts), rps(tb))
     print(f"| {c} | {rps(ts):,.0f} | {ms(ts, 'p50'):.2f} | {ms(ts, 'p99'):.2f} "
           f"| {rps(tb):,.0f} | {ms(tb, 'p50'):.2f} | {ms(tb, 'p99'):.2f} "
-          f"| {rps(tg):,.0f} | {ms(tg, 'p50'):.3f} | {ms(tg, 'p99'):.2f} | **{rps(tg) / best:.1f}×** |")
+          f"| {rps(tg):,.0f} | {ms(tg, 'p50'):.3f} | {ms(tg, 'p99'):.2f} | **{rps(tg) / best:.1f}×** "
+          f"| {rps(og):,.0f} | {ms(og, 'p50'):.3f} | **{rps(og) / best:.1f}×** |")
+    errors["tg"] += sum(x["errors"] for x in og)
     cpu = lambda rs, k: med([x[f"{k}_cpu_us_per_req"] for x in rs])
-    cpu_rows.append(f"| {c} | " + " | ".join(f"{cpu(rs, 'server'):.0f} + {cpu(rs, 'client'):.0f}" for rs in (ts, tb, tg)) + " |")
+    cpu_rows.append(f"| {c} | " + " | ".join(f"{cpu(rs, 'server'):.0f} + {cpu(rs, 'client'):.0f}" for rs in (ts, tb, tg, og)) + " |")
     per_round.append(f"c={c}: " + ", ".join(
         f"{g['requests_per_s'] / max(t['requests_per_s'], b['requests_per_s']):.1f}" for t, b, g in zip(ts, tb, tg)))
 print("\nCPU time per request, server + load generator (µs; the 2 cores give 2,000,000 µs per second):")
-print("| concurrency | TorchServe | TorchServe batched | tensorgate |")
-print("|---|---|---|---|")
+print("| concurrency | TorchServe | TorchServe batched | tensorgate | tensorgate HTTP |")
+print("|---|---|---|---|---|")
 print("\n".join(cpu_rows))
 print("\nper-round ratios (vs the better TorchServe of that round): " + "; ".join(per_round))
 print(f"errors: TorchServe {errors['ts']}, tensorgate {errors['tg']}")

@@ -74,7 +74,7 @@ fn request(args: &Args) -> Result<(ModelInferRequest, usize)> {
 async fn main() -> Result<()> {
     let args = Args::parse();
     let (req, bytes) = request(&args)?;
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", args.addr))?.tcp_nodelay(true).connect().await?;
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", args.addr))?.tcp_nodelay(true).http2_adaptive_window(true).connect().await?;
     let client = GrpcInferenceServiceClient::new(channel).max_decoding_message_size(1 << 30).max_encoding_message_size(1 << 30);
     let req = Arc::new(req);
     for _ in 0..args.warmup {

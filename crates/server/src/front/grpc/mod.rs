@@ -57,6 +57,9 @@ impl GrpcFront {
                 .tcp_nodelay(true)
                 // The QUIC front's per-connection request limit, as HTTP/2 streams.
                 .max_concurrent_streams(Some(max_streams_per_connection))
+                // Flow-control windows sized to the path (BDP estimate): a 33 MB
+                // tensor is not sent 64 KiB per round trip.
+                .http2_adaptive_window(Some(true))
                 .add_service(service)
                 .serve_with_incoming_shutdown(incoming, async move {
                     let _ = stopped.wait_for(|s| *s).await;
