@@ -128,7 +128,7 @@ pub fn run(session: &mut Session, staging: &mut Staging, items: &[&[Tensor]]) ->
     let mut values: Vec<SessionInputValue<'static>> = Vec::with_capacity(n);
     for j in 0..n {
         let t = &first[j];
-        let aligned = (t.data.as_ptr() as usize) % (t.dtype.size() as usize) == 0;
+        let aligned = (t.data.as_ptr() as usize).is_multiple_of(t.dtype.size() as usize);
         let value = if items.len() == 1 && aligned {
             // SAFETY: the item's bytes outlive `values` (dropped before this
             // function returns), are validated against the shape, aligned,
@@ -180,7 +180,7 @@ fn split(outputs: Vec<(Dtype, Arc<DynTensor>)>, counts: &[usize]) -> Result<Opti
         if shape.is_empty() || shape[0] != total as u64 {
             return Ok(None);
         }
-        let row_bytes = if total == 0 { 0 } else { bytes / total };
+        let row_bytes = bytes.checked_div(total).unwrap_or(0);
         let mut at = 0;
         for (slot, &n) in per_item.iter_mut().zip(counts) {
             let item_shape = std::iter::once(n as u64).chain(shape[1..].iter().copied()).collect();

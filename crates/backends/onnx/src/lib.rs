@@ -165,16 +165,19 @@ impl OnnxBackend {
         let env = runtime().map_err(|e| load(e.to_string()))?;
         // ONNX Runtime's message for a missing file is about protobuf parsing.
         std::fs::metadata(path).map_err(|e| load(e.to_string()))?;
-        let builder = Session::builder(env).map_err(|e| load(short(&e.to_string())))?;
-        let builder = builder
+        let option = |e: ort::Error<ort::session::builder::SessionBuilder>| load(short(&e.to_string()));
+        let mut builder = Session::builder(env)
+            .map_err(|e| load(short(&e.to_string())))?
             .with_optimization_level(optimization.level())
-            .and_then(|b| b.with_intra_threads(threads.max(1)))
-            .and_then(|b| b.with_inter_threads(1))
+            .map_err(option)?
+            .with_intra_threads(threads.max(1))
+            .map_err(option)?
+            .with_inter_threads(1)
+            .map_err(option)?
             // A host shares its cores with plugins and the network: idle
             // intra-op threads wait instead of spinning.
-            .and_then(|b| b.with_intra_op_spinning(false))
-            .map_err(|e| load(short(&e.to_string())))?;
-        let mut builder = builder;
+            .with_intra_op_spinning(false)
+            .map_err(option)?;
         builder.commit_from_file(path).map_err(|e| load(short(&e.to_string())))
     }
 }
@@ -321,7 +324,7 @@ mod tests {
             assert!((x - y).abs() < 1e-5, "an item's rows are the same alone and in a batch: {x} vs {y}");
         }
         assert_eq!(batch[1][0].shape, vec![3, 4]);
-        let e = inst.run(&[&[]]).err().expect("no inputs");
+        let e = inst.run(&[&[]]).expect_err("no inputs");
         assert!(e.to_string().contains("takes 1 input(s), got 0"), "{e}");
         let e = b.load(&model("nope"), Device::Cpu).err().expect("missing file");
         assert!(e.to_string().starts_with("loading ONNX model"), "{e}");
