@@ -814,7 +814,29 @@ def aoti_models():
                        {"points": {0: batch, 2: particles}, "features": {0: batch, 2: particles}, "mask": {0: batch, 2: particles}})
     shutil.copy(bundles / "particlenet-onnx" / "sample.npz", out / "sample.npz")
     np.savez(out / "reference.npz", scores=scores)
-    print("aoti: tabular-aoti, unet-aoti, particlenet-aoti")
+    aoti_cuda_stub()
+    print("aoti: tabular-aoti, unet-aoti, particlenet-aoti (+ tests/apps/aoti-cuda)")
+
+
+def aoti_cuda_stub():
+    """tests/apps/aoti-cuda/model.pt2: the tabular package relabelled as
+    compiled for CUDA (its metadata; a stub in place of the library), which
+    a CPU host must refuse at load, naming the device."""
+    import zipfile
+
+    src = ROOT / "plugins" / "tensors" / "bundles" / "tabular-aoti" / "model.pt2"
+    out = ROOT / "tests" / "apps" / "aoti-cuda"
+    out.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(src) as z, zipfile.ZipFile(out / "model.pt2", "w", zipfile.ZIP_STORED) as stub:
+        for info in z.infolist():
+            if info.filename.endswith(".cpp"):
+                continue
+            data = z.read(info.filename)
+            if info.filename.endswith("metadata.json"):
+                data = data.replace(b'"cpu"', b'"cuda"').replace(b'"AOTI_COMPUTE_CAPABILITY": ""', b'"AOTI_COMPUTE_CAPABILITY": "90"')
+            if info.filename.endswith(".so"):
+                data = b"\x7fELF stub: a CPU host refuses the package before it would load this"
+            stub.writestr(zipfile.ZipInfo(info.filename, date_time=(1980, 1, 1, 0, 0, 0)), data)
 
 
 if __name__ == "__main__":

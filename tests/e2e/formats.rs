@@ -284,8 +284,14 @@ async fn bad_aoti_packages_are_refused_at_load_and_version_1_keeps_serving() {
     let x = parse_npy(&std::fs::read(bundle("tabular-aoti").join("sample.npy")).expect("sample")).expect("npy");
     let one = || Input::new(write_npy(&rows(&x, 0, 1)), "application/x-npy");
     type Model = fn(&mut Vec<u8>);
-    let cases: [(&str, Model, &[&str]); 3] = [
+    let cases: [(&str, Model, &[&str]); 4] = [
         ("corrupt", |b| *b = b"PK\x03\x04 not really a zip".to_vec(), &["loading AOTInductor model model.pt2:"]),
+        // The package relabelled as compiled for CUDA (scripts/make_models.py, `aoti_cuda_stub`).
+        (
+            "cuda-package",
+            |b| *b = std::fs::read(root().join("tests/apps/aoti-cuda/model.pt2")).expect("fixture"),
+            &["loading AOTInductor model model.pt2: Unsupported device key found: cuda"],
+        ),
         ("truncated", |b| b.truncate(b.len() / 2), &["loading AOTInductor model model.pt2:"]),
         ("empty", |b| b.clear(), &["loading AOTInductor model model.pt2:"]),
     ];
@@ -312,6 +318,51 @@ async fn bad_aoti_packages_are_refused_at_load_and_version_1_keeps_serving() {
     client.upload(&good, false).await.expect("a good package loads");
     let r = client.predict(Submission::new("tabular-aoti", vec![one()])).await.expect("predict");
     assert_eq!((r.summary.version, r.summary.ok), (2, 1));
+    client.close().await;
+    host.stop().await;
+}
+
+/// Hot reload, a canary trial and a rollback sit above the backend: an ONNX
+/// model goes through them as a TorchScript one does.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_onnx_model_is_hot_reloaded_tried_as_a_canary_and_rolled_back() {
+    let repo = repository_of(&["tabular-onnx"]);
+    let host = TestHost::start_with(repo.path().to_path_buf(), |_| {}).await;
+    let client = host.client().await;
+    let x = parse_npy(&std::fs::read(bundle("tabular-onnx").join("sample.npy")).expect("sample")).expect("npy");
+    let want = f32s(&parse_npy(&std::fs::read(bundle("tabular-onnx").join("reference.npy")).expect("reference")).expect("npy"));
+    let one = |i: usize| Input::new(write_npy(&rows(&x, i % 16, 1)), "application/x-npy");
+    let served = |reply: &tensorgate_client::Reply, i: usize| {
+        let got = f32s(&only_array(&reply.outcomes[0].as_ref().expect("item ok").payload));
+        assert!(max_diff(&got, &want[4 * (i % 16)..4 * (i % 16) + 4]) <= TOLERANCE, "row {i}: {got:?}");
+        reply.summary.version
+    };
+
+    // Hot reload: version 2 written into the repository, then `reload`.
+    let work = tempfile::tempdir().expect("temp dir");
+    let v2 = onnx_bundle(work.path(), "v2", 2, |_| {}, |_| {});
+    copy_dir(&v2, &repo.path().join("tabular-onnx/2"));
+    client.reload(Some("tabular-onnx")).await.expect("reload");
+    let r = client.predict(Submission::new("tabular-onnx", vec![one(0)])).await.expect("predict");
+    assert_eq!(served(&r, 0), 2, "the reloaded version serves");
+
+    // A canary: version 3 takes about half of the requests naming no version.
+    let v3 = onnx_bundle(work.path(), "v3", 3, |m| m.push_str("\n[rollout]\ncanary_share = 0.5\ncanary_items = 100000\n"), |_| {});
+    client.upload(&v3, false).await.expect("upload v3 on trial");
+    let mut by_version = std::collections::BTreeMap::new();
+    for i in 0..60 {
+        let r = client.predict(Submission::new("tabular-onnx", vec![one(i)])).await.expect("predict");
+        *by_version.entry(served(&r, i)).or_insert(0) += 1;
+    }
+    eprintln!("requests by version while v3 is on trial: {by_version:?}");
+    assert!(by_version.get(&2).is_some_and(|&n| n > 0) && by_version.get(&3).is_some_and(|&n| n > 0), "{by_version:?}");
+
+    // Rolled back: version 2 takes every request again.
+    client.rollback("tabular-onnx").await.expect("rollback");
+    for i in 0..20 {
+        let r = client.predict(Submission::new("tabular-onnx", vec![one(i)])).await.expect("predict");
+        assert_eq!(served(&r, i), 2, "after the rollback");
+    }
     client.close().await;
     host.stop().await;
 }
