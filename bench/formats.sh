@@ -5,7 +5,10 @@
 # TorchScript (the shipped model.pt), ONNX (plugins/tensors/bundles/*-onnx)
 # and AOTInductor (*-aoti, model.pt2), all with the same weights. Requests/s and p50 at concurrency 1, 8 and 64, and each
 # version's load time (the host's `loaded ... load_ms` log line: manifest,
-# plugin, model, checks). ROUNDS rounds, medians across them.
+# plugin, model, checks); and the U-Net's bare forward in each format on the
+# same tile and threads (`bare-backend`: the host's own backend, no plugin,
+# batcher or network) against the host at concurrency 1. ROUNDS rounds,
+# medians across them.
 # Usage: bash bench/formats.sh [ROUNDS] [SECONDS_TABULAR] [SECONDS_UNET]
 # TENSORGATE_BIN: the build to run (default target/release); TENSORGATE_REPO:
 # the repository holding the built bundles (default target/repository).
@@ -14,12 +17,13 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 ROUNDS=${1:-3}
 SECS_TAB=${2:-5}
 SECS_UNET=${3:-10}
+BARE_ITERS=${BARE_ITERS:-40}
 # shellcheck source=scripts/env.sh
 . "$ROOT/scripts/env.sh"
 BIN="${TENSORGATE_BIN:-$ROOT/target/release}"
 REPO="${TENSORGATE_REPO:-$ROOT/target/repository}"
 PY="$TENSORGATE_CACHE/venv/bin/python"
-[ -x "$BIN/tensorgate-host" ] && [ -x "$BIN/tensorgate" ] || { echo "build the host and CLI first" >&2; exit 1; }
+[ -x "$BIN/tensorgate-host" ] && [ -x "$BIN/tensorgate" ] && [ -x "$BIN/bare-backend" ] || { echo "build the host, the CLI and bench's bare-backend first" >&2; exit 1; }
 [ -f "$REPO/tabular-onnx/1/model.onnx" ] || { echo "$REPO has no tabular-onnx bundle: run scripts/build-plugins" >&2; exit 1; }
 WORK=$(mktemp -d)
 HOST_PID=""
@@ -78,6 +82,9 @@ for r in $(seq "$ROUNDS"); do
                 | sed "s/^/$m:c$c /" >> "$OUT"
         done
     done
+    for m in unet-ts unet-onnx unet-aoti; do
+        "$BIN/bare-backend" --bundle "$R/$m/1" --npy "$WORK/tile.npy" --threads 2 --iters "$BARE_ITERS" 2>/dev/null | sed "s/^/$m:bare /" >> "$OUT"
+    done
 done
 sed 's/\x1b\[[0-9;]*m//g' "$WORK/host.log" | grep ' loaded' > "$WORK/loaded" || true
 PYTHONPATH="$ROOT/bench" python3 - "$OUT" "$WORK/loaded" <<'PY'
@@ -103,4 +110,12 @@ for m in ("tabular-ts", "tabular-onnx", "tabular-aoti", "unet-ts", "unet-onnx", 
         errors += sum(x["errors"] for x in rs)
     name = {"tabular": "tabular MLP", "unet": "U-Net 512x512 tile"}[model]
     print(f"| {name} | {dict(ts='TorchScript', onnx='ONNX', aoti='AOTInductor')[fmt]} | {loads.get(m, float('nan')):.0f} | " + " | ".join(cells) + f" | {errors} |")
+print()
+print("| U-Net, one 512x512 tile, 2 threads | bare forward p50 ms | host c1 p50 ms | host overhead |")
+print("|---|---|---|---|")
+for m in ("unet-ts", "unet-onnx", "unet-aoti"):
+    bare = med([x["us"]["p50"] for x in rows[f"{m}:bare"]]) / 1e3
+    host = med([x["latency_us"]["p50"] for x in rows[f"{m}:c1"]]) / 1e3
+    fmt = dict(ts='TorchScript', onnx='ONNX', aoti='AOTInductor')[m.split("-")[1]]
+    print(f"| {fmt} | {bare:.1f} | {host:.1f} | {100 * (host / bare - 1):+.1f} % |")
 PY
