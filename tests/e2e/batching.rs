@@ -42,7 +42,16 @@ async fn concurrent_items_are_batched_and_match_unbatched_results() {
     assert_eq!(before.forwards, before.forward_rows, "sequential single items run one per forward");
     // A lone item of the only request on the host runs its (short) forward on
     // the async worker, skipping the executor thread; the same results either way.
-    assert!(before.forwards_inline > 0, "no forward ran inline in {} sequential requests", before.forwards);
+    // Inline only while forwards are short (the executor's mean forward time
+    // per row within INLINE_FORWARD_MAX): on a machine loaded enough to slow
+    // them past it, queueing them is the designed behaviour.
+    let mean_us = before.forward_us as f64 / before.forward_rows.max(1) as f64;
+    let short = mean_us * 1.5 < tensorgate_runtime::executor::INLINE_FORWARD_MAX.as_micros() as f64;
+    if short {
+        assert!(before.forwards_inline > 0, "no forward ran inline in {} sequential requests ({mean_us:.0} µs each)", before.forwards);
+    } else {
+        eprintln!("forwards took {mean_us:.0} µs per row on average (a loaded machine): too long to run inline, so none did");
+    }
     assert!(before.forwards_inline <= before.forwards);
     // Concurrent: four requests of 64 items at once.
     let chunks: Vec<Vec<Input>> = items.chunks(64).map(|c| c.to_vec()).collect();
