@@ -18,6 +18,8 @@ ROUNDS=${1:-3}
 SECS_TAB=${2:-5}
 SECS_UNET=${3:-10}
 BARE_ITERS=${BARE_ITERS:-40}
+# The U-Net's intra-op threads (host and bare loop alike); the MLP runs on 1.
+UNET_THREADS=${UNET_THREADS:-2}
 # shellcheck source=scripts/env.sh
 . "$ROOT/scripts/env.sh"
 BIN="${TENSORGATE_BIN:-$ROOT/target/release}"
@@ -29,8 +31,9 @@ WORK=$(mktemp -d)
 HOST_PID=""
 trap '[ -n "$HOST_PID" ] && kill $HOST_PID 2>/dev/null; rm -rf "$WORK"' EXIT
 
-# The four applications: NAME-ts from the ONNX bundle's manifest with the
-# TorchScript file, the U-Net on 2 intra-op threads, the MLP on 1.
+# The six applications: NAME-ts and NAME-aoti from the ONNX bundle's manifest
+# with the TorchScript and AOTInductor files, the U-Net on UNET_THREADS
+# intra-op threads, the MLP on 1.
 R="$WORK/repo"
 for m in tabular unet; do
     src="$REPO/$m-onnx/1"
@@ -47,7 +50,7 @@ done
 cp "$ROOT/plugins/tabular/model.pt" "$R/tabular-ts/1/model.pt"
 cp "$ROOT/plugins/lartpc-dense/model.pt" "$R/unet-ts/1/model.pt"
 sed -i 's/^threads = THREADS/threads = 1/' "$R"/tabular-*/1/manifest.toml
-sed -i 's/^threads = THREADS/threads = 2/' "$R"/unet-*/1/manifest.toml
+sed -i "s/^threads = THREADS/threads = $UNET_THREADS/" "$R"/unet-*/1/manifest.toml
 
 # Inputs: one jet's 16 features [1, 16]; one 512x512 tile of the sample plane [1, 1, 512, 512].
 "$PY" - "$ROOT" "$WORK" <<'PY'
@@ -68,7 +71,7 @@ HOST_PID=$!
 for _ in $(seq 600); do [ -f "$state/listening" ] && break; sleep 0.1; done
 [ -f "$state/listening" ] || { cat "$WORK/host.log" >&2; echo "host did not start" >&2; exit 1; }
 export TENSORGATE_HOST=$(cat "$state/listening") TENSORGATE_FINGERPRINT=$(cat "$state/fingerprint")
-echo "machine: $(nproc) cores, load average at start: $(cut -d' ' -f1-3 /proc/loadavg); onnxruntime: ${ORT_DYLIB_PATH}"
+echo "machine: $(nproc) cores, load average at start: $(cut -d' ' -f1-3 /proc/loadavg); onnxruntime: ${ORT_DYLIB_PATH}; U-Net threads: $UNET_THREADS"
 
 OUT="$WORK/out"
 for r in $(seq "$ROUNDS"); do
@@ -83,7 +86,7 @@ for r in $(seq "$ROUNDS"); do
         done
     done
     for m in unet-ts unet-onnx unet-aoti; do
-        "$BIN/bare-backend" --bundle "$R/$m/1" --npy "$WORK/tile.npy" --threads 2 --iters "$BARE_ITERS" 2>/dev/null | sed "s/^/$m:bare /" >> "$OUT"
+        "$BIN/bare-backend" --bundle "$R/$m/1" --npy "$WORK/tile.npy" --threads "$UNET_THREADS" --iters "$BARE_ITERS" 2>/dev/null | sed "s/^/$m:bare /" >> "$OUT"
     done
 done
 sed 's/\x1b\[[0-9;]*m//g' "$WORK/host.log" | grep ' loaded' > "$WORK/loaded" || true
@@ -111,7 +114,7 @@ for m in ("tabular-ts", "tabular-onnx", "tabular-aoti", "unet-ts", "unet-onnx", 
     name = {"tabular": "tabular MLP", "unet": "U-Net 512x512 tile"}[model]
     print(f"| {name} | {dict(ts='TorchScript', onnx='ONNX', aoti='AOTInductor')[fmt]} | {loads.get(m, float('nan')):.0f} | " + " | ".join(cells) + f" | {errors} |")
 print()
-print("| U-Net, one 512x512 tile, 2 threads | bare forward p50 ms | host c1 p50 ms | host overhead |")
+print(f"| U-Net, one 512x512 tile | bare forward p50 ms | host c1 p50 ms | host overhead |")
 print("|---|---|---|---|")
 for m in ("unet-ts", "unet-onnx", "unet-aoti"):
     bare = med([x["us"]["p50"] for x in rows[f"{m}:bare"]]) / 1e3
