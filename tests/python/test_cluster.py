@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
+from engine import NATS_SERVER, start_engine
 
 ROOT = Path(__file__).resolve().parents[2]
 HOST_BIN = ROOT / "target" / "release" / "tensorgate-host"
@@ -22,8 +21,6 @@ REPOSITORY = ROOT / "target" / "repository"
 CLIENT = Path(__file__).resolve().parent / "minimal_client.py"
 SAMPLE = ROOT / "plugins" / "tabular" / "samples" / "jet-0.json"
 REFERENCE = ROOT / "plugins" / "tabular" / "reference.json"
-CACHE = Path(os.environ.get("TENSORGATE_CACHE", Path.home() / ".cache" / "tensorgate"))
-NATS_SERVER = Path(os.environ.get("NATS_SERVER", CACHE / "bin" / "nats-server-2.15.1"))
 TIMEOUT_S = 60
 
 
@@ -51,22 +48,9 @@ def cluster(work: Path, gateways: int):
     for path in (HOST_BIN, REPOSITORY, NATS_SERVER):
         if not path.exists():
             pytest.fail(f"{path} is missing: run scripts/setup")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     procs = []
     try:
-        procs.append(subprocess.Popen([str(NATS_SERVER), "-a", "127.0.0.1", "-p", str(port), "-js", "-sd", str(work / "engine")],
-                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "engine did not start"
-                time.sleep(0.05)
-        url = f"nats://127.0.0.1:{port}"
+        url = start_engine(work, procs)
         roles = [("worker", ["worker", "--repository", str(REPOSITORY), "--threads", "1"])]
         roles += [(f"gateway{i}", ["gateway", "--listen", "127.0.0.1:0"]) for i in range(gateways)]
         found = []

@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import re
 import shutil
-import socket
 import subprocess
 import time
 import urllib.error
@@ -20,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from engine import NATS_SERVER, start_engine
 
 tritonclient = pytest.importorskip("tritonclient")
 import tritonclient.grpc as grpcclient  # noqa: E402
@@ -30,8 +29,6 @@ ROOT = Path(__file__).resolve().parents[2]
 HOST_BIN = ROOT / "target" / "release" / "tensorgate-host"
 GATEWAY_BIN = ROOT / "target" / "release" / "tensorgate-gateway"
 REPOSITORY = ROOT / "target" / "repository"
-CACHE = Path(os.environ.get("TENSORGATE_CACHE", Path.home() / ".cache" / "tensorgate"))
-NATS_SERVER = Path(os.environ.get("NATS_SERVER", CACHE / "bin" / "nats-server-2.15.1"))
 MULTI_IO = ROOT / "plugins" / "tensors" / "bundles" / "multi-io"
 TABULAR = ROOT / "plugins" / "tabular"
 IMAGE = ROOT / "plugins" / "image"
@@ -116,22 +113,9 @@ def fleet(work: Path, workers: int):
         if not path.exists():
             pytest.fail(f"{path} is missing: run scripts/setup")
     repo = repository_copy(work)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     procs = []
     try:
-        procs.append(subprocess.Popen([str(NATS_SERVER), "-a", "127.0.0.1", "-p", str(port), "-js", "-sd", str(work / "engine")],
-                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "engine did not start"
-                time.sleep(0.05)
-        url = f"nats://127.0.0.1:{port}"
+        url = start_engine(work, procs)
         for i in range(workers):
             state, log = work / f"worker{i}", work / f"worker{i}.log"
             with open(log, "wb") as f:

@@ -4,13 +4,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use crate::config::FrontConfig;
-use crate::front::grpc::GrpcFront;
-use crate::front::http::HttpFront;
 use crate::front::oip::Oip;
 use crate::front::quic::Front;
 use crate::manage::Management;
 use crate::request::ItemRunner;
-use crate::front::listen::tls_config;
+use crate::front::listen::{tls_config, Serving};
 use crate::tls::Identity;
 use crate::StartError;
 
@@ -18,8 +16,8 @@ use crate::StartError;
 /// Protocol where configured, over one runner and one management.
 pub struct Fronts {
     quic: Front,
-    http: Option<HttpFront>,
-    grpc: Option<GrpcFront>,
+    http: Option<Serving>,
+    grpc: Option<Serving>,
 }
 
 impl Fronts {
@@ -33,12 +31,12 @@ impl Fronts {
         };
         let tls = |alpn: &[&[u8]]| identity.as_ref().map(|id| tls_config(id, &config.access, alpn)).transpose();
         let http = match (config.http_listen, &oip) {
-            (Some(addr), Some(oip)) => Some(HttpFront::start(addr, oip.clone(), config.access.clone(), tls(&[b"http/1.1"])?)?),
+            (Some(addr), Some(oip)) => Some(crate::front::http::serve(addr, oip.clone(), config.access.clone(), tls(&[b"http/1.1"])?)?),
             _ => None,
         };
         let grpc = match (config.grpc_listen, &oip) {
             (Some(addr), Some(oip)) => {
-                Some(GrpcFront::start(addr, oip.clone(), config.access.clone(), config.max_items_in_flight, config.max_streams_per_connection, tls(&[b"h2"])?)?)
+                Some(crate::front::grpc::serve(addr, oip.clone(), config.access.clone(), config.max_items_in_flight, config.max_streams_per_connection, tls(&[b"h2"])?)?)
             }
             _ => None,
         };
@@ -53,12 +51,12 @@ impl Fronts {
 
     /// The HTTP front's address, when it serves.
     pub fn http_addr(&self) -> Option<SocketAddr> {
-        self.http.as_ref().map(HttpFront::addr)
+        self.http.as_ref().map(Serving::addr)
     }
 
     /// The gRPC front's address, when it serves.
     pub fn grpc_addr(&self) -> Option<SocketAddr> {
-        self.grpc.as_ref().map(GrpcFront::addr)
+        self.grpc.as_ref().map(Serving::addr)
     }
 
     /// SHA-256 fingerprint of the certificate (hex).

@@ -27,6 +27,34 @@ pub(crate) fn bind(listen: SocketAddr) -> Result<TcpListener, StartError> {
     TcpListener::from_std(std).map_err(err)
 }
 
+/// A TCP front serving: where, and how to stop it.
+pub struct Serving {
+    addr: SocketAddr,
+    stop: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Serving {
+    /// A front at `addr` whose server task ends once `stop` says `true`.
+    pub(crate) fn new(addr: SocketAddr, stop: tokio::sync::watch::Sender<bool>, task: tokio::task::JoinHandle<()>) -> Self {
+        Serving { addr, stop, task }
+    }
+
+    /// The bound address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops accepting and lets the calls in progress finish (at most 2 s).
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        let mut task = self.task;
+        if tokio::time::timeout(Duration::from_secs(2), &mut task).await.is_err() {
+            task.abort();
+        }
+    }
+}
+
 /// Who is at the other end of a connection.
 #[derive(Debug, Clone)]
 pub struct PeerInfo {

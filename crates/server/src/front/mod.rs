@@ -7,7 +7,8 @@
 //! - [`quic`]: tensorgate's own protocol over QUIC (`docs/protocol.md`).
 //! - [`oip`]: the Open Inference Protocol (KServe v2), transport-free.
 //! - [`http`]: it over HTTP/REST; [`grpc`]: it over gRPC (`docs/oip.md`).
-//! - [`Fronts`]: every front a host or gateway is configured with, started together.
+//! - [`Fronts`]: every front a host or gateway is configured with, started together;
+//!   [`listen`]: the TCP (plain or TLS) listeners of the HTTP and gRPC fronts.
 
 pub mod grpc;
 pub mod http;
@@ -15,5 +16,5 @@ pub mod oip;
 pub mod quic;
 
 mod fronts;
-mod listen;
+pub mod listen;
 pub use fronts::Fronts;

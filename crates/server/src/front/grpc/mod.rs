@@ -13,36 +13,27 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
-use tokio::task::JoinHandle;
 use tonic::{Request, Response, Status};
 
 use crate::auth::AccessPolicy;
 use crate::front::oip::tensor::{raw_bytes, split_strings, Data, Datatype, Param, Params, Tensor};
 use crate::front::oip::{Caller, InferRequest, InferResponse, Oip, OipError, RequestedOutput, EXTENSIONS};
 use crate::request::ItemRunner;
-use crate::front::listen::{bind, Acceptor, PeerInfo};
+use crate::front::listen::{bind, Acceptor, PeerInfo, Serving};
 use crate::StartError;
 use proto::grpc_inference_service_server::{GrpcInferenceService, GrpcInferenceServiceServer};
 use tensorgate_protocol::ErrorCode;
 
-/// The gRPC front, serving.
-pub struct GrpcFront {
-    addr: SocketAddr,
-    stop: tokio::sync::watch::Sender<bool>,
-    task: JoinHandle<()>,
-}
-
-impl GrpcFront {
-    /// Binds `listen` and serves the protocol's gRPC service (over TLS with
-    /// `tls`; ALPN `h2`). Must run inside a tokio runtime.
-    pub fn start<R: ItemRunner + 'static>(
+/// Binds `listen` and serves the protocol's gRPC service (over TLS with
+/// `tls`; ALPN `h2`). Must run inside a tokio runtime.
+pub fn serve<R: ItemRunner + 'static>(
         listen: SocketAddr,
         oip: Arc<Oip<R>>,
         access: AccessPolicy,
         max_in_flight: usize,
         max_streams_per_connection: u32,
         tls: Option<Arc<rustls::ServerConfig>>,
-    ) -> Result<GrpcFront, StartError> {
+    ) -> Result<Serving, StartError> {
         let listener = bind(listen)?;
         let addr = listener.local_addr().map_err(|source| StartError::Bind { addr: listen, source })?;
         let acceptor = Acceptor::new(listener, tls).map_err(|source| StartError::Bind { addr: listen, source })?;
@@ -70,22 +61,7 @@ impl GrpcFront {
             }
         });
         tracing::info!(%addr, "Open Inference Protocol over gRPC at {addr}");
-        Ok(GrpcFront { addr, stop, task })
-    }
-
-    /// The bound address.
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-
-    /// Stops accepting and lets the calls in progress finish (at most 2 s).
-    pub async fn shutdown(self) {
-        let _ = self.stop.send(true);
-        let mut task = self.task;
-        if tokio::time::timeout(Duration::from_secs(2), &mut task).await.is_err() {
-            task.abort();
-        }
-    }
+        Ok(Serving::new(addr, stop, task))
 }
 
 struct Service<R: ItemRunner> {

@@ -12,33 +12,24 @@ use axum::extract::{ConnectInfo, State};
 use axum::http::{header, HeaderMap, Method, Request, Response, StatusCode};
 use bytes::Bytes;
 use serde_json::{json, Value};
-use tokio::task::JoinHandle;
 
 use crate::front::oip::{Caller, Oip, OipError, EXTENSIONS};
 use crate::request::ItemRunner;
-use crate::front::listen::{bind, Acceptor, PeerInfo};
+use crate::front::listen::{bind, Acceptor, PeerInfo, Serving};
 use crate::StartError;
 use tensorgate_protocol::{ErrorCode, Role};
 
 /// The header that says how much of an infer body is JSON (Triton's binary data extension).
 pub const HEADER_LEN: &str = "inference-header-content-length";
 
-/// The HTTP front, serving.
-pub struct HttpFront {
-    addr: SocketAddr,
-    stop: tokio::sync::watch::Sender<bool>,
-    task: JoinHandle<()>,
-}
-
-impl HttpFront {
-    /// Binds `listen` and serves the protocol's HTTP endpoints. Must run inside a tokio runtime.
-    /// With `tls`, HTTPS (client certificates as its verifier says).
-    pub fn start<R: ItemRunner + 'static>(
+/// Binds `listen` and serves the protocol's HTTP endpoints. Must run inside
+/// a tokio runtime. With `tls`, HTTPS (client certificates as its verifier says).
+pub fn serve<R: ItemRunner + 'static>(
         listen: SocketAddr,
         oip: Arc<Oip<R>>,
         access: crate::auth::AccessPolicy,
         tls: Option<Arc<rustls::ServerConfig>>,
-    ) -> Result<HttpFront, StartError> {
+    ) -> Result<Serving, StartError> {
         let listener = bind(listen)?;
         let addr = listener.local_addr().map_err(|source| StartError::Bind { addr: listen, source })?;
         let scheme = if tls.is_some() { "https" } else { "http" };
@@ -56,22 +47,7 @@ impl HttpFront {
             }
         });
         tracing::info!(%addr, "Open Inference Protocol over HTTP at {scheme}://{addr}/v2");
-        Ok(HttpFront { addr, stop, task })
-    }
-
-    /// The bound address.
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-
-    /// Stops accepting and lets the calls in progress finish (at most 2 s).
-    pub async fn shutdown(self) {
-        let _ = self.stop.send(true);
-        let mut task = self.task;
-        if tokio::time::timeout(std::time::Duration::from_secs(2), &mut task).await.is_err() {
-            task.abort();
-        }
-    }
+        Ok(Serving::new(addr, stop, task))
 }
 
 struct HttpState<R: ItemRunner> {
