@@ -27,7 +27,8 @@ pub struct SubmitArgs {
     /// Application (model) name.
     #[arg(long)]
     model: String,
-    /// Version (default: the newest).
+    /// Version (default: the model's default version: the newest, unless `promote` or
+    /// `rollback` chose another; a canary on trial may take a share).
     #[arg(long)]
     version: Option<u64>,
     /// Content type of every item (default: from each file's extension).
