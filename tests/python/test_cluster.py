@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from engine import NATS_SERVER, start_engine
+from engine import NATS_SERVER, start_engine, stop, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 HOST_BIN = ROOT / "target" / "release" / "tensorgate-host"
@@ -22,17 +22,6 @@ CLIENT = Path(__file__).resolve().parent / "minimal_client.py"
 SAMPLE = ROOT / "plugins" / "tabular" / "samples" / "jet-0.json"
 REFERENCE = ROOT / "plugins" / "tabular" / "reference.json"
 TIMEOUT_S = 60
-
-
-def wait_for(path: Path, proc: subprocess.Popen, what: str, log: Path) -> str:
-    deadline = time.monotonic() + TIMEOUT_S
-    while not (path.exists() and path.read_text().strip()):
-        if proc.poll() is not None:
-            pytest.fail(f"{what} exited with {proc.returncode}:\n{log.read_text()}")
-        if time.monotonic() > deadline:
-            pytest.fail(f"{what} not ready after {TIMEOUT_S} s:\n{log.read_text()}")
-        time.sleep(0.05)
-    return path.read_text().strip()
 
 
 class Gateway:
@@ -66,13 +55,7 @@ def cluster(work: Path, gateways: int):
                 found.append(Gateway(procs[-1], state))
         yield found
     finally:
-        for p in reversed(procs):
-            p.terminate()
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait(timeout=10)
+        stop(procs)
 
 
 @pytest.fixture(scope="module")

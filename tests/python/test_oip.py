@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from engine import NATS_SERVER, start_engine
+from engine import NATS_SERVER, start_engine, stop, wait_for
 
 tritonclient = pytest.importorskip("tritonclient")
 import tritonclient.grpc as grpcclient  # noqa: E402
@@ -46,26 +46,6 @@ class Served:
 
     def clients(self):
         return httpclient.InferenceServerClient(url=self.http), grpcclient.InferenceServerClient(url=self.grpc)
-
-
-def wait_for(path: Path, proc: subprocess.Popen, what: str, log: Path) -> None:
-    deadline = time.monotonic() + TIMEOUT_S
-    while not (path.exists() and path.read_text().strip()):
-        if proc.poll() is not None:
-            pytest.fail(f"{what} exited with {proc.returncode}:\n{log.read_text()}")
-        if time.monotonic() > deadline:
-            pytest.fail(f"{what} not ready after {TIMEOUT_S} s:\n{log.read_text()}")
-        time.sleep(0.05)
-
-
-def stop(procs):
-    for p in reversed(procs):
-        p.terminate()
-        try:
-            p.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait(timeout=10)
 
 
 TABULAR_ONNX = ROOT / "plugins" / "tensors" / "bundles" / "tabular-onnx"
@@ -100,7 +80,7 @@ def host(tmp_path_factory):
                                  "--state-dir", str(state), "--threads", "1", *oip_flags()],
                                 stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     try:
-        wait_for(state / "listening", proc, "tensorgate-host", log)
+        wait_for(state / "listening", proc, "tensorgate-host", log, TIMEOUT_S)
         yield Served(state)
     finally:
         stop([proc])
@@ -122,13 +102,13 @@ def fleet(work: Path, workers: int):
                 procs.append(subprocess.Popen([str(HOST_BIN), "worker", "--nats", url, "--heartbeat-ms", "200", "--state-dir", str(state),
                                                "--repository", str(repo), "--threads", "1"],
                                               stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL))
-            wait_for(state / "worker", procs[-1], f"worker {i}", log)
+            wait_for(state / "worker", procs[-1], f"worker {i}", log, TIMEOUT_S)
         state, log = work / "gateway", work / "gateway.log"
         with open(log, "wb") as f:
             procs.append(subprocess.Popen([str(GATEWAY_BIN), "--nats", url, "--heartbeat-ms", "200", "--state-dir", str(state),
                                            "--listen", "127.0.0.1:0", *oip_flags()],
                                           stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL))
-        wait_for(state / "listening", procs[-1], "gateway", log)
+        wait_for(state / "listening", procs[-1], "gateway", log, TIMEOUT_S)
         served = Served(state)
         # Until the workers' adverts arrive the gateway routes nothing.
         http, _ = served.clients()
@@ -470,7 +450,7 @@ def tls_host(tmp_path_factory):
                                  "--access", str(access), "--oip-tls", *oip_flags()],
                                 stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     try:
-        wait_for(state / "listening", proc, "tensorgate-host", log)
+        wait_for(state / "listening", proc, "tensorgate-host", log, TIMEOUT_S)
         yield Served(state), state / "tls" / "cert.pem"
     finally:
         stop([proc])

@@ -463,8 +463,6 @@ fn data_type(d: Datatype) -> i32 {
 
 /// Triton's `ModelConfig` message of a version (the same content as the HTTP JSON).
 fn model_config(d: &crate::front::oip::model::ModelDesc) -> proto::ModelConfig {
-    let gpu = d.device.starts_with("cuda");
-    let gpus = if gpu { d.device.strip_prefix("cuda:").and_then(|n| n.parse().ok()).into_iter().collect() } else { Vec::new() };
     let max_batch_size = d.max_batch_size();
     proto::ModelConfig {
         name: d.name.clone(),
@@ -487,8 +485,8 @@ fn model_config(d: &crate::front::oip::model::ModelDesc) -> proto::ModelConfig {
         instance_group: vec![proto::ModelInstanceGroup {
             name: format!("{}_0", d.name),
             count: i32::try_from(d.instances).unwrap_or(i32::MAX),
-            gpus,
-            kind: if gpu { proto::model_instance_group::Kind::Gpu } else { proto::model_instance_group::Kind::Cpu } as i32,
+            gpus: d.gpus(),
+            kind: if d.on_gpu() { proto::model_instance_group::Kind::Gpu } else { proto::model_instance_group::Kind::Cpu } as i32,
         }],
         default_model_filename: String::new(),
         scheduling_choice: (max_batch_size > 0).then(|| {

@@ -335,13 +335,12 @@ impl<R: ItemRunner> Oip<R> {
         // At debug level, as the QUIC front's request span.
         let span = tracing::debug_span!("infer", model = %model, protocol = caller.protocol, request_id = %req.id);
         let result = tracing::Instrument::instrument(self.infer_inner(caller, req, deadline), span).await;
-        let status = match &result {
-            Ok(_) => "ok".to_string(),
-            Err(e) => e.code.to_string(),
-        };
-        crate::metrics::request_via(&model, &status, caller.protocol);
-        if let Err(e) = &result {
-            tracing::debug!(model, protocol = caller.protocol, code = %e.code, "infer failed: {}", e.message);
+        match &result {
+            Ok(_) => crate::metrics::request_via(&model, "ok", caller.protocol),
+            Err(e) => {
+                crate::metrics::request_via(&model, &e.code.to_string(), caller.protocol);
+                tracing::debug!(model, protocol = caller.protocol, code = %e.code, "infer failed: {}", e.message);
+            }
         }
         result
     }

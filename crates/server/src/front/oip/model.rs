@@ -123,17 +123,21 @@ impl ModelDesc {
         }
     }
 
+    /// Whether the model runs on a GPU (Triton's `KIND_GPU` instances).
+    pub fn on_gpu(&self) -> bool {
+        self.device.starts_with("cuda")
+    }
+
+    /// The GPU ordinals its instances use (Triton's `gpus`).
+    pub fn gpus(&self) -> Vec<i32> {
+        self.device.strip_prefix("cuda:").and_then(|n| n.parse().ok()).into_iter().collect()
+    }
+
     /// Triton's model configuration, in the protobuf JSON mapping Triton's
     /// HTTP endpoint answers with (proto field names, enums by name, every
     /// field present).
     pub fn config_json(&self) -> serde_json::Value {
         use serde_json::json;
-        let gpu = self.device.starts_with("cuda");
-        let gpus: Vec<i64> = if gpu {
-            self.device.strip_prefix("cuda:").and_then(|n| n.parse().ok()).into_iter().collect()
-        } else {
-            Vec::new()
-        };
         let input: Vec<_> = self
             .inputs
             .iter()
@@ -163,8 +167,8 @@ impl ModelDesc {
             "input": input,
             "output": output,
             "instance_group": [{
-                "name": format!("{}_0", self.name), "kind": if gpu { "KIND_GPU" } else { "KIND_CPU" },
-                "count": self.instances, "gpus": gpus,
+                "name": format!("{}_0", self.name), "kind": if self.on_gpu() { "KIND_GPU" } else { "KIND_CPU" },
+                "count": self.instances, "gpus": self.gpus(),
             }],
             "default_model_filename": "",
             "parameters": {},
