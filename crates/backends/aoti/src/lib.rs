@@ -70,6 +70,13 @@ impl Package {
             Device::Cuda(n) => c_int::try_from(n).map_err(|_| format!("no device cuda:{n}"))?,
         };
         let mut error = std::ptr::null_mut();
+        // libtorch's AOTIModelPackageLoader is not safe to construct from two
+        // threads at once (it unpacks the package into a temporary directory
+        // and reads its metadata back): concurrent loads in one process (hosts
+        // loading together, instances of one model) failed at random with
+        // "type must be string, but is null". One load at a time.
+        static LOADING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _one = LOADING.lock().unwrap_or_else(|p| p.into_inner());
         // SAFETY: `c_path` is a valid C string; `error` is written only on failure.
         let loader = unsafe { tg_aoti_load(c_path.as_ptr(), index, &mut error) };
         NonNull::new(loader).map(|loader| Package { loader }).ok_or_else(|| take_error(error))
