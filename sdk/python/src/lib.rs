@@ -20,10 +20,12 @@
 //! - `replies`: replies as Python values, in input order or joined back
 //!   into one array per output;
 //! - the Python classes: `pending` (`Pending`), `stream` (`Stream`),
-//!   `client` (`NativeClient`).
+//!   `client` (`NativeClient`), `features` (`FeatureSpec`: the feature
+//!   spec's transforms, `tensorgate-features`).
 
 mod client;
 mod errors;
+mod features;
 mod items;
 mod npy;
 mod numpy;
@@ -40,6 +42,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<client::NativeClient>()?;
     m.add_class::<pending::Pending>()?;
     m.add_class::<stream::Stream>()?;
+    m.add_class::<features::FeatureSpec>()?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

@@ -1,0 +1,213 @@
+//! `FeatureSpec`: the feature spec's transforms (`tensorgate-features`, the
+//! same code the `features` plugin runs when serving) for the Python
+//! package's training side (`tensorgate.spec`, `tensorgate.data`).
+//!
+//! Columns come in as a dict: branch -> a flat `float64` array, or
+//! `(counts uint64/int64 [N], values float64)` for a jagged branch;
+//! tensors go out as `(name, descr, shape, bytearray)`.
+
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use pyo3::types::{PyByteArray, PyDict, PyTuple};
+use tensorgate_features::{Columns, Data, Features, Stats};
+
+use crate::numpy::array_view;
+
+fn value_error(e: impl std::fmt::Display) -> PyErr {
+    PyValueError::new_err(e.to_string())
+}
+
+fn f64s(py: Python<'_>, obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Vec<f64>> {
+    let v = array_view(py, obj)?;
+    if v.descr != "<f8" || v.shape.len() != 1 {
+        return Err(value_error(format!("{what}: expected a 1-d float64 array, got {} {:?}", v.descr, v.shape)));
+    }
+    Ok(v.data.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap_or_default())).collect())
+}
+
+fn u64s(py: Python<'_>, obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Vec<u64>> {
+    let v = array_view(py, obj)?;
+    if !matches!(v.descr.as_str(), "<i8" | "<u8") || v.shape.len() != 1 {
+        return Err(value_error(format!("{what}: expected 1-d int64 counts, got {} {:?}", v.descr, v.shape)));
+    }
+    let signed = v.descr == "<i8";
+    v.data
+        .chunks_exact(8)
+        .map(|c| {
+            let b: [u8; 8] = c.try_into().unwrap_or_default();
+            if signed {
+                u64::try_from(i64::from_le_bytes(b)).map_err(|_| value_error(format!("{what}: a negative count")))
+            } else {
+                Ok(u64::from_le_bytes(b))
+            }
+        })
+        .collect()
+}
+
+fn columns(py: Python<'_>, cols: &Bound<'_, PyDict>, events: usize) -> PyResult<Columns> {
+    let mut out = Columns::new(events);
+    for (k, v) in cols.iter() {
+        let name: String = k.extract()?;
+        if let Ok(t) = v.cast::<PyTuple>() {
+            if t.len() != 2 {
+                return Err(value_error(format!("branch {name}: give (counts, values)")));
+            }
+            let counts = u64s(py, &t.get_item(0)?, &name)?;
+            let values = f64s(py, &t.get_item(1)?, &name)?;
+            out.insert_jagged(&name, &counts, values).map_err(value_error)?;
+        } else {
+            out.insert_flat(&name, f64s(py, &v, &name)?).map_err(value_error)?;
+        }
+    }
+    Ok(out)
+}
+
+fn keep_mask(keep: Option<&Bound<'_, PyAny>>, py: Python<'_>) -> PyResult<Option<Vec<bool>>> {
+    let Some(k) = keep else { return Ok(None) };
+    if k.is_none() {
+        return Ok(None);
+    }
+    let v = array_view(py, k)?;
+    if v.descr != "|b1" {
+        return Err(value_error(format!("keep: expected a bool array, got {}", v.descr)));
+    }
+    Ok(Some(v.data.iter().map(|&b| b != 0).collect()))
+}
+
+fn f64_bytes<'py>(py: Python<'py>, v: &[f64]) -> Bound<'py, PyByteArray> {
+    let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+    PyByteArray::new(py, &bytes)
+}
+
+/// A feature spec ready to run (`tensorgate.spec.Spec` wraps it).
+#[pyclass(module = "tensorgate._native")]
+pub struct FeatureSpec {
+    features: Features,
+    stats: Stats,
+}
+
+#[pymethods]
+impl FeatureSpec {
+    /// Reads a spec from TOML; errors (ValueError) name `origin` and the line.
+    #[staticmethod]
+    fn from_toml(text: &str, origin: &str) -> PyResult<FeatureSpec> {
+        let features = tensorgate_features::toml::from_toml(text, origin).map_err(value_error)?;
+        Ok(FeatureSpec { features, stats: Stats::default() })
+    }
+
+    /// Reads a compiled spec (JSON, as `to_json` wrote it).
+    #[staticmethod]
+    fn from_json(text: &str, origin: &str) -> PyResult<FeatureSpec> {
+        let features = Features::from_json(text, origin).map_err(value_error)?;
+        Ok(FeatureSpec { features, stats: Stats::default() })
+    }
+
+    /// The compiled spec, fitted standardisation included, as JSON.
+    fn to_json(&self) -> String {
+        self.features.to_json()
+    }
+
+    /// Every branch read, with the spec line of its first use.
+    fn branches(&self) -> Vec<(String, usize)> {
+        self.features.branches()
+    }
+
+    /// The branches the model's inputs read (what a client sends the plugin).
+    fn input_branches(&self) -> Vec<String> {
+        self.features.input_branches()
+    }
+
+    /// The model inputs: (name, dtype, shape with -1 for the batch).
+    fn model_inputs(&self) -> Vec<(String, String, Vec<i64>)> {
+        self.features.model_inputs().into_iter().map(|t| (t.name, t.dtype.to_string(), t.shape)).collect()
+    }
+
+    /// The documented functions: (name, number of arguments, description).
+    #[staticmethod]
+    fn functions() -> Vec<(String, usize, String)> {
+        tensorgate_features::FUNCTIONS.iter().map(|(n, a, d)| (n.to_string(), *a, d.to_string())).collect()
+    }
+
+    /// Which events pass the selection, as bool bytes.
+    fn select<'py>(&self, py: Python<'py>, cols: &Bound<'py, PyDict>, events: usize) -> PyResult<Bound<'py, PyByteArray>> {
+        let c = columns(py, cols, events)?;
+        let keep = self.features.select(&c).map_err(value_error)?;
+        Ok(PyByteArray::new(py, &keep.into_iter().map(u8::from).collect::<Vec<_>>()))
+    }
+
+    /// The weight (float64 bytes) of each kept event, or None without a weight.
+    #[pyo3(signature = (cols, events, keep=None))]
+    fn weights<'py>(
+        &self,
+        py: Python<'py>,
+        cols: &Bound<'py, PyDict>,
+        events: usize,
+        keep: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Option<Bound<'py, PyByteArray>>> {
+        let c = columns(py, cols, events)?;
+        let k = keep_mask(keep, py)?;
+        Ok(self.features.weights(&c, k.as_deref()).map_err(value_error)?.map(|v| f64_bytes(py, &v)))
+    }
+
+    /// The labels expression's value (float64 bytes) per kept event, or None.
+    #[pyo3(signature = (cols, events, keep=None))]
+    fn label_values<'py>(
+        &self,
+        py: Python<'py>,
+        cols: &Bound<'py, PyDict>,
+        events: usize,
+        keep: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Option<Bound<'py, PyByteArray>>> {
+        let c = columns(py, cols, events)?;
+        let k = keep_mask(keep, py)?;
+        Ok(self.features.label_values(&c, k.as_deref()).map_err(value_error)?.map(|v| f64_bytes(py, &v)))
+    }
+
+    /// The model inputs of the kept events: [(name, descr, shape, bytearray)].
+    #[pyo3(signature = (cols, events, keep=None))]
+    fn transform<'py>(
+        &self,
+        py: Python<'py>,
+        cols: &Bound<'py, PyDict>,
+        events: usize,
+        keep: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Vec<(String, &'static str, Vec<usize>, Bound<'py, PyByteArray>)>> {
+        let c = columns(py, cols, events)?;
+        let k = keep_mask(keep, py)?;
+        let tensors = py.detach(|| self.features.transform(&c, k.as_deref())).map_err(value_error)?;
+        Ok(tensors
+            .into_iter()
+            .map(|t| match t.data {
+                Data::F32(v) => {
+                    let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+                    (t.name, "<f4", t.shape, PyByteArray::new(py, &bytes))
+                }
+                Data::Bool(v) => {
+                    let bytes: Vec<u8> = v.into_iter().map(u8::from).collect();
+                    (t.name, "|b1", t.shape, PyByteArray::new(py, &bytes))
+                }
+            })
+            .collect())
+    }
+
+    /// Adds the kept events' values to the first pass's statistics.
+    #[pyo3(signature = (cols, events, keep=None))]
+    fn accumulate<'py>(
+        &mut self,
+        py: Python<'py>,
+        cols: &Bound<'py, PyDict>,
+        events: usize,
+        keep: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<()> {
+        let c = columns(py, cols, events)?;
+        let k = keep_mask(keep, py)?;
+        self.features.accumulate(&c, k.as_deref(), &mut self.stats).map_err(value_error)
+    }
+
+    /// Fits every scaled feature's standardisation from the statistics gathered.
+    fn fit(&mut self) -> PyResult<()> {
+        self.features.fit(&self.stats).map_err(value_error)?;
+        self.stats = Stats::default();
+        Ok(())
+    }
+}
