@@ -411,6 +411,21 @@ impl Features {
         out
     }
 
+    /// The branches prediction reads: the inputs', the selection's and the
+    /// observers (not the weight's or the labels').
+    pub fn serving_branches(&self) -> Vec<String> {
+        let mut out = self.input_branches();
+        for e in &self.selection {
+            e.branches(&mut out);
+        }
+        for o in &self.spec.observers {
+            if !out.contains(&o.text) {
+                out.push(o.text.clone());
+            }
+        }
+        out
+    }
+
     /// The model's inputs, in order: each input, then its mask for jagged ones.
     pub fn model_inputs(&self) -> Vec<TensorInfo> {
         let mut out = Vec::new();

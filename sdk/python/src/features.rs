@@ -117,6 +117,11 @@ impl FeatureSpec {
         self.features.input_branches()
     }
 
+    /// The branches prediction reads (inputs, selection, observers).
+    fn serving_branches(&self) -> Vec<String> {
+        self.features.serving_branches()
+    }
+
     /// The model inputs: (name, dtype, shape with -1 for the batch).
     fn model_inputs(&self) -> Vec<(String, String, Vec<i64>)> {
         self.features.model_inputs().into_iter().map(|t| (t.name, t.dtype.to_string(), t.shape)).collect()

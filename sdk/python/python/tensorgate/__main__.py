@@ -1,4 +1,5 @@
-"""`python -m tensorgate`: status, models, submit files, run ROOT trees, manage models.
+"""`python -m tensorgate`: status, models, submit files, run ROOT trees, manage
+models; inspect ROOT files, train on a feature spec, predict with it (docs/training.md).
 
     python -m tensorgate --host 127.0.0.1:7443 --fingerprint HEX status
     python -m tensorgate submit --model multi-io plugins/tensors/bundles/multi-io/sample.npz
@@ -77,6 +78,41 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--concurrency", type=int, default=4)
     r.add_argument("--output", help="write results to a .root, .npz or .parquet file")
     r.add_argument("files", nargs="+", help="ROOT files: paths or root:// URLs (passed to uproot as given)")
+    i = sub.add_parser("inspect", help="a ROOT tree's branches: types, ranges, multiplicities, memory (no host)")
+    i.add_argument("files", nargs="+")
+    i.add_argument("--tree", default="Events")
+    i.add_argument("--entries", type=int, default=1000, help="entries read for ranges and multiplicities")
+    i.add_argument("--match", help="only branches whose name matches this regular expression")
+    i.add_argument("--json", action="store_true", help="the report as JSON")
+    i.add_argument("--spec", action="store_true", help="print a starting feature spec instead")
+    t = sub.add_parser("train", help="train a torch.nn.Module on a feature spec's data and write a bundle (no host)")
+    t.add_argument("--spec", required=True, help="the feature spec (TOML, docs/training.md)")
+    t.add_argument("--model", required=True, help="MODULE:CLASS or path/to/file.py:CLASS (a torch.nn.Module)")
+    t.add_argument("--model-args", default="{}", help="JSON keyword arguments for the class")
+    t.add_argument("--epochs", type=int, default=3)
+    t.add_argument("--bundle", help="write the bundle to this folder (complete, or not at all)")
+    t.add_argument("--name", help="the application's name (default: the bundle folder's name)")
+    t.add_argument("--version", type=int, default=1)
+    t.add_argument("--files", nargs="*", default=[], help="files to read (default: the spec's labels.files)")
+    t.add_argument("--batch-size", type=int, default=256)
+    t.add_argument("--lr", type=float, default=1e-3)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--validation", type=float, default=0.2, help="fraction of each file's entries for validation")
+    t.add_argument("--step-size", type=int, default=10_000, help="entries read per chunk")
+    t.add_argument("--shuffle-buffer", type=int, default=4096)
+    t.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N, or auto (CUDA when present)")
+    t.add_argument("--plugin", help="the features plugin (.wasm; default: target/plugins/.../features_plugin.wasm)")
+    t.add_argument("--replace", action="store_true", help="replace an existing bundle folder (and version on upload)")
+    t.add_argument("--upload", metavar="HOST", help="install the bundle on this host or gateway (needs admin)")
+    pp = sub.add_parser("predict", help="run ROOT files through a model trained on a feature spec")
+    pp.add_argument("--spec", required=True, help="the feature spec (TOML) or the bundle's spec.json")
+    pp.add_argument("--model", required=True)
+    pp.add_argument("--version", type=int)
+    pp.add_argument("--output", required=True, help="a .root, .parquet or .npz file")
+    pp.add_argument("--step-size", default="100000")
+    pp.add_argument("--rows-per-item", type=int, default=256)
+    pp.add_argument("--concurrency", type=int, default=4)
+    pp.add_argument("files", nargs="+")
     return p
 
 
@@ -179,9 +215,60 @@ def _root(client: Client, args) -> int:
     return 0
 
 
+def _inspect(args) -> int:
+    from .inspect import format_report, inspect_file, starting_spec, to_json
+
+    reports = [inspect_file(f, args.tree, args.entries) for f in args.files]
+    if args.spec:
+        print(starting_spec(reports[0]))
+    elif args.json:
+        print(to_json(reports))
+    else:
+        print("\n\n".join(format_report(r, args.match) for r in reports))
+    return 0
+
+
+def _train(args) -> int:
+    from .train import train
+
+    client = None
+    if args.upload:
+        client = Client(args.upload, fingerprint=args.fingerprint, ca=args.ca, token=args.token)
+    try:
+        result = train(args.spec, args.model, files=args.files, epochs=args.epochs, bundle=args.bundle,
+                       name=args.name, version=args.version, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                       validation=args.validation, step_size=args.step_size, shuffle_buffer=args.shuffle_buffer,
+                       device=args.device, model_args=json.loads(args.model_args), plugin=args.plugin,
+                       replace=args.replace, upload=client, log=lambda m: print(m, file=sys.stderr, flush=True))
+    finally:
+        if client is not None:
+            client.close()
+    print(json.dumps({"bundle": result.bundle, "entries": result.entries, "epochs": result.epochs,
+                      "upload": result.upload}))
+    return 0
+
+
+def _predict(client: Client, args) -> int:
+    from .root import predict_tree
+    from .spec import Spec
+
+    spec = Spec.from_json(pathlib.Path(args.spec).read_text(), args.spec) if args.spec.endswith(".json") else args.spec
+    step = int(args.step_size) if args.step_size.isdigit() else args.step_size
+    out = predict_tree(client, args.model, args.files, spec=spec, step_size=step, rows_per_item=args.rows_per_item,
+                       concurrency=args.concurrency, version=args.version, output=args.output)
+    print(json.dumps({"entries": out.entries, "chunks": out.chunks, "seconds": round(out.seconds, 4),
+                      "output": args.output,
+                      "columns": {k: {"shape": list(v.shape), "dtype": str(v.dtype)} for k, v in out.items()}}))
+    return 0
+
+
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     try:
+        if args.command == "inspect":
+            return _inspect(args)
+        if args.command == "train":
+            return _train(args)
         with Client(args.host, fingerprint=args.fingerprint, ca=args.ca, token=args.token) as client:
             if args.command == "status":
                 print(json.dumps(client.status(), indent=2))
@@ -213,6 +300,8 @@ def main(argv=None) -> int:
                 return 0
             if args.command == "submit":
                 return _submit(client, args)
+            if args.command == "predict":
+                return _predict(client, args)
             return _root(client, args)
     except (TensorgateError, ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)

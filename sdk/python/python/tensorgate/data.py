@@ -84,7 +84,7 @@ class Batch:
         return len(next(iter(self.inputs.values())))
 
 
-def _open_tree(spec: Spec, path: str, options: dict):
+def _open_tree(spec: Spec, path: str, options: dict, names: Optional[Sequence[str]] = None):
     import uproot
 
     try:
@@ -98,7 +98,7 @@ def _open_tree(spec: Spec, path: str, options: dict):
     tree = f[spec.tree]
     have = set(tree.keys())
     for name, line in spec.branches:
-        if name not in have:
+        if name not in have and (names is None or name in names):
             raise SpecError(f"{spec.origin} line {line}: branch `{name}` is not in {path}:{spec.tree}")
     return tree
 
@@ -130,7 +130,9 @@ def fit(spec: Spec, source: Source) -> int:
         selected += int(keep.sum())
         spec.accumulate(cols, keep)
     if selected == 0:
-        raise SpecError(f"{spec.origin}: the selection keeps no entries of {list(source.files)}")
+        sel = spec.info.get("selection") or []
+        where = f"{spec.origin} line {sel[0]['line']}" if sel else spec.origin
+        raise SpecError(f"{where}: the selection keeps no entries of {list(source.files)}")
     spec.finish_fit()
     return selected
 

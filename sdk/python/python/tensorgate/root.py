@@ -138,8 +138,14 @@ def predict_tree(client: Client, model: str, files, tree: str = "Events", branch
                  step_size: Union[int, str] = 100_000, pad=None, pad_value=0.0, mask: bool = True,
                  rows_per_item: int = 256, concurrency: int = 4, version: Optional[int] = None,
                  dtype=np.float32, output: Optional[str] = None, output_tree: str = "Events",
-                 **uproot_options) -> TreeOutputs:
+                 spec=None, **uproot_options) -> TreeOutputs:
     """Runs every entry of `tree` in `files` through `model`; returns output name -> array.
+
+    With `spec` (a `tensorgate.spec.Spec`, or a spec file), the model is a
+    bundle served by the `features` plugin (`python -m tensorgate train`):
+    raw branch values are sent and the host runs the spec's transforms;
+    `tree` and `branches` come from the spec, and the result also holds the
+    spec's observer columns (as read) and `selected` (the spec's selection).
 
     Chunks of `step_size` entries (or a size like "50 MB") are read by uproot,
     turned into fixed-shape inputs (module docstring), split into items of
@@ -148,6 +154,10 @@ def predict_tree(client: Client, model: str, files, tree: str = "Events", branch
     files, in the order given. `output` (.root, .npz or .parquet) also writes
     the results there. Item failures raise `ItemError`.
     """
+    if spec is not None:
+        return _predict_spec(client, model, files, spec, step_size=step_size, rows_per_item=rows_per_item,
+                             concurrency=concurrency, version=version, output=output, output_tree=output_tree,
+                             **uproot_options)
     start = time.perf_counter()
     in_flight: collections.deque = collections.deque()
     parts: List[Outputs] = []
@@ -163,6 +173,56 @@ def predict_tree(client: Client, model: str, files, tree: str = "Events", branch
     while in_flight:
         parts.append(in_flight.popleft().result())
     arrays = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]} if parts else {}
+    result = TreeOutputs(arrays, entries, chunks, time.perf_counter() - start)
+    if output is not None:
+        write_outputs(output, result, output_tree)
+    return result
+
+
+def _predict_spec(client: Client, model: str, files, spec, *, step_size, rows_per_item: int, concurrency: int,
+                  version: Optional[int], output: Optional[str], output_tree: str, **uproot_options) -> TreeOutputs:
+    import awkward as ak
+
+    from .data import _open_tree
+    from .spec import Spec, columns
+    from .train import raw_events
+
+    if not isinstance(spec, Spec):
+        spec = Spec.load(spec)
+    if isinstance(files, str):
+        files = [files]
+    start = time.perf_counter()
+    names = spec.serving_branches
+    in_flight: collections.deque = collections.deque()
+    parts: List[list] = []
+    observers: Dict[str, List[np.ndarray]] = {o: [] for o in spec.observers}
+    selected: List[np.ndarray] = []
+    entries = chunks = 0
+    rows = max(1, rows_per_item)
+    for path in files:
+        t = _open_tree(spec, str(path), uproot_options, names)
+        for chunk in t.iterate(names, step_size=step_size, library="ak"):
+            n = len(chunk)
+            if n == 0:
+                continue
+            entries += n
+            chunks += 1
+            selected.append(spec.select(columns(chunk, names, f"{path}:{spec.tree}")))
+            for o in observers:
+                observers[o].append(np.asarray(ak.to_numpy(chunk[o])))
+            items = [raw_events(spec, chunk[i:i + rows], rows) for i in range(0, n, rows)]
+            in_flight.append(client.submit(model, items, version))
+            while len(in_flight) >= max(1, concurrency):
+                parts.extend(in_flight.popleft().result())
+    while in_flight:
+        parts.extend(in_flight.popleft().result())
+    arrays: Dict[str, np.ndarray] = {}
+    if parts:
+        for k in parts[0]:
+            arrays[k] = np.concatenate([p[k] for p in parts])
+    for o, vs in observers.items():
+        arrays[o] = np.concatenate(vs) if vs else np.zeros(0)
+    arrays["selected"] = np.concatenate(selected) if selected else np.zeros(0, dtype=bool)
     result = TreeOutputs(arrays, entries, chunks, time.perf_counter() - start)
     if output is not None:
         write_outputs(output, result, output_tree)

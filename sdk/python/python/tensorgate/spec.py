@@ -127,6 +127,11 @@ class Spec:
         return self._native.input_branches()
 
     @property
+    def serving_branches(self) -> List[str]:
+        """The branches prediction reads: the inputs', the selection's and the observers."""
+        return self._native.serving_branches()
+
+    @property
     def observers(self) -> List[str]:
         """Branches carried to the output untouched."""
         return [o["text"] for o in self._info.get("observers", [])]
