@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -34,7 +35,6 @@ ROOT = Path(__file__).resolve().parents[2]
 HOST_BIN = ROOT / "target" / "release" / "tensorgate-host"
 PLUGIN = ROOT / "target" / "plugins" / "wasm32-unknown-unknown" / "release" / "features_plugin.wasm"
 STARTUP_TIMEOUT_S = 60
-THIS = Path(__file__).resolve()
 
 
 class JetNet(torch.nn.Module):
@@ -62,29 +62,25 @@ class Echo(torch.nn.Module):
         return self.lin(event), jets, jets_mask.to(torch.float32), event
 
 
-def spec_text(nano: Path, selection: str = "nJet >= 1") -> str:
-    return f'''# DY against ttbar from NanoAOD jets
-tree = "Events"
-selection = "{selection}"
-weight = "genWeight / abs(genWeight)"
-observers = ["run", "luminosityBlock", "event"]
+DOCS = ROOT / "docs" / "training.md"
 
-[[inputs]]
-name = "jets"
-pad = 6
-sort = "Jet_pt"
-features = ["logpt = log(Jet_pt)", "Jet_eta", "dphi = delta_phi(Jet_phi, MET_phi)", "Jet_btagDeepFlavB"]
-scales = {{ dphi = "none" }}
 
-[[inputs]]
-name = "event"
-features = ["logmet = log1p(MET_pt)", "ht = log1p(sum(Jet_pt))", "nJet", "nMuon"]
-scale = "minmax"
+def doc_block(lang: str, first_line: str) -> str:
+    """The fenced block of docs/training.md in `lang` whose first line starts with `first_line`."""
+    text = DOCS.read_text()
+    for block in re.findall(r"```" + lang + r"\n(.*?)```", text, flags=re.S):
+        if block.startswith(first_line):
+            return block
+    raise AssertionError(f"docs/training.md has no {lang} block starting with {first_line!r}")
 
-[labels]
-classes = ["dy", "tt"]
-files = {{ dy = ["{nano / 'nano_dy.root'}"], tt = ["{nano / 'nano_tt_v12.root'}"] }}
-'''
+
+def spec_text(nano: Path) -> str:
+    """The spec of docs/training.md, its label files made absolute."""
+    text = doc_block("toml", "# jets.toml")
+    files = 'files = { dy = ["nano_dy.root"], tt = ["nano_tt_v12.root"] }'
+    assert files in text
+    dy, tt = nano / "nano_dy.root", nano / "nano_tt_v12.root"
+    return text.replace(files, f'files = {{ dy = ["{dy}"], tt = ["{tt}"] }}')
 
 
 @pytest.fixture()
@@ -179,8 +175,10 @@ def test_nanoaod_train_bundle_upload_predict_root(spec_file, nanoaod, host, tmp_
     bundle = tmp_path / "bundles" / "dy-tt"
     out_root = tmp_path / "scores.root"
     env = dict(os.environ, TENSORGATE_FEATURES_PLUGIN=str(PLUGIN))
+    # The model of docs/training.md, as a user would have it in models.py.
+    (tmp_path / "models.py").write_text(doc_block("python", "# models.py"))
     cmd = [sys.executable, "-m", "tensorgate", "--fingerprint", fp, "train", "--spec", str(spec_file),
-           "--model", f"{THIS}:JetNet", "--epochs", "4", "--batch-size", "32", "--seed", "2",
+           "--model", "models.py:JetNet", "--epochs", "4", "--batch-size", "32", "--seed", "2",
            "--bundle", str(bundle), "--upload", address]
     run = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
     assert run.returncode == 0, run.stderr
