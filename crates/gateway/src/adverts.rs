@@ -4,6 +4,7 @@
 //! [`Rollouts`](tensorgate_cluster::core::rollouts::Rollouts)), and its own
 //! advert every heartbeat, which tells workers it is alive.
 
+use std::collections::BTreeSet;
 use std::sync::Weak;
 use std::time::Instant;
 
@@ -11,13 +12,24 @@ use async_nats::jetstream::kv::Operation;
 use futures_util::StreamExt;
 use tensorgate_cluster::core::fleet::FleetEvent;
 use tensorgate_cluster::wire::{self, Advert, GatewayAdvert, RequestCount, WorkerState};
+use tensorgate_server::metrics::names;
 use tensorgate_server::rollout::DefaultPolicy;
 
 use crate::{lock, Inner};
 
-/// Logs what changed in the fleet view.
+/// Logs (and counts) what changed in the fleet view.
 pub(crate) fn log_events(inner: &Inner) {
     for event in lock(&inner.view).take_events() {
+        let counted = match &event {
+            FleetEvent::Joined { .. } => Some("joined"),
+            FleetEvent::Left { .. } => Some("left"),
+            FleetEvent::Dropped { .. } => Some("dropped"),
+            FleetEvent::Restarted { .. } => Some("restarted"),
+            FleetEvent::GatewayGone { .. } => None,
+        };
+        if let Some(event) = counted {
+            metrics::counter!(names::CLUSTER_WORKER_EVENTS, "event" => event).increment(1);
+        }
         match event {
             FleetEvent::Joined { id, hostname, device, apps } => {
                 tracing::info!(worker = %id, host = %hostname, %device, apps, "worker joined")
@@ -82,6 +94,7 @@ pub(crate) async fn advertise(inner: Weak<Inner>, mut stop: tokio::sync::watch::
     };
     let mut tick = tokio::time::interval(period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut shown = Shown::default();
     loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -91,8 +104,45 @@ pub(crate) async fn advertise(inner: Weak<Inner>, mut stop: tokio::sync::watch::
         publish_advert(&inner, WorkerState::Serving).await;
         lock(&inner.view).expire(Instant::now());
         log_events(&inner);
+        if tensorgate_server::metrics::installed() {
+            shown = record_fleet(&inner, shown).await;
+        }
     }
 }
+
+/// Exports the fleet-change counters at zero (a rate over them then works
+/// from the start).
+pub(crate) fn zero_counters() {
+    for event in ["joined", "left", "dropped", "restarted"] {
+        metrics::counter!(names::CLUSTER_WORKER_EVENTS, "event" => event).increment(0);
+    }
+}
+
+/// Sets the fleet gauges: workers per model and messages queued in the
+/// engine per version (one consumer-info round trip each); a model or
+/// version in `shown` (the last call's) and gone now is set to zero.
+/// Returns what it set.
+async fn record_fleet(inner: &Inner, shown: Shown) -> Shown {
+    let (workers, versions) = lock(&inner.view).per_model(Instant::now());
+    for gone in shown.0.iter().filter(|m| !workers.contains_key(*m)) {
+        metrics::gauge!(names::CLUSTER_WORKERS, "model" => gone.clone()).set(0.0);
+    }
+    for (model, n) in &workers {
+        metrics::gauge!(names::CLUSTER_WORKERS, "model" => model.clone()).set(*n as f64);
+    }
+    for (model, version) in shown.1.iter().filter(|v| !versions.contains(*v)) {
+        metrics::gauge!(names::CLUSTER_QUEUED, "model" => model.clone(), "version" => version.to_string()).set(0.0);
+    }
+    for (model, version) in &versions {
+        if let Some(queued) = inner.engine.queued(model, *version).await {
+            metrics::gauge!(names::CLUSTER_QUEUED, "model" => model.clone(), "version" => version.to_string()).set(queued as f64);
+        }
+    }
+    (workers.into_keys().collect(), versions)
+}
+
+/// The models and versions the fleet gauges were last set for.
+type Shown = (BTreeSet<String>, BTreeSet<(String, u64)>);
 
 /// Keeps each model's default-version policy from the fleet's KV bucket
 /// (every gateway routes by the same policies).

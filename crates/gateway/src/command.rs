@@ -34,6 +34,11 @@ impl GatewayCommand {
         cluster.rollout = self.rollout.rollout().map_err(CommandError::Flag)?;
         let front = self.front.config(&self.state_dir).map_err(CommandError::Flag)?;
         std::fs::create_dir_all(&self.state_dir).map_err(CommandError::io(&self.state_dir))?;
+        if let Some(addr) = front.metrics_listen {
+            // Before joining: the workers already there are counted as joined.
+            tensorgate_server::metrics::install(addr).map_err(CommandError::role)?;
+            crate::adverts::zero_counters();
+        }
         let gateway = Gateway::connect(cluster).await.map_err(CommandError::role)?;
         let serving = Fronts::start(front, Arc::new(gateway.clone()), Arc::new(gateway.clone())).map_err(CommandError::role)?;
         tensorgate_server::announce(&self.state_dir, &serving).map_err(CommandError::io(&self.state_dir))?;

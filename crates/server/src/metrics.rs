@@ -36,6 +36,17 @@ pub mod names {
     pub const ROLLBACKS: &str = "tensorgate_rollbacks_total";
     /// Counter: versions promoted after their trial, label `model`.
     pub const PROMOTIONS: &str = "tensorgate_promotions_total";
+    /// Gauge (gateway): messages queued in the engine for a version and not
+    /// yet pulled by a worker (a message holds up to 64 items), labels `model`, `version`.
+    pub const CLUSTER_QUEUED: &str = "tensorgate_cluster_queued_messages";
+    /// Gauge (gateway): live workers serving a model, label `model`.
+    pub const CLUSTER_WORKERS: &str = "tensorgate_cluster_workers";
+    /// Counter (gateway): fleet changes seen, label `event` (`joined`, `left`, `dropped`, `restarted`).
+    pub const CLUSTER_WORKER_EVENTS: &str = "tensorgate_cluster_worker_events_total";
+    /// Counter (worker): messages pulled that the engine had delivered before, label `model`.
+    pub const CLUSTER_REDELIVERIES: &str = "tensorgate_cluster_redeliveries_total";
+    /// Counter (worker): items dropped unrun, label `reason`.
+    pub const CLUSTER_DROPPED: &str = "tensorgate_cluster_items_dropped_total";
 }
 
 /// Errors starting the exporter.
@@ -77,6 +88,12 @@ pub fn install(addr: SocketAddr) -> Result<(), MetricsError> {
         .map_err(|e| err(e.to_string()))?;
     let _ = INSTALLED.set(addr);
     Ok(())
+}
+
+/// Whether the exporter runs in this process (metrics that cost an engine
+/// round trip are gathered only then).
+pub fn installed() -> bool {
+    INSTALLED.get().is_some()
 }
 
 /// One model's per-item metrics, registered once: looking a metric up by

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use tensorgate_cluster::command::EngineArgs;
+use tensorgate_cluster::core::intake::DropReason;
 use tensorgate_runtime::command::RuntimeArgs;
 use tensorgate_runtime::host::Host;
 use tensorgate_server::command::CommandError;
@@ -35,6 +36,10 @@ pub struct WorkerCommand {
     /// Largest item payload after decompression in bytes.
     #[arg(long, default_value_t = tensorgate_protocol::Limits::default().max_item_bytes)]
     pub max_item_bytes: u64,
+    /// Serve Prometheus metrics at http://ADDR/metrics (off by default): the
+    /// models' items, stage times, batch sizes and queue depth, and redeliveries.
+    #[arg(long, env = "TENSORGATE_METRICS_LISTEN")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 /// The worker's id from `STATE_DIR/worker-id`, made and kept there the
@@ -67,6 +72,13 @@ impl WorkerCommand {
             WorkerOptions { capacity: self.capacity, drain_timeout: Duration::from_secs(self.drain_timeout_s), id: Some(id) };
         let rt = tokio::runtime::Runtime::new().map_err(CommandError::io(&self.state_dir))?;
         rt.block_on(async move {
+            if let Some(addr) = self.metrics_listen {
+                tensorgate_server::metrics::install(addr).map_err(CommandError::role)?;
+                tracing::info!(%addr, "metrics at http://{addr}/metrics");
+                for reason in [DropReason::GatewayGone, DropReason::Expired] {
+                    metrics::counter!(tensorgate_server::metrics::names::CLUSTER_DROPPED, "reason" => reason.as_str()).increment(0);
+                }
+            }
             let running = RunningWorker::start(host, cluster, options).await.map_err(CommandError::role)?;
             println!("tensorgate worker {} pulling work from {}", running.id(), self.engine.nats);
             let file = self.state_dir.join("worker");

@@ -67,6 +67,8 @@ pub(crate) fn sync_loops(shared: &Arc<Shared>, options: &WorkerOptions, loops: &
         let held = Arc::new(AtomicUsize::new(0));
         let task = tokio::spawn(pull_loop(shared.clone(), app.clone(), capacity, slots, held.clone(), stopped));
         tracing::info!(app = %key.0, version = key.1, capacity, "pulling work");
+        // Exported at zero from the start (a rate over it then works at once).
+        metrics::counter!(tensorgate_server::metrics::names::CLUSTER_REDELIVERIES, "model" => key.0.clone()).increment(0);
         loops.insert(key, AppLoop { app, capacity, held, stop, task });
     }
 }
@@ -130,6 +132,10 @@ async fn pull_loop(
                         break;
                     }
                 };
+                // Delivered before: its worker died or went silent past --redeliver-after-ms.
+                if msg.info().is_ok_and(|i| i.delivered > 1) {
+                    metrics::counter!(tensorgate_server::metrics::names::CLUSTER_REDELIVERIES, "model" => name.clone()).increment(1);
+                }
                 // A message its gateway no longer wants takes no slot.
                 let work = match crate::run::screen(&shared, msg).await {
                     Some(work) => work,

@@ -102,7 +102,7 @@ async fn drop_unrun(shared: &Shared, msg: jetstream::Message, gateway: &str, rea
 
 /// Logs (once per gone gateway) and counts items dropped unrun.
 fn dropped(shared: &Shared, gateway: &str, reason: DropReason, items: usize) {
-    metrics::counter!("tensorgate_cluster_items_dropped_total", "reason" => reason.as_str()).increment(items as u64);
+    metrics::counter!(tensorgate_server::metrics::names::CLUSTER_DROPPED, "reason" => reason.as_str()).increment(items as u64);
     if reason == DropReason::GatewayGone && lock(&shared.dropped_for).insert(gateway.to_string()) {
         tracing::warn!(worker = %shared.id, %gateway, "gateway gone: its queued items are dropped unrun (its clients retry elsewhere)");
     }

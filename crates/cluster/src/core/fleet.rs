@@ -257,6 +257,21 @@ impl FleetView {
         self.live(now).into_iter().filter(|w| w.state == WorkerState::Serving).map(|w| w.id.clone()).collect()
     }
 
+    /// For the metrics: each model's live, serving workers (a worker holding
+    /// two versions counts once) and every (model, version) held, at `now`.
+    pub fn per_model(&mut self, now: Instant) -> (BTreeMap<String, usize>, BTreeSet<(String, u64)>) {
+        let mut workers = BTreeMap::new();
+        let mut versions = BTreeSet::new();
+        for w in self.live(now).into_iter().filter(|w| w.state == WorkerState::Serving) {
+            let names: BTreeSet<&str> = w.apps.iter().map(|a| a.info.name.as_str()).collect();
+            for name in names {
+                *workers.entry(name.to_string()).or_insert(0) += 1;
+            }
+            versions.extend(w.apps.iter().map(|a| (a.info.name.clone(), a.info.version)));
+        }
+        (workers, versions)
+    }
+
     /// Whether every worker in `ids` that is still live holds `name`
     /// `version` (`present`) or none does (`!present`).
     pub fn holds(&mut self, now: Instant, ids: &[String], name: &str, version: u64, present: bool) -> bool {
@@ -498,6 +513,22 @@ mod tests {
         // A worker still converging does not hold the default back.
         v.on_advert(Advert { converged: false, ..worker("w3", 1, vec![app("m", 3, 0, 8)]) }, t0);
         assert_eq!(v.route(t0, "m", None, &p, 0.5).unwrap().version, 1);
+    }
+
+    #[test]
+    fn per_model_counts_serving_workers_once_per_model_and_lists_held_versions() {
+        let t0 = Instant::now();
+        let mut v = FleetView::new(HB);
+        v.on_advert(worker("w1", 1, vec![app("m", 1, 0, 8), app("m", 2, 0, 8), app("n", 1, 0, 8)]), t0);
+        v.on_advert(worker("w2", 1, vec![app("m", 1, 0, 8)]), t0);
+        v.on_advert(Advert { state: WorkerState::Draining, ..worker("w3", 1, vec![app("n", 1, 0, 8)]) }, t0);
+        let (workers, versions) = v.per_model(t0);
+        assert_eq!(workers, BTreeMap::from([("m".to_string(), 2), ("n".to_string(), 1)]), "a draining worker serves nothing new");
+        let want: BTreeSet<(String, u64)> = [("m", 1), ("m", 2), ("n", 1)].into_iter().map(|(m, n)| (m.to_string(), n)).collect();
+        assert_eq!(versions, want);
+        // w2 goes silent: three periods later it no longer counts.
+        v.on_advert(worker("w1", 4, vec![app("m", 1, 0, 8)]), t0 + HB * 3);
+        assert_eq!(v.per_model(t0 + HB * 3).0, BTreeMap::from([("m".to_string(), 1)]));
     }
 
     #[test]
