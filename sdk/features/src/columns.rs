@@ -1,5 +1,6 @@
 //! Raw branch values of a chunk of events: one number per event (flat) or a
-//! list per event (jagged: counts and the concatenated values).
+//! list per event (jagged: counts and the concatenated values). Values are
+//! shared (`Arc`): reading a branch in an expression copies nothing.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -19,9 +20,9 @@ pub enum ColumnError {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Column {
     /// One value per event.
-    Flat(Vec<f64>),
+    Flat(Arc<Vec<f64>>),
     /// Event `i`'s values are `content[offsets[i]..offsets[i + 1]]`.
-    Jagged { offsets: Arc<Vec<usize>>, content: Vec<f64> },
+    Jagged { offsets: Arc<Vec<usize>>, content: Arc<Vec<f64>> },
 }
 
 /// The branches of a chunk of `events` events.
@@ -59,7 +60,7 @@ impl Columns {
         if values.len() != self.events {
             return Err(ColumnError::Events { name: name.to_string(), got: values.len(), want: self.events });
         }
-        self.map.insert(name.to_string(), Column::Flat(values));
+        self.map.insert(name.to_string(), Column::Flat(Arc::new(values)));
         Ok(())
     }
 
@@ -83,7 +84,7 @@ impl Columns {
             _ => Arc::new(offsets),
         };
         self.last_offsets = Some(offsets.clone());
-        self.map.insert(name.to_string(), Column::Jagged { offsets, content });
+        self.map.insert(name.to_string(), Column::Jagged { offsets, content: Arc::new(content) });
         Ok(())
     }
 }

@@ -452,7 +452,7 @@ impl Expr {
                         }
                     })
                     .collect();
-                Ok(Value::Flat(out))
+                Ok(Value::Flat(Arc::new(out)))
             }
             Expr::Call(f, args) => {
                 let vals = args.iter().map(|a| a.eval(cols)).collect::<Result<Vec<_>, _>>()?;
@@ -468,9 +468,9 @@ pub enum Value {
     /// The same for every event.
     Scalar(f64),
     /// One per event.
-    Flat(Vec<f64>),
+    Flat(Arc<Vec<f64>>),
     /// Event `i`'s elements are `content[offsets[i]..offsets[i + 1]]`.
-    Jagged { offsets: Arc<Vec<usize>>, content: Vec<f64> },
+    Jagged { offsets: Arc<Vec<usize>>, content: Arc<Vec<f64>> },
 }
 
 /// Applies `f` element-wise, broadcasting scalars and flat values.
@@ -511,7 +511,7 @@ fn map_n(args: &[Value], f: impl Fn(&[f64]) -> f64) -> Result<Value, ExprError> 
                 content.push(f(&buf[..n]));
             }
         }
-        return Ok(Value::Jagged { offsets: offsets.clone(), content });
+        return Ok(Value::Jagged { offsets: offsets.clone(), content: Arc::new(content) });
     }
     if let Some(len) = flat_len {
         let out = (0..len)
@@ -522,7 +522,7 @@ fn map_n(args: &[Value], f: impl Fn(&[f64]) -> f64) -> Result<Value, ExprError> 
                 f(&buf[..n])
             })
             .collect();
-        return Ok(Value::Flat(out));
+        return Ok(Value::Flat(Arc::new(out)));
     }
     for (slot, a) in buf.iter_mut().zip(args) {
         *slot = pick(a, 0, 0);
@@ -566,8 +566,8 @@ mod tests {
             assert!((-std::f64::consts::PI..std::f64::consts::PI).contains(&w), "{d} -> {w}");
         }
         let s = Expr::parse("sum(Jet_pt) + len(Jet_pt)").unwrap().eval(&cols()).unwrap();
-        assert_eq!(s, Value::Flat(vec![62.0, 0.0, 11.0]));
-        assert_eq!(Expr::parse("ratio(nJet, nJet - 2)").unwrap().eval(&cols()).unwrap(), Value::Flat(vec![0.0, -0.0, -1.0]));
+        assert_eq!(s, Value::Flat(Arc::new(vec![62.0, 0.0, 11.0])));
+        assert_eq!(Expr::parse("ratio(nJet, nJet - 2)").unwrap().eval(&cols()).unwrap(), Value::Flat(Arc::new(vec![0.0, -0.0, -1.0])));
     }
 
     #[test]

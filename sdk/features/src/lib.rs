@@ -21,7 +21,7 @@ pub mod toml;
 pub use columns::{Column, ColumnError, Columns};
 pub use expr::{Expr, ExprError, Value, FUNCTIONS};
 pub use records::columns_from_json;
-pub use spec::{Data, Error, Feature, Features, Fitted, Input, Labels, Located, Scale, Spec, Stats, Tensor, TensorInfo};
+pub use spec::{Data, Error, Feature, Features, Fitted, Input, Labels, Located, Processed, Scale, Spec, Stats, Tensor, TensorInfo};
 
 #[cfg(all(test, feature = "toml"))]
 mod tests;

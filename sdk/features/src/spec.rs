@@ -217,6 +217,19 @@ pub enum Data {
     Bool(Vec<bool>),
 }
 
+/// What [`Features::process`] gives for one chunk.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Processed {
+    /// Which events pass the selection.
+    pub keep: Vec<bool>,
+    /// The kept events' model inputs.
+    pub tensors: Vec<Tensor>,
+    /// Their weights (None without a `weight`).
+    pub weights: Option<Vec<f64>>,
+    /// Their label values (None without a labels expression).
+    pub labels: Option<Vec<f64>>,
+}
+
 /// A model input's declaration: name, dtype (`f32`, `bool`), shape with -1 for the batch.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct TensorInfo {
@@ -447,7 +460,7 @@ impl Features {
     fn per_event(&self, e: &Expr, cols: &Columns, line: usize, what: &str) -> Result<Vec<f64>, Error> {
         match e.eval(cols).map_err(|x| self.expr_err(line, what, x))? {
             Value::Scalar(x) => Ok(vec![x; cols.events()]),
-            Value::Flat(v) => Ok(v),
+            Value::Flat(v) => Ok(std::sync::Arc::unwrap_or_clone(v)),
             Value::Jagged { .. } => Err(self.err(line, format!("{what}: gives a value per element, not per event (use sum(), len() or mean())"))),
         }
     }
@@ -602,6 +615,16 @@ impl Features {
             debug_assert_eq!(raw.width, input.pad.unwrap_or(1));
         }
         Ok(out)
+    }
+
+    /// One chunk for training, in one pass over its columns: the selection,
+    /// then the kept events' model inputs, weights and label values.
+    pub fn process(&self, cols: &Columns) -> Result<Processed, Error> {
+        let keep = self.select(cols)?;
+        let tensors = self.transform(cols, Some(&keep))?;
+        let weights = self.weights(cols, Some(&keep))?;
+        let labels = self.label_values(cols, Some(&keep))?;
+        Ok(Processed { keep, tensors, weights, labels })
     }
 
     /// Adds the kept events' feature values (real elements only) to `stats`.

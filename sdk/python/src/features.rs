@@ -79,6 +79,24 @@ fn f64_bytes<'py>(py: Python<'py>, v: &[f64]) -> Bound<'py, PyByteArray> {
     PyByteArray::new(py, &bytes)
 }
 
+type TensorOut<'py> = (String, &'static str, Vec<usize>, Bound<'py, PyByteArray>);
+
+fn tensors_out<'py>(py: Python<'py>, tensors: Vec<tensorgate_features::Tensor>) -> Vec<TensorOut<'py>> {
+    tensors
+        .into_iter()
+        .map(|t| match t.data {
+            Data::F32(v) => {
+                let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+                (t.name, "<f4", t.shape, PyByteArray::new(py, &bytes))
+            }
+            Data::Bool(v) => {
+                let bytes: Vec<u8> = v.into_iter().map(u8::from).collect();
+                (t.name, "|b1", t.shape, PyByteArray::new(py, &bytes))
+            }
+        })
+        .collect()
+}
+
 /// A feature spec ready to run (`tensorgate.spec.Spec` wraps it).
 #[pyclass(module = "tensorgate._native")]
 pub struct FeatureSpec {
@@ -168,6 +186,40 @@ impl FeatureSpec {
         Ok(self.features.label_values(&c, k.as_deref()).map_err(value_error)?.map(|v| f64_bytes(py, &v)))
     }
 
+    /// One chunk for training: (keep as bool bytes, the kept events' tensors
+    /// as `transform` gives them, weights and label values as float64 bytes or None).
+    #[allow(clippy::type_complexity)]
+    fn process<'py>(
+        &self,
+        py: Python<'py>,
+        cols: &Bound<'py, PyDict>,
+        events: usize,
+    ) -> PyResult<(
+        Bound<'py, PyByteArray>,
+        Vec<(String, &'static str, Vec<usize>, Bound<'py, PyByteArray>)>,
+        Option<Bound<'py, PyByteArray>>,
+        Option<Bound<'py, PyByteArray>>,
+    )> {
+        let c = columns(py, cols, events)?;
+        let p = py.detach(|| self.features.process(&c)).map_err(value_error)?;
+        let keep = PyByteArray::new(py, &p.keep.iter().map(|&b| u8::from(b)).collect::<Vec<_>>());
+        Ok((
+            keep,
+            tensors_out(py, p.tensors),
+            p.weights.map(|v| f64_bytes(py, &v)),
+            p.labels.map(|v| f64_bytes(py, &v)),
+        ))
+    }
+
+    /// The first pass over one chunk: selects, adds the kept events to the
+    /// statistics; returns how many were kept.
+    fn fit_chunk<'py>(&mut self, py: Python<'py>, cols: &Bound<'py, PyDict>, events: usize) -> PyResult<usize> {
+        let c = columns(py, cols, events)?;
+        let keep = self.features.select(&c).map_err(value_error)?;
+        self.features.accumulate(&c, Some(&keep), &mut self.stats).map_err(value_error)?;
+        Ok(keep.iter().filter(|&&k| k).count())
+    }
+
     /// The model inputs of the kept events: [(name, descr, shape, bytearray)].
     #[pyo3(signature = (cols, events, keep=None))]
     fn transform<'py>(
@@ -180,19 +232,7 @@ impl FeatureSpec {
         let c = columns(py, cols, events)?;
         let k = keep_mask(keep, py)?;
         let tensors = py.detach(|| self.features.transform(&c, k.as_deref())).map_err(value_error)?;
-        Ok(tensors
-            .into_iter()
-            .map(|t| match t.data {
-                Data::F32(v) => {
-                    let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
-                    (t.name, "<f4", t.shape, PyByteArray::new(py, &bytes))
-                }
-                Data::Bool(v) => {
-                    let bytes: Vec<u8> = v.into_iter().map(u8::from).collect();
-                    (t.name, "|b1", t.shape, PyByteArray::new(py, &bytes))
-                }
-            })
-            .collect())
+        Ok(tensors_out(py, tensors))
     }
 
     /// Adds the kept events' values to the first pass's statistics.

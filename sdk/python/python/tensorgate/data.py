@@ -126,9 +126,7 @@ def fit(spec: Spec, source: Source) -> int:
     """The first pass: fits the spec's standardisation on the training part; returns the entries selected."""
     selected = 0
     for _, _, cols in chunks(spec, source, "train"):
-        keep = spec.select(cols)
-        selected += int(keep.sum())
-        spec.accumulate(cols, keep)
+        selected += spec.fit_chunk(cols)
     if selected == 0:
         sel = spec.info.get("selection") or []
         where = f"{spec.origin} line {sel[0]['line']}" if sel else spec.origin
@@ -138,22 +136,19 @@ def fit(spec: Spec, source: Source) -> int:
 
 
 def _labelled(spec: Spec, source: Source, k: int, cols) -> Optional[Batch]:
-    keep = spec.select(cols)
-    if not keep.any():
-        return None
-    inputs = spec.transform(cols, keep)
+    keep, inputs, w, values = spec.process(cols)
     n = int(keep.sum())
+    if n == 0:
+        return None
     if source.classes[k] is not None:
         label = np.full(n, source.classes[k], dtype=np.int64)
     else:
-        values = spec.label_values(cols, keep)
         label = None if values is None else values.astype(np.int64)
         if label is not None and spec.labels is not None:
             bad = (label < 0) | (label >= len(spec.labels["classes"]))
             if bad.any():
                 raise SpecError(f"{spec.origin} line {spec.labels['line']}: labels give {int(label[bad][0])} in "
                                 f"{source.files[k]}, outside the classes {spec.labels['classes']}")
-    w = spec.weights(cols, keep)
     return Batch(inputs, label, None if w is None else w.astype(np.float32))
 
 
@@ -211,38 +206,43 @@ def batches(spec: Spec, source: Source, batch_size: int = 256, part: str = "trai
     yield from drain(True)
 
 
-try:
+def __getattr__(name):
+    # torch is imported only when TreeDataset is asked for: the numpy side
+    # (and every process that only reads) stays free of it.
+    if name == "TreeDataset":
+        cls = _tree_dataset()
+        globals()["TreeDataset"] = cls
+        return cls
+    raise AttributeError(name)
+
+
+def _tree_dataset():
     import torch as _torch
 
-    _Base = _torch.utils.data.IterableDataset
-except ImportError:  # torch is optional: the numpy generator needs none
-    _torch = None
-    _Base = object
+    class TreeDataset(_torch.utils.data.IterableDataset):
+        """A PyTorch `IterableDataset` of batches (use `DataLoader(ds, batch_size=None)`).
 
+        With `num_workers` > 0 each worker reads its own share of the files
+        (file k goes to worker k mod n), so batches interleave across files;
+        each yields `(inputs: dict of tensors, label, weight)` (None as empty tensors)."""
 
-class TreeDataset(_Base):
-    """A PyTorch `IterableDataset` of batches (use `DataLoader(ds, batch_size=None)`).
+        def __init__(self, spec: Spec, source: Source, batch_size: int = 256, part: str = "train",
+                     shuffle_buffer: int = 0, seed: Optional[int] = None):
+            self.spec, self.source, self.batch_size, self.part = spec, source, batch_size, part
+            self.shuffle_buffer, self.seed = shuffle_buffer, seed
 
-    With `num_workers` > 0 each worker reads its own share of the files
-    (file k goes to worker k mod n), so batches interleave across files;
-    each yields `(inputs: dict of tensors, label, weight)` (None as empty tensors)."""
+        def __iter__(self):
+            info = _torch.utils.data.get_worker_info()
+            files = None
+            seed = self.seed
+            if info is not None:
+                files = list(range(info.id, len(self.source.files), info.num_workers))
+                seed = None if seed is None else seed + info.id
+            for b in batches(self.spec, self.source, self.batch_size, self.part, self.shuffle_buffer, seed, files):
+                empty = _torch.empty(0)
+                yield ({k: _torch.from_numpy(np.array(v)) for k, v in b.inputs.items()},
+                       empty if b.label is None else _torch.from_numpy(b.label),
+                       empty if b.weight is None else _torch.from_numpy(b.weight))
 
-    def __init__(self, spec: Spec, source: Source, batch_size: int = 256, part: str = "train",
-                 shuffle_buffer: int = 0, seed: Optional[int] = None):
-        if _torch is None:
-            raise ImportError("TreeDataset needs torch")
-        self.spec, self.source, self.batch_size, self.part = spec, source, batch_size, part
-        self.shuffle_buffer, self.seed = shuffle_buffer, seed
-
-    def __iter__(self):
-        info = _torch.utils.data.get_worker_info()
-        files = None
-        seed = self.seed
-        if info is not None:
-            files = list(range(info.id, len(self.source.files), info.num_workers))
-            seed = None if seed is None else seed + info.id
-        for b in batches(self.spec, self.source, self.batch_size, self.part, self.shuffle_buffer, seed, files):
-            empty = _torch.empty(0)
-            yield ({k: _torch.from_numpy(np.array(v)) for k, v in b.inputs.items()},
-                   empty if b.label is None else _torch.from_numpy(b.label),
-                   empty if b.weight is None else _torch.from_numpy(b.weight))
+    TreeDataset.__module__, TreeDataset.__qualname__ = __name__, "TreeDataset"  # pickled by reference
+    return TreeDataset

@@ -176,6 +176,18 @@ class Spec:
             out[name] = np.frombuffer(buf, dtype=descr).reshape(shape)
         return out
 
+    def process(self, cols):
+        """One chunk for training in one call: (keep [N] bool, the kept events'
+        inputs, their weights or None, their label values or None)."""
+        keep, tensors, w, labels = _call(self._native.process, cols, _events(cols))
+        inputs = {name: np.frombuffer(buf, dtype=descr).reshape(shape) for name, descr, shape, buf in tensors}
+        return (np.frombuffer(keep, dtype=bool), inputs, None if w is None else np.frombuffer(w, dtype=np.float64),
+                None if labels is None else np.frombuffer(labels, dtype=np.float64))
+
+    def fit_chunk(self, cols) -> int:
+        """The first pass over one chunk (selection, then statistics); returns the entries kept."""
+        return _call(self._native.fit_chunk, cols, _events(cols))
+
     def accumulate(self, cols, keep=None) -> None:
         """Adds the kept events to the first pass's statistics."""
         _call(self._native.accumulate, cols, _events(cols), keep)
