@@ -21,11 +21,13 @@
 //!   into one array per output;
 //! - the Python classes: `pending` (`Pending`), `stream` (`Stream`),
 //!   `client` (`NativeClient`), `features` (`FeatureSpec`: the feature
-//!   spec's transforms, `tensorgate-features`).
+//!   spec's transforms, `tensorgate-features`); `images` (`image_tensor`: the
+//!   image plugin's PNG preprocessing, for training).
 
 mod client;
 mod errors;
 mod features;
+mod images;
 mod items;
 mod npy;
 mod numpy;
@@ -43,6 +45,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<pending::Pending>()?;
     m.add_class::<stream::Stream>()?;
     m.add_class::<features::FeatureSpec>()?;
+    m.add_function(wrap_pyfunction!(images::image_tensor, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

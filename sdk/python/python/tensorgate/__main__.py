@@ -104,6 +104,27 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--plugin", help="the features plugin (.wasm; default: target/plugins/.../features_plugin.wasm)")
     t.add_argument("--replace", action="store_true", help="replace an existing bundle folder (and version on upload)")
     t.add_argument("--upload", metavar="HOST", help="install the bundle on this host or gateway (needs admin)")
+    ti = sub.add_parser("train-images", help="train a CNN on PNG images + labels.csv; a bundle for the image plugin")
+    ti.add_argument("--images", required=True, help="folder of PNG images")
+    ti.add_argument("--labels", help="file,label lines (default: IMAGES/labels.csv)")
+    ti.add_argument("--classes", help="comma-separated class order (default: order of first appearance)")
+    ti.add_argument("--model", required=True, help="MODULE:CLASS or path/to/file.py:CLASS ([N, 3, H, W] -> logits)")
+    ti.add_argument("--model-args", default="{}")
+    ti.add_argument("--size", type=int, nargs=2, default=[32, 32], metavar=("H", "W"))
+    ti.add_argument("--mean", type=float, nargs=3, default=[0.5, 0.5, 0.5])
+    ti.add_argument("--std", type=float, nargs=3, default=[0.25, 0.25, 0.25])
+    ti.add_argument("--epochs", type=int, default=5)
+    ti.add_argument("--batch-size", type=int, default=32)
+    ti.add_argument("--lr", type=float, default=3e-3)
+    ti.add_argument("--seed", type=int, default=0)
+    ti.add_argument("--validation", type=float, default=0.2)
+    ti.add_argument("--top-k", type=int, default=3)
+    ti.add_argument("--bundle")
+    ti.add_argument("--name")
+    ti.add_argument("--version", type=int, default=1)
+    ti.add_argument("--plugin", help="the image plugin (.wasm; default: target/plugins/.../image_plugin.wasm)")
+    ti.add_argument("--replace", action="store_true")
+    ti.add_argument("--upload", metavar="HOST")
     pp = sub.add_parser("predict", help="run ROOT files through a model trained on a feature spec")
     pp.add_argument("--spec", required=True, help="the feature spec (TOML) or the bundle's spec.json")
     pp.add_argument("--model", required=True)
@@ -248,6 +269,26 @@ def _train(args) -> int:
     return 0
 
 
+def _train_images(args) -> int:
+    from .images import train_images
+
+    client = Client(args.upload, fingerprint=args.fingerprint, ca=args.ca, token=args.token) if args.upload else None
+    try:
+        result = train_images(args.images, args.model, labels=args.labels,
+                              classes=args.classes.split(",") if args.classes else None, size=tuple(args.size),
+                              mean=tuple(args.mean), std=tuple(args.std), epochs=args.epochs,
+                              batch_size=args.batch_size, lr=args.lr, seed=args.seed, validation=args.validation,
+                              bundle=args.bundle, name=args.name, version=args.version, plugin=args.plugin,
+                              top_k=args.top_k, replace=args.replace, model_args=json.loads(args.model_args),
+                              upload=client, log=lambda m: print(m, file=sys.stderr, flush=True))
+    finally:
+        if client is not None:
+            client.close()
+    print(json.dumps({"bundle": result.bundle, "images": result.entries, "epochs": result.epochs,
+                      "upload": result.upload}))
+    return 0
+
+
 def _predict(client: Client, args) -> int:
     from .root import predict_tree
     from .spec import Spec
@@ -269,6 +310,8 @@ def main(argv=None) -> int:
             return _inspect(args)
         if args.command == "train":
             return _train(args)
+        if args.command == "train-images":
+            return _train_images(args)
         with Client(args.host, fingerprint=args.fingerprint, ca=args.ca, token=args.token) as client:
             if args.command == "status":
                 print(json.dumps(client.status(), indent=2))

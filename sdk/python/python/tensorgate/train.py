@@ -76,21 +76,25 @@ def load_class(ref: str):
         raise ValueError(f"--model {ref!r}: {mod} has no {cls}") from None
 
 
-def find_plugin(plugin: Optional[str] = None) -> Path:
-    """The `features` plugin component: `plugin`, else $TENSORGATE_FEATURES_PLUGIN,
-    else target/plugins/... under the working directory or one above it."""
+def find_plugin(plugin: Optional[str] = None, file_name: str = PLUGIN_NAME) -> Path:
+    """A plugin component (default the `features` one): `plugin`, else
+    $TENSORGATE_FEATURES_PLUGIN (for the features plugin) or
+    $TENSORGATE_PLUGIN_DIR/<file_name>, else target/plugins/... under the
+    working directory or one above it."""
     candidates = [plugin] if plugin else []
-    if os.environ.get("TENSORGATE_FEATURES_PLUGIN"):
+    if file_name == PLUGIN_NAME and os.environ.get("TENSORGATE_FEATURES_PLUGIN"):
         candidates.append(os.environ["TENSORGATE_FEATURES_PLUGIN"])
+    if os.environ.get("TENSORGATE_PLUGIN_DIR"):
+        candidates.append(str(Path(os.environ["TENSORGATE_PLUGIN_DIR"]) / file_name))
     if not candidates:
         here = Path.cwd()
         for base in (here, *here.parents):
-            candidates += [str(base / d / PLUGIN_NAME) for d in _PLUGIN_DIRS]
+            candidates += [str(base / d / file_name) for d in _PLUGIN_DIRS]
     for c in candidates:
         if c and Path(c).is_file():
             return Path(c)
-    raise FileNotFoundError(f"the features plugin ({PLUGIN_NAME}) was not found (looked at {candidates[:3]}...): "
-                            "build it with scripts/build-plugins, or pass --plugin / $TENSORGATE_FEATURES_PLUGIN")
+    raise FileNotFoundError(f"the plugin {file_name} was not found (looked at {candidates[:3]}...): "
+                            "build it with scripts/build-plugins, or pass --plugin / $TENSORGATE_PLUGIN_DIR")
 
 
 def _toml_str(s: str) -> str:
