@@ -314,8 +314,22 @@ def test_labels_must_cover_the_files_given(spec_file, nanoaod):
         Source(spec, [str(nanoaod / "nano_dy.root"), str(nanoaod / "nano_dimuon.root")])
 
 
-def test_a_failed_export_leaves_no_bundle(spec_file, tmp_path):
+def test_a_missing_plugin_stops_before_training(spec_file, tmp_path):
     bundle = tmp_path / "b"
-    with pytest.raises(FileNotFoundError, match="features plugin"):
+    with pytest.raises(FileNotFoundError, match="features_plugin.wasm was not found"):
         train(str(spec_file), JetNet, epochs=1, bundle=str(bundle), plugin=str(tmp_path / "none.wasm"), log=None)
     assert not bundle.exists() and list(tmp_path.iterdir()) == [spec_file]
+
+
+class Unexportable(JetNet):
+    """Trains (the loss takes the first output) but neither scripts (super()) nor traces (a float output)."""
+
+    def forward(self, jets, jets_mask, event):
+        return super().forward(jets, jets_mask, event), float(np.pi)
+
+
+def test_a_failed_export_leaves_no_bundle(spec_file, tmp_path):
+    bundle = tmp_path / "b"
+    with pytest.raises(RuntimeError, match="can be output from traced functions"):
+        train(str(spec_file), Unexportable, epochs=1, bundle=str(bundle), plugin=str(PLUGIN), log=None)
+    assert not bundle.exists() and list(tmp_path.iterdir()) == [spec_file]  # no temporary folder left either

@@ -196,7 +196,7 @@ impl FeatureSpec {
         events: usize,
     ) -> PyResult<(
         Bound<'py, PyByteArray>,
-        Vec<(String, &'static str, Vec<usize>, Bound<'py, PyByteArray>)>,
+        Vec<TensorOut<'py>>,
         Option<Bound<'py, PyByteArray>>,
         Option<Bound<'py, PyByteArray>>,
     )> {
@@ -228,7 +228,7 @@ impl FeatureSpec {
         cols: &Bound<'py, PyDict>,
         events: usize,
         keep: Option<&Bound<'py, PyAny>>,
-    ) -> PyResult<Vec<(String, &'static str, Vec<usize>, Bound<'py, PyByteArray>)>> {
+    ) -> PyResult<Vec<TensorOut<'py>>> {
         let c = columns(py, cols, events)?;
         let k = keep_mask(keep, py)?;
         let tensors = py.detach(|| self.features.transform(&c, k.as_deref())).map_err(value_error)?;
