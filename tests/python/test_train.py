@@ -215,10 +215,12 @@ def test_nanoaod_train_bundle_upload_predict_root(spec_file, nanoaod, host, tmp_
     np.testing.assert_allclose(back["scores"], local, rtol=1e-5, atol=1e-6)
 
 
-def test_training_is_deterministic_with_a_seed(spec_file):
+@pytest.mark.parametrize("cache", [True, False], ids=["in-memory", "streamed"])
+def test_training_is_deterministic_with_a_seed(spec_file, cache):
     def run(seed):
         torch.set_num_threads(1)
-        r = train(str(spec_file), JetNet, epochs=2, batch_size=32, seed=seed, log=None)
+        r = train(str(spec_file), JetNet, epochs=2, batch_size=32, seed=seed, log=None, cache=cache,
+                  shuffle_buffer=64)
         return r.epochs, {k: v.clone() for k, v in r.model.state_dict().items()}
 
     (h1, w1), (h2, w2), (h3, w3) = run(5), run(5), run(6)

@@ -99,7 +99,9 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--validation", type=float, default=0.2, help="fraction of each file's entries for validation")
     t.add_argument("--step-size", type=int, default=10_000, help="entries read per chunk")
-    t.add_argument("--shuffle-buffer", type=int, default=4096)
+    t.add_argument("--shuffle-buffer", type=int, default=4096, help="entries shuffled together when streaming")
+    t.add_argument("--cache", choices=["auto", "yes", "no"], default="auto",
+                   help="keep the inputs in memory after the first epoch (auto: when they take at most 1 GiB)")
     t.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N, or auto (CUDA when present)")
     t.add_argument("--plugin", help="the features plugin (.wasm; default: target/plugins/.../features_plugin.wasm)")
     t.add_argument("--replace", action="store_true", help="replace an existing bundle folder (and version on upload)")
@@ -260,7 +262,8 @@ def _train(args) -> int:
                        name=args.name, version=args.version, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                        validation=args.validation, step_size=args.step_size, shuffle_buffer=args.shuffle_buffer,
                        device=args.device, model_args=json.loads(args.model_args), plugin=args.plugin,
-                       replace=args.replace, upload=client, log=lambda m: print(m, file=sys.stderr, flush=True))
+                       replace=args.replace, upload=client, log=lambda m: print(m, file=sys.stderr, flush=True),
+                       cache={"auto": "auto", "yes": True, "no": False}[args.cache])
     finally:
         if client is not None:
             client.close()

@@ -29,11 +29,11 @@ import tempfile
 import time
 import warnings
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 
-from .data import Source, batches, chunks, fit
+from .data import Source, _concat, _take, batches, chunks, fit
 from .spec import Spec, SpecError
 
 __all__ = ["train", "TrainResult", "load_class", "find_plugin", "PLUGIN_NAME"]
@@ -179,8 +179,15 @@ def train(spec, model: str, *, files: Sequence[str] = (), epochs: int = 3, bundl
           name: Optional[str] = None, version: int = 1, batch_size: int = 256, lr: float = 1e-3, seed: int = 0,
           validation: float = 0.2, step_size: int = 10_000, shuffle_buffer: int = 4096, device: str = "cpu",
           model_args: Optional[dict] = None, plugin: Optional[str] = None, samples: int = 16,
-          replace: bool = False, log: Optional[Callable[[str], None]] = print, upload=None) -> TrainResult:
+          replace: bool = False, log: Optional[Callable[[str], None]] = print, upload=None,
+          cache: Union[str, bool] = "auto", cache_limit: int = 1 << 30) -> TrainResult:
     """Trains `model` (MODULE:CLASS, or a class) on the spec's data; see the module docstring.
+
+    `cache`: keep the selected entries' model inputs in memory after the
+    first epoch's read (each later epoch shuffles them in memory instead of
+    reading the files again): True, False, or "auto" (when they take at most
+    `cache_limit` bytes, known after the first pass). Without the cache,
+    epochs stream the files through a `shuffle_buffer`.
 
     `upload` is a `tensorgate.Client` to install the bundle on (a host, or a
     cluster gateway: the usual version and canary rules apply)."""
@@ -222,6 +229,26 @@ def train(spec, model: str, *, files: Sequence[str] = (), epochs: int = 3, bundl
         out = out[0] if isinstance(out, (tuple, list)) else out
         return out, y, w
 
+    per_entry = sum(int(np.prod(shape[1:])) * (4 if dtype == "f32" else 1) for _, dtype, shape in spec.model_inputs()) + 16
+    if cache == "auto":
+        cache = entries * per_entry / max(1e-9, 1 - validation) <= cache_limit
+    cached: Dict[str, object] = {}
+
+    def epoch_batches(part: str, epoch: int):
+        if not cache:
+            yield from batches(spec, source, batch_size, part, shuffle_buffer if part == "train" else 0,
+                               seed * 1000 + epoch)
+            return
+        if part not in cached:  # the first read of this part, in file and entry order
+            parts = list(batches(spec, source, 65536, part))
+            cached[part] = _concat(parts) if parts else None
+        data = cached[part]
+        if data is None:
+            return
+        order = np.random.default_rng(seed * 1000 + epoch).permutation(len(data)) if part == "train" else None
+        for s in range(0, len(data), batch_size):
+            yield _take(data, order[s:s + batch_size] if order is not None else slice(s, s + batch_size))
+
     loss_fn = None
     history: List[dict] = []
     for epoch in range(1, epochs + 1):
@@ -233,8 +260,7 @@ def train(spec, model: str, *, files: Sequence[str] = (), epochs: int = 3, bundl
             net.train(part == "train")
             total = wsum = correct = count = 0.0
             with torch.set_grad_enabled(part == "train"):
-                for b in batches(spec, source, batch_size, part, shuffle_buffer if part == "train" else 0,
-                                 seed * 1000 + epoch):
+                for b in epoch_batches(part, epoch):
                     out, y, w = run(b, part == "train")
                     if loss_fn is None:
                         loss_fn = _loss_fn(torch, len(classes), out.shape[1] if out.ndim == 2 else 0, origin)
