@@ -335,3 +335,14 @@ def test_a_failed_export_leaves_no_bundle(spec_file, tmp_path):
     with pytest.raises(RuntimeError, match="can be output from traced functions"):
         train(str(spec_file), Unexportable, epochs=1, bundle=str(bundle), plugin=str(PLUGIN), log=None)
     assert not bundle.exists() and list(tmp_path.iterdir()) == [spec_file]  # no temporary folder left either
+
+
+def test_cli_bad_spec_exits_2_naming_the_line(nanoaod, tmp_path):
+    spec = tmp_path / "jets.toml"
+    spec.write_text(spec_text(nanoaod).replace("log1p(MET_pt)", "lg(MET_pt)"))
+    cmd = [sys.executable, "-m", "tensorgate", "train", "--spec", str(spec), "--model", "nowhere.py:Net",
+           "--bundle", str(tmp_path / "b"), "--plugin", str(PLUGIN)]
+    run = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert run.returncode == 2 and run.stdout == ""
+    assert run.stderr.startswith(f"error: {spec} line 16: input `event`, feature `logmet`: `lg(MET_pt)`: unknown function `lg`")
+    assert not (tmp_path / "b").exists()

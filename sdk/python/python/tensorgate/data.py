@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import queue
+import threading
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -103,10 +105,60 @@ def _open_tree(spec: Spec, path: str, options: dict, names: Optional[Sequence[st
     return tree
 
 
-def chunks(spec: Spec, source: Source, part: str = "train", files: Optional[Sequence[int]] = None
-           ) -> Iterator[Tuple[int, object, Dict[str, object]]]:
+def _prefetched(gen: Iterator, depth: int = 1) -> Iterator:
+    """Runs `gen` in a thread, `depth` items ahead: the next chunk is read
+    and decompressed (uproot, zlib and the transforms release the GIL) while
+    this one is processed. Memory: `depth` more chunks. Errors surface here."""
+    q: "queue.Queue" = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    done = object()
+
+    def run():
+        try:
+            for item in gen:
+                while not stop.is_set():
+                    try:
+                        q.put(("item", item), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put(("end", done))
+        except BaseException as e:  # handed to the consumer
+            q.put(("error", e))
+
+    t = threading.Thread(target=run, name="tensorgate-prefetch", daemon=True)
+    t.start()
+    try:
+        while True:
+            kind, value = q.get()
+            if kind == "item":
+                yield value
+            elif kind == "error":
+                raise value
+            else:
+                return
+    finally:
+        stop.set()
+        while t.is_alive():  # unblock a put, then let the thread see `stop`
+            try:
+                q.get(timeout=0.1)
+            except queue.Empty:
+                pass
+        t.join()
+
+
+def chunks(spec: Spec, source: Source, part: str = "train", files: Optional[Sequence[int]] = None,
+           prefetch: bool = True) -> Iterator[Tuple[int, object, Dict[str, object]]]:
     """Yields `(file index, awkward chunk, raw columns)` of `part` ("train",
-    "validation" or "all") in file and entry order; `files` picks file indices."""
+    "validation" or "all") in file and entry order; `files` picks file indices.
+    With `prefetch`, the next chunk is read in a thread while this one is used."""
+    gen = _chunks(spec, source, part, files)
+    return _prefetched(gen) if prefetch else gen
+
+
+def _chunks(spec: Spec, source: Source, part: str, files: Optional[Sequence[int]]):
     names = [b for b, _ in spec.branches]
     for k in (range(len(source.files)) if files is None else files):
         path = source.files[k]
