@@ -22,6 +22,9 @@ use tensorgate_protocol::{ErrorCode, Role};
 /// The header that says how much of an infer body is JSON (Triton's binary data extension).
 pub const HEADER_LEN: &str = "inference-header-content-length";
 
+/// The status page (`GET /status`): HTML and JS polling `GET /v2/tensorgate/status`.
+const STATUS_PAGE: &str = include_str!("status.html");
+
 /// Binds `listen` and serves the protocol's HTTP endpoints. Must run inside
 /// a tokio runtime. With `tls`, HTTPS (client certificates as its verifier says).
 pub fn serve<R: ItemRunner + 'static>(
@@ -133,6 +136,18 @@ async fn route<R: ItemRunner + 'static>(
             &json!({"name": "tensorgate", "version": env!("CARGO_PKG_VERSION"), "extensions": EXTENSIONS}),
         )),
         ["v2", "models", "stats"] if get => stats(oip, caller, "", "").await,
+        // The status page (static, no data in it) and the JSON it polls.
+        ["status"] if get => Ok(Response::builder()
+            .header(header::CONTENT_TYPE, "text/html; charset=utf-8")
+            .body(Body::from(STATUS_PAGE))
+            .unwrap_or_default()),
+        ["v2", "tensorgate", "status"] if get => {
+            let s = oip.status(caller).await?;
+            Ok(json_response(
+                StatusCode::OK,
+                &json!({"role": s.role, "models": s.models, "workers": s.workers, "load_errors": s.load_errors}),
+            ))
+        }
         ["v2", "models", model, rest @ ..] => {
             let (version, tail) = match rest {
                 ["versions", v, tail @ ..] => (*v, tail),

@@ -24,7 +24,7 @@ use tensorgate_protocol::{
 };
 
 use crate::auth::{AccessPolicy, Peer};
-use crate::manage::{ModelState, Management};
+use crate::manage::{ModelState, Management, Status};
 use crate::request::{ItemFailure, ItemOutput, ItemRunner, Reject, Routed};
 use model::{ModelDesc, CONTENT_TYPE, PAYLOAD, REPLY};
 use tensor::{Data, Datatype, Param, Params, Tensor};
@@ -221,6 +221,13 @@ impl<R: ItemRunner> Oip<R> {
         self.access
             .check(role, op, &caller.peer, caller.token.as_deref())
             .map_err(|m| OipError::new(ErrorCode::Forbidden, m))
+    }
+
+    /// What is served and by whom (models, versions, a fleet's workers), for
+    /// the status page; the predict role.
+    pub async fn status(&self, caller: &Caller) -> Result<Status, OipError> {
+        self.authorize(Role::Predict, "status", caller)?;
+        Ok(self.management.status().await)
     }
 
     /// Server ready: a host once it serves (its repository is loaded before
