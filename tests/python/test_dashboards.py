@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -26,6 +27,8 @@ GRAFANA = ROOT / "deploy" / "grafana"
 DASHBOARD = GRAFANA / "dashboards" / "tensorgate.json"
 HOST_BIN = ROOT / "target" / "release" / "tensorgate-host"
 GATEWAY_BIN = ROOT / "target" / "release" / "tensorgate-gateway"
+CLI = ROOT / "target" / "release" / "tensorgate"
+SAMPLE = ROOT / "plugins" / "tabular" / "samples" / "jet-0.json"
 REPOSITORY = ROOT / "target" / "repository"
 REFERENCE = ROOT / "plugins" / "tabular" / "reference.json"
 METRIC = re.compile(r"\btensorgate_[a-z0-9_]+")
@@ -191,3 +194,78 @@ def test_every_dashboard_metric_is_exported_by_the_live_binaries(tmp_path):
     # The cluster's own metrics come from the cluster roles, not from a host.
     assert {n for n in everything if n.startswith("tensorgate_cluster_")} <= exported["gateway"] | exported["worker"]
     assert not any(n.startswith("tensorgate_cluster_") for n in exported["host"])
+
+
+
+def test_a_message_redelivered_after_its_worker_froze_is_counted(tmp_path):
+    """Worker A takes a message and freezes (SIGSTOP) before answering it;
+    after --redeliver-after-ms the engine delivers it again, to worker B,
+    which answers it and counts the redelivery."""
+    for path in (HOST_BIN, GATEWAY_BIN, CLI, REPOSITORY, NATS_SERVER):
+        if not path.exists():
+            pytest.fail(f"{path} is missing: run scripts/setup")
+    procs: list = []
+    frozen = None
+    try:
+        port, monitor, metrics = free_port(), free_port(), free_port()
+        procs.append(subprocess.Popen([str(NATS_SERVER), "-a", "127.0.0.1", "-p", str(port), "-m", str(monitor), "-js",
+                                       "-sd", str(tmp_path / "engine")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "engine did not start"
+                time.sleep(0.05)
+        url = f"nats://127.0.0.1:{port}"
+        # One application: the consumer A makes, with A's 1 s redelivery, is the one used.
+        repo = tmp_path / "repo"
+        shutil.copytree(REPOSITORY / "tabular" / "1", repo / "tabular" / "1")
+        common = ["--nats", url, "--redeliver-after-ms", "1000"]
+        frozen = start([str(HOST_BIN), "worker", *common, "--repository", str(repo), "--threads", "1", "--state-dir", str(tmp_path / "a")],
+                       tmp_path / "a", tmp_path / "a.log", procs, "worker")
+        start([str(GATEWAY_BIN), *common, "--listen", "127.0.0.1:0", "--state-dir", str(tmp_path / "gateway")],
+              tmp_path / "gateway", tmp_path / "gateway.log", procs, "fingerprint")
+        gateway = tmp_path / "gateway"
+        submit = [str(CLI), "--host", (gateway / "listening").read_text().strip(), "--fingerprint",
+                  (gateway / "fingerprint").read_text().strip(), "submit", "--model", "tabular", str(SAMPLE)]
+        deadline = time.monotonic() + 30
+        while subprocess.run(submit, capture_output=True, timeout=30).returncode != 0:
+            assert time.monotonic() < deadline, "the gateway never routed to A"
+            time.sleep(0.2)
+
+        def consumer() -> dict:
+            with urllib.request.urlopen(f"http://127.0.0.1:{monitor}/jsz?consumers=true", timeout=5) as r:
+                jsz = json.load(r)
+            return next(c for a in jsz["account_details"] for s in a["stream_detail"] for c in s.get("consumer_detail") or []
+                        if c["name"] == "tg-tabular-1")
+
+        # A always has a pull waiting (1 s long): frozen right then, the item is
+        # delivered to it and never acknowledged. If its pull had just ended, the
+        # item waits undelivered instead: let A answer it and try again.
+        for _ in range(5):
+            frozen.send_signal(signal.SIGSTOP)
+            client = subprocess.Popen(submit, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            deadline = time.monotonic() + 0.8
+            c = consumer()
+            while c["num_ack_pending"] == 0 and c["num_pending"] == 0 and time.monotonic() < deadline:
+                time.sleep(0.02)
+                c = consumer()
+            if c["num_ack_pending"] >= 1:
+                break
+            frozen.send_signal(signal.SIGCONT)
+            client.communicate(timeout=30)
+            time.sleep(0.3)
+        else:
+            pytest.fail(f"no item was ever delivered to the frozen worker: {c}")
+        start([str(HOST_BIN), "worker", *common, "--repository", str(repo), "--threads", "1", "--state-dir", str(tmp_path / "b"),
+               "--metrics-listen", f"127.0.0.1:{metrics}"], tmp_path / "b", tmp_path / "b.log", procs, "worker")
+        _, err = client.communicate(timeout=30)
+        assert client.returncode == 0, f"B answered the redelivered item: {err.decode()}"
+        m = wait_metric(metrics, 'tensorgate_cluster_redeliveries_total{model="tabular"}', lambda v: v >= 1)
+        assert m['tensorgate_items_total{model="tabular",status="ok"}'] >= 1
+    finally:
+        if frozen is not None and frozen.poll() is None:
+            frozen.send_signal(signal.SIGCONT)
+        stop(procs)
