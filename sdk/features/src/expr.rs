@@ -475,6 +475,15 @@ pub enum Value {
 
 /// Applies `f` element-wise, broadcasting scalars and flat values.
 fn map_n(args: &[Value], f: impl Fn(&[f64]) -> f64) -> Result<Value, ExprError> {
+    // One argument (the common case: log(x), -x, abs(x)): a plain map.
+    match args {
+        [Value::Flat(v)] => return Ok(Value::Flat(Arc::new(v.iter().map(|&x| f(&[x])).collect()))),
+        [Value::Jagged { offsets, content }] => {
+            let content = Arc::new(content.iter().map(|&x| f(&[x])).collect());
+            return Ok(Value::Jagged { offsets: offsets.clone(), content });
+        }
+        _ => {}
+    }
     let mut offsets: Option<&Arc<Vec<usize>>> = None;
     let mut flat_len = None;
     for a in args {

@@ -290,13 +290,6 @@ pub struct Features {
     label: Option<Expr>,
 }
 
-/// Raw (unscaled) values of one input for the kept events.
-struct Raw {
-    width: usize,
-    values: Vec<f64>,
-    mask: Vec<bool>,
-}
-
 impl Features {
     /// Parses every expression of `spec`; errors name the spec line.
     pub fn new(spec: Spec) -> Result<Features, Error> {
@@ -489,10 +482,12 @@ impl Features {
         Ok(Some(gather(&v, keep)))
     }
 
-    fn raw(&self, i: usize, cols: &Columns, rows: &[usize]) -> Result<Raw, Error> {
+    /// Evaluates input `i` for the kept `rows` and hands every real value to
+    /// `sink(slot, feature, value)`, slot by slot (a slot is a row of a flat
+    /// input, or one of a row's `pad` places); returns the slots' mask.
+    fn visit(&self, i: usize, cols: &Columns, rows: &[usize], mut sink: impl FnMut(usize, usize, f64)) -> Result<Vec<bool>, Error> {
         let input = &self.spec.inputs[i];
         let c = &self.inputs[i];
-        let nf = input.features.len();
         let what = |f: &crate::spec::Feature| format!("input `{}`, feature `{}`", input.name, f.name);
         let vals = input
             .features
@@ -501,22 +496,24 @@ impl Features {
             .map(|(f, e)| e.eval(cols).map_err(|x| self.expr_err(f.line, &what(f), x)))
             .collect::<Result<Vec<_>, _>>()?;
         let Some(pad) = input.pad else {
-            let mut values = vec![0.0; rows.len() * nf];
-            for (k, (v, f)) in vals.iter().zip(&input.features).enumerate() {
-                for (r, &e) in rows.iter().enumerate() {
-                    values[r * nf + k] = match v {
-                        Value::Scalar(x) => *x,
-                        Value::Flat(xs) => xs[e],
-                        Value::Jagged { .. } => {
-                            return Err(self.err(
-                                f.line,
-                                format!("{} is jagged: give input `{}` a `pad` length (or reduce it: sum(), len(), mean())", what(f), input.name),
-                            ))
-                        }
-                    };
+            for (v, f) in vals.iter().zip(&input.features) {
+                if let Value::Jagged { .. } = v {
+                    return Err(self.err(
+                        f.line,
+                        format!("{} is jagged: give input `{}` a `pad` length (or reduce it: sum(), len(), mean())", what(f), input.name),
+                    ));
                 }
             }
-            return Ok(Raw { width: 1, values, mask: vec![true; rows.len()] });
+            for (r, &e) in rows.iter().enumerate() {
+                for (k, v) in vals.iter().enumerate() {
+                    sink(r, k, match v {
+                        Value::Scalar(x) => *x,
+                        Value::Flat(xs) => xs[e],
+                        Value::Jagged { content, .. } => content[e],
+                    });
+                }
+            }
+            return Ok(vec![true; rows.len()]);
         };
         let offsets = vals.iter().find_map(|v| match v {
             Value::Jagged { offsets, .. } => Some(offsets.clone()),
@@ -527,19 +524,18 @@ impl Features {
         };
         for (v, f) in vals.iter().zip(&input.features) {
             if let Value::Jagged { offsets: o, .. } = v {
-                if **o != *offsets {
+                if !std::sync::Arc::ptr_eq(o, &offsets) && **o != *offsets {
                     return Err(self.err(f.line, format!("{}: its events hold other numbers of elements than the input's first jagged feature", what(f))));
                 }
             }
         }
         let key = match (&c.sort, &input.sort) {
             (Some(e), Some(s)) => match e.eval(cols).map_err(|x| self.expr_err(s.line, "sort", x))? {
-                Value::Jagged { offsets: o, content } if *o == *offsets => Some(content),
+                Value::Jagged { offsets: o, content } if std::sync::Arc::ptr_eq(&o, &offsets) || *o == *offsets => Some(content),
                 _ => return Err(self.err(s.line, format!("sort `{}` must give one value per element of input `{}`", s.text, input.name))),
             },
             _ => None,
         };
-        let mut values = vec![input.pad_value; rows.len() * pad * nf];
         let mut mask = vec![false; rows.len() * pad];
         let mut order: Vec<usize> = Vec::new();
         for (r, &e) in rows.iter().enumerate() {
@@ -551,17 +547,18 @@ impl Features {
                 order.sort_by(|&a, &b| k(b).total_cmp(&k(a)));
             }
             for (slot, &j) in order.iter().take(pad).enumerate() {
-                mask[r * pad + slot] = true;
+                let at = r * pad + slot;
+                mask[at] = true;
                 for (k, v) in vals.iter().enumerate() {
-                    values[(r * pad + slot) * nf + k] = match v {
+                    sink(at, k, match v {
                         Value::Scalar(x) => *x,
                         Value::Flat(xs) => xs[e],
                         Value::Jagged { content, .. } => content[j],
-                    };
+                    });
                 }
             }
         }
-        Ok(Raw { width: pad, values, mask })
+        Ok(mask)
     }
 
     fn rows(cols: &Columns, keep: Option<&[bool]>) -> Result<Vec<usize>, Error> {
@@ -579,40 +576,33 @@ impl Features {
         let rows = Self::rows(cols, keep)?;
         let mut out = Vec::new();
         for (i, input) in self.spec.inputs.iter().enumerate() {
-            let raw = self.raw(i, cols, &rows)?;
             let nf = input.features.len();
-            let mut scaled = Vec::with_capacity(raw.values.len());
             let mut fits = Vec::with_capacity(nf);
             for f in &input.features {
                 fits.push(match (f.scale, &f.fitted) {
-                    (Scale::None, _) => None,
-                    (_, Some(fit)) => Some((fit.offset, fit.scale)),
+                    (Scale::None, _) => (0.0, 1.0, false),
+                    (_, Some(fit)) => (fit.offset, fit.scale, true),
                     (_, None) => {
                         return Err(self.err(f.line, format!("input `{}`, feature `{}`: its standardisation is not fitted (run the first pass over the training data)", input.name, f.name)))
                     }
                 });
             }
-            for (slot, m) in raw.mask.iter().enumerate() {
-                for (k, fit) in fits.iter().enumerate() {
-                    let x = raw.values[slot * nf + k];
-                    let y = match fit {
-                        _ if !m => input.pad_value,
-                        Some((offset, scale)) => (x - offset) / scale,
-                        None => x,
-                    };
-                    scaled.push(y as f32);
-                }
-            }
+            // Padded slots keep `pad_value`; real ones are written, scaled, as they come.
+            let width = input.pad.unwrap_or(1);
+            let mut scaled = vec![input.pad_value as f32; rows.len() * width * nf];
+            let mask = self.visit(i, cols, &rows, |slot, k, x| {
+                let (offset, scale, on) = fits[k];
+                scaled[slot * nf + k] = if on { (x - offset) / scale } else { x } as f32;
+            })?;
             match input.pad {
                 None => out.push(Tensor { name: input.name.clone(), shape: vec![rows.len(), nf], data: Data::F32(scaled) }),
                 Some(p) => {
                     out.push(Tensor { name: input.name.clone(), shape: vec![rows.len(), p, nf], data: Data::F32(scaled) });
                     if input.mask {
-                        out.push(Tensor { name: format!("{}_mask", input.name), shape: vec![rows.len(), p], data: Data::Bool(raw.mask) });
+                        out.push(Tensor { name: format!("{}_mask", input.name), shape: vec![rows.len(), p], data: Data::Bool(mask) });
                     }
                 }
             }
-            debug_assert_eq!(raw.width, input.pad.unwrap_or(1));
         }
         Ok(out)
     }
@@ -637,15 +627,8 @@ impl Features {
             if input.features.iter().all(|f| f.scale == Scale::None) {
                 continue;
             }
-            let raw = self.raw(i, cols, &rows)?;
-            let nf = input.features.len();
-            for (slot, m) in raw.mask.iter().enumerate() {
-                if *m {
-                    for (k, acc) in stats.acc[i].iter_mut().enumerate() {
-                        acc.push(raw.values[slot * nf + k]);
-                    }
-                }
-            }
+            let acc = &mut stats.acc[i];
+            self.visit(i, cols, &rows, |_, k, x| acc[k].push(x))?;
         }
         Ok(())
     }

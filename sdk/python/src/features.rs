@@ -75,8 +75,7 @@ fn keep_mask(keep: Option<&Bound<'_, PyAny>>, py: Python<'_>) -> PyResult<Option
 }
 
 fn f64_bytes<'py>(py: Python<'py>, v: &[f64]) -> Bound<'py, PyByteArray> {
-    let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
-    PyByteArray::new(py, &bytes)
+    filled(py, 8, v, |d, x: &f64| d.copy_from_slice(&x.to_le_bytes()))
 }
 
 type TensorOut<'py> = (String, &'static str, Vec<usize>, Bound<'py, PyByteArray>);
@@ -85,16 +84,27 @@ fn tensors_out<'py>(py: Python<'py>, tensors: Vec<tensorgate_features::Tensor>) 
     tensors
         .into_iter()
         .map(|t| match t.data {
-            Data::F32(v) => {
-                let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
-                (t.name, "<f4", t.shape, PyByteArray::new(py, &bytes))
-            }
-            Data::Bool(v) => {
-                let bytes: Vec<u8> = v.into_iter().map(u8::from).collect();
-                (t.name, "|b1", t.shape, PyByteArray::new(py, &bytes))
-            }
+            Data::F32(v) => (t.name, "<f4", t.shape, filled(py, 4, &v, |d, x: &f32| d.copy_from_slice(&x.to_le_bytes()))),
+            Data::Bool(v) => (t.name, "|b1", t.shape, filled(py, 1, &v, |d, x: &bool| d[0] = u8::from(*x))),
         })
         .collect()
+}
+
+/// A bytearray of `size` bytes per value, written in place (no intermediate buffer).
+fn filled<'py, T>(py: Python<'py>, size: usize, values: &[T], put: impl Fn(&mut [u8], &T)) -> Bound<'py, PyByteArray> {
+    let fill = |buf: &mut [u8]| {
+        buf.chunks_exact_mut(size).zip(values).for_each(|(d, x)| put(d, x));
+        Ok(())
+    };
+    match PyByteArray::new_with(py, values.len() * size, fill) {
+        Ok(b) => b,
+        // Only on allocation failure: fall back to a plain copy.
+        Err(_) => {
+            let mut bytes = vec![0u8; values.len() * size];
+            bytes.chunks_exact_mut(size).zip(values).for_each(|(d, x)| put(d, x));
+            PyByteArray::new(py, &bytes)
+        }
+    }
 }
 
 /// A feature spec ready to run (`tensorgate.spec.Spec` wraps it).
