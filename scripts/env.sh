@@ -9,6 +9,12 @@ export LIBTORCH_CUDA_DIR="$TENSORGATE_CACHE/libtorch-cuda-$TORCH_VERSION"
 export ORT_VERSION=1.32.0
 export ORT_DIR="$TENSORGATE_CACHE/onnxruntime-$ORT_VERSION"
 export ORT_DYLIB_PATH="${ORT_DYLIB_PATH:-$ORT_DIR/libonnxruntime.so.$ORT_VERSION}"
+# ONNX Runtime with its CUDA execution provider (scripts/setup --cuda): the
+# onnxruntime-gpu wheel's libraries, for ONNX models on a GPU (set
+# ORT_DYLIB_PATH to ORT_GPU_DYLIB_PATH, LD_LIBRARY_PATH to $LIBTORCH_CUDA_DIR/lib).
+export ORT_GPU_VERSION=1.31.1
+export ORT_GPU_DIR="$TENSORGATE_CACHE/onnxruntime-gpu-$ORT_GPU_VERSION"
+export ORT_GPU_DYLIB_PATH="$ORT_GPU_DIR/libonnxruntime.so.$ORT_GPU_VERSION"
 # Where scripts/build-plugins assembles NAME/VERSION/{manifest.toml,model.pt,plugin.wasm}.
 export TENSORGATE_REPO="${TENSORGATE_REPO:-$ROOT/target/repository}"
 # ... and scripts/build-python-plugins the Python plugins' bundles.

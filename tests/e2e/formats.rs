@@ -322,6 +322,58 @@ async fn bad_aoti_packages_are_refused_at_load_and_version_1_keeps_serving() {
     host.stop().await;
 }
 
+/// An AOTInductor package is unpacked to load and the copy removed at once:
+/// neither a refused package nor a host killed while serving one leaves
+/// anything in the temporary directory (libtorch's own unpacking, into
+/// `$TMPDIR/aotinductor_*`, was removed only when a loader was destroyed:
+/// every bad upload and every host restart left a copy of the model).
+#[tokio::test(flavor = "multi_thread")]
+async fn aoti_packages_leave_nothing_in_the_temporary_directory() {
+    let repo = repository_of(&["tabular-aoti"]);
+    built_bundle("tabular-aoti", "model.pt2", &repo.path().join("broken-aoti"), "1", 1, |m| {
+        *m = m.replacen("name = \"tabular-aoti\"", "name = \"broken-aoti\"", 1)
+    }, |b| b.truncate(b.len() / 2));
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let state = tempfile::tempdir().expect("state dir");
+    let mut child = Command::new(tensorgate_tests::cluster::host_binary())
+        .args(["serve", "--listen", "127.0.0.1:0", "--threads", "1", "--repository"])
+        .arg(repo.path())
+        .arg("--state-dir")
+        .arg(state.path())
+        .env("TMPDIR", tmp.path())
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("host starts");
+    /// Kills the host however the test ends.
+    struct Killed(std::process::Child);
+    impl Drop for Killed {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let addr = tensorgate_tests::cluster::wait_for_file(&state.path().join("listening"), Duration::from_secs(60), "host", &mut child);
+    let host = Killed(child);
+    let fp = std::fs::read_to_string(state.path().join("fingerprint")).expect("fingerprint");
+    let client = Client::connect(addr.parse().expect("address"), tensorgate_client::Trust::Fingerprint(fp)).await.expect("connects");
+    let x = parse_npy(&std::fs::read(bundle("tabular-aoti").join("sample.npy")).expect("sample")).expect("npy");
+    let r = client.predict(Submission::new("tabular-aoti", vec![Input::new(write_npy(&rows(&x, 0, 1)), "application/x-npy")])).await.expect("predict");
+    assert_eq!(r.summary.ok, 1, "the good package serves");
+    let status = client.status().await.expect("status");
+    assert!(!status.models.iter().any(|m| m.name == "broken-aoti"), "the truncated package is not served");
+    let refused = status.load_errors.iter().find(|f| f.model == "broken-aoti").expect("the truncated package was tried and refused");
+    assert!(refused.error.contains("loading AOTInductor model") && refused.error.contains("model.pt2: not an AOTInductor package"), "{}", refused.error);
+    client.close().await;
+    drop(host); // SIGKILL: no destructor runs in the host
+    let left: Vec<String> = std::fs::read_dir(tmp.path())
+        .expect("temp dir")
+        .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+        .filter(|n| n.starts_with("aotinductor_") || n.starts_with("tensorgate-aoti-"))
+        .collect();
+    assert!(left.is_empty(), "left in TMPDIR by the AOTInductor loads: {left:?}");
+}
+
 /// Hot reload, a canary trial and a rollback sit above the backend: an ONNX
 /// model goes through them as a TorchScript one does.
 #[tokio::test(flavor = "multi_thread")]

@@ -63,8 +63,16 @@ unsafe impl Send for Package {}
 
 impl Package {
     fn load(path: &Path, device: Device) -> Result<Package, String> {
-        let text = path.to_str().ok_or("the path is not UTF-8")?;
-        let c_path = CString::new(text).map_err(|_| "the path holds a NUL byte".to_string())?;
+        // The package is unpacked here into a directory of ours, removed as
+        // soon as the loader is built (its shared library is mapped and its
+        // weights read by then). Handed the `.pt2` itself, libtorch unpacks
+        // it into `/tmp/aotinductor_*` and removes that only when the loader
+        // is destroyed: never for a refused package (the constructor throws)
+        // nor for a host that is killed, so every restart and every bad
+        // upload left a copy of the model in /tmp.
+        let unpacked = unpack(path)?;
+        let text = unpacked.path().to_str().ok_or("the temporary directory's path is not UTF-8")?;
+        let c_path = CString::new(text).map_err(|_| "the temporary directory's path holds a NUL byte".to_string())?;
         let index = match device {
             Device::Cpu => -1,
             Device::Cuda(n) => c_int::try_from(n).map_err(|_| format!("no device cuda:{n}"))?,
@@ -79,6 +87,7 @@ impl Package {
         let _one = LOADING.lock().unwrap_or_else(|p| p.into_inner());
         // SAFETY: `c_path` is a valid C string; `error` is written only on failure.
         let loader = unsafe { tg_aoti_load(c_path.as_ptr(), index, &mut error) };
+        drop(unpacked);
         NonNull::new(loader).map(|loader| Package { loader }).ok_or_else(|| take_error(error))
     }
 
@@ -99,6 +108,20 @@ impl Package {
         unsafe { tg_aoti_free_outputs(outputs) };
         Ok(tensors)
     }
+}
+
+/// Unpacks a `.pt2` archive (a zip) into a new temporary directory.
+fn unpack(path: &Path) -> Result<tempfile::TempDir, String> {
+    let file = std::fs::File::open(path).map_err(|e| format!("cannot open it: {e}"))?;
+    let mut archive = zip::ZipArchive::new(std::io::BufReader::new(file))
+        .map_err(|e| format!("not an AOTInductor package (a .pt2 is a zip archive): {e}"))?;
+    let dir = tempfile::Builder::new()
+        .prefix("tensorgate-aoti-")
+        .tempdir()
+        .map_err(|e| format!("cannot make a temporary directory to unpack it: {e}"))?;
+    // `extract` refuses entries whose names would leave the directory.
+    archive.extract(dir.path()).map_err(|e| format!("cannot unpack it: {e}"))?;
+    Ok(dir)
 }
 
 impl Drop for Package {

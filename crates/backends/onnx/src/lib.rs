@@ -1,5 +1,9 @@
 //! The ONNX backend: `.onnx` models run by ONNX Runtime through `ort`, on
-//! the CPU.
+//! the CPU, or on a CUDA device through ONNX Runtime's CUDA execution
+//! provider when the loaded library has one and it registers (the
+//! `onnxruntime-gpu` wheel's library, which `scripts/setup --cuda` caches,
+//! on a machine with the CUDA driver); otherwise a model set to `cuda:N`
+//! runs on the CPU with one warning saying why.
 //!
 //! ONNX Runtime is not linked: its shared library (the PyPI `onnxruntime`
 //! wheel's `libonnxruntime.so.1.32.0`, which `scripts/setup` extracts into
@@ -15,10 +19,12 @@
 pub mod convert;
 
 use std::cell::Cell;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 
 use ort::environment::Environment;
+use ort::ep::{ExecutionProvider, CUDA};
 use ort::session::builder::GraphOptimizationLevel;
 use ort::session::Session;
 use ort::value::ValueType;
@@ -159,8 +165,38 @@ fn default_threads() -> usize {
 }
 
 
+/// Whether ONNX Runtime can run sessions on CUDA device `n`: its CUDA
+/// execution provider is built into the loaded library and registers (its
+/// provider library, the CUDA libraries and the driver load). `Err` says
+/// why not. Probed once per device and process.
+fn cuda_usable(n: usize) -> Result<(), String> {
+    static PROBED: Mutex<BTreeMap<usize, Result<(), String>>> = Mutex::new(BTreeMap::new());
+    let mut probed = PROBED.lock().unwrap_or_else(|p| p.into_inner());
+    probed.entry(n).or_insert_with(|| probe_cuda(n)).clone()
+}
+
+fn probe_cuda(n: usize) -> Result<(), String> {
+    let env = runtime().map_err(|e| e.to_string())?;
+    if !CUDA::is_available().map_err(|e| short(&e.to_string()))? {
+        return Err(format!(
+            "the ONNX Runtime library loaded ({DYLIB_ENV}) has no CUDA execution provider \
+             (the PyPI onnxruntime wheel is CPU-only; scripts/setup --cuda caches onnxruntime-gpu's library)"
+        ));
+    }
+    let mut builder = Session::builder(env).map_err(|e| short(&e.to_string()))?;
+    cuda_provider(n)?
+        .register(&mut builder)
+        .map_err(|e| format!("ONNX Runtime's CUDA execution provider does not start: {}", short(&e.to_string())))
+}
+
+/// The CUDA execution provider for device `n`.
+fn cuda_provider(n: usize) -> Result<CUDA, String> {
+    let id = i32::try_from(n).map_err(|_| format!("no device cuda:{n}"))?;
+    Ok(CUDA::default().with_device_id(id))
+}
+
 impl OnnxBackend {
-    fn session(&self, path: &Path, threads: usize, optimization: Optimization) -> Result<Session, ModelError> {
+    fn session(&self, path: &Path, device: Device, threads: usize, optimization: Optimization) -> Result<Session, ModelError> {
         let load = |reason: String| ModelError::Load { format: FORMAT, path: path.display().to_string(), reason };
         let env = runtime().map_err(|e| load(e.to_string()))?;
         // ONNX Runtime's message for a missing file is about protobuf parsing.
@@ -178,6 +214,12 @@ impl OnnxBackend {
             // intra-op threads wait instead of spinning.
             .with_intra_op_spinning(false)
             .map_err(option)?;
+        if let Device::Cuda(n) = device {
+            // Nodes the CUDA provider lacks run on the CPU provider, as ONNX
+            // Runtime assigns them; inputs and outputs stay in host memory.
+            let cuda = cuda_provider(n).map_err(load)?.build().error_on_failure();
+            builder = builder.with_execution_providers([cuda]).map_err(option)?;
+        }
         builder.commit_from_file(path).map_err(|e| load(short(&e.to_string())))
     }
 }
@@ -242,18 +284,26 @@ impl Backend for OnnxBackend {
 
     fn resolve(&self, spec: DeviceSpec) -> Result<Device, ModelError> {
         match spec {
-            DeviceSpec::Cuda(n) => {
-                tracing::warn!(
-                    "ONNX Runtime here has no CUDA execution provider (the PyPI onnxruntime CPU wheel): a model set to cuda:{n} runs on the CPU"
-                );
-                Ok(Device::Cpu)
-            }
-            _ => Ok(Device::Cpu),
+            DeviceSpec::Cpu => Ok(Device::Cpu),
+            DeviceSpec::Auto => match cuda_usable(0) {
+                Ok(()) => Ok(Device::Cuda(0)),
+                Err(why) => {
+                    tracing::debug!("an ONNX model on `auto` runs on the CPU: {why}");
+                    Ok(Device::Cpu)
+                }
+            },
+            DeviceSpec::Cuda(n) => match cuda_usable(n) {
+                Ok(()) => Ok(Device::Cuda(n)),
+                Err(why) => {
+                    tracing::warn!("an ONNX model set to cuda:{n} runs on the CPU: {why}");
+                    Ok(Device::Cpu)
+                }
+            },
         }
     }
 
     fn signature(&self, path: &Path) -> Option<Signature> {
-        match self.session(path, 1, Optimization::Disable) {
+        match self.session(path, Device::Cpu, 1, Optimization::Disable) {
             Ok(session) => Some(describe(&session)),
             Err(e) => {
                 tracing::debug!("no signature read from {}: {e}", path.display());
@@ -263,11 +313,8 @@ impl Backend for OnnxBackend {
     }
 
     fn load(&self, path: &Path, device: Device) -> Result<Box<dyn Instance>, ModelError> {
-        if device != Device::Cpu {
-            return Err(ModelError::Device(format!("ONNX models run on the CPU here, not {device}")));
-        }
         let threads = THREADS.with(Cell::get);
-        let session = self.session(path, if threads > 0 { threads } else { default_threads() }, self.options.optimization)?;
+        let session = self.session(path, device, if threads > 0 { threads } else { default_threads() }, self.options.optimization)?;
         Ok(Box::new(OnnxInstance { session, staging: convert::Staging::default() }))
     }
 
