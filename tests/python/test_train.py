@@ -346,3 +346,20 @@ def test_cli_bad_spec_exits_2_naming_the_line(nanoaod, tmp_path):
     assert run.returncode == 2 and run.stdout == ""
     assert run.stderr.startswith(f"error: {spec} line 16: input `event`, feature `logmet`: `lg(MET_pt)`: unknown function `lg`")
     assert not (tmp_path / "b").exists()
+
+
+def test_labels_from_a_branch_and_out_of_range_labels(nanoaod, tmp_path):
+    base = spec_text(nanoaod).replace('weight = "genWeight / abs(genWeight)"\n', "")
+    files = base[base.index("files = {"):].splitlines()[0]
+    spec = Spec.from_toml(base.replace(files, 'branch = "HLT_IsoMu24"'), "trig.toml")
+    source = Source(spec, [str(nanoaod / "nano_dy.root")])
+    fit(spec, source)
+    got = np.concatenate([b.label for b in batches(spec, source, 16)])
+    t = uproot.open(nanoaod / "nano_dy.root")["Events"].arrays(["HLT_IsoMu24", "nJet"], library="np")
+    np.testing.assert_array_equal(got, t["HLT_IsoMu24"][t["nJet"] >= 1].astype(np.int64))
+    assert got.sum() > 0 and (got == 0).sum() > 0
+    bad = Spec.from_toml(base.replace(files, 'branch = "nJet"'), "njet.toml")
+    source = Source(bad, [str(nanoaod / "nano_dy.root")])
+    fit(bad, source)
+    with pytest.raises(SpecError, match=r"njet.toml line 18: labels give \d+ in .*nano_dy.root, outside the classes"):
+        list(batches(bad, source, 16))
