@@ -195,7 +195,7 @@ def test_nanoaod_train_bundle_upload_predict_root(spec_file, nanoaod, host, tmp_
 
     dimuon = nanoaod / "nano_dimuon.root"
     cmd = [sys.executable, "-m", "tensorgate", "--host", address, "--fingerprint", fp, "predict",
-           "--spec", str(bundle / "spec.json"), "--model", "dy-tt", "--output", str(out_root), str(dimuon)]
+           "--spec", str(bundle), "--model", "dy-tt", "--output", str(out_root), str(dimuon)]
     run = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
     back = uproot.open(out_root)["Events"].arrays(library="np")

@@ -9,6 +9,9 @@ The wire protocol is the Rust client's (`tensorgate._native`), not a second
 implementation. ROOT trees: `tensorgate.root.predict_tree`. Scores into
 labels: `tensorgate.labels` (softmax, sigmoid, `{label: score}`, top-k);
 particle or hit lists into padded arrays and a mask: `tensorgate.records`.
+From ROOT files to a served model with one feature spec (docs/training.md):
+`tensorgate.spec`, `tensorgate.data`, `tensorgate.train`, `tensorgate.images`,
+`tensorgate.inspect`, and `predict_tree(..., spec=...)`.
 """
 
 from . import labels, records

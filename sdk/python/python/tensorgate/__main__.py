@@ -128,7 +128,7 @@ def _parser() -> argparse.ArgumentParser:
     ti.add_argument("--replace", action="store_true")
     ti.add_argument("--upload", metavar="HOST")
     pp = sub.add_parser("predict", help="run ROOT files through a model trained on a feature spec")
-    pp.add_argument("--spec", required=True, help="the feature spec (TOML) or the bundle's spec.json")
+    pp.add_argument("--spec", required=True, help="the bundle folder (its spec.json), its spec.json, or a TOML spec")
     pp.add_argument("--model", required=True)
     pp.add_argument("--version", type=int)
     pp.add_argument("--output", required=True, help="a .root, .parquet or .npz file")
@@ -296,7 +296,10 @@ def _predict(client: Client, args) -> int:
     from .root import predict_tree
     from .spec import Spec
 
-    spec = Spec.from_json(pathlib.Path(args.spec).read_text(), args.spec) if args.spec.endswith(".json") else args.spec
+    path = pathlib.Path(args.spec)
+    if path.is_dir():  # a bundle written by `train`: its compiled, fitted spec
+        path = path / "spec.json"
+    spec = Spec.from_json(path.read_text(), str(path)) if path.suffix == ".json" else str(path)
     step = int(args.step_size) if args.step_size.isdigit() else args.step_size
     out = predict_tree(client, args.model, args.files, spec=spec, step_size=step, rows_per_item=args.rows_per_item,
                        concurrency=args.concurrency, version=args.version, output=args.output)
