@@ -114,12 +114,22 @@ def test_the_status_page_of_a_host_shows_its_models(tmp_path):
         state = tmp_path / "host"
         state.mkdir()
         log = tmp_path / "host.log"
+        repo = tmp_path / "repo"
+        shutil.copytree(REPOSITORY, repo)
         with open(log, "wb") as f:
-            procs.append(subprocess.Popen([str(HOST_BIN), "serve", "--repository", str(REPOSITORY), "--listen", "127.0.0.1:0",
-                                           "--state-dir", str(state), "--http-listen", f"127.0.0.1:{http}"],
+            procs.append(subprocess.Popen([str(HOST_BIN), "serve", "--repository", str(repo), "--listen", "127.0.0.1:0",
+                                           "--state-dir", str(state), "--http-listen", f"127.0.0.1:{http}",
+                                           "--canary-share", "0.25", "--canary-items", "1000"],
                                           stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL))
         wait_for(state / "fingerprint", procs[-1], "host", log)
         submit(state, 5)
+        # A newer tabular goes on trial (a quarter of the requests, 1,000 items to pass).
+        shutil.copytree(repo / "tabular" / "1", repo / "tabular" / "2")
+        manifest = repo / "tabular" / "2" / "manifest.toml"
+        manifest.write_text(manifest.read_text().replace("version = 1", "version = 2"))
+        reload = subprocess.run([str(CLI), "--host", (state / "listening").read_text().strip(), "--fingerprint",
+                                 (state / "fingerprint").read_text().strip(), "reload"], capture_output=True, text=True, timeout=60)
+        assert reload.returncode == 0, reload.stderr
         js = status_json(http)
         assert js["role"] == "host" and js["workers"] == []
         page = render(f"http://127.0.0.1:{http}/status", tmp_path / "host.png")
@@ -128,6 +138,7 @@ def test_the_status_page_of_a_host_shows_its_models(tmp_path):
         assert set(page.rows) == {f"{n}/{v}" for n, v in served}
         tabular = page.rows["tabular/1"]
         assert tabular[:3] == ["tabular", "1", "default"] and tabular[5:7] == ["5", "0"], tabular
+        assert page.rows["tabular/2"][2] == "canary 25 %: 0/1000 items, 0 failed", page.rows["tabular/2"]
         assert "fleet" in page.hidden, "a host has no workers table"
     finally:
         stop(procs)
