@@ -2,8 +2,9 @@
 //! same code the `features` plugin runs when serving) for the Python
 //! package's training side (`tensorgate.spec`, `tensorgate.data`).
 //!
-//! Columns come in as a dict: branch -> a flat `float64` array, or
-//! `(counts uint64/int64 [N], values float64)` for a jagged branch;
+//! Columns come in as a dict: branch -> a flat array (any numeric or bool
+//! dtype, read as f64 here), or `(counts uint64/int64 [N], values)` for a
+//! jagged branch;
 //! tensors go out as `(name, descr, shape, bytearray)`.
 
 use pyo3::exceptions::PyValueError;
@@ -19,10 +20,28 @@ fn value_error(e: impl std::fmt::Display) -> PyErr {
 
 fn f64s(py: Python<'_>, obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Vec<f64>> {
     let v = array_view(py, obj)?;
-    if v.descr != "<f8" || v.shape.len() != 1 {
-        return Err(value_error(format!("{what}: expected a 1-d float64 array, got {} {:?}", v.descr, v.shape)));
+    if v.shape.len() != 1 {
+        return Err(value_error(format!("{what}: expected a 1-d array, got shape {:?}", v.shape)));
     }
-    Ok(v.data.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap_or_default())).collect())
+    // The branch's own dtype, converted here (one pass, no NumPy copy first).
+    macro_rules! conv {
+        ($t:ty, $n:expr) => {
+            v.data.chunks_exact($n).map(|c| <$t>::from_le_bytes(c.try_into().unwrap_or_default()) as f64).collect()
+        };
+    }
+    Ok(match v.descr.as_str() {
+        "<f8" => conv!(f64, 8),
+        "<f4" => conv!(f32, 4),
+        "<i8" => conv!(i64, 8),
+        "<u8" => conv!(u64, 8),
+        "<i4" => conv!(i32, 4),
+        "<u4" => conv!(u32, 4),
+        "<i2" => conv!(i16, 2),
+        "<u2" => conv!(u16, 2),
+        "|i1" => conv!(i8, 1),
+        "|u1" | "|b1" => v.data.iter().map(|&b| b as f64).collect(),
+        other => return Err(value_error(format!("{what}: values of dtype {other} (give numbers or booleans)"))),
+    })
 }
 
 fn u64s(py: Python<'_>, obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Vec<u64>> {

@@ -35,8 +35,8 @@ class SpecError(ValueError):
 
 def columns(chunk, names: Iterable[str], where: str = "") -> Dict[str, object]:
     """Raw columns for the transforms from an awkward record array (one
-    uproot chunk): branch -> float64 array, or (counts, values) for a jagged
-    branch. `where` (file and tree) goes into errors."""
+    uproot chunk): branch -> array, or (counts, values) for a jagged branch,
+    in the branch's own dtype. `where` (file and tree) goes into errors."""
     import awkward as ak
 
     out: Dict[str, object] = {}
@@ -45,11 +45,12 @@ def columns(chunk, names: Iterable[str], where: str = "") -> Dict[str, object]:
         if name not in fields:
             raise SpecError(f"{where}: no branch `{name}`")
         arr = chunk[name]
+        # Values in the branch's own dtype: the extension reads them as f64 in one pass.
         if arr.ndim == 1:
-            out[name] = np.asarray(ak.to_numpy(arr), dtype=np.float64)
+            out[name] = np.asarray(ak.to_numpy(arr))
         elif arr.ndim == 2:
             counts = np.asarray(ak.to_numpy(ak.num(arr, axis=1)), dtype=np.int64)
-            values = np.asarray(ak.to_numpy(ak.flatten(arr, axis=1)), dtype=np.float64)
+            values = np.asarray(ak.to_numpy(ak.flatten(arr, axis=1)))
             out[name] = (counts, values)
         else:
             raise SpecError(f"{where}: branch `{name}` has {arr.ndim} dimensions; only flat and singly jagged branches")
