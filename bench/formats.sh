@@ -81,8 +81,11 @@ for r in $(seq "$ROUNDS"); do
             *) file="$WORK/tile.npy" secs=$SECS_UNET warm=4 ;;
         esac
         for c in 1 8 64; do
-            "$BIN/tensorgate" bench --model "$m" --file "$file" --duration "$secs" --warmup "$warm" --concurrency "$c" --json \
-                | sed "s/^/$m:c$c /" >> "$OUT"
+            # The host's CPU time over the cell (utime + stime, clock ticks), warm-up included.
+            before=$(awk '{print $14 + $15}' "/proc/$HOST_PID/stat")
+            line=$("$BIN/tensorgate" bench --model "$m" --file "$file" --duration "$secs" --warmup "$warm" --concurrency "$c" --json)
+            after=$(awk '{print $14 + $15}' "/proc/$HOST_PID/stat")
+            echo "$m:c$c {\"host_cpu_s\":$(( after - before ))e-2,${line#\{}" >> "$OUT"
         done
     done
     for m in unet-ts unet-onnx unet-aoti; do
@@ -114,11 +117,30 @@ for m in ("tabular-ts", "tabular-onnx", "tabular-aoti", "unet-ts", "unet-onnx", 
     name = {"tabular": "tabular MLP", "unet": "U-Net 512x512 tile"}[model]
     print(f"| {name} | {dict(ts='TorchScript', onnx='ONNX', aoti='AOTInductor')[fmt]} | {loads.get(m, float('nan')):.0f} | " + " | ".join(cells) + f" | {errors} |")
 print()
-print(f"| U-Net, one 512x512 tile | bare forward p50 ms | host c1 p50 ms | host overhead |")
-print("|---|---|---|---|")
+print("Host CPU per request (user + system over each cell, warm-up requests included), µs:")
+print()
+print("| model | format | c1 | c8 | c64 |")
+print("|---|---|---|---|---|")
+for m in ("tabular-ts", "tabular-onnx", "tabular-aoti", "unet-ts", "unet-onnx", "unet-aoti"):
+    model, fmt = m.split("-")
+    cells = []
+    for c in (1, 8, 64):
+        rs = rows[f"{m}:c{c}"]
+        cells.append(f"{med([x['host_cpu_s'] * 1e6 / max(1, x['requests']) for x in rs]):.0f}")
+    name = {"tabular": "tabular MLP", "unet": "U-Net 512x512 tile"}[model]
+    print(f"| {name} | {dict(ts='TorchScript', onnx='ONNX', aoti='AOTInductor')[fmt]} | " + " | ".join(cells) + " |")
+print()
+print("| U-Net, one 512x512 tile | bare forward p50 ms | bare CPU ms/call | RSS MiB per instance | host c1 p50 ms | host overhead (end to end) | host forward ms (mean) | host stages outside the forward ms | their share of the forward |")
+print("|---|---|---|---|---|---|---|---|---|")
 for m in ("unet-ts", "unet-onnx", "unet-aoti"):
-    bare = med([x["us"]["p50"] for x in rows[f"{m}:bare"]]) / 1e3
+    bares = rows[f"{m}:bare"]
+    bare = med([x["us"]["p50"] for x in bares]) / 1e3
+    cpu = med([x.get("cpu_us_per_call") or float("nan") for x in bares]) / 1e3
+    rss = med([x.get("rss_instance_mib") or float("nan") for x in bares])
     host = med([x["latency_us"]["p50"] for x in rows[f"{m}:c1"]]) / 1e3
+    stages = [x["server_us_per_item"] for x in rows[f"{m}:c1"]]
+    forward = med([s["forward"] for s in stages]) / 1e3
+    outside = med([s["queue"] + s["preprocess"] + s["postprocess"] for s in stages]) / 1e3
     fmt = dict(ts='TorchScript', onnx='ONNX', aoti='AOTInductor')[m.split("-")[1]]
-    print(f"| {fmt} | {bare:.1f} | {host:.1f} | {100 * (host / bare - 1):+.1f} % |")
+    print(f"| {fmt} | {bare:.1f} | {cpu:.1f} | {rss:.0f} | {host:.1f} | {100 * (host / bare - 1):+.1f} % | {forward:.1f} | {outside:.2f} | {100 * outside / forward:.1f} % |")
 PY

@@ -39,6 +39,7 @@ fn main() -> anyhow::Result<()> {
     let manifest = Manifest::load(&args.bundle)?;
     let backend = tensorgate_runtime::backends::for_model(&manifest).map_err(|e| anyhow::anyhow!("{e}"))?;
     backend.init_thread(args.threads);
+    let rss_before = rss_kib();
     let mut instance = backend.load(&args.bundle.join(&manifest.model.file), Device::Cpu)?;
     let (shape, input) = match &args.npy {
         Some(path) => {
@@ -61,12 +62,17 @@ fn main() -> anyhow::Result<()> {
     for _ in 0..args.warmup {
         run()?;
     }
+    // One instance's memory: the model loaded and warm (for the first ONNX
+    // or AOTInductor model, the runtime's own libraries and arenas included).
+    let rss_instance_mib = rss_kib().zip(rss_before).map(|(after, before)| after.saturating_sub(before) as f64 / 1024.0);
+    let cpu_before = cpu_seconds();
     let mut times = Vec::with_capacity(args.iters);
     for _ in 0..args.iters {
         let t = Instant::now();
         run()?;
         times.push(t.elapsed().as_nanos() as f64 / 1e3);
     }
+    let cpu_us_per_call = cpu_seconds().zip(cpu_before).map(|(after, before)| (after - before) * 1e6 / args.iters.max(1) as f64);
     times.sort_by(|a, b| a.total_cmp(b));
     let q = |p: f64| times[((times.len() - 1) as f64 * p) as usize];
     println!(
@@ -76,7 +82,25 @@ fn main() -> anyhow::Result<()> {
             "threads": backend.thread_threads(), "iters": args.iters,
             "us": { "p50": q(0.5), "p90": q(0.9), "p99": q(0.99) },
             "calls_per_s": 1e6 / q(0.5),
+            "cpu_us_per_call": cpu_us_per_call, "rss_instance_mib": rss_instance_mib,
         })
     );
     Ok(())
+}
+
+/// This process's resident memory (`VmRSS`, KiB).
+fn rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// This process's user + system CPU time in seconds (`/proc/self/stat`, clock ticks of 10 ms).
+fn cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name (which may hold spaces) start at `state`: utime and stime are the 12th and 13th.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(ticks as f64 / 100.0)
 }
