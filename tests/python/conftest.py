@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from engine import stop
+
 ROOT = Path(__file__).resolve().parents[2]
 HOST_BIN = ROOT / "target" / "release" / "tensorgate-host"
 REPOSITORY = ROOT / "target" / "repository"
@@ -50,12 +52,7 @@ def tg_host(tmp_path_factory):
             time.sleep(0.01)
         yield RunningHost(proc, listening.read_text().strip(), fp, state)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+        stop([proc])
 
 
 @pytest.fixture(scope="session")

@@ -1,6 +1,6 @@
-"""Processes of the cluster tests (test_cluster.py, test_oip.py): a real
-nats-server with JetStream on a free loopback port (the engine), waiting
-for a host, worker or gateway to announce itself, and stopping them all."""
+"""Processes of the Python tests: a real nats-server with JetStream on a
+free loopback port (the engine), waiting for a host, worker or gateway to
+announce itself, and stopping them all."""
 
 from __future__ import annotations
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 import minimal_client
+from engine import stop
 
 ROOT = Path(__file__).resolve().parents[2]
 HOST_BIN = ROOT / "target" / "release" / "tensorgate-host"
@@ -66,12 +67,7 @@ def host(tmp_path_factory):
         assert address.startswith("127.0.0.1:"), address
         yield Host(proc, address, fp, log)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+        stop([proc])
 
 
 def run_client(host: Host, *, model: str = "tabular", fingerprint: str | None = None, file: Path = SAMPLE):

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import engine
 import tensorgate
 from conftest import HOST_BIN, REPOSITORY, STARTUP_TIMEOUT_S
 
@@ -44,12 +45,7 @@ def start_host(tmp: Path, access: str | None = None):
 
 
 def stop(proc):
-    proc.terminate()
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=10)
+    engine.stop([proc])
 
 
 @pytest.fixture()
