@@ -33,6 +33,7 @@ from tensorgate.train import events_json, raw_events, train  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 HOST_BIN = ROOT / "target" / "release" / "tensorgate-host"
+ORT_DYLIB = Path(os.environ.get("TENSORGATE_CACHE", Path.home() / ".cache" / "tensorgate")) / "onnxruntime-1.32.0" / "libonnxruntime.so.1.32.0"
 PLUGIN = ROOT / "target" / "plugins" / "wasm32-unknown-unknown" / "release" / "features_plugin.wasm"
 STARTUP_TIMEOUT_S = 60
 
@@ -96,8 +97,11 @@ def start_host(tmp: Path):
     repo.mkdir(parents=True)
     state.mkdir()
     log = open(tmp / "host.log", "wb")
+    env = dict(os.environ)
+    env.setdefault("ORT_DYLIB_PATH", str(ORT_DYLIB))  # ONNX bundles (scripts/env.sh sets it too)
     proc = subprocess.Popen([str(HOST_BIN), "serve", "--repository", str(repo), "--listen", "127.0.0.1:0",
-                             "--state-dir", str(state)], stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+                             "--state-dir", str(state)], stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                            env=env)
     deadline = time.monotonic() + STARTUP_TIMEOUT_S
     while not ((state / "listening").exists() and (state / "fingerprint").exists()):
         if proc.poll() is not None or time.monotonic() > deadline:
@@ -363,3 +367,31 @@ def test_labels_from_a_branch_and_out_of_range_labels(nanoaod, tmp_path):
     fit(bad, source)
     with pytest.raises(SpecError, match=r"njet.toml line 18: labels give \d+ in .*nano_dy.root, outside the classes"):
         list(batches(bad, source, 16))
+
+
+def test_onnx_bundle_served_by_onnx_runtime(spec_file, nanoaod, host, tmp_path):
+    """`train --format onnx`: model.onnx from torch.onnx, run by the host's ONNX Runtime backend behind
+    the same features plugin; the answers are ONNX Runtime's own (reference.npz) and eager torch's."""
+    pytest.importorskip("onnxruntime", reason="scripts/setup-python installs it into the torch-venv")
+    if not Path(os.environ.get("ORT_DYLIB_PATH", ORT_DYLIB)).exists():
+        pytest.fail(f"{ORT_DYLIB} is missing: run scripts/setup")
+    address, fp = host
+    bundle = tmp_path / "dy-tt-onnx"
+    r = train(str(spec_file), JetNet, epochs=2, batch_size=32, seed=3, bundle=str(bundle), plugin=str(PLUGIN),
+              model_format="onnx", log=None)
+    assert sorted(p.name for p in bundle.iterdir())[:2] == ["manifest.toml", "model.onnx"]
+    assert 'format = "onnx"' in (bundle / "manifest.toml").read_text()
+    spec = r.spec
+    with tensorgate.Client(address, fingerprint=fp) as client:
+        client.upload(bundle)
+        out = predict_tree(client, "dy-tt-onnx", [str(nanoaod / "nano_dimuon.root")], spec=spec)
+    _, cols = all_columns(spec, nanoaod / "nano_dimuon.root")
+    x = spec.transform(cols)
+    with torch.no_grad():
+        eager = r.model(*(torch.from_numpy(np.array(x[n])) for n, _, _ in spec.model_inputs())).numpy()
+    np.testing.assert_allclose(out["scores"], eager, rtol=1e-4, atol=1e-5)
+    ref = np.load(bundle / "reference.npz")["scores"]
+    samples = dict(np.load(bundle / "samples" / "events.npz"))
+    with tensorgate.Client(address, fingerprint=fp) as client:
+        served = client.predict("dy-tt-onnx", [samples])[0]["scores"]
+    np.testing.assert_allclose(served, ref, rtol=1e-5, atol=1e-6)

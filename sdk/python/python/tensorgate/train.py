@@ -102,13 +102,15 @@ def _toml_str(s: str) -> str:
 
 
 def _manifest(name: str, version: int, description: str, classes: Sequence[str], spec: Spec,
-              outputs: Dict[str, List[int]], origin: str) -> str:
+              outputs: Dict[str, List[int]], origin: str, model_format: str = "torchscript") -> str:
     lines = [f"# Written by `python -m tensorgate train` from {origin}: the features plugin runs",
              "# the spec in params.spec (its fitted standardisation included) on raw branch values.",
              f"name = {_toml_str(name)}", f"version = {version}", f"description = {_toml_str(description)}"]
     if classes:
         lines.append("labels = [" + ", ".join(_toml_str(c) for c in classes) + "]")
-    lines += ["", "[model]", 'file = "model.pt"', "max_batch = 1024", "", "[plugin]", 'file = "plugin.wasm"']
+    model_file = "model.onnx" if model_format == "onnx" else "model.pt"
+    lines += ["", "[model]", f'file = "{model_file}"', f'format = "{model_format}"', "max_batch = 1024", "",
+              "[plugin]", 'file = "plugin.wasm"']
     for n, dtype, shape in spec.model_inputs():
         lines += ["", "[[inputs]]", f"name = {_toml_str(n)}", f'dtype = "{dtype}"', f"shape = {list(shape)}"]
     for n, shape in outputs.items():
@@ -180,7 +182,8 @@ def train(spec, model: str, *, files: Sequence[str] = (), epochs: int = 3, bundl
           validation: float = 0.2, step_size: int = 10_000, shuffle_buffer: int = 4096, device: str = "cpu",
           model_args: Optional[dict] = None, plugin: Optional[str] = None, samples: int = 16,
           replace: bool = False, log: Optional[Callable[[str], None]] = print, upload=None,
-          cache: Union[str, bool] = "auto", cache_limit: int = 1 << 30) -> TrainResult:
+          cache: Union[str, bool] = "auto", cache_limit: int = 1 << 30,
+          model_format: str = "torchscript") -> TrainResult:
     """Trains `model` (MODULE:CLASS, or a class) on the spec's data; see the module docstring.
 
     `cache`: keep the selected entries' model inputs in memory after the
@@ -189,9 +192,15 @@ def train(spec, model: str, *, files: Sequence[str] = (), epochs: int = 3, bundl
     `cache_limit` bytes, known after the first pass). Without the cache,
     epochs stream the files through a `shuffle_buffer`.
 
+    `model_format`: "torchscript" (model.pt) or "onnx" (model.onnx, exported
+    by torch.onnx, the reference outputs from ONNX Runtime).
+
     `upload` is a `tensorgate.Client` to install the bundle on (a host, or a
     cluster gateway: the usual version and canary rules apply)."""
     import torch
+
+    if model_format not in ("torchscript", "onnx"):
+        raise ValueError(f"format {model_format!r}: use torchscript or onnx")
 
     log = log or (lambda _: None)
     if not isinstance(spec, Spec):
@@ -290,7 +299,7 @@ def train(spec, model: str, *, files: Sequence[str] = (), epochs: int = 3, bundl
     result = TrainResult(history, None, spec, net, entries)
     if bundle is not None:
         result.bundle = str(_write_bundle(spec, source, net.to("cpu").eval(), order, classes, dest, plugin_path,
-                                          name or dest.name, version, samples, replace, log))
+                                          name or dest.name, version, samples, replace, log, model_format))
         if upload is not None:
             result.upload = upload.upload(result.bundle, replace=replace)
             log(f"uploaded: {result.upload}")
@@ -306,8 +315,24 @@ def _export(torch, net, example):
             return torch.jit.trace(net, example, check_trace=False)
 
 
+def _export_onnx(torch, net, example, order, names, path: Path):
+    """`net` to a self-contained .onnx (torch.onnx, dynamo, opset 18, the batch
+    dimension dynamic); returns ONNX Runtime's outputs on `example` (the reference)."""
+    import onnxruntime
+
+    batch = torch.export.Dim("batch", min=1, max=1 << 20)
+    dynamic = {n: {0: batch} for n in order}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(net, example, dynamo=True, input_names=list(order), output_names=list(names),
+                                    dynamic_shapes=dynamic, opset_version=18, external_data=False)
+    program.save(str(path), external_data=False)
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return session.run(None, {n: x.numpy() for n, x in zip(order, example)})
+
+
 def _write_bundle(spec: Spec, source: Source, net, order, classes, dest: Path, plugin: Path, name: str,
-                  version: int, samples: int, replace: bool, log) -> Path:
+                  version: int, samples: int, replace: bool, log, model_format: str = "torchscript") -> Path:
     import torch
 
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -322,18 +347,24 @@ def _write_bundle(spec: Spec, source: Source, net, order, classes, dest: Path, p
 
         inputs = spec.transform(_columns(chunk[:n], [b for b, _ in spec.branches], "samples"))
         example = tuple(torch.from_numpy(np.array(inputs[k])) for k in order)
-        scripted = _export(torch, net, example)
-        scripted.save(str(tmp / "model.pt"))
-        loaded = torch.jit.load(str(tmp / "model.pt"))
         with torch.no_grad():
-            out = loaded(*example)
-        outs = list(out) if isinstance(out, (tuple, list)) else [out]
-        names = ["scores"] if len(outs) == 1 else [f"output_{i}" for i in range(len(outs))]
-        reference = {k: o.numpy().astype(np.float32) for k, o in zip(names, outs)}
+            eager = net(*example)
+        n_out = len(eager) if isinstance(eager, (tuple, list)) else 1
+        names = ["scores"] if n_out == 1 else [f"output_{i}" for i in range(n_out)]
+        if model_format == "onnx":
+            outs = _export_onnx(torch, net, example, order, names, tmp / "model.onnx")
+        else:
+            scripted = _export(torch, net, example)
+            scripted.save(str(tmp / "model.pt"))
+            loaded = torch.jit.load(str(tmp / "model.pt"))
+            with torch.no_grad():
+                out = loaded(*example)
+            outs = [o.numpy() for o in (list(out) if isinstance(out, (tuple, list)) else [out])]
+        reference = {k: np.asarray(o).astype(np.float32) for k, o in zip(names, outs)}
         shapes = {k: [-1, *v.shape[1:]] for k, v in reference.items()}
         description = f"{name}: {len(classes)} classes from {spec.origin} (tensorgate train)"
         (tmp / "manifest.toml").write_text(_manifest(name, version, description, classes, spec, shapes,
-                                                     Path(spec.origin).name))
+                                                     Path(spec.origin).name, model_format))
         shutil.copyfile(plugin, tmp / "plugin.wasm")
         if Path(spec.origin).is_file():
             shutil.copyfile(spec.origin, tmp / "spec.toml")
@@ -353,5 +384,5 @@ def _write_bundle(spec: Spec, source: Source, net, order, classes, dest: Path, p
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    log(f"bundle: {dest} (model.pt, manifest.toml, plugin.wasm, samples/, reference.npz)")
+    log(f"bundle: {dest} (the model, manifest.toml, plugin.wasm, samples/, reference.npz)")
     return dest
