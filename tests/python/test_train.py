@@ -30,6 +30,7 @@ from tensorgate.data import Source, batches, fit, TreeDataset  # noqa: E402
 from tensorgate.root import predict_tree  # noqa: E402
 from tensorgate.spec import Spec, SpecError, columns  # noqa: E402
 from tensorgate.train import events_json, raw_events, train  # noqa: E402
+from engine import stop  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 HOST_BIN = ROOT / "target" / "release" / "tensorgate-host"
@@ -121,12 +122,7 @@ def host(tmp_path):
     try:
         yield address, fp
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+        stop([proc])
 
 
 def all_columns(spec: Spec, path: Path):

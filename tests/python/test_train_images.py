@@ -20,6 +20,7 @@ torch = pytest.importorskip("torch", reason="torch comes with scripts/setup-pyth
 
 import tensorgate  # noqa: E402
 from tensorgate.images import ImageDataError, preprocess, read_labels, train_images  # noqa: E402
+from engine import stop  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 PLUGIN = ROOT / "target" / "plugins" / "wasm32-unknown-unknown" / "release" / "image_plugin.wasm"
@@ -148,9 +149,4 @@ def test_images_to_a_served_bundle(shapes, tmp_path):
                 assert len(top) == 3 and top[0]["label"] == KINDS[int(np.argmax(local))]
                 assert top[0]["score"] == pytest.approx(float(local.max()), rel=1e-5, abs=1e-6)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+        stop([proc])

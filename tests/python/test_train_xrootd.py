@@ -18,6 +18,7 @@ import pytest
 
 from tensorgate.data import Source, batches, fit
 from tensorgate.spec import Spec
+from engine import stop
 
 XROOTD = shutil.which("xrootd")
 STARTUP_TIMEOUT_S = 30
@@ -93,12 +94,7 @@ def xrootd_server(nanoaod):
         yield f"root://127.0.0.1:{port}/", data
     finally:
         if proc is not None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
+            stop([proc])
         shutil.rmtree(base, ignore_errors=True)
 
 
