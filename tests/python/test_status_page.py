@@ -97,11 +97,33 @@ def status_json(port: int) -> dict:
         return json.load(r)
 
 
-def submit(state: Path, n: int) -> None:
+def submit(state: Path, n: int, sample: Path = SAMPLE) -> subprocess.CompletedProcess:
     address, fingerprint = (state / "listening").read_text().strip(), (state / "fingerprint").read_text().strip()
     out = subprocess.run([str(CLI), "--host", address, "--fingerprint", fingerprint, "submit", "--model", "tabular",
-                          *[str(SAMPLE)] * n], capture_output=True, text=True, timeout=60)
-    assert out.returncode == 0, out.stderr
+                          *[str(sample)] * n], capture_output=True, text=True, timeout=60)
+    if sample == SAMPLE:
+        assert out.returncode == 0, out.stderr
+    return out
+
+
+# A jet whose values are not numbers: the tabular plugin fails it.
+MALFORMED_CODE = "plugin_error"
+
+
+def submit_malformed(tmp_path: Path, state: Path, n: int) -> None:
+    bad = tmp_path / "malformed.json"
+    bad.write_text('{"keys": ["jet_pt"], "values": "not numbers"}\n')
+    out = submit(state, n, bad)
+    assert MALFORMED_CODE in out.stdout + out.stderr, (out.returncode, out.stdout[-2000:], out.stderr[-2000:])
+
+
+def check_failures_and_latency(row: list[str], model: dict, failed: int) -> None:
+    """The row's failures by code (as the JSON has them) and p50 <= p90 <= p99, all positive."""
+    assert model["failures"] == {MALFORMED_CODE: failed}, model
+    assert row[8] == f"{MALFORMED_CODE} {failed}", row
+    p50, p90, p99 = (float(c) for c in row[9:12])
+    assert 0 < p50 <= p90 <= p99, row
+    assert 0 < model["latency_p50_us"] <= model["latency_p90_us"] <= model["latency_p99_us"], model
 
 
 def test_the_status_page_of_a_host_shows_its_models(tmp_path):
@@ -123,6 +145,7 @@ def test_the_status_page_of_a_host_shows_its_models(tmp_path):
                                           stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL))
         wait_for(state / "fingerprint", procs[-1], "host", log)
         submit(state, 5)
+        submit_malformed(tmp_path, state, 3)
         # A newer tabular goes on trial (a quarter of the requests, 1,000 items to pass).
         shutil.copytree(repo / "tabular" / "1", repo / "tabular" / "2")
         manifest = repo / "tabular" / "2" / "manifest.toml"
@@ -137,7 +160,9 @@ def test_the_status_page_of_a_host_shows_its_models(tmp_path):
         served = {(m["name"], m["version"]) for m in js["models"]}
         assert set(page.rows) == {f"{n}/{v}" for n, v in served}
         tabular = page.rows["tabular/1"]
-        assert tabular[:3] == ["tabular", "1", "default"] and tabular[5:7] == ["5", "0"], tabular
+        assert tabular[:3] == ["tabular", "1", "default"] and tabular[5:7] == ["5", "3"], tabular
+        check_failures_and_latency(tabular, next(m for m in js["models"] if (m["name"], m["version"]) == ("tabular", 1)), 3)
+        assert page.rows["tabular/2"][8:12] == ["–"] * 4, "no item on the canary yet"
         assert page.rows["tabular/2"][2] == "canary 25 %: 0/1000 items, 0 failed", page.rows["tabular/2"]
         assert "fleet" in page.hidden, "a host has no workers table"
     finally:
@@ -174,6 +199,7 @@ def test_the_status_page_of_a_gateway_shows_the_fleet_and_each_worker(tmp_path):
             assert deadline_polls > 0, "the gateway never saw both workers"
             subprocess.run(["sleep", "0.1"], check=True)
         submit(state, 8)
+        submit_malformed(tmp_path, state, 2)
         js = status_json(http)
         page = render(f"http://127.0.0.1:{http}/status", tmp_path / "gateway.png")
         assert page.text["role"].strip() == "— gateway"
@@ -186,6 +212,9 @@ def test_the_status_page_of_a_gateway_shows_the_fleet_and_each_worker(tmp_path):
             assert row[3] == "cpu" and "tabular/1" in held and row[5] == str(32 * len(held)), "--capacity 32 per version held"
         tabular = page.rows["tabular/1"]
         assert tabular[2] == "default" and tabular[5] == "8" and tabular[-1] == "2", tabular
+        # The gateway's own count of the items it answered, by code, and their latency at the gateway.
+        check_failures_and_latency(tabular, next(m for m in js["models"] if (m["name"], m["version"]) == ("tabular", 1)), 2)
+        assert "histogram_quantile" in page.text["latency-note"], "the page says how the percentiles are made"
         shown = {(k.split("/")[0], int(k.split("/")[1])) for k in page.rows if k not in ids}
         assert shown == {(m["name"], m["version"]) for m in js["models"]}
     finally:

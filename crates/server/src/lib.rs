@@ -20,6 +20,7 @@ pub mod auth;
 pub mod command;
 pub mod config;
 pub mod front;
+pub mod item_stats;
 pub mod manage;
 pub mod manifest;
 pub mod metrics;

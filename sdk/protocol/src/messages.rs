@@ -391,6 +391,24 @@ pub struct ModelStatus {
     /// Its trial, while it is a canary (as in `models`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub canary: Option<CanaryInfo>,
+    /// Items of this version that the answering process (host or gateway)
+    /// failed, by error code, since it started.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub failures: BTreeMap<String, u64>,
+    /// Median item latency in that process (µs, from a fixed-bucket histogram
+    /// by linear interpolation; 0: no item yet).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub latency_p50_us: u64,
+    /// 90th percentile of the item latency (µs, as `latency_p50_us`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub latency_p90_us: u64,
+    /// 99th percentile of the item latency (µs, as `latency_p50_us`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub latency_p99_us: u64,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
 }
 
 /// One worker of a gateway's fleet, as listed by `status`.

@@ -842,6 +842,7 @@ fn has_type(value: &Value, ty: &str) -> bool {
         ("map", Value::Map(entries)) => match ty {
             "map" => true,
             "map str → str" => entries.iter().all(|(_, v)| matches!(v, Value::Str(_))),
+            "map str → uint" => entries.iter().all(|(_, v)| matches!(v, Value::UInt(_))),
             _ => false,
         },
         _ => false,
@@ -943,6 +944,10 @@ fn full_model_status() -> ModelStatus {
         default: true,
         rolled_back: Some("canary: 3 of 13 items failed".into()),
         canary: Some(CanaryInfo { share: 0.1, items_needed: 200, items_ok: 37, items_failed: 1 }),
+        failures: [("plugin_error".to_string(), 1)].into(),
+        latency_p50_us: 350,
+        latency_p90_us: 470,
+        latency_p99_us: 4_800,
     }
 }
 

@@ -227,7 +227,9 @@ impl<R: ItemRunner> Oip<R> {
     /// the status page; the predict role.
     pub async fn status(&self, caller: &Caller) -> Result<Status, OipError> {
         self.authorize(Role::Predict, "status", caller)?;
-        Ok(self.management.status().await)
+        let mut status = self.management.status().await;
+        crate::item_stats::annotate(&mut status.models);
+        Ok(status)
     }
 
     /// Server ready: a host once it serves (its repository is loaded before
@@ -374,7 +376,8 @@ impl<R: ItemRunner> Oip<R> {
         let item = item_for(&desc, &req, self.limits.max_item_bytes)?;
         let _running = Running::enter(&self.running);
         let alone = self.running.load(Ordering::Relaxed) == 1;
-        let run = self.runner.run(&session, item, alone);
+        let stats = crate::item_stats::of(&routed.model, routed.version);
+        let run = crate::item_stats::timed(stats, self.runner.run(&session, item, alone));
         self.runner.flush(&session);
         let done = match deadline {
             Some(d) => tokio::time::timeout(d, run).await.map_err(|_| {

@@ -59,7 +59,8 @@ fn archive_frames(archive: &Bytes) -> Vec<Bytes> {
 
 /// The front end's status: what its management serves, and its own counters.
 async fn status(shared: &Shared) -> StatusReply {
-    let s = shared.management.status().await;
+    let mut s = shared.management.status().await;
+    crate::item_stats::annotate(&mut s.models);
     StatusReply {
         host_version: env!("CARGO_PKG_VERSION").to_string(),
         uptime_s: shared.started.elapsed().as_secs(),

@@ -13,6 +13,7 @@ use tracing::Instrument;
 use super::inflight::InFlight;
 use super::{admin, Shared};
 use crate::auth::Peer;
+use crate::item_stats::{timed, VersionStats};
 use crate::request::{Action, ItemDone, ItemFailure, ItemRunner, Outcome, Reject, RequestMachine, Routed};
 
 /// Largest read from the stream at once.
@@ -157,17 +158,17 @@ fn read_buffered(recv: &mut quinn::RecvStream, machine: &mut RequestMachine) {
 /// the executor thread, since there is nothing to batch it with.
 fn start<R: ItemRunner>(
     runner: &R,
-    session: &Option<R::Session>,
+    session: &Option<(R::Session, Arc<VersionStats>)>,
     inflight: &mut InFlight,
     burst: &mut Vec<tensorgate_protocol::Item>,
     shared: &Shared,
 ) {
-    let Some(s) = session else {
+    let Some((s, stats)) = session else {
         burst.clear();
         return;
     };
     let alone = burst.len() == 1 && !inflight.busy() && shared.open_streams.load(Ordering::Relaxed) == 1;
-    inflight.start(burst.drain(..).map(|item| (item.head.index, runner.run(s, item, alone))).collect());
+    inflight.start(burst.drain(..).map(|item| (item.head.index, timed(stats.clone(), runner.run(s, item, alone)))).collect());
     runner.flush(s);
 }
 
@@ -199,7 +200,7 @@ fn open<R: ItemRunner>(
     peer: &Peer,
     runner: &R,
     header: &RequestHeader,
-) -> Result<(Routed, Option<R::Session>), Reject> {
+) -> Result<(Routed, Option<(R::Session, Arc<VersionStats>)>), Reject> {
     shared
         .config
         .access
@@ -211,7 +212,8 @@ fn open<R: ItemRunner>(
             span.record("model", h.model.as_str());
             span.record("request_id", h.request_id.as_str());
             let (routed, session) = runner.route(h)?;
-            Ok((routed, Some(session)))
+            let stats = crate::item_stats::of(&routed.model, routed.version);
+            Ok((routed, Some((session, stats))))
         }
         _ => Ok((Routed { model: String::new(), version: 0 }, None)),
     }
