@@ -45,15 +45,8 @@ fn sdk_err(e: PluginError) -> anyhow::Error {
 
 /// The image plugin's preprocess, natively.
 fn image_pre(data: &[u8], size: [usize; 2], mean: [f32; 3], std: [f32; 3]) -> Result<Tensor, PluginError> {
-    let bad = |e: png::DecodingError| PluginError::new("bad-png", format!("cannot decode PNG: {e}"));
-    let mut decoder = png::Decoder::new(data);
-    decoder.set_transformations(png::Transformations::EXPAND | png::Transformations::STRIP_16);
-    let mut reader = decoder.read_info().map_err(bad)?;
-    let (width, height) = (reader.info().width as usize, reader.info().height as usize);
-    let mut buf = vec![0; reader.output_buffer_size()];
-    let frame = reader.next_frame(&mut buf).map_err(bad)?;
-    let img = tensorgate_plugin::image::Image { height, width, channels: frame.color_type.samples(), data: &buf[..frame.buffer_size()] };
-    tensorgate_plugin::image::to_tensor(&img, size[0], size[1], mean, std)
+    let img = tensorgate_plugin::image::decode_png(data, u64::MAX)?;
+    tensorgate_plugin::image::to_tensor(&img.image(), size[0], size[1], mean, std)
 }
 
 /// The image plugin's postprocess, natively.

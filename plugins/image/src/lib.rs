@@ -1,7 +1,7 @@
 //! Image classification (TFaaS /image); formats in manifest.toml.
 
 use serde::Serialize;
-use tensorgate_plugin::image::{to_tensor, Image};
+use tensorgate_plugin::image::{decode_png, to_tensor};
 use tensorgate_plugin::labels::top_k;
 use tensorgate_plugin::prelude::*;
 
@@ -25,10 +25,6 @@ struct Reply {
     top_k: Vec<Scored>,
 }
 
-fn bad_png(e: impl std::fmt::Display) -> PluginError {
-    PluginError::new("bad-png", format!("cannot decode PNG: {e}"))
-}
-
 impl Plugin for Classifier {
     fn describe() -> PluginInfo {
         PluginInfo::new("image", "PNG -> resize, normalise -> CNN -> top-k labels")
@@ -49,18 +45,8 @@ impl Plugin for Classifier {
 
     fn preprocess(&self, item: Item) -> Result<Prepared, PluginError> {
         let [h, w] = self.size;
-        let png = item.payload.bytes()?;
-        let mut decoder = png::Decoder::new(&png[..]);
-        decoder.set_transformations(png::Transformations::EXPAND | png::Transformations::STRIP_16);
-        let mut reader = decoder.read_info().map_err(bad_png)?;
-        let (width, height) = (reader.info().width as usize, reader.info().height as usize);
-        if width as u64 * height as u64 > self.max_pixels {
-            return Err(PluginError::new("too-large", format!("image is {width}x{height}, more than params.max_pixels")));
-        }
-        let mut buf = vec![0; reader.output_buffer_size()];
-        let frame = reader.next_frame(&mut buf).map_err(bad_png)?;
-        let img = Image { height, width, channels: frame.color_type.samples(), data: &buf[..frame.buffer_size()] };
-        Ok(Prepared::new(vec![to_tensor(&img, h, w, self.mean, self.std)?]))
+        let img = decode_png(&item.payload.bytes()?, self.max_pixels)?;
+        Ok(Prepared::new(vec![to_tensor(&img.image(), h, w, self.mean, self.std)?]))
     }
 
     fn postprocess(&self, out: Outputs) -> Result<Output, PluginError> {

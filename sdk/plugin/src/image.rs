@@ -16,6 +16,48 @@ pub struct Image<'a> {
     pub data: &'a [u8],
 }
 
+/// An 8-bit image that owns its pixels (HWC), as [`decode_png`] returns it.
+#[cfg(feature = "png")]
+pub struct Decoded {
+    /// Height in pixels.
+    pub height: usize,
+    /// Width in pixels.
+    pub width: usize,
+    /// Channels per pixel (1 grey, 2 grey + alpha, 3 RGB, 4 RGBA).
+    pub channels: usize,
+    /// `height * width * channels` bytes.
+    pub data: Vec<u8>,
+}
+
+#[cfg(feature = "png")]
+impl Decoded {
+    /// The pixels as an [`Image`] for [`to_tensor`].
+    pub fn image(&self) -> Image<'_> {
+        Image { height: self.height, width: self.width, channels: self.channels, data: &self.data }
+    }
+}
+
+/// Decodes a PNG file into 8-bit pixels: palettes and transparency
+/// expanded, 16-bit samples cut to 8. An image of more than `max_pixels`
+/// pixels is refused from its header, before it is decoded (`too-large`);
+/// a file that is not a PNG is `bad-png`. One implementation for the image
+/// plugin, its native benchmark and the training side (`tensorgate.images`).
+#[cfg(feature = "png")]
+pub fn decode_png(bytes: &[u8], max_pixels: u64) -> Result<Decoded, PluginError> {
+    let bad = |e: png::DecodingError| PluginError::new("bad-png", format!("cannot decode PNG: {e}"));
+    let mut decoder = png::Decoder::new(bytes);
+    decoder.set_transformations(png::Transformations::EXPAND | png::Transformations::STRIP_16);
+    let mut reader = decoder.read_info().map_err(bad)?;
+    let (width, height) = (reader.info().width as usize, reader.info().height as usize);
+    if width as u64 * height as u64 > max_pixels {
+        return Err(PluginError::new("too-large", format!("image is {width}x{height}, more than max_pixels ({max_pixels})")));
+    }
+    let mut data = vec![0; reader.output_buffer_size()];
+    let frame = reader.next_frame(&mut data).map_err(bad)?;
+    data.truncate(frame.buffer_size());
+    Ok(Decoded { height, width, channels: frame.color_type.samples(), data })
+}
+
 /// Source index pair and weight for one output coordinate (half-pixel centres, clamped).
 fn taps(out: usize, input: usize) -> Vec<(usize, usize, f32)> {
     let scale = input as f32 / out as f32;
@@ -60,6 +102,29 @@ pub fn to_tensor(img: &Image, height: usize, width: usize, mean: [f32; 3], std: 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(feature = "png")]
+    #[test]
+    fn png_files_decode_to_8_bit_pixels_and_bad_ones_are_named() {
+        // A 3x2 16-bit grey+alpha PNG: decoded to 8 bits, 2 channels.
+        let mut file = Vec::new();
+        {
+            let mut enc = png::Encoder::new(&mut file, 3, 2);
+            enc.set_color(png::ColorType::GrayscaleAlpha);
+            enc.set_depth(png::BitDepth::Sixteen);
+            let mut w = enc.write_header().expect("header");
+            let px: Vec<u8> = (0..6u16).flat_map(|i| [(i * 40) as u8, 0, 255, 255]).collect();
+            w.write_image_data(&px).expect("data");
+        }
+        let img = decode_png(&file, 6).expect("decodes");
+        assert_eq!((img.height, img.width, img.channels), (2, 3, 2));
+        assert_eq!(img.data.iter().step_by(2).copied().collect::<Vec<_>>(), vec![0, 40, 80, 120, 160, 200]);
+        assert_eq!(img.image().data.len(), 12);
+        let e = decode_png(&file, 5).err().expect("too many pixels");
+        assert_eq!((e.code.as_str(), e.message.as_str()), ("too-large", "image is 3x2, more than max_pixels (5)"));
+        let e = decode_png(b"not a png", 100).err().expect("not a PNG");
+        assert!(e.code == "bad-png" && e.message.starts_with("cannot decode PNG: "), "{}", e.message);
+    }
 
     #[test]
     fn resize_matches_torch_half_pixel_rule() {
