@@ -19,7 +19,6 @@ from __future__ import annotations
 import csv
 import json
 import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Callable, List, Optional, Sequence, Tuple
@@ -27,7 +26,7 @@ from typing import Callable, List, Optional, Sequence, Tuple
 import numpy as np
 
 from ._native import image_tensor
-from .train import TrainResult, _export, load_class
+from .train import TrainResult, _export, _staged_bundle, load_class
 
 __all__ = ["read_labels", "preprocess", "train_images", "PLUGIN_NAME"]
 
@@ -183,9 +182,7 @@ def _write(net, x, rows, picks, classes, dest: Path, plugin: Path, name: str, ve
         def forward(self, image: torch.Tensor) -> torch.Tensor:
             return torch.softmax(self.inner(image), dim=1)
 
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
-    try:
+    with _staged_bundle(dest, replace) as tmp:
         example = torch.from_numpy(x[picks])
         scripted = _export(torch, WithSoftmax(net).eval(), (example,))
         scripted.save(str(tmp / "model.pt"))
@@ -201,16 +198,5 @@ def _write(net, x, rows, picks, classes, dest: Path, plugin: Path, name: str, ve
             files.append(src.name)
         np.savez(tmp / "reference.npz", scores=scores.astype(np.float32), files=np.array(files),
                  labels=np.array([classes[rows[i][1]] for i in picks]))
-        if dest.exists() and replace:
-            old = dest.with_name(f".{dest.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            dest.rename(old)
-            tmp.rename(dest)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(dest)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     log(f"bundle: {dest} (model.pt, manifest.toml, plugin.wasm, samples/, reference.npz)")
     return dest

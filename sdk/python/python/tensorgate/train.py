@@ -18,6 +18,7 @@ outputs on them). The bundle appears complete or not at all.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib
 import importlib.util
@@ -331,13 +332,33 @@ def _export_onnx(torch, net, example, order, names, path: Path):
     return session.run(None, {n: x.numpy() for n, x in zip(order, example)})
 
 
+@contextlib.contextmanager
+def _staged_bundle(dest: Path, replace: bool):
+    """A new folder beside DEST to write a bundle into: when the block ends
+    it becomes DEST (an existing DEST is replaced only with `replace`); when
+    the block fails it is removed. Nothing half-written is ever at DEST."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
+    try:
+        yield tmp
+        if dest.exists() and replace:
+            old = dest.with_name(f".{dest.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            dest.rename(old)
+            tmp.rename(dest)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.rename(dest)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
 def _write_bundle(spec: Spec, source: Source, net, order, classes, dest: Path, plugin: Path, name: str,
                   version: int, samples: int, replace: bool, log, model_format: str = "torchscript") -> Path:
     import torch
 
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
-    try:
+    with _staged_bundle(dest, replace) as tmp:
         part = "validation" if source.validation > 0 else "train"
         first = next(chunks(spec, source, part), None) or next(chunks(spec, source, "all"))
         _, chunk, _ = first
@@ -373,16 +394,5 @@ def _write_bundle(spec: Spec, source: Source, net, order, classes, dest: Path, p
         np.savez(tmp / "samples" / "events.npz", **raw)
         (tmp / "samples" / "events.json").write_text(json.dumps(events_json(raw)))
         np.savez(tmp / "reference.npz", **reference)
-        if dest.exists() and replace:
-            old = dest.with_name(f".{dest.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            dest.rename(old)
-            tmp.rename(dest)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(dest)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     log(f"bundle: {dest} (the model, manifest.toml, plugin.wasm, samples/, reference.npz)")
     return dest
