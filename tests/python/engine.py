@@ -16,13 +16,20 @@ CACHE = Path(os.environ.get("TENSORGATE_CACHE", Path.home() / ".cache" / "tensor
 NATS_SERVER = Path(os.environ.get("NATS_SERVER", CACHE / "bin" / "nats-server-2.15.1"))
 
 
-def start_engine(work: Path, procs: list) -> str:
-    """Starts the engine (its store in WORK/engine), appends its process to
-    `procs` (the caller stops them) and returns its URL once it accepts."""
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    procs.append(subprocess.Popen([str(NATS_SERVER), "-a", "127.0.0.1", "-p", str(port), "-js", "-sd", str(work / "engine")],
+        return s.getsockname()[1]
+
+
+def start_engine(work: Path, procs: list, monitor_port: int | None = None) -> str:
+    """Starts the engine (its store in WORK/engine; its monitoring endpoint,
+    /jsz and /varz, on `monitor_port` when given), appends its process to
+    `procs` (the caller stops them) and returns its URL once it accepts."""
+    port = free_port()
+    monitor = ["-m", str(monitor_port)] if monitor_port else []
+    procs.append(subprocess.Popen([str(NATS_SERVER), "-a", "127.0.0.1", "-p", str(port), *monitor, "-js", "-sd", str(work / "engine")],
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
     deadline = time.monotonic() + 10
     while True:

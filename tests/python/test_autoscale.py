@@ -13,7 +13,6 @@ import json
 import math
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,7 +22,7 @@ from pathlib import Path
 import kubernetes_validate
 import pytest
 import yaml
-from engine import NATS_SERVER, stop, wait_for
+from engine import NATS_SERVER, free_port, start_engine, stop, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 AUTOSCALE = ROOT / "deploy" / "k8s" / "autoscale"
@@ -48,12 +47,6 @@ def doc(path: Path) -> dict:
 
 def k8s(name: str) -> list[dict]:
     return [d for d in yaml.safe_load_all((K8S / name).read_text()) if d]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_the_scaled_object_targets_the_workers_on_the_engine_monitoring_port():
@@ -109,22 +102,12 @@ def test_scale_out_reads_a_real_queue_and_stays_within_its_bounds(tmp_path):
     for path in (HOST_BIN, CLI, REPOSITORY, NATS_SERVER):
         if not path.exists():
             pytest.fail(f"{path} is missing: run scripts/setup")
-    port, monitor_port, metrics_port = free_port(), free_port(), free_port()
+    monitor_port, metrics_port = free_port(), free_port()
     monitor = f"http://127.0.0.1:{monitor_port}"
     procs: list = []
     worker = None
     try:
-        procs.append(subprocess.Popen([str(NATS_SERVER), "-a", "127.0.0.1", "-p", str(port), "-m", str(monitor_port), "-js",
-                                       "-sd", str(tmp_path / "engine")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "engine did not start"
-                time.sleep(0.05)
-        url = f"nats://127.0.0.1:{port}"
+        url = start_engine(tmp_path, procs, monitor_port)
         for role, args, ready in (
             ("worker", ["worker", "--repository", str(REPOSITORY), "--threads", "1", "--metrics-listen", f"127.0.0.1:{metrics_port}"], "worker"),
             ("gateway", ["gateway", "--listen", "127.0.0.1:0"], "fingerprint"),

@@ -11,7 +11,6 @@ import json
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import time
 import urllib.request
@@ -20,7 +19,7 @@ from pathlib import Path
 import kubernetes_validate
 import pytest
 import yaml
-from engine import NATS_SERVER, start_engine, stop, wait_for
+from engine import NATS_SERVER, free_port, start_engine, stop, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 GRAFANA = ROOT / "deploy" / "grafana"
@@ -39,12 +38,6 @@ def queries() -> list[str]:
     found = [t["expr"] for p in dash["panels"] for t in p.get("targets", [])]
     found += [v["definition"] for v in dash["templating"]["list"] if v["type"] == "query"]
     return found
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def scrape(port: int) -> dict[str, float]:
@@ -207,18 +200,8 @@ def test_a_message_redelivered_after_its_worker_froze_is_counted(tmp_path):
     procs: list = []
     frozen = None
     try:
-        port, monitor, metrics = free_port(), free_port(), free_port()
-        procs.append(subprocess.Popen([str(NATS_SERVER), "-a", "127.0.0.1", "-p", str(port), "-m", str(monitor), "-js",
-                                       "-sd", str(tmp_path / "engine")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "engine did not start"
-                time.sleep(0.05)
-        url = f"nats://127.0.0.1:{port}"
+        monitor, metrics = free_port(), free_port()
+        url = start_engine(tmp_path, procs, monitor)
         # One application: the consumer A makes, with A's 1 s redelivery, is the one used.
         repo = tmp_path / "repo"
         shutil.copytree(REPOSITORY / "tabular" / "1", repo / "tabular" / "1")

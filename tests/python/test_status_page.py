@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import subprocess
 import urllib.error
 import urllib.request
@@ -16,7 +15,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
-from engine import NATS_SERVER, start_engine, stop, wait_for
+from engine import NATS_SERVER, free_port, start_engine, stop, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 HOST_BIN = ROOT / "target" / "release" / "tensorgate-host"
@@ -27,12 +26,6 @@ SAMPLE = ROOT / "plugins" / "tabular" / "samples" / "jet-0.json"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no Chromium here: scripts/setup installs Debian's chromium")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Rows(HTMLParser):

@@ -18,7 +18,7 @@ import pytest
 
 from tensorgate.data import Source, batches, fit
 from tensorgate.spec import Spec
-from engine import stop
+from engine import free_port, stop
 
 XROOTD = shutil.which("xrootd")
 STARTUP_TIMEOUT_S = 30
@@ -41,12 +41,6 @@ features = ["MET_pt", "nJet"]
 classes = ["no muon", "muons"]
 expression = "nMuon >= 1"
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture()
