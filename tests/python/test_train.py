@@ -365,22 +365,28 @@ def test_labels_from_a_branch_and_out_of_range_labels(nanoaod, tmp_path):
         list(batches(bad, source, 16))
 
 
-def test_onnx_bundle_served_by_onnx_runtime(spec_file, nanoaod, host, tmp_path):
-    """`train --format onnx`: model.onnx from torch.onnx, run by the host's ONNX Runtime backend behind
-    the same features plugin; the answers are ONNX Runtime's own (reference.npz) and eager torch's."""
-    pytest.importorskip("onnxruntime", reason="scripts/setup-python installs it into the torch-venv")
-    if not Path(os.environ.get("ORT_DYLIB_PATH", ORT_DYLIB)).exists():
-        pytest.fail(f"{ORT_DYLIB} is missing: run scripts/setup")
+@pytest.mark.parametrize("fmt", ["onnx", "aoti"])
+def test_other_formats_are_served_by_their_backend(fmt, spec_file, nanoaod, host, tmp_path):
+    """`train --format onnx`: model.onnx from torch.onnx, run by the host's ONNX Runtime backend;
+    `--format aoti`: model.pt2 from torch.export and Inductor, run by the host's AOTInductor
+    backend; both behind the same features plugin. The answers are the exported model's own
+    (reference.npz: ONNX Runtime's, the package's) and eager torch's."""
+    if fmt == "onnx":
+        pytest.importorskip("onnxruntime", reason="scripts/setup-python installs it into the torch-venv")
+        if not Path(os.environ.get("ORT_DYLIB_PATH", ORT_DYLIB)).exists():
+            pytest.fail(f"{ORT_DYLIB} is missing: run scripts/setup")
     address, fp = host
-    bundle = tmp_path / "dy-tt-onnx"
+    name = f"dy-tt-{fmt}"
+    bundle = tmp_path / name
     r = train(str(spec_file), JetNet, epochs=2, batch_size=32, seed=3, bundle=str(bundle), plugin=str(PLUGIN),
-              model_format="onnx", log=None)
-    assert sorted(p.name for p in bundle.iterdir())[:2] == ["manifest.toml", "model.onnx"]
-    assert 'format = "onnx"' in (bundle / "manifest.toml").read_text()
+              model_format=fmt, log=None)
+    model_file = {"onnx": "model.onnx", "aoti": "model.pt2"}[fmt]
+    assert sorted(p.name for p in bundle.iterdir())[:2] == ["manifest.toml", model_file]
+    assert f'format = "{fmt}"' in (bundle / "manifest.toml").read_text()
     spec = r.spec
     with tensorgate.Client(address, fingerprint=fp) as client:
         client.upload(bundle)
-        out = predict_tree(client, "dy-tt-onnx", [str(nanoaod / "nano_dimuon.root")], spec=spec)
+        out = predict_tree(client, name, [str(nanoaod / "nano_dimuon.root")], spec=spec)
     _, cols = all_columns(spec, nanoaod / "nano_dimuon.root")
     x = spec.transform(cols)
     with torch.no_grad():
@@ -389,5 +395,5 @@ def test_onnx_bundle_served_by_onnx_runtime(spec_file, nanoaod, host, tmp_path):
     ref = np.load(bundle / "reference.npz")["scores"]
     samples = dict(np.load(bundle / "samples" / "events.npz"))
     with tensorgate.Client(address, fingerprint=fp) as client:
-        served = client.predict("dy-tt-onnx", [samples])[0]["scores"]
+        served = client.predict(name, [samples])[0]["scores"]
     np.testing.assert_allclose(served, ref, rtol=1e-5, atol=1e-6)

@@ -103,8 +103,9 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--cache", choices=["auto", "yes", "no"], default="auto",
                    help="keep the inputs in memory after the first epoch (auto: when they take at most 1 GiB)")
     t.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N, or auto (CUDA when present)")
-    t.add_argument("--format", default="torchscript", choices=["torchscript", "onnx"],
-                   help="the exported model: TorchScript (model.pt) or ONNX (model.onnx, run by ONNX Runtime)")
+    t.add_argument("--format", default="torchscript", choices=["torchscript", "onnx", "aoti"],
+                   help="the exported model: TorchScript (model.pt), ONNX (model.onnx, run by ONNX Runtime) "
+                        "or AOTInductor (model.pt2, compiled for this machine's CPU)")
     t.add_argument("--plugin", help="the features plugin (.wasm; default: target/plugins/.../features_plugin.wasm)")
     t.add_argument("--replace", action="store_true", help="replace an existing bundle folder (and version on upload)")
     t.add_argument("--upload", metavar="HOST", help="install the bundle on this host or gateway (needs admin)")

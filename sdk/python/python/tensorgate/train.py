@@ -98,6 +98,10 @@ def find_plugin(plugin: Optional[str] = None, file_name: str = PLUGIN_NAME) -> P
                             "build it with scripts/build-plugins, or pass --plugin / $TENSORGATE_PLUGIN_DIR")
 
 
+#: The model file each export format writes (the manifest's `[model] format` names it too).
+MODEL_FILES = {"torchscript": "model.pt", "onnx": "model.onnx", "aoti": "model.pt2"}
+
+
 def _toml_str(s: str) -> str:
     return json.dumps(s, ensure_ascii=False)
 
@@ -109,7 +113,7 @@ def _manifest(name: str, version: int, description: str, classes: Sequence[str],
              f"name = {_toml_str(name)}", f"version = {version}", f"description = {_toml_str(description)}"]
     if classes:
         lines.append("labels = [" + ", ".join(_toml_str(c) for c in classes) + "]")
-    model_file = "model.onnx" if model_format == "onnx" else "model.pt"
+    model_file = MODEL_FILES[model_format]
     lines += ["", "[model]", f'file = "{model_file}"', f'format = "{model_format}"', "max_batch = 1024", "",
               "[plugin]", 'file = "plugin.wasm"']
     for n, dtype, shape in spec.model_inputs():
@@ -193,15 +197,17 @@ def train(spec, model: str, *, files: Sequence[str] = (), epochs: int = 3, bundl
     `cache_limit` bytes, known after the first pass). Without the cache,
     epochs stream the files through a `shuffle_buffer`.
 
-    `model_format`: "torchscript" (model.pt) or "onnx" (model.onnx, exported
-    by torch.onnx, the reference outputs from ONNX Runtime).
+    `model_format`: "torchscript" (model.pt), "onnx" (model.onnx, exported
+    by torch.onnx, the reference outputs from ONNX Runtime) or "aoti"
+    (model.pt2, an AOTInductor package compiled by torch.export and
+    Inductor for this machine's CPU, the reference outputs from the package).
 
     `upload` is a `tensorgate.Client` to install the bundle on (a host, or a
     cluster gateway: the usual version and canary rules apply)."""
     import torch
 
-    if model_format not in ("torchscript", "onnx"):
-        raise ValueError(f"format {model_format!r}: use torchscript or onnx")
+    if model_format not in MODEL_FILES:
+        raise ValueError(f"format {model_format!r}: use one of {', '.join(MODEL_FILES)}")
 
     log = log or (lambda _: None)
     if not isinstance(spec, Spec):
@@ -332,6 +338,28 @@ def _export_onnx(torch, net, example, order, names, path: Path):
     return session.run(None, {n: x.numpy() for n, x in zip(order, example)})
 
 
+def _export_aoti(torch, net, example, path: Path):
+    """`net` to an AOTInductor package (torch.export with the batch dimension
+    dynamic, compiled by Inductor for this machine's CPU); returns the
+    package's own outputs on `example` (the reference). Compiled with
+    `aot_inductor.link_libtorch = False`, as the host needs: the package's
+    calls bind to the libtorch of the process that loads it."""
+    import ctypes
+
+    batch = torch.export.Dim("batch", min=1, max=1 << 20)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        program = torch.export.export(net, example, dynamic_shapes=tuple({0: batch} for _ in example))
+        torch._inductor.aoti_compile_and_package(program, package_path=str(path),
+                                                 inductor_configs={"aot_inductor.link_libtorch": False})
+    # Python loads libtorch_cpu privately: make its symbols global, as they are in the host.
+    ctypes.CDLL(os.path.join(os.path.dirname(torch.__file__), "lib", "libtorch_cpu.so"), mode=ctypes.RTLD_GLOBAL)
+    package = torch._inductor.aoti_load_package(str(path))
+    with torch.no_grad():
+        out = package(*example)
+    return [o.numpy() for o in (list(out) if isinstance(out, (tuple, list)) else [out])]
+
+
 @contextlib.contextmanager
 def _staged_bundle(dest: Path, replace: bool):
     """A new folder beside DEST to write a bundle into: when the block ends
@@ -374,6 +402,8 @@ def _write_bundle(spec: Spec, source: Source, net, order, classes, dest: Path, p
         names = ["scores"] if n_out == 1 else [f"output_{i}" for i in range(n_out)]
         if model_format == "onnx":
             outs = _export_onnx(torch, net, example, order, names, tmp / "model.onnx")
+        elif model_format == "aoti":
+            outs = _export_aoti(torch, net, example, tmp / "model.pt2")
         else:
             scripted = _export(torch, net, example)
             scripted.save(str(tmp / "model.pt"))
