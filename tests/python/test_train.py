@@ -366,7 +366,7 @@ def test_labels_from_a_branch_and_out_of_range_labels(nanoaod, tmp_path):
 
 
 @pytest.mark.parametrize("fmt", ["onnx", "aoti"])
-def test_other_formats_are_served_by_their_backend(fmt, spec_file, nanoaod, host, tmp_path, monkeypatch):
+def test_other_formats_are_served_by_their_backend(fmt, spec_file, nanoaod, host, tmp_path):
     """`train --format onnx`: model.onnx from torch.onnx, run by the host's ONNX Runtime backend;
     `--format aoti`: model.pt2 from torch.export and Inductor, run by the host's AOTInductor
     backend; both behind the same features plugin. The answers are the exported model's own
@@ -375,8 +375,6 @@ def test_other_formats_are_served_by_their_backend(fmt, spec_file, nanoaod, host
         pytest.importorskip("onnxruntime", reason="scripts/setup-python installs it into the torch-venv")
         if not Path(os.environ.get("ORT_DYLIB_PATH", ORT_DYLIB)).exists():
             pytest.fail(f"{ORT_DYLIB} is missing: run scripts/setup")
-    # Inductor's compile cache in this test's folder, not /tmp/torchinductor_$USER.
-    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
     address, fp = host
     name = f"dy-tt-{fmt}"
     bundle = tmp_path / name
