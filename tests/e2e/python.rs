@@ -403,7 +403,7 @@ async fn python_plugin_from_template_serves_a_model() {
     check.args(["plugin", "check"]).arg(&dir).arg("--target-dir").arg(&target);
     let out = tokio::task::spawn_blocking(move || check.output().expect("runs")).await.expect("join");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(!out.status.success() && stdout.contains("\"ok\":false"), "{stdout}");
+    assert!(out.status.code() == Some(1) && stdout.contains("\"ok\":false"), "exit 1 for a failed check: {:?} {stdout}", out.status);
 
     let host = TestHost::start_with(work.path().join("repo"), |c| c.compile_cache = Some(root().join("target/compile-cache-python"))).await;
     assert!(host.host.repository().failures().is_empty(), "{:#?}", host.host.repository().failures());

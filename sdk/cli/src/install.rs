@@ -9,7 +9,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 
 /// Stages a bundle with `fill` (which writes the bundle's files into the
 /// folder it is given), checks it, and installs it as `repo/name/version`,
@@ -61,10 +61,23 @@ pub fn check(bundle: &Path) -> anyhow::Result<()> {
     }
     let status = cmd.arg("check").arg(bundle).status().with_context(|| format!("running {}", host.display()))?;
     if !status.success() {
-        bail!("the bundle failed its check (above)");
+        return Err(CheckFailed.into());
     }
     Ok(())
 }
+
+/// The bundle was checked and did not pass (the check printed why): `plugin
+/// check` exits 1 for this, 2 when it could not check at all.
+#[derive(Debug)]
+pub struct CheckFailed;
+
+impl std::fmt::Display for CheckFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the bundle failed its check (above)")
+    }
+}
+
+impl std::error::Error for CheckFailed {}
 
 /// tensorgate's cache: `$TENSORGATE_CACHE`, else `~/.cache/tensorgate`.
 pub fn cache_dir() -> Option<PathBuf> {
@@ -84,7 +97,7 @@ mod tests {
         std::fs::write(repo.join("app/1/manifest.toml"), "old").unwrap();
         let e = install(&repo, "app", 1, |dir| {
             std::fs::write(dir.join("manifest.toml"), "new")?;
-            bail!("no model file")
+            anyhow::bail!("no model file")
         })
         .unwrap_err();
         assert_eq!(format!("{e:#}"), "not installed: no model file");

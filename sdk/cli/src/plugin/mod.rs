@@ -96,7 +96,8 @@ pub fn main(args: &PluginArgs) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::from(2)
+            // 1: the bundle was checked and failed; 2: it could not be built or checked.
+            ExitCode::from(if e.downcast_ref::<crate::install::CheckFailed>().is_some() { 1 } else { 2 })
         }
     }
 }
