@@ -107,6 +107,12 @@ pub struct CheckCommand {
     /// Cache of compiled plugins (none by default).
     #[arg(long, env = "TENSORGATE_COMPILE_CACHE")]
     pub compile_cache: Option<PathBuf>,
+    /// Write the plugin compiled for this host's engine into the bundle
+    /// (`plugin.cwasm` beside `plugin.wasm`; a valid one is kept), so that
+    /// hosts of the same tensorgate build on the same CPU load it without
+    /// compiling.
+    #[arg(long)]
+    pub precompile: bool,
 }
 
 impl CheckCommand {
@@ -116,7 +122,7 @@ impl CheckCommand {
         let dir = &self.bundle;
         let mut config = HostConfig::new(dir, std::env::temp_dir());
         config.compile_cache = self.compile_cache.clone();
-        let checked = match crate::repository::dry_run::bundle(dir, &config) {
+        let checked = match crate::repository::dry_run::bundle(dir, &config, self.precompile) {
             Ok(c) => c,
             Err(e) => {
                 println!("{}", serde_json::json!({ "bundle": dir.display().to_string(), "ok": false, "error": e.to_string() }));

@@ -43,8 +43,11 @@ pub fn install(repo: &Path, name: &str, version: u64, fill: impl FnOnce(&Path) -
 }
 
 /// Checks the bundle folder `bundle` as a host would before serving it:
-/// runs `tensorgate-host check BUNDLE` (found beside this binary),
-/// passing its output through; an error if the bundle fails.
+/// runs `tensorgate-host check --precompile BUNDLE` (found beside this
+/// binary), passing its output through; an error if the bundle fails. The
+/// check leaves the plugin compiled for this machine in the bundle
+/// (`plugin.cwasm`, beside the plugin), so hosts of the same tensorgate
+/// build on the same kind of CPU load it without compiling.
 pub fn check(bundle: &Path) -> anyhow::Result<()> {
     let host = std::env::current_exe()
         .ok()
@@ -59,7 +62,7 @@ pub fn check(bundle: &Path) -> anyhow::Result<()> {
             cmd.env("TENSORGATE_COMPILE_CACHE", c.join("compiled-plugins"));
         }
     }
-    let status = cmd.arg("check").arg(bundle).status().with_context(|| format!("running {}", host.display()))?;
+    let status = cmd.arg("check").arg("--precompile").arg(bundle).status().with_context(|| format!("running {}", host.display()))?;
     if !status.success() {
         return Err(CheckFailed.into());
     }

@@ -9,6 +9,7 @@
 
 mod convert;
 mod pool;
+pub mod precompiled;
 mod tensors;
 mod wasi;
 
@@ -278,6 +279,9 @@ pub struct PluginEngine {
     engine: Engine,
     linker: Arc<Linker<HostState>>,
     cache: Option<PathBuf>,
+    /// Write the precompiled artefact into bundles that lack a valid one
+    /// (`tensorgate-host check --precompile`; [`precompiled`]).
+    write_artefacts: bool,
 }
 
 /// When set in the environment, the engine writes `/tmp/perf-PID.map`, so
@@ -311,7 +315,7 @@ impl PluginEngine {
             }
         }).map_err(|e| engine_err(e.to_string()))?;
         let linker = Arc::new(Self::linker(&engine).map_err(|e| engine_err(format!("{e:#}")))?);
-        Ok(PluginEngine { engine, linker, cache })
+        Ok(PluginEngine { engine, linker, cache, write_artefacts: false })
     }
 
     /// All host imports, wired in one place.
@@ -322,8 +326,17 @@ impl PluginEngine {
         Ok(linker)
     }
 
+    /// This engine, writing the precompiled artefact (`plugin.cwasm`) into
+    /// each bundle it loads that lacks a valid one ([`precompiled`]).
+    pub fn writing_artefacts(mut self, on: bool) -> Self {
+        self.write_artefacts = on;
+        self
+    }
+
     /// Compiles and links the component at `path` for application `app`, and
-    /// returns a pool of its instances.
+    /// returns a pool of its instances. The bundle's precompiled artefact
+    /// beside `path` is used when it verifies ([`precompiled`]), else the
+    /// compile cache, else the component is compiled.
     pub fn load(
         &self,
         app: &str,
@@ -340,10 +353,8 @@ impl PluginEngine {
             path: path.display().to_string(),
             reason: e.to_string(),
         })?;
-        let (component, from_cache) = match &self.cache {
-            Some(dir) => self.cached_compile(dir, &bytes).map_err(err)?,
-            None => (Component::new(&self.engine, &bytes).map_err(err)?, false),
-        };
+        let (component, source) = self.compiled(path, &bytes, self.write_artefacts).map_err(err)?;
+        let from_cache = source != precompiled::Source::Compiled;
         contract(&self.engine, &component).map_err(|found| PluginLoadError::Contract { path: path.display().to_string(), found })?;
         // A component that imports WASI carries a language runtime (wasi.rs).
         let uses_wasi = component.component_type().imports(&self.engine).any(|(name, _)| name.starts_with("wasi:"));
@@ -372,10 +383,10 @@ impl PluginEngine {
         Ok(PluginPool::new(self.engine.clone(), pre, new_state, call_timeout, from_cache, uses_wasi, log_totals))
     }
 
-    /// The compiled component for `bytes`, from the cache when present and
-    /// valid (a stale or corrupt entry is recompiled and replaced); the flag
-    /// says whether compilation was skipped.
-    fn cached_compile(&self, dir: &Path, bytes: &[u8]) -> wasmtime::Result<(Component, bool)> {
+    /// The compiled component for `bytes` and its serialized form, from the
+    /// cache when present and valid (a stale or corrupt entry is recompiled
+    /// and replaced); the flag says whether compilation was skipped.
+    fn cached_compile(&self, dir: &Path, bytes: &[u8]) -> wasmtime::Result<(Component, Vec<u8>, bool)> {
         let mut compat = std::collections::hash_map::DefaultHasher::new();
         self.engine.precompile_compatibility_hash().hash(&mut compat);
         let key = format!("{}-{:016x}", hex::encode(Sha256::digest(bytes)), compat.finish());
@@ -388,7 +399,7 @@ impl PluginEngine {
             // holds only files this function wrote with `precompile_component`;
             // wasmtime still checks the header and the engine compatibility.
             match unsafe { Component::deserialize(&self.engine, &cached) } {
-                Ok(c) => return Ok((c, true)),
+                Ok(c) => return Ok((c, cached, true)),
                 Err(e) => tracing::warn!(file = %file.display(), "discarding unusable compiled plugin: {e:#}"),
             }
         }
@@ -405,7 +416,7 @@ impl PluginEngine {
         }
         // SAFETY: `compiled` was produced just now by this engine.
         let component = unsafe { Component::deserialize(&self.engine, &compiled)? };
-        Ok((component, false))
+        Ok((component, compiled, false))
     }
 }
 

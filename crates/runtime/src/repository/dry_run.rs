@@ -13,14 +13,17 @@ pub type Checked = (String, Result<crate::plugin::Output, tensorgate_server::req
 /// Checks the bundle in `dir` as a host would before serving it (every
 /// check above), then runs each of its samples (the `[warmup]` item, or
 /// the files under `samples/`) and returns what each gave. Errors name the
-/// bundle's own files. Nothing is installed.
-pub fn bundle(dir: &Path, config: &crate::config::HostConfig) -> Result<Vec<Checked>, LoadError> {
+/// bundle's own files. Nothing is installed. With `precompile`, the
+/// plugin's precompiled artefact is written into the bundle (beside the
+/// plugin, `plugin.cwasm`; kept when it is valid already), so that hosts
+/// load it without compiling (crate::plugin::precompiled).
+pub fn bundle(dir: &Path, config: &crate::config::HostConfig, precompile: bool) -> Result<Vec<Checked>, LoadError> {
     let manifest = Manifest::load(dir).map_err(|e| super::build::in_bundle(e.into(), dir))?;
     // Where it would live in a repository (only the names matter here).
     let home = dir.join(".check").join(&manifest.name).join(manifest.version.to_string());
     // Cached only where the config names a cache (`--check` with
     // TENSORGATE_COMPILE_CACHE set, as `tensorgate plugin build` does).
-    let engine = crate::plugin::PluginEngine::new(config.compile_cache.clone())?;
+    let engine = crate::plugin::PluginEngine::new(config.compile_cache.clone())?.writing_artefacts(precompile);
     let app = super::build::prepare(dir, &home, &engine, config)?;
     let mut items: Vec<(String, String, std::collections::BTreeMap<String, String>)> = Vec::new();
     match &app.manifest.warmup {
