@@ -13,9 +13,22 @@ def _f32(values):
 
 
 def check(labels, classes):
-    """Checks that a model produced one score per label, naming both counts (code `labels`)."""
+    """Checks that the plugin has one score per label (the scores it hands
+    these helpers: the model's, or its own), naming both counts and the
+    plugin (the manifest's application name, in a component) (code `labels`)."""
     if len(labels) != classes:
-        raise PluginError("labels", f"model returned {classes} scores per item but the manifest lists {len(labels)} labels")
+        from . import manifest
+
+        configured = manifest._configured
+        raise _mismatch(configured.name if configured else "", labels, classes)
+
+
+def _mismatch(name, labels, classes):
+    """The error for `classes` scores against `labels`, from plugin `name` ("": not known)."""
+    who = f"plugin `{name}`" if name else "the plugin"
+    shown = ", ".join(labels[:8]) + (", ..." if len(labels) > 8 else "")
+    return PluginError("labels", f"{who} made {classes} scores per item but the manifest lists {len(labels)} labels ({shown}): "
+                       "the scores its postprocess labels must be one per label")
 
 
 def top_k(labels, scores, k):

@@ -21,6 +21,10 @@ class TensorSpec:
         return f"TensorSpec({self.name!r}, {self.dtype!r}, {self.shape})"
 
 
+# The manifest the host configured this instance with (None natively): errors name its plugin.
+_configured = None
+
+
 class Manifest:
     """The manifest: `name`, `version`, `description`, `labels`, `inputs`
     and `outputs` (lists of `TensorSpec`), and `params` (a dict of raw
@@ -37,8 +41,10 @@ class Manifest:
     def _from_wit(cls, m):
         from .tensor import _FROM_WIT
 
+        global _configured
         spec = lambda s: TensorSpec(s.name, _FROM_WIT[s.dtype], s.shape)  # noqa: E731
-        return cls(m.name, m.version, m.description, m.labels, [spec(s) for s in m.inputs], [spec(s) for s in m.outputs], dict(m.params))
+        _configured = cls(m.name, m.version, m.description, m.labels, [spec(s) for s in m.inputs], [spec(s) for s in m.outputs], dict(m.params))
+        return _configured
 
     def param(self, key, default=None):
         """The raw text of parameter `key` (strings as written, other values as JSON), or `default`."""

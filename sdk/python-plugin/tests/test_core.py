@@ -168,7 +168,12 @@ def test_labels_records_and_context():
     assert labels.softmax([1000.0, 1000.0]) == [0.5, 0.5]
     assert abs(labels.sigmoid([2.0])[0] - 0.880797) < 1e-6
     assert list(labels.softmax_map(["b", "s"], [0.0, 0.0]).items()) == [("b", 0.5), ("s", 0.5)]
-    assert err(labels.scores_map, ["b", "s"], [0.1, 0.2, 0.7]) == ("labels", "model returned 3 scores per item but the manifest lists 2 labels")
+    assert err(labels.scores_map, ["b", "s"], [0.1, 0.2, 0.7]) == (
+        "labels", "the plugin made 3 scores per item but the manifest lists 2 labels (b, s): the scores its postprocess labels must be one per label")
+    e = labels._mismatch("efn-qg", ["quark", "gluon"], 3)
+    assert (e.code, e.message) == (
+        "labels", "plugin `efn-qg` made 3 scores per item but the manifest lists 2 labels (quark, gluon): the scores its postprocess labels must be one per label")
+    assert "10 labels (c0, c1, c2, c3, c4, c5, c6, c7, ...)" in labels._mismatch("x", [f"c{i}" for i in range(10)], 3).message
     assert labels.top_k(["a", "b", "c"], [0.2, 0.7, 0.1], 2) == [("b", 0.7), ("a", 0.2)]
     v, m = records.pad([[1, 2], [3, 4], [5, 6]], 2, 4)
     assert (v.shape, v.to_list(), m.to_list()) == ((1, 4, 2), [1, 2, 3, 4, 5, 6, 0, 0], [1, 1, 1, 0])
