@@ -3,15 +3,35 @@
 
 use crate::PluginError;
 
-/// Checks that a model produced one score per label, naming both counts.
+/// Checks that the plugin has one score per label (the scores it hands
+/// these helpers: the model's, or its own), naming both counts and the
+/// plugin (the manifest's application name, once `configure` has run).
 pub fn check(labels: &[String], classes: usize) -> Result<(), PluginError> {
     if labels.len() != classes {
-        return Err(PluginError::new(
-            "labels",
-            format!("model returned {classes} scores per item but the manifest lists {} labels", labels.len()),
-        ));
+        return Err(mismatch(&crate::manifest::manifest().name, labels, classes));
     }
     Ok(())
+}
+
+/// The error for `classes` scores against `labels`, from plugin `name`
+/// (empty: not known).
+fn mismatch(name: &str, labels: &[String], classes: usize) -> PluginError {
+    let who = match name.is_empty() {
+        true => "the plugin".to_string(),
+        false => format!("plugin `{name}`"),
+    };
+    let mut shown = labels.iter().take(8).map(String::as_str).collect::<Vec<_>>().join(", ");
+    if labels.len() > 8 {
+        shown.push_str(", ...");
+    }
+    PluginError::new(
+        "labels",
+        format!(
+            "{who} made {classes} scores per item but the manifest lists {} labels ({shown}): \
+             the scores its postprocess labels must be one per label",
+            labels.len()
+        ),
+    )
 }
 
 /// The `k` highest scores with their labels, best first (ties keep label order).
@@ -97,6 +117,23 @@ mod tests {
         assert!(scores_json(&labels, &scores).unwrap_err().message.contains("4 scores per item"));
         let e = scores_map(&labels, &[0.1, 0.2, 0.7]).unwrap_err();
         assert!(e.message.contains("3 scores per item but the manifest lists 2 labels"), "{}", e.message);
+    }
+
+    #[test]
+    fn a_wrong_count_names_the_plugin_and_its_labels() {
+        let labels: Vec<String> = ["quark", "gluon"].iter().map(|s| s.to_string()).collect();
+        let e = mismatch("efn-qg", &labels, 3);
+        assert_eq!(e.code, "labels");
+        assert_eq!(
+            e.message,
+            "plugin `efn-qg` made 3 scores per item but the manifest lists 2 labels (quark, gluon): \
+             the scores its postprocess labels must be one per label"
+        );
+        assert!(mismatch("", &labels, 1).message.starts_with("the plugin made 1 scores per item"));
+        let many: Vec<String> = (0..10).map(|i| format!("c{i}")).collect();
+        assert!(mismatch("x", &many, 3).message.contains("10 labels (c0, c1, c2, c3, c4, c5, c6, c7, ...)"));
+        // Before `configure` (native tests) the helpers still name the counts.
+        assert!(check(&labels, 3).unwrap_err().message.contains("made 3 scores per item but the manifest lists 2 labels"));
     }
 
     #[test]
