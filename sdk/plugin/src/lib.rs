@@ -1,4 +1,4 @@
-//! The tensorgate plugin SDK (plugin contract `tensorgate:plugin@0.2.0`).
+//! The tensorgate plugin SDK (plugin contract `tensorgate:plugin@0.3.0`).
 //!
 //! A plugin implements [`Plugin`] for one type and exports it:
 //! ```ignore
@@ -81,6 +81,20 @@ pub trait Plugin: Sized + 'static {
     fn preprocess(&self, item: Item) -> Result<Prepared, PluginError>;
     /// Turns the model's outputs for one item into its reply.
     fn postprocess(&self, outputs: Outputs) -> Result<Output, PluginError>;
+    /// Turns a group of items (those the host had waiting for this plugin)
+    /// into model inputs: one result per item, in order; an error fails its
+    /// own item. The default calls [`Plugin::preprocess`] on each; override
+    /// it for code that handles the group at once (one host operation for
+    /// all its items, say).
+    fn preprocess_batch(&self, items: Vec<Item>) -> Vec<Result<Prepared, PluginError>> {
+        items.into_iter().map(|item| self.preprocess(item)).collect()
+    }
+    /// Turns the model's outputs for a group of items into their replies:
+    /// one result per item, in order. The default calls
+    /// [`Plugin::postprocess`] on each.
+    fn postprocess_batch(&self, outputs: Vec<Outputs>) -> Vec<Result<Output, PluginError>> {
+        outputs.into_iter().map(|o| self.postprocess(o)).collect()
+    }
 }
 
 /// Exports `$t` (which implements [`Plugin`]) as this component's plugin.
@@ -99,16 +113,14 @@ macro_rules! export_plugin {
                 $crate::__configure::<$t>(manifest)
             }
             fn preprocess(
-                item: $crate::bindings::tensorgate::plugin::types::Item,
-            ) -> Result<$crate::bindings::tensorgate::plugin::types::Prepared, $crate::PluginError> {
-                $crate::__preprocess::<$t>(item)
+                items: Vec<$crate::bindings::tensorgate::plugin::types::Item>,
+            ) -> Vec<Result<$crate::bindings::tensorgate::plugin::types::Prepared, $crate::PluginError>> {
+                $crate::__preprocess::<$t>(items)
             }
             fn postprocess(
-                outputs: Vec<$crate::bindings::tensorgate::plugin::types::Tensor>,
-                kept: Vec<$crate::bindings::tensorgate::plugin::types::Tensor>,
-                context: Vec<u8>,
-            ) -> Result<$crate::bindings::tensorgate::plugin::types::Output, $crate::PluginError> {
-                $crate::__postprocess::<$t>(outputs, kept, context)
+                items: Vec<$crate::bindings::tensorgate::plugin::types::Produced>,
+            ) -> Vec<Result<$crate::bindings::tensorgate::plugin::types::Output, $crate::PluginError>> {
+                $crate::__postprocess::<$t>(items)
             }
         }
         $crate::bindings::__export_application!(__TensorgateExport with_types_in $crate::bindings);

@@ -1,4 +1,4 @@
-"""The tensorgate plugin SDK for Python (plugin contract `tensorgate:plugin@0.2.0`).
+"""The tensorgate plugin SDK for Python (plugin contract `tensorgate:plugin@0.3.0`).
 
 A plugin is one class, exported from `plugin.py`:
 
@@ -17,6 +17,10 @@ A plugin is one class, exported from `plugin.py`:
 
         def postprocess(self, out):             # tg.Outputs -> tg.Output
             ...
+
+        # Optional, for code that handles the items the host groups at once:
+        # def preprocess_batch(self, items):    # [tg.Item] -> [tg.Prepared | tg.PluginError]
+        # def postprocess_batch(self, outs):    # [tg.Outputs] -> [tg.Output | tg.PluginError]
 
     Plugin = tg.export(MyNet)
 
@@ -41,4 +45,4 @@ __all__ = [
     "PluginInfo", "Prepared", "Tensor", "TensorSpec", "context", "export", "labels", "log", "native_item",
     "native_manifest", "npy", "ops", "records", "sparse", "tiles",
 ]
-__version__ = "0.2.0"
+__version__ = "0.3.0"

@@ -4,10 +4,10 @@ CPython: the SDK then runs tensors, payloads and operations in place, with
 the host's semantics, for unit tests)."""
 
 try:
-    from componentize_py_types import Err
+    from componentize_py_types import Err, Ok
     from wit_world.imports import host, ops, types
 
     NATIVE = False
 except ImportError:  # plain CPython
-    Err = host = ops = types = None
+    Err = Ok = host = ops = types = None
     NATIVE = True

@@ -149,6 +149,14 @@ class Plugin:
     - `preprocess(self, item)`: an `Item` in, a `Prepared` out;
     - `postprocess(self, outputs)`: an `Outputs` in, an `Output` out.
 
+    The host hands a plugin the items it has waiting in one call; by
+    default the SDK calls `preprocess` and `postprocess` on each. A plugin
+    that handles a group at once (one host operation for all its items)
+    overrides `preprocess_batch(self, items)` and/or
+    `postprocess_batch(self, outputs)`: a list in, a list of as many results
+    out, in order, each a `Prepared` / `Output` or an exception (a
+    `PluginError`) that fails that item only.
+
     An exception other than `PluginError` fails the item with code
     `exception` and its type, message and place."""
 
@@ -167,6 +175,52 @@ class Plugin:
     def postprocess(self, outputs):
         """Turns the model's outputs for one item into its reply."""
         raise NotImplementedError
+
+    def preprocess_batch(self, items):
+        """Turns a group of `Item`s into one `Prepared` (or exception) per
+        item, in order. Override it only to handle the group at once."""
+        raise NotImplementedError
+
+    def postprocess_batch(self, outputs):
+        """Turns a group of `Outputs` into one `Output` (or exception) per
+        item, in order. Override it only to handle the group at once."""
+        raise NotImplementedError
+
+
+def _overrides(plugin, name):
+    """Whether `plugin`'s class defines its own `name` (a batch method)."""
+    return getattr(type(plugin), name, None) is not getattr(Plugin, name)
+
+
+def _each(plugin, name, batch_name, kind, inputs):
+    """Runs a group through `plugin`: its batch method when it has one,
+    else the per-item method on each input; returns one `kind` or
+    `PluginError` per input, in order."""
+    if _overrides(plugin, batch_name):
+        try:
+            results = guarded(getattr(plugin, batch_name), inputs)
+            if not isinstance(results, (list, tuple)) or len(results) != len(inputs):
+                got = f"{len(results)} results" if isinstance(results, (list, tuple)) else f"a {type(results).__name__}"
+                raise PluginError("bad-return", f"{batch_name} returned {got} for {len(inputs)} items")
+        except PluginError as e:
+            return [e] * len(inputs)
+        out = []
+        for r in results:
+            if isinstance(r, BaseException):
+                out.append(_exception_error(r))
+            elif isinstance(r, kind):
+                out.append(r)
+            else:
+                out.append(PluginError("bad-return", f"{batch_name} returned a {type(r).__name__} for an item, not a tensorgate_plugin.{kind.__name__}"))
+        return out
+    method = getattr(plugin, name)
+    out = []
+    for x in inputs:
+        try:
+            out.append(guarded(lambda: _check(name, method(x), kind)))
+        except PluginError as e:
+            out.append(e)
+    return out
 
 
 def _where(tb):
@@ -248,6 +302,16 @@ class NativePlugin:
         """Model outputs through `postprocess` (raises `PluginError`)."""
         return guarded(lambda: _check("postprocess", _configured().postprocess(Outputs(outputs, kept, context)), Output))
 
+    def preprocess_batch(self, items):
+        """`Item`s through the plugin as the host sends a group: one
+        `Prepared` or `PluginError` per item, in order."""
+        return _each(_configured(), "preprocess", "preprocess_batch", Prepared, list(items))
+
+    def postprocess_batch(self, outputs):
+        """`Outputs` through the plugin as a group: one `Output` or
+        `PluginError` per item, in order."""
+        return _each(_configured(), "postprocess", "postprocess_batch", Output, list(outputs))
+
 
 def export(cls):
     """The component's export class for plugin class `cls`: assign it to a
@@ -262,6 +326,15 @@ def export(cls):
     def fail(e):
         return _wit.Err(T.PluginError(e.code, e.message))
 
+    def lower(r):
+        """One item's result as the contract's `result`."""
+        if isinstance(r, PluginError):
+            return fail(r)
+        try:
+            return _wit.Ok(r._to_wit())
+        except BaseException as e:  # noqa: BLE001
+            return fail(_exception_error(e))
+
     class Export(exports.Plugin):
         def describe(self):
             info = cls.describe()
@@ -273,19 +346,22 @@ def export(cls):
             except PluginError as e:
                 raise fail(e) from None
 
-        def preprocess(self, item):
+        def preprocess(self, items):
             try:
-                it = Item(Payload(handle=item.payload), item.content_type, item.metadata)
-                return guarded(lambda: _check("preprocess", _configured().preprocess(it), Prepared)._to_wit())
+                plugin = _configured()
             except PluginError as e:
-                raise fail(e) from None
+                return [fail(e) for _ in items]
+            its = [Item(Payload(handle=i.payload), i.content_type, i.metadata) for i in items]
+            return [lower(r) for r in _each(plugin, "preprocess", "preprocess_batch", Prepared, its)]
 
-        def postprocess(self, outputs, kept, context):
+        def postprocess(self, items):
             try:
-                out = Outputs([Tensor._from_handle(h) for h in outputs], [Tensor._from_handle(h) for h in kept], context)
-                return guarded(lambda: _check("postprocess", _configured().postprocess(out), Output)._to_wit())
+                plugin = _configured()
             except PluginError as e:
-                raise fail(e) from None
+                return [fail(e) for _ in items]
+            outs = [Outputs([Tensor._from_handle(h) for h in p.outputs], [Tensor._from_handle(h) for h in p.kept], p.context)
+                    for p in items]
+            return [lower(r) for r in _each(plugin, "postprocess", "postprocess_batch", Output, outs)]
 
     Export.__name__ = Export.__qualname__ = "Plugin"
     return Export

@@ -13,7 +13,7 @@ import socket
 import sys
 import time
 
-from componentize_py_types import Err
+from componentize_py_types import Err, Ok
 from wit_world import exports
 from wit_world.imports import types
 
@@ -64,7 +64,10 @@ class Plugin(exports.Plugin):
     def configure(self, manifest):
         pass
 
-    def preprocess(self, item):
+    def preprocess(self, items):
+        return [Ok(self._one(item)) for item in items]
+
+    def _one(self, item):
         req = json.loads(item.payload.read(0, item.payload.len()))
         try:
             reply = {"probe": req["probe"], "ok": True, "result": _probe(req)}
@@ -73,5 +76,5 @@ class Plugin(exports.Plugin):
         zeros = types.Tensor.zeros(types.Dtype.F32, [1, 16])
         return types.Prepared(inputs=[zeros], keep=[], context=json.dumps(reply).encode())
 
-    def postprocess(self, outputs, kept, context):
-        return types.Output(body=types.Body_Bytes(bytes(context)), content_type="application/json", metadata=[])
+    def postprocess(self, items):
+        return [Ok(types.Output(body=types.Body_Bytes(bytes(p.context)), content_type="application/json", metadata=[])) for p in items]

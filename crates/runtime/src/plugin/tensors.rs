@@ -1,5 +1,5 @@
-//! Host-owned tensors behind the plugin's handles (contract 0.2): the
-//! per-call table of live tensors and the payload, their caps, and the host
+//! Host-owned tensors behind the plugin's handles (contract 0.2 on): the
+//! per-call table of live tensors and the items' payloads, their caps, and the host
 //! side of the `tensor` and `payload` resources and of the `ops` interface.
 //!
 //! A handle's representation is a number never reused by the instance, so a
@@ -56,7 +56,9 @@ pub struct TensorTable {
     live: HashMap<u32, Entry>,
     made: usize,
     bytes: u64,
-    payload: Option<(u32, Bytes)>,
+    /// The caps are for one item: a call given `scale` items may hold that many times as much.
+    scale: u64,
+    payloads: HashMap<u32, Bytes>,
     /// Bytes that crossed the component boundary during this call (lists
     /// of bytes in and out: payload and tensor reads, writes, contexts).
     pub crossed: u64,
@@ -78,14 +80,29 @@ fn dead(what: &str, rep: u32) -> wasmtime::Error {
 impl TensorTable {
     /// An empty table with `caps`.
     pub fn new(caps: TensorCaps) -> Self {
-        TensorTable { caps, next: 1, live: HashMap::new(), made: 0, bytes: 0, payload: None, crossed: 0 }
+        TensorTable { caps, next: 1, live: HashMap::new(), made: 0, bytes: 0, scale: 1, payloads: HashMap::new(), crossed: 0 }
     }
 
-    /// Frees every tensor and the payload (the end of a call).
+    /// Frees every tensor and payload (the end of a call).
     pub fn clear(&mut self) {
         self.live.clear();
-        (self.made, self.bytes, self.payload) = (0, 0, None);
+        self.payloads.clear();
+        (self.made, self.bytes, self.scale) = (0, 0, 1);
         self.crossed = 0;
+    }
+
+    /// Starts a call given `items` items: the caps scale with them.
+    pub fn begin(&mut self, items: usize) {
+        self.clear();
+        self.scale = items.max(1) as u64;
+    }
+
+    fn max_tensors(&self) -> usize {
+        self.caps.max_tensors.saturating_mul(self.scale as usize)
+    }
+
+    fn max_bytes(&self) -> u64 {
+        self.caps.max_bytes.saturating_mul(self.scale)
     }
 
     /// Whether handle numbers are nearly used up (the instance should be replaced).
@@ -109,15 +126,15 @@ impl TensorTable {
     /// Adds a tensor the plugin made, within the caps.
     fn make(&mut self, tensor: Tensor) -> Result<Resource<TensorHandle>, PluginError> {
         let size = tensor.data.len() as u64;
-        if self.made >= self.caps.max_tensors {
+        if self.made >= self.max_tensors() {
             return Err(error("tensor-cap", format!(
-                "the call already holds {} tensors, the cap ([plugin] max_tensors)", self.caps.max_tensors
+                "the call already holds {} tensors, the cap ([plugin] max_tensors per item)", self.max_tensors()
             )));
         }
-        if self.bytes.saturating_add(size) > self.caps.max_bytes {
+        if self.bytes.saturating_add(size) > self.max_bytes() {
             return Err(error("tensor-cap", format!(
-                "a tensor of {size} bytes would bring the call's tensors to {} bytes, over the cap of {} ([plugin] max_tensor_mb)",
-                self.bytes.saturating_add(size), self.caps.max_bytes
+                "a tensor of {size} bytes would bring the call's tensors to {} bytes, over the cap of {} ([plugin] max_tensor_mb per item)",
+                self.bytes.saturating_add(size), self.max_bytes()
             )));
         }
         self.made += 1;
@@ -130,10 +147,10 @@ impl TensorTable {
     /// Makes a zero-filled tensor, checking the shape's size against the caps first.
     fn zeros(&mut self, dtype: Dtype, shape: Vec<u64>) -> Result<Resource<TensorHandle>, PluginError> {
         let bytes = byte_len(dtype, &shape)?;
-        if self.bytes.saturating_add(bytes as u64) > self.caps.max_bytes {
+        if self.bytes.saturating_add(bytes as u64) > self.max_bytes() {
             return Err(error("tensor-cap", format!(
-                "a tensor of {bytes} bytes would bring the call's tensors over the cap of {} bytes ([plugin] max_tensor_mb)",
-                self.caps.max_bytes
+                "a tensor of {bytes} bytes would bring the call's tensors over the cap of {} bytes ([plugin] max_tensor_mb per item)",
+                self.max_bytes()
             )));
         }
         let data = crate::backends::alloc(dtype, &shape, true).map_err(|e| error("alloc", e.to_string()))?;
@@ -188,18 +205,15 @@ impl TensorTable {
         result
     }
 
-    /// Makes the payload of the call being started.
-    pub fn set_payload(&mut self, bytes: Bytes) -> Resource<PayloadHandle> {
+    /// Adds the payload of one item of the call being started.
+    pub fn add_payload(&mut self, bytes: Bytes) -> Resource<PayloadHandle> {
         let rep = self.fresh();
-        self.payload = Some((rep, bytes));
+        self.payloads.insert(rep, bytes);
         Resource::new_own(rep)
     }
 
     fn payload(&self, h: &Resource<PayloadHandle>) -> Result<&Bytes, PluginError> {
-        match &self.payload {
-            Some((rep, bytes)) if *rep == h.rep() => Ok(bytes),
-            _ => Err(error("handle", dead("payload", h.rep()).to_string())),
-        }
+        self.payloads.get(&h.rep()).ok_or_else(|| error("handle", dead("payload", h.rep()).to_string()))
     }
 }
 
@@ -343,9 +357,9 @@ impl wit::tensorgate::plugin::types::HostTensor for HostState {
 
 impl wit::tensorgate::plugin::types::HostPayload for HostState {
     fn len(&mut self, h: Resource<PayloadHandle>) -> wasmtime::Result<u64> {
-        match &self.tensors.payload {
-            Some((rep, bytes)) if *rep == h.rep() => Ok(bytes.len() as u64),
-            _ => Err(dead("payload", h.rep())),
+        match self.tensors.payloads.get(&h.rep()) {
+            Some(bytes) => Ok(bytes.len() as u64),
+            None => Err(dead("payload", h.rep())),
         }
     }
 
@@ -389,7 +403,7 @@ impl wit::tensorgate::plugin::types::HostPayload for HostState {
     }
 
     fn drop(&mut self, _h: Resource<PayloadHandle>) -> wasmtime::Result<()> {
-        // The payload lives until the call returns, whether or not the plugin keeps its handle.
+        // Payloads live until the call returns, whether or not the plugin keeps their handles.
         Ok(())
     }
 }
