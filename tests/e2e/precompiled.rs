@@ -3,7 +3,8 @@
 //! plugin (fresh state directory, empty compile cache) serves it within
 //! seconds instead of compiling the 18 MB component; a stale, a foreign and
 //! a corrupt artefact are each ignored with a log line naming why, and the
-//! plugin is compiled and serves correct replies all the same.
+//! plugin is compiled and serves correct replies all the same; uploaded
+//! through a gateway, the artefact reaches every worker and none compiles.
 //!
 //! The hosts are the real `tensorgate-host serve` binary, their log read
 //! from their stderr.
@@ -16,6 +17,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use tensorgate_client::{Client, Input, Submission, Trust};
 use tensorgate_runtime::plugin::precompiled::{self, HEADER_LEN};
+use tensorgate_tests::cluster::{Engine, Proc};
 use tensorgate_tests::{copy_dir, root};
 
 /// From host start (fresh state directory) to the first reply, with the
@@ -233,4 +235,28 @@ async fn a_built_python_bundle_serves_a_fresh_host_without_compiling_and_bad_art
     client.close().await;
     host.stop();
     assert_eq!(std::fs::read(corrupt.join("plugin.cwasm")).expect("read"), corrupt_bytes, "a serving host leaves the bundle as it is");
+
+    // Through a gateway: the uploaded archive carries the artefact to every
+    // worker (fresh state directories, empty repositories), and none compiles.
+    let engine = Engine::start();
+    let repos = [tempfile::tempdir().expect("repo"), tempfile::tempdir().expect("repo")];
+    let workers: Vec<Proc> = repos.iter().map(|r| Proc::worker(&engine, r.path(), &[])).collect();
+    let gateway = Proc::gateway(&engine, &[]);
+    let client = gateway.client().await;
+    let t0 = Instant::now();
+    while client.status().await.expect("status").workers.iter().filter(|w| w.state == "serving").count() < 2 {
+        assert!(t0.elapsed() < Duration::from_secs(30), "the workers never joined");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let t0 = Instant::now();
+    let reply = client.upload(&bundle, false).await.expect("fleet upload");
+    eprintln!("upload through the gateway, ready on both workers after {:?}: {}", t0.elapsed(), reply.message);
+    assert!(reply.message.contains("ready on 2 worker(s)"), "{}", reply.message);
+    for (worker, repo) in workers.iter().zip(&repos) {
+        assert_eq!(std::fs::read(repo.path().join("py-tabular/1/plugin.cwasm")).expect("the worker's copy has the artefact"), artefact);
+        let compiled = std::fs::read_dir(worker.state.path().join("compiled")).map(|d| d.count()).unwrap_or(0);
+        assert_eq!(compiled, 0, "worker {} compiled the plugin", worker.announced);
+    }
+    serves_correctly(&client, "py-tabular").await;
+    client.close().await;
 }
