@@ -149,7 +149,7 @@ pub async fn run(client: Arc<Client>, args: BenchArgs) -> anyhow::Result<ExitCod
     let n = hist.len().max(1);
     let us = |q: f64| Duration::from_nanos(hist.value_at_quantile(q)).as_secs_f64() * 1e6;
     let items_per_request = args.items * inputs.len();
-    let per_item = |v: u64| v as f64 / (n as f64 * items_per_request as f64);
+    let items_per_s = (hist.len() * items_per_request as u64) as f64 / elapsed.as_secs_f64();
     let report = serde_json::json!({
         "model": args.model,
         "requests": hist.len(),
@@ -162,12 +162,11 @@ pub async fn run(client: Arc<Client>, args: BenchArgs) -> anyhow::Result<ExitCod
         "target_rate": args.rate,
         "seconds": elapsed.as_secs_f64(),
         "requests_per_s": hist.len() as f64 / elapsed.as_secs_f64(),
-        "items_per_s": (hist.len() * items_per_request as u64) as f64 / elapsed.as_secs_f64(),
+        "items_per_s": items_per_s,
         "latency_us": { "p50": us(0.5), "p90": us(0.9), "p99": us(0.99), "max": hist.max() as f64 / 1e3 },
-        "server_us_per_item": {
-            "queue": per_item(server.queue_us), "preprocess": per_item(server.preprocess_us),
-            "forward": per_item(server.forward_us), "postprocess": per_item(server.postprocess_us),
-        },
+        "server_us_per_item": stage_means(&server, n * items_per_request as u64),
+        "wall_us_per_item": 1e6 / items_per_s.max(1e-9),
+        "notes": { "server_us_per_item": STAGE_NOTE },
     });
     if args.json {
         println!("{report}");
@@ -177,11 +176,42 @@ pub async fn run(client: Arc<Client>, args: BenchArgs) -> anyhow::Result<ExitCod
     Ok(exit_code(errors))
 }
 
+/// What `server_us_per_item` means, in the report itself.
+pub const STAGE_NOTE: &str = "mean time one item spent in each stage on the host (its latency, split), \
+not host time per item: items run concurrently (--concurrency, several items per request, model batches), \
+so the stages add up to more than wall_us_per_item (1 / items_per_s); forward is the whole batch's run, \
+counted for each item in it";
+
+/// Each stage's mean time per item (µs) over `items` answered items, from
+/// the requests' summed timings (a summary sums its items' timings).
+fn stage_means(server: &Timings, items: u64) -> serde_json::Value {
+    let mean = |v: u64| v as f64 / items.max(1) as f64;
+    serde_json::json!({
+        "queue": mean(server.queue_us), "preprocess": mean(server.preprocess_us),
+        "forward": mean(server.forward_us), "postprocess": mean(server.postprocess_us),
+    })
+}
+
 /// Failed requests and items fail the run, as they fail `submit`.
 fn exit_code(errors: u64) -> ExitCode {
     if errors > 0 {
         ExitCode::from(1)
     } else {
         ExitCode::SUCCESS
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stage_figures_are_means_per_item() {
+        // Two requests of 4 items each: the summaries' sums over 8 items.
+        let sums = Timings { queue_us: 800, preprocess_us: 80, forward_us: 1600, postprocess_us: 40 };
+        let m = stage_means(&sums, 8);
+        assert_eq!(m, serde_json::json!({ "queue": 100.0, "preprocess": 10.0, "forward": 200.0, "postprocess": 5.0 }));
+        assert_eq!(stage_means(&Timings::default(), 0)["queue"], 0.0, "no items: zeros, not NaN");
+        assert!(STAGE_NOTE.contains("not host time per item"));
     }
 }

@@ -259,7 +259,7 @@ pub async fn run(client: Arc<Failover>, args: SubmitArgs) -> anyhow::Result<Exit
                 // The request failed as a whole: one line names the items
                 // it left unanswered (not those printed above), and they count as failed.
                 let unanswered: Vec<usize> = (0..answered.len()).filter(|&i| !answered[i]).map(|i| first + i).collect();
-                let line = request_failure(&e, &unanswered);
+                let line = request_failure(&e, &unanswered, &files);
                 pb.suspend(|| println!("{line}"));
                 totals.lock().unwrap_or_else(|p| p.into_inner()).failed += unanswered.len() as u64;
             }
@@ -276,21 +276,30 @@ pub async fn run(client: Arc<Failover>, args: SubmitArgs) -> anyhow::Result<Exit
 }
 
 /// The line printed for a request that failed as a whole: the items it
-/// left unanswered (indices over all files submitted), the error code
-/// (`connection` when the connection was lost) and why.
-fn request_failure(e: &ClientError, unanswered: &[usize]) -> serde_json::Value {
+/// left unanswered (indices over all files submitted, and their files), the
+/// error code (`connection` when the connection was lost) and why.
+fn request_failure(e: &ClientError, unanswered: &[usize], files: &[PathBuf]) -> serde_json::Value {
     let (code, error) = match e {
         ClientError::Request { code, message } => (json!(code), message.clone()),
         // The client's own item list counts within the request: the line's `items` say it over all files.
         ClientError::Unanswered { reason, .. } => (json!("connection"), reason.clone()),
         other => (json!("connection"), other.to_string()),
     };
-    json!({ "items": unanswered, "ok": false, "code": code, "error": error })
+    let named: Vec<&PathBuf> = unanswered.iter().filter_map(|&i| files.get(i)).collect();
+    json!({ "items": unanswered, "files": named, "ok": false, "code": code, "error": error })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_failed_request_names_its_unanswered_items_and_their_files() {
+        let files = vec![PathBuf::from("a.json"), PathBuf::from("b.json"), PathBuf::from("c.json")];
+        let e = ClientError::Request { code: tensorgate_client::protocol::ErrorCode::UnknownModel, message: "no version 9".into() };
+        let line = request_failure(&e, &[2], &files);
+        assert_eq!(line, json!({ "items": [2], "files": ["c.json"], "ok": false, "code": "unknown_model", "error": "no version 9" }));
+    }
 
     #[test]
     fn a_meta_file_gives_each_named_file_its_metadata_and_names_what_is_wrong() {
