@@ -188,3 +188,76 @@ async fn log_flood_is_capped() {
     client.close().await;
     host.stop().await;
 }
+
+/// A copy of the hostile bundle as application `name` (version 1) in
+/// `repo/name/1`, with `labels` and `extra` manifest text (tables) added.
+fn labelled_bundle(repo: &std::path::Path, name: &str, labels: &[&str], extra: &str) -> std::path::PathBuf {
+    let dir = repo.join(name).join("1");
+    tensorgate_tests::copy_dir(&repo.join("hostile/1"), &dir);
+    let manifest = dir.join("manifest.toml");
+    let text = std::fs::read_to_string(&manifest).unwrap().replacen("name = \"hostile\"", &format!("name = \"{name}\""), 1);
+    let list: Vec<String> = labels.iter().map(|l| format!("\"{l}\"")).collect();
+    let text = text.replacen("\n[model]", &format!("\nlabels = [{}]\n\n[model]", list.join(", ")), 1);
+    std::fs::write(&manifest, format!("{text}\n{extra}")).unwrap();
+    dir
+}
+
+/// Reply keys the manifest does not declare fail the item (plugin_failed,
+/// naming the key and the plugin) when served, and fail `tensorgate-host
+/// check` (what `tensorgate plugin check` runs) and an upload whose warm-up
+/// item gets such a reply; keys declared under `[reply] keys` pass.
+#[tokio::test(flavor = "multi_thread")]
+async fn undeclared_reply_keys_are_refused_at_check_and_at_serve() {
+    let repo = repository_with_hostile();
+    // The plugin replies {"quark", "glu", "n_particles"} in mode `reply-keys`.
+    labelled_bundle(repo.path(), "qg", &["quark", "gluon", "w", "z"], "");
+    labelled_bundle(repo.path(), "qg-declared", &["quark", "glu", "w", "z"], "[reply]\nkeys = [\"n_particles\"]\n");
+    let host = TestHost::start_with(repo.path().to_path_buf(), |_| {}).await;
+    assert!(host.host.repository().failures().is_empty(), "{:?}", host.host.repository().failures());
+    let client = host.client().await;
+
+    // Served: the item fails alone, naming the key and the plugin; its siblings (JSON lists) pass.
+    let items = vec![hostile("ok"), hostile("reply-keys"), hostile("ok")];
+    let reply = client.predict(Submission::new("qg", items)).await.unwrap();
+    assert_eq!((reply.summary.ok, reply.summary.failed), (2, 1), "{:?}", reply.outcomes);
+    let failure = reply.outcomes[1].clone().expect_err("the undeclared key fails the item");
+    assert_eq!(failure.code, ErrorCode::PluginFailed);
+    assert!(
+        failure.message.starts_with("plugin `qg` replied with key `glu`, which the manifest does not declare (labels: quark, gluon, w, z;"),
+        "{}",
+        failure.message
+    );
+    // Declared: the label and the extra key pass.
+    let reply = client.predict(Submission::new("qg-declared", vec![hostile("reply-keys")])).await.unwrap();
+    let ok = reply.outcomes[0].clone().expect("declared keys pass");
+    let body: serde_json::Value = serde_json::from_slice(&ok.payload).unwrap();
+    assert_eq!(body["n_particles"], 0, "{body}");
+
+    // Checked: a warm-up item that gets the reply fails `tensorgate-host check`, naming the key ...
+    let warmup = "[warmup]\nfile = \"samples/item.json\"\nmetadata = { mode = \"reply-keys\" }\n";
+    let work = tempfile::tempdir().unwrap();
+    let check = |dir: &std::path::Path| {
+        std::fs::create_dir_all(dir.join("samples")).unwrap();
+        std::fs::write(dir.join("samples/item.json"), "{}").unwrap();
+        let bin = root().join("target/release/tensorgate-host");
+        assert!(bin.exists(), "{} not built", bin.display());
+        let out = std::process::Command::new(bin).arg("check").arg(dir).env("RUST_LOG", "warn").output().unwrap();
+        (out.status.code(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+    };
+    std::fs::create_dir_all(work.path().join("hostile")).unwrap();
+    tensorgate_tests::copy_dir(&repo.path().join("hostile/1"), &work.path().join("hostile/1"));
+    let bad = labelled_bundle(work.path(), "qg-warm", &["quark", "gluon", "w", "z"], warmup);
+    let (code, out) = check(&bad);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("plugin `qg-warm` replied with key `glu`, which the manifest does not declare"), "{out}");
+    // ... and its upload ...
+    let e = client.upload(&bad, false).await.unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::LoadFailed), "{e}");
+    assert!(e.to_string().contains("replied with key `glu`"), "{e}");
+    // ... while the declared keys pass both.
+    let good = labelled_bundle(work.path(), "qg-warm-declared", &["quark", "glu", "w", "z"], &format!("[reply]\nkeys = [\"n_particles\"]\n{warmup}"));
+    let (code, out) = check(&good);
+    assert_eq!(code, Some(0), "{out}");
+    client.close().await;
+    host.stop().await;
+}

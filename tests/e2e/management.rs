@@ -665,3 +665,70 @@ async fn client_certificates_checked_against_a_ca() {
     assert!(ops.models().await.unwrap().iter().any(|m| m.name == "tabular"));
     host.stop().await;
 }
+
+/// writing-a-plugin.md §8 as written: `tensorgate plugin build DIR
+/// --repository REPO` puts version 2 into the served repository (a host
+/// not watching it does not load it), then `upload REPO/NAME/2` uploads that
+/// very folder: the host loads it where it is instead of answering that it
+/// exists. A different bundle under an existing, unloaded version is still
+/// refused, saying it is on disk but not loaded; a loaded one says it exists.
+#[tokio::test(flavor = "multi_thread")]
+async fn uploading_the_bundle_already_in_the_repository_folder_loads_it() {
+    let repo = repository_with(|_, _| {});
+    let host = TestHost::start_with(repo.path().to_path_buf(), |_| {}).await;
+    let client = host.client().await;
+    let listed = |models: &[tensorgate_client::protocol::ModelInfo], v: u64| models.iter().any(|m| m.name == "tabular" && m.version == v);
+    // As `plugin build --repository` leaves it.
+    let v2 = tabular_bundle(&repo.path().join("tabular"), "2", 2, |_| {});
+    assert!(!listed(&client.models().await.unwrap(), 2), "not loaded: the host does not watch its folder");
+
+    let reply = client.upload(&v2, false).await.expect("the folder's own bundle loads");
+    assert!(reply.message.starts_with("tabular version 2 loaded in ") && reply.message.ends_with("serving as the default"), "{}", reply.message);
+    assert!(reply.models[0].default && reply.models[0].canary.is_none(), "{:?}", reply.models[0]);
+    let models = client.models().await.unwrap();
+    assert!(models.iter().any(|m| m.name == "tabular" && m.version == 2 && m.default), "{models:?}");
+    let r = client.predict(Submission::new("tabular", vec![jet(0)])).await.unwrap();
+    assert_eq!((r.summary.version, r.summary.ok), (2, 1));
+
+    // Loaded now: uploading it again is a conflict that says it exists.
+    let e = client.upload(&v2, false).await.unwrap_err();
+    assert_eq!(code(&e), Some(ErrorCode::Conflict));
+    assert!(e.to_string().contains("tabular version 2 already exists"), "{e}");
+
+    // Version 3 on disk, not loaded, and an upload of other files as version 3: refused, nothing changes.
+    let on_disk = tabular_bundle(&repo.path().join("tabular"), "3", 3, |_| {});
+    let before = files(&on_disk);
+    let work = tempfile::tempdir().unwrap();
+    let other = tabular_bundle(work.path(), "tabular-v3", 3, |m| *m = m.replacen("description = \"", "description = \"other: ", 1));
+    let e = client.upload(&other, false).await.unwrap_err();
+    assert_eq!(code(&e), Some(ErrorCode::Conflict));
+    assert!(e.to_string().contains("already in the repository's folder but not loaded") && e.to_string().contains("tensorgate reload"), "{e}");
+    assert_eq!(files(&on_disk), before, "the folder's bundle is untouched");
+    assert!(!listed(&client.models().await.unwrap(), 3));
+    client.close().await;
+    host.stop().await;
+}
+
+/// An upload that starts a canary trial says so in its reply: the share of
+/// requests it takes, the items it must answer, what happens next; and its
+/// model entry is the trial's (not the default).
+#[tokio::test(flavor = "multi_thread")]
+async fn an_upload_that_starts_a_trial_says_so_with_its_share() {
+    let repo = repository_with(|_, _| {});
+    let terms = tensorgate_server::manifest::Rollout { canary_share: 0.2, canary_items: 500, max_failure_increase: 0.02 };
+    let host = TestHost::start_with(repo.path().to_path_buf(), move |c| c.rollout = terms).await;
+    let client = host.client().await;
+    let work = tempfile::tempdir().unwrap();
+    let reply = client.upload(&tabular_bundle(work.path(), "tabular-v2", 2, |_| {}), false).await.unwrap();
+    let m = &reply.message;
+    assert!(m.starts_with("tabular version 2 loaded in "), "{m}");
+    assert!(m.contains("on trial as a canary, not yet the default: it takes 20 % of the requests that name no version"), "{m}");
+    assert!(m.contains("until it has answered 500 items, then it is promoted to the default"), "{m}");
+    assert!(m.contains("rolled back automatically") && m.contains("tensorgate rollback tabular"), "{m}");
+    let info = &reply.models[0];
+    assert!(!info.default, "a canary is not the default");
+    let c = info.canary.as_ref().expect("the trial");
+    assert_eq!((c.share, c.items_needed), (0.2, 500));
+    client.close().await;
+    host.stop().await;
+}

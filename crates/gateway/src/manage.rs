@@ -356,16 +356,17 @@ async fn upload_bundle(inner: &Inner, archive: Vec<u8>, replace: bool) -> Result
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let ms = start.elapsed().as_secs_f64() * 1e3;
+    let models: Vec<_> = inner.fleet_models().0.into_iter().filter(|m| m.name == name && m.version == version).collect();
+    let serving = models.first().map(tensorgate_server::rollout::serving_as).unwrap_or_else(|| "serving".into());
     let message = match (workers.len(), missing.len()) {
         (0, _) => format!("{name} version {version} stored in the fleet; no worker is connected: workers load it when they join"),
-        (n, 0) => format!("{name} version {version} ready on {n} worker(s) in {ms:.1} ms and serving"),
+        (n, 0) => format!("{name} version {version} ready on {n} worker(s) in {ms:.1} ms, {serving}"),
         (n, m) => format!(
             "{name} version {version} ready on {} of {n} worker(s) in {ms:.1} ms; no report yet from {}",
             n - m,
             missing.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
         ),
     };
-    let models = inner.fleet_models().0.into_iter().filter(|m| m.name == name && m.version == version).collect();
     Ok(AdminReply { message, models, ..AdminReply::default() })
 }
 

@@ -37,7 +37,7 @@ fn change_failure(e: ChangeError) -> Reject {
         ChangeError::Route(_) => ErrorCode::UnknownModel,
         ChangeError::Policy(PolicyError::NotReady { .. }) => ErrorCode::UnknownModel,
         ChangeError::Policy(PolicyError::NothingEarlier { .. }) => ErrorCode::Conflict,
-        ChangeError::Store(StoreError::Exists { .. }) => ErrorCode::Conflict,
+        ChangeError::Store(StoreError::Exists { .. } | StoreError::NotLoaded { .. }) => ErrorCode::Conflict,
         ChangeError::Store(StoreError::TooLarge { .. }) => ErrorCode::LimitExceeded,
         ChangeError::Store(StoreError::Archive(_)) => ErrorCode::BadRequest,
         ChangeError::Store(StoreError::Io { .. }) => ErrorCode::Internal,
@@ -88,13 +88,20 @@ impl Management for LocalManagement {
                 RequestHeader::Upload(h) => {
                     blocking(op, move || {
                         let app = repo.upload(&join_chunks(upload), h.replace).map_err(change_failure)?;
+                        // As `models` lists it: default or not, on trial or not.
+                        let info = repo
+                            .models()
+                            .into_iter()
+                            .find(|m| m.name == app.name() && m.version == app.version())
+                            .unwrap_or_else(|| app.info(repo.is_default(app.name(), app.version())));
                         let message = format!(
-                            "{} version {} loaded in {:.1} ms and serving",
+                            "{} version {} loaded in {:.1} ms, {}",
                             app.name(),
                             app.version(),
-                            app.load_time.as_secs_f64() * 1e3
+                            app.load_time.as_secs_f64() * 1e3,
+                            tensorgate_server::rollout::serving_as(&info)
                         );
-                        Ok(reply(AdminReply { message, models: vec![app.info(true)], ..AdminReply::default() }))
+                        Ok(reply(AdminReply { message, models: vec![info], ..AdminReply::default() }))
                     })
                     .await
                 }

@@ -44,6 +44,26 @@ pub struct Manifest {
     /// not set comes from the host's defaults).
     #[serde(default)]
     pub rollout: RolloutSection,
+    /// What a JSON reply may hold besides the labels.
+    #[serde(default)]
+    pub reply: ReplySection,
+}
+
+/// `[reply]`: the JSON reply keys a plugin may return besides the labels.
+///
+/// A JSON object reply that reads as a label map (one of its keys is a
+/// label, or every value is a number) may hold only the labels and these
+/// keys; with `keys` set, every JSON object reply is held to them (with the
+/// labels). Checked on every item, `plugin check` and warm-up included.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplySection {
+    /// Keys allowed besides the labels (e.g. `["n_particles"]`).
+    #[serde(default)]
+    pub keys: Vec<String>,
+    /// The labels and `keys`, as a set (filled by [`Manifest::parse`]).
+    #[serde(skip)]
+    allowed: std::collections::HashSet<String>,
 }
 
 /// `[rollout]`: this version's canary terms, each optional.
@@ -492,7 +512,20 @@ impl Manifest {
                 return Err(field("warmup.file", format!("`{}` must be a relative path inside the bundle", w.file)));
             }
         }
+        if m.reply.keys.iter().any(String::is_empty) {
+            return Err(field("reply.keys", "a key is empty".into()));
+        }
+        m.reply.allowed = m.labels.iter().chain(&m.reply.keys).cloned().collect();
         Ok(m)
+    }
+
+    /// Whether a JSON reply may hold `key`: a label or a `[reply] keys` entry.
+    pub fn allows_reply_key(&self, key: &str) -> bool {
+        match self.reply.allowed.is_empty() {
+            false => self.reply.allowed.contains(key),
+            // Not built by `parse`: look through the lists.
+            true => self.labels.iter().chain(&self.reply.keys).any(|k| k == key),
+        }
     }
 
     /// Reads and parses `dir/manifest.toml`.
@@ -635,6 +668,18 @@ mod tests {
         assert!(e.contains("field `model.optimization`: unknown level `max`"), "{e}");
         let e = Manifest::parse("name='a'\nversion=1\n[model]\noptimization='all'\n", "m").unwrap_err().to_string();
         assert!(e.contains("field `model.optimization`: is for ONNX models"), "{e}");
+    }
+
+    #[test]
+    fn reply_keys_are_the_labels_and_the_declared_extras() {
+        let m = Manifest::parse("name='a'\nversion=1\nlabels=['quark','gluon']\n[reply]\nkeys=['n_particles']\n", "m").unwrap();
+        assert_eq!(m.reply.keys, ["n_particles"]);
+        assert!(m.allows_reply_key("quark") && m.allows_reply_key("n_particles"));
+        assert!(!m.allows_reply_key("glu"));
+        let e = Manifest::parse("name='a'\nversion=1\n[reply]\nkeys=['']\n", "m").unwrap_err();
+        assert!(e.to_string().contains("reply.keys"), "{e}");
+        let e = Manifest::parse("name='a'\nversion=1\n[reply]\nkey=['x']\n", "m").unwrap_err();
+        assert!(e.to_string().contains("key"), "{e}");
     }
 
     #[test]

@@ -250,6 +250,38 @@ impl DefaultPolicy {
     }
 }
 
+/// How a version just installed serves, for the upload's reply: on trial
+/// (its share of the requests that name no version, the items it must
+/// answer, and what happens next), the default, or only when named.
+pub fn serving_as(info: &tensorgate_protocol::ModelInfo) -> String {
+    let (name, version) = (&info.name, info.version);
+    match &info.canary {
+        Some(c) => format!(
+            "on trial as a canary, not yet the default: it takes {} % of the requests that name no version \
+             until it has answered {} items, then it is promoted to the default; it is rolled back automatically \
+             (the previous default takes its requests again) as soon as its item failures exceed the default's \
+             by more than the allowed margin. Follow it with `tensorgate models`; decide by hand with \
+             `tensorgate promote {name} {version}` or `tensorgate rollback {name}`",
+            format_share(c.share),
+            c.items_needed
+        ),
+        None if info.default => "serving as the default".into(),
+        None => format!(
+            "serving the requests that name version {version}; it is not the default \
+             (`tensorgate promote {name} {version}` makes it the default)"
+        ),
+    }
+}
+
+/// A share as a percentage, without needless decimals (0.2: `20`, 0.125: `12.5`).
+fn format_share(share: f64) -> String {
+    let pct = share * 100.0;
+    match (pct - pct.round()).abs() < 1e-9 {
+        true => format!("{}", pct.round() as i64),
+        false => format!("{pct:.1}"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -343,5 +375,18 @@ mod tests {
         // A default that fails 10 % of items (bad inputs) allows the canary as many, plus 2 points.
         assert!(matches!(judge(&terms, t(89, 11), t(900, 100)), Verdict::Promote(_)));
         assert!(matches!(judge(&terms, t(80, 13), t(900, 100)), Verdict::RollBack(_)));
+    }
+
+    #[test]
+    fn an_upload_says_whether_the_version_is_on_trial_and_at_what_share() {
+        let mut info = tensorgate_protocol::ModelInfo { name: "efn-qg".into(), version: 3, default: true, ..Default::default() };
+        assert_eq!(serving_as(&info), "serving as the default");
+        info.default = false;
+        assert!(serving_as(&info).contains("not the default (`tensorgate promote efn-qg 3`"), "{}", serving_as(&info));
+        info.canary = Some(tensorgate_protocol::CanaryInfo { share: 0.2, items_needed: 200, items_ok: 0, items_failed: 0 });
+        let m = serving_as(&info);
+        assert!(m.starts_with("on trial as a canary, not yet the default: it takes 20 % of the requests that name no version"), "{m}");
+        assert!(m.contains("until it has answered 200 items, then it is promoted") && m.contains("rolled back automatically"), "{m}");
+        assert_eq!(format_share(0.125), "12.5");
     }
 }

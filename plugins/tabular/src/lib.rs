@@ -100,7 +100,11 @@ impl Plugin for Tabular {
         labels::scores_json(&self.labels, &scores).map_err(|_| {
             PluginError::new(
                 "labels",
-                format!("model returned {} scores for {} labels", scores.len(), self.labels.len()),
+                format!(
+                    "plugin `tabular` labels the model's first output: {} scores per item, but the manifest lists {} labels",
+                    scores.len(),
+                    self.labels.len()
+                ),
             )
         })
     }

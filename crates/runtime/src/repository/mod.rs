@@ -145,13 +145,46 @@ impl Repository {
         let manifest = Manifest::load(staged).map_err(|e| build::in_bundle(e.into(), staged))?;
         let home = self.root.join(&manifest.name).join(manifest.version.to_string());
         if home.exists() && !replace {
-            return Err(StoreError::Exists { name: manifest.name, version: manifest.version }.into());
+            let (name, version) = (manifest.name, manifest.version);
+            if self.routes.get(&name, version).is_some() {
+                return Err(StoreError::Exists { name, version }.into());
+            }
+            if !store::same_files(staged, &home) {
+                return Err(StoreError::NotLoaded { name, version }.into());
+            }
+            // The very bundle is already in the folder, not loaded (e.g. put
+            // there by `tensorgate plugin build --repository` on a host not
+            // watching it): load it where it is.
+            return self.load_in_place(&home, &name, version);
         }
         let app = build::prepare(staged, &home, &self.engine, &self.config)?;
         let _guard = self.changes.lock().unwrap_or_else(|p| p.into_inner());
         store::commit(&self.root, staged, app.name(), app.version(), replace)?;
         log_loaded(&app);
         self.failures.clear(&home);
+        let app = self.routes.insert(app);
+        self.released(&[(app.name().to_string(), app.version())]);
+        Ok(app)
+    }
+
+    /// Loads the bundle already at `home` (`REPO/NAME/VERSION`), as a
+    /// reload of it would; a failure is recorded as a reload's is.
+    fn load_in_place(&self, home: &Path, name: &str, version: u64) -> Result<Arc<Application>, ChangeError> {
+        let _guard = self.changes.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(app) = self.routes.get(name, version) {
+            // Loaded meanwhile (a reload or the watcher).
+            return Err(StoreError::Exists { name: app.name().to_string(), version }.into());
+        }
+        let stamp = crate::application::Stamp::of(home);
+        let app = match build::load(home, &self.engine, &self.config) {
+            Ok(app) => app,
+            Err(e) => {
+                self.failures.record(home, name, Some(version), &e, stamp);
+                return Err(e.into());
+            }
+        };
+        log_loaded(&app);
+        self.failures.clear(home);
         let app = self.routes.insert(app);
         self.released(&[(app.name().to_string(), app.version())]);
         Ok(app)

@@ -58,6 +58,51 @@ pub enum StoreError {
         /// Version.
         version: u64,
     },
+    /// `NAME/VERSION` is in the repository's folder but not loaded (copied
+    /// there by hand or by `tensorgate plugin build --repository`, or it
+    /// failed to load) and holds other files than the upload.
+    #[error(
+        "{name} version {version} is already in the repository's folder but not loaded (copied there, e.g. by \
+         `tensorgate plugin build --repository`), and its files differ from this upload: `tensorgate reload` loads \
+         what is on disk (`tensorgate models` lists a load error), upload with replace overwrites it"
+    )]
+    NotLoaded {
+        /// Model name.
+        name: String,
+        /// Version.
+        version: u64,
+    },
+}
+
+/// Whether the bundle folders `a` and `b` hold the same files (relative
+/// paths and bytes): an upload of the very bundle already in the folder.
+pub fn same_files(a: &Path, b: &Path) -> bool {
+    fn files(root: &Path, dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
+        for entry in std::fs::read_dir(dir)? {
+            let entry = entry?;
+            let kind = entry.file_type()?;
+            if kind.is_dir() {
+                files(root, &entry.path(), out)?;
+            } else {
+                out.push(entry.path().strip_prefix(root).map(Path::to_path_buf).unwrap_or_default());
+            }
+        }
+        Ok(())
+    }
+    let list = |root: &Path| {
+        let mut out = Vec::new();
+        files(root, root, &mut out).map(|()| {
+            out.sort();
+            out
+        })
+    };
+    let (Ok(in_a), Ok(in_b)) = (list(a), list(b)) else { return false };
+    let same = |rel: &PathBuf| {
+        let (x, y) = (a.join(rel), b.join(rel));
+        let sizes = (std::fs::metadata(&x).map(|m| m.len()).ok(), std::fs::metadata(&y).map(|m| m.len()).ok());
+        sizes.0.is_some() && sizes.0 == sizes.1 && std::fs::read(&x).ok() == std::fs::read(&y).ok()
+    };
+    in_a == in_b && in_a.iter().all(same)
 }
 
 fn io<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> StoreError + 'a {
@@ -329,5 +374,20 @@ mod tests {
         assert_eq!(read(&root.join("m/1")), "new");
         remove(root, "m", 1).unwrap();
         assert!(!root.join("m").exists());
+    }
+
+    #[test]
+    fn same_files_compares_paths_and_bytes() {
+        let root = tempfile::tempdir().unwrap();
+        let root = root.path();
+        bundle(&root.join("a"), "x");
+        bundle(&root.join("b"), "x");
+        assert!(same_files(&root.join("a"), &root.join("b")));
+        bundle(&root.join("c"), "y");
+        assert!(!same_files(&root.join("a"), &root.join("c")), "other bytes");
+        std::fs::create_dir_all(root.join("b/samples")).unwrap();
+        std::fs::write(root.join("b/samples/s.json"), "{}").unwrap();
+        assert!(!same_files(&root.join("a"), &root.join("b")), "another file");
+        assert!(!same_files(&root.join("a"), &root.join("nowhere")));
     }
 }

@@ -5,7 +5,8 @@
 //! host-owned tensors of contract 0.2: `stale-handle` (uses in postprocess a
 //! tensor kept from preprocess behind the host's back), `many-tensors` and
 //! `big-tensor` (past the manifest's tensor caps), `bad-index` (a gather
-//! outside its source).
+//! outside its source), `reply-keys` (a JSON label map
+//! `{"quark", "glu", "n_particles"}`, whatever the manifest's labels).
 
 use std::cell::RefCell;
 
@@ -81,6 +82,12 @@ impl Plugin for Hostile {
         let (mode, size) = context.split_once(' ').unwrap_or((context.as_str(), "0"));
         match mode {
             "panic-post" => panic!("hostile plugin: panic in postprocess"),
+            "reply-keys" => {
+                // A label map with a misspelt label and a key the manifest does not declare.
+                let s = out.tensors.first().map(|t| t.to_f32()).transpose()?.unwrap_or_default();
+                let score = |i: usize| s.get(i).copied().unwrap_or_default();
+                return Output::json(&tensorgate_plugin::json::json!({ "quark": score(0), "glu": score(1), "n_particles": 0 }));
+            }
             "huge-output" => {
                 let n: usize = size.parse().unwrap_or(1 << 20);
                 return Ok(Output::bytes(vec![7u8; n], "application/octet-stream"));
