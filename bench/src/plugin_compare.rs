@@ -6,7 +6,9 @@
 //! forward is not run: postprocess gets a constant tensor of the manifest's
 //! first output shape, its batch dimension from the prepared input.
 //!
-//! Usage: plugin-compare BUNDLE_A BUNDLE_B ITEM... [--iters N]
+//! Usage: plugin-compare BUNDLE_A BUNDLE_B ITEM... [--iters N] [--repeat R] [--group G]
+//! `--repeat R`: the items R times over (one event); `--group G`: G items
+//! per plugin call (contract 0.3's grouped calls; default 1, a call per item).
 //! Items: `.json` (application/json), `.npz`, `.npy`; when bundle A is
 //! `lartpc-sparse` an `.npy` plane becomes its above-threshold pixel list.
 //! One "event" is all items given; medians over N events after a warm-up.
@@ -18,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tensorgate_server::manifest::Manifest;
-use tensorgate_runtime::plugin::{self as host, PluginEngine, PluginPool};
+use tensorgate_runtime::plugin::{self as host, PluginEngine, PluginPool, Produced};
 use tensorgate_backend as host_tensor;
 use tensorgate_plugin::npy::{parse_npz, write_npz};
 use tensorgate_plugin::sparse::Pixels;
@@ -90,9 +92,26 @@ fn items(app: &str, files: &[String]) -> anyhow::Result<Vec<host::Item>> {
         .collect()
 }
 
-/// One event through `b`: (pre, post) time and the replies.
-fn event(b: &Loaded, items: &[host::Item]) -> anyhow::Result<(Duration, Duration, Vec<host::Output>)> {
+/// One event through `b`: (pre, post) time and the replies; `group` items
+/// per plugin call (1: a call per item).
+fn event(b: &Loaded, items: &[host::Item], group: usize) -> anyhow::Result<(Duration, Duration, Vec<host::Output>)> {
     let (mut pre, mut post, mut replies) = (Duration::ZERO, Duration::ZERO, Vec::new());
+    if group > 1 {
+        for chunk in items.chunks(group) {
+            let t = Instant::now();
+            let prepared = b.pool.preprocess_batch(chunk).into_iter().collect::<Result<Vec<_>, _>>()?;
+            pre += t.elapsed();
+            let produced = prepared
+                .into_iter()
+                .map(|p| Ok(Produced { outputs: vec![output_for(&b.manifest, p.inputs[0].shape[0])?], kept: p.keep, context: p.context }))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let t = Instant::now();
+            let outputs = b.pool.postprocess_batch(produced).into_iter().collect::<Result<Vec<_>, _>>()?;
+            post += t.elapsed();
+            replies.extend(outputs);
+        }
+        return Ok((pre, post, replies));
+    }
     for item in items {
         let t = Instant::now();
         let prepared = b.pool.preprocess(item)?;
@@ -134,14 +153,28 @@ fn agree(a: &host::Output, b: &host::Output) -> anyhow::Result<()> {
 fn main() -> anyhow::Result<()> {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
     let iters = util::take_iters(&mut args, 5)?;
-    let [a, b, files @ ..] = &args[..] else { anyhow::bail!("usage: plugin-compare BUNDLE_A BUNDLE_B ITEM... [--iters N]") };
+    let mut take = |flag: &str| -> anyhow::Result<usize> {
+        match args.iter().position(|a| a == flag) {
+            Some(i) => {
+                let v = args.get(i + 1).ok_or_else(|| anyhow::anyhow!("{flag} needs a number"))?.parse()?;
+                args.drain(i..i + 2);
+                Ok(v)
+            }
+            None => Ok(1),
+        }
+    };
+    let (repeat, group) = (take("--repeat")?, take("--group")?);
+    let [a, b, files @ ..] = &args[..] else {
+        anyhow::bail!("usage: plugin-compare BUNDLE_A BUNDLE_B ITEM... [--iters N] [--repeat R] [--group G]")
+    };
     anyhow::ensure!(!files.is_empty(), "give at least one item file");
     let (a, b) = (load(Path::new(a))?, load(Path::new(b))?);
-    let items = items(&a.manifest.name, files)?;
+    let one = items(&a.manifest.name, files)?;
+    let items: Vec<host::Item> = (0..repeat.max(1)).flat_map(|_| one.iter().cloned()).collect();
     let mut times = [(vec![], vec![]), (vec![], vec![])];
     for it in 0..iters + 1 {
-        let (pa, qa, ra) = event(&a, &items)?;
-        let (pb, qb, rb) = event(&b, &items)?;
+        let (pa, qa, ra) = event(&a, &items, group)?;
+        let (pb, qb, rb) = event(&b, &items, group)?;
         for (x, y) in ra.iter().zip(&rb) {
             agree(x, y)?;
         }
@@ -171,7 +204,7 @@ fn main() -> anyhow::Result<()> {
     println!(
         "{}",
         serde_json::json!({
-            "items_per_event": items.len(), "iters": iters,
+            "items_per_event": items.len(), "items_per_call": group, "iters": iters,
             "a": report(&a, pa, qa), "b": report(&b, pb, qb),
             "ratio_b_over_a": (pb + qb) / (pa + qa),
         })

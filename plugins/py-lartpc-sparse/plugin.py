@@ -1,10 +1,27 @@
 """Sparse LArTPC segmentation in Python, as plugins/lartpc-sparse; formats in
-manifest.toml. The pixel values, the tiles and the scores stay in the host:
-only the pixel coordinates cross into the plugin."""
+manifest.toml. The pixel coordinates, their values, the tiles and the
+scores all stay in the host: the plugin reads the plane's shape (two
+numbers) and asks the host to lay the pixels into tiles (`ops.tile_pixels`)
+and to stitch the scores back (`ops.untile_pixels`)."""
+
+import struct
 
 import tensorgate_plugin as tg
-from tensorgate_plugin.sparse import Pixels
-from tensorgate_plugin.tiles import TiledPixels
+from tensorgate_plugin import ops
+from tensorgate_plugin.tiles import TileGrid
+
+
+def _sparse(entries):
+    """The `pixels`, `values` and (height, width) of a sparse `.npz`."""
+    arrays = dict(entries)
+    for name in ("pixels", "values", "shape"):
+        if name not in arrays:
+            raise tg.PluginError("tiles", f"sparse npz has no array named `{name}` (expected pixels [n,2] i32, values [n] f32, shape [2] i64)")
+    shape = arrays["shape"]
+    dims = shape.to_list() if shape.dtype in ("i64", "i32") else []
+    if len(dims) != 2 or dims[0] <= 0 or dims[1] <= 0:
+        raise tg.PluginError("tiles", f"`shape` must hold 2 positive numbers, got {dims or shape.dtype}")
+    return arrays["pixels"], arrays["values"], dims
 
 
 class LartpcSparse(tg.Plugin):
@@ -18,19 +35,17 @@ class LartpcSparse(tg.Plugin):
         self.labels = manifest.labels
 
     def preprocess(self, item):
-        pixels, values = Pixels.from_npz(item.npz())
-        i = pixels.first_duplicate()
-        if i is not None:
-            raise tg.PluginError("duplicate-pixel", f"pixel {i} at ({pixels.rows[i]}, {pixels.cols[i]}) is listed twice")
-        tiled = TiledPixels(pixels, self.tile, self.overlap)
-        return tg.Prepared([tiled.input(values)], context=tiled.context())
+        pixels, values, (h, w) = _sparse(item.npz())
+        batch, tiles = ops.tile_pixels(pixels, values, h, w, self.tile, self.overlap)
+        return tg.Prepared([batch], keep=[pixels, tiles], context=struct.pack("<qq", h, w))
 
     def postprocess(self, out):
-        tiled = TiledPixels.from_context(out.context)
-        scores = tiled.gather(out.tensor(0))
+        pixels, tiles = out.kept
+        h, w = struct.unpack("<qq", out.context)
+        scores = ops.untile_pixels(out.tensor(0), pixels, tiles, h, w, self.tile, self.overlap)
         tg.labels.check(self.labels, scores.shape[1])
         return (tg.Output.npz([("scores", scores)])
-                .with_meta("tiles", len(tiled.grid)).with_meta("tiles_run", len(tiled.tiles)))
+                .with_meta("tiles", len(TileGrid.of(h, w, self.tile, self.overlap))).with_meta("tiles_run", tiles.shape[0]))
 
 
 Plugin = tg.export(LartpcSparse)

@@ -109,10 +109,10 @@ async fn host_tensors_are_bounded_and_checked() {
     assert!(message.contains("is not live: handles last only for the call that made them"), "{message}");
     let (code, message, _) = contained(&host, hostile("many-tensors")).await;
     assert_eq!(code, ErrorCode::PluginError);
-    assert!(message.contains("[tensor-cap]") && message.contains("holds 100 tensors, the cap ([plugin] max_tensors)"), "{message}");
+    assert!(message.contains("[tensor-cap]") && message.contains("holds 100 tensors, the cap ([plugin] max_tensors per item)"), "{message}");
     let (code, message, _) = contained(&host, hostile("big-tensor")).await;
     assert_eq!(code, ErrorCode::PluginError);
-    assert!(message.contains("134217728 bytes") && message.contains("cap of 67108864 bytes ([plugin] max_tensor_mb)"), "{message}");
+    assert!(message.contains("134217728 bytes") && message.contains("cap of 67108864 bytes ([plugin] max_tensor_mb per item)"), "{message}");
     let (code, message, _) = contained(&host, hostile("bad-index")).await;
     assert_eq!(code, ErrorCode::PluginError);
     assert!(message.contains("[op]: indices[1] = 99 is outside 0..16"), "{message}");
@@ -134,7 +134,7 @@ async fn a_plugin_built_for_contract_0_1_is_refused_at_load() {
     let failures = host.host.repository().failures();
     let message = &failures.iter().find(|f| f.model == "old").expect("old/1 failed to load").error;
     assert!(
-        message.contains("is built for tensorgate:plugin@0.1.0, but this host speaks tensorgate:plugin@0.2.0"),
+        message.contains("is built for tensorgate:plugin@0.1.0, but this host speaks tensorgate:plugin@0.3.0"),
         "{message}"
     );
     assert_eq!(failures.len(), 1, "{failures:?}");

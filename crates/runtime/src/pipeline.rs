@@ -15,7 +15,7 @@ use crate::application::Application;
 use crate::executor::ModelError;
 use tensorgate_server::manifest::{check_tensors, TensorDecl};
 use tensorgate_server::metrics;
-use crate::plugin::{CallError, Item, Output};
+use crate::plugin::{CallError, Item, Output, Produced};
 use tensorgate_server::request::ItemFailure;
 use tensorgate_backend::Tensor;
 
@@ -85,10 +85,11 @@ async fn run(app: &Application, head: ItemHead, payload: Bytes, timings: &mut Ti
         metadata: head.metadata.into_iter().collect(),
     };
     let arrived = Instant::now();
-    let t = arrived;
     let coming = app.model.coming();
-    let prepared = call_plugin(app, item.data.len(), || app.plugin.preprocess(&item))?;
-    timings.preprocess_us = micros(t.elapsed());
+    // In one call with the items waiting for this version, if any.
+    let (prepared, share) = app.plugin.preprocess_grouped(item, |call, bytes| call_plugin(app, bytes, call)).await;
+    let prepared = prepared?;
+    timings.preprocess_us = micros(share);
     check_inputs(&app.manifest.inputs, &prepared.inputs)
         .map_err(|m| ItemFailure::new(ErrorCode::PluginFailed, format!("plugin returned invalid model inputs: {m}")))?;
 
@@ -98,11 +99,11 @@ async fn run(app: &Application, head: ItemHead, payload: Bytes, timings: &mut Ti
     check_tensors(&app.manifest.outputs, &outputs)
         .map_err(|m| ItemFailure::new(ErrorCode::ModelError, format!("model output does not match the manifest: {m}")))?;
 
-    let (context, kept) = (prepared.context, prepared.keep);
-    let bytes = outputs.iter().chain(&kept).map(|t| t.data.len()).sum::<usize>() + context.len();
-    let t = Instant::now();
-    let mut output = call_plugin(app, bytes, || app.plugin.postprocess(outputs, kept, &context))?;
-    timings.postprocess_us = micros(t.elapsed());
+    let produced = Produced { outputs, kept: prepared.keep, context: prepared.context };
+    let (output, share) = app.plugin.postprocess_grouped(produced, |call, bytes| call_plugin(app, bytes, call)).await;
+    let mut output = output?;
+    timings.postprocess_us = micros(share);
+    crate::reply::check_keys(app.name(), &app.manifest, &output.content_type, &output.data)?;
     if let Some(mut metadata) = echoed {
         // The item's entries first, the plugin's over them.
         metadata.extend(std::mem::take(&mut output.metadata));
@@ -207,7 +208,7 @@ fn micros(d: Duration) -> u64 {
 }
 
 /// Runs a synchronous plugin call. Calls expected to be short (the plugin's
-/// recent average is under [`INLINE_CALL_MAX`] and the data is small) run
+/// recent average per item is under [`INLINE_CALL_MAX`] and the data is small) run
 /// right here on the async worker: a hand-off costs more than the call. Others
 /// run under `block_in_place`, which moves this worker's other tasks away
 /// first, so a slow plugin never stalls unrelated requests (off a runtime,

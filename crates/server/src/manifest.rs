@@ -355,6 +355,10 @@ pub struct PluginSection {
     /// Most bytes of tensors one plugin call may hold at once (MiB); the
     /// host's default (`plugin::DEFAULT_MAX_TENSOR_BYTES`) when absent.
     pub max_tensor_mb: Option<u64>,
+    /// Most items the host hands the plugin in one call (items already
+    /// waiting for this version are grouped; 1 calls it item by item); the
+    /// host's default (`plugin::DEFAULT_MAX_ITEMS_PER_CALL`) when absent.
+    pub max_items_per_call: Option<usize>,
 }
 
 impl Default for PluginSection {
@@ -366,6 +370,7 @@ impl Default for PluginSection {
             echo_metadata: true,
             max_tensors: None,
             max_tensor_mb: None,
+            max_items_per_call: None,
         }
     }
 }

@@ -17,8 +17,14 @@
 //! | [`gather`] | `out[i * count + k] = source[indices[i] + k * stride]` (`count` elements `stride` apart per index) |
 //! | [`scatter`] | `target[indices[i]] = values[i]`, in order (a repeated index keeps the last value) |
 //! | [`copy_region`] | an N-d box of `size` from `source` at `from` into `target` at `to` (same rank) |
+//! | [`rows::json_rows`] | JSON records (or keys/values) by key into an `[n, k]` table (contract 0.3) |
+//! | [`rows::pad_jagged`] | jagged lists padded to `[n, max, ...]` with a `[n, max]` mask (contract 0.3) |
+//! | [`tiles::Grid`] | sparse pixels laid over a plane's tiles and their scores stitched back (contract 0.3) |
 
 use std::fmt;
+
+pub mod rows;
+pub mod tiles;
 
 /// Why an operation refused its arguments; nothing was written.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,6 +51,24 @@ pub enum OpError {
     },
     /// A shape, origin or size is wrong (rank, bounds, element count).
     Shape(String),
+    /// The item's data is wrong; `code` names how (`missing-key`,
+    /// `duplicate-pixel`, ...), as the plugin's own error would.
+    Item {
+        /// Machine-readable reason.
+        code: &'static str,
+        /// What was wrong.
+        message: String,
+    },
+}
+
+impl OpError {
+    /// The error code a plugin reports for this: the item's own code, else `op`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            OpError::Item { code, .. } => code,
+            _ => "op",
+        }
+    }
 }
 
 impl fmt::Display for OpError {
@@ -55,6 +79,7 @@ impl fmt::Display for OpError {
             }
             OpError::LengthMismatch { what, left, right } => write!(f, "{what} differ in length: {left} and {right}"),
             OpError::Shape(m) => f.write_str(m),
+            OpError::Item { message, .. } => f.write_str(message),
         }
     }
 }

@@ -20,18 +20,7 @@ fn mismatch(name: &str, labels: &[String], classes: usize) -> PluginError {
         true => "the plugin".to_string(),
         false => format!("plugin `{name}`"),
     };
-    let mut shown = labels.iter().take(8).map(String::as_str).collect::<Vec<_>>().join(", ");
-    if labels.len() > 8 {
-        shown.push_str(", ...");
-    }
-    PluginError::new(
-        "labels",
-        format!(
-            "{who} made {classes} scores per item but the manifest lists {} labels ({shown}): \
-             the scores its postprocess labels must be one per label",
-            labels.len()
-        ),
-    )
+    PluginError::new("labels", tensorgate_ops::rows::labels_mismatch(&who, labels, classes))
 }
 
 /// The `k` highest scores with their labels, best first (ties keep label order).
@@ -68,13 +57,9 @@ pub fn scores_map(labels: &[String], scores: &[f32]) -> Result<serde_json::Map<S
 /// when they differ.
 pub fn scores_json(labels: &[String], scores: &[f32]) -> Result<crate::Output, PluginError> {
     check(labels, scores.len())?;
-    struct Pairs<'a>(&'a [String], &'a [f32]);
-    impl serde::Serialize for Pairs<'_> {
-        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-            s.collect_map(self.0.iter().zip(self.1).map(|(l, &v)| (l, v as f64)))
-        }
-    }
-    crate::Output::json(&Pairs(labels, scores))
+    let data = tensorgate_ops::rows::scores_json(labels, scores)
+        .ok_or_else(|| PluginError::new("encode", "cannot encode the scores as JSON"))?;
+    Ok(crate::Output::bytes(data, "application/json"))
 }
 
 /// `{label: probability}` from one item's logits, through [`softmax`].

@@ -7,13 +7,193 @@
 //! Indices are i64 tensors (flat, row-major element indices).
 
 use crate::tensor::Tensor;
-#[cfg(not(target_arch = "wasm32"))]
-use crate::Dtype;
-use crate::PluginError;
+use crate::{Dtype, Payload, PluginError};
+
+pub use crate::bindings::tensorgate::plugin::ops::JsonLayout;
 
 #[cfg(not(target_arch = "wasm32"))]
 fn op_err(e: tensorgate_ops::OpError) -> PluginError {
-    PluginError::new("op", e.to_string())
+    PluginError::new(e.code(), e.to_string())
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+fn grid(height: u64, width: u64, tile: u64, overlap: u64) -> Result<tensorgate_ops::tiles::Grid, PluginError> {
+    tensorgate_ops::tiles::Grid::new(height as usize, width as usize, tile as usize, overlap as usize)
+        .map_err(|e| PluginError::new("tiles", e.to_string()))
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+fn pixel_list(t: &Tensor) -> Result<Vec<i64>, PluginError> {
+    if t.shape().len() != 2 || t.shape()[1] != 2 {
+        return Err(PluginError::new("tiles", format!("`pixels` must be [n, 2] (row, col), got shape {:?}", t.shape())));
+    }
+    match t.dtype() {
+        Dtype::I64 => Ok(tensorgate_ops::bytes::indices(t.data())),
+        Dtype::I32 => Ok(t.view::<i32>()?.iter().map(|&v| v as i64).collect()),
+        other => Err(PluginError::new("tiles", format!("`pixels` must be i32 or i64, got {}", other.name()))),
+    }
+}
+
+/// The numbers of a JSON payload by key, as an `[n, keys]` tensor of
+/// `dtype` (f32, f64, i64 or i32), columns in `keys` order; `layout` says
+/// how the item is read ([`JsonLayout`]). Errors name the key and record,
+/// with codes `malformed-json`, `length-mismatch`, `duplicate-key`,
+/// `unknown-key`, `missing-key`, `not-a-number`.
+pub fn json_rows(payload: &Payload, keys: &[String], layout: JsonLayout, dtype: Dtype) -> Result<Tensor, PluginError> {
+    json_rows_each(&[payload], keys, layout, dtype).pop().unwrap_or_else(|| Err(PluginError::new("op", "json-rows gave no result")))
+}
+
+/// [`json_rows`] for each of a group's payloads, in one host call.
+pub fn json_rows_each(payloads: &[&Payload], keys: &[String], layout: JsonLayout, dtype: Dtype) -> Vec<Result<Tensor, PluginError>> {
+    #[cfg(target_arch = "wasm32")]
+    {
+        let handles: Vec<_> = payloads.iter().map(|p| p.handle()).collect();
+        crate::bindings::tensorgate::plugin::ops::json_rows(&handles, keys, layout, dtype)
+            .into_iter()
+            .map(|r| r.map(Tensor::from_handle))
+            .collect()
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        use tensorgate_ops::rows::Layout;
+        let layout = match layout {
+            JsonLayout::KeysValues => Layout::KeysValues,
+            JsonLayout::Records => Layout::Records { strict: false },
+            JsonLayout::RecordsStrict => Layout::Records { strict: true },
+        };
+        payloads
+            .iter()
+            .map(|payload| {
+                let (values, n) = tensorgate_ops::rows::json_rows(payload.data(), keys, layout).map_err(op_err)?;
+                let shape = vec![n as u64, keys.len() as u64];
+                let data: Vec<u8> = match dtype {
+                    Dtype::F32 => values.iter().flat_map(|&v| (v as f32).to_le_bytes()).collect(),
+                    Dtype::F64 => values.iter().flat_map(|&v| v.to_le_bytes()).collect(),
+                    Dtype::I64 => values.iter().flat_map(|&v| (v as i64).to_le_bytes()).collect(),
+                    Dtype::I32 => values.iter().flat_map(|&v| (v as i32).to_le_bytes()).collect(),
+                    other => {
+                        return Err(PluginError::new("op", format!("json-rows makes f32, f64, i64 or i32 tensors, not {}", other.name())))
+                    }
+                };
+                Tensor::from_parts(dtype, shape, data)
+            })
+            .collect()
+    }
+}
+
+/// Each item's f32 scores (`[1, L]` or `[L]`) as its `{label: score}` JSON
+/// reply in `labels` order, written by the host in one call for the group
+/// (as [`crate::labels::scores_json`] writes one); another count fails
+/// that item (code `labels`).
+pub fn scores_json_each(scores: &[&Tensor], labels: &[String]) -> Vec<Result<Vec<u8>, PluginError>> {
+    #[cfg(target_arch = "wasm32")]
+    {
+        let handles: Vec<_> = scores.iter().map(|t| t.handle()).collect();
+        crate::bindings::tensorgate::plugin::ops::scores_json(&handles, labels)
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        scores
+            .iter()
+            .map(|t| {
+                let ok_shape = t.dtype() == Dtype::F32 && (t.shape().len() == 1 || (t.shape().len() == 2 && t.shape()[0] == 1));
+                if !ok_shape {
+                    return Err(PluginError::new(
+                        "labels",
+                        format!("scores-json takes one item's f32 scores, [1, L] or [L]; got {} of shape {:?}", t.dtype().name(), t.shape()),
+                    ));
+                }
+                let values = t.view::<f32>()?;
+                tensorgate_ops::rows::scores_json(labels, &values).ok_or_else(|| {
+                    let who = format!("plugin `{}`", crate::manifest().name);
+                    PluginError::new("labels", tensorgate_ops::rows::labels_mismatch(&who, labels, values.len()))
+                })
+            })
+            .collect()
+    }
+}
+
+/// Pads `n` jagged lists stored one after another in `values` (`[total,
+/// ...]`; i64 `lengths` `[n]` summing to `total`) to `max` elements each:
+/// `[n, max, ...]` values (zeros after each list; a longer list keeps its
+/// first `max`) and a `[n, max]` mask (1 for an element, 0 for padding),
+/// both of the values' dtype.
+pub fn pad_jagged(values: &Tensor, lengths: &Tensor, max: u64) -> Result<(Tensor, Tensor), PluginError> {
+    #[cfg(target_arch = "wasm32")]
+    {
+        let p = crate::bindings::tensorgate::plugin::ops::pad_jagged(values.handle(), lengths.handle(), max)?;
+        Ok((Tensor::from_handle(p.values), Tensor::from_handle(p.mask)))
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        let lens = indices(lengths, "pad-jagged's lengths")?;
+        let shape = values.shape();
+        if shape.is_empty() {
+            return Err(PluginError::new("op", "pad-jagged's values need a leading dimension (the lists' elements, one after another)"));
+        }
+        let row: u64 = shape[1..].iter().product();
+        let size = values.dtype().size();
+        let one: Vec<u8> = match values.dtype() {
+            Dtype::F32 => 1f32.to_le_bytes().to_vec(),
+            Dtype::F64 => 1f64.to_le_bytes().to_vec(),
+            Dtype::I64 => 1i64.to_le_bytes().to_vec(),
+            Dtype::I32 => 1i32.to_le_bytes().to_vec(),
+            Dtype::U8 | Dtype::Boolean => vec![1],
+        };
+        let (out, mask) = tensorgate_ops::rows::pad_jagged_bytes(values.data(), row as usize * size, &lens, max as usize, &one).map_err(op_err)?;
+        let n = lens.len() as u64;
+        let mut out_shape = vec![n, max];
+        out_shape.extend_from_slice(&shape[1..]);
+        Ok((Tensor::from_parts(values.dtype(), out_shape, out)?, Tensor::from_parts(values.dtype(), vec![n, max], mask)?))
+    }
+}
+
+/// Lays sparse pixels (`pixels` i32 or i64 `[n, 2]` row, col; `values` f32
+/// `[n]`) over the tiles of a `height` x `width` plane ([`crate::tiles`]):
+/// the f32 `[m, 1, tile, tile]` input of the tiles that hold a pixel, and
+/// their grid indices, i64 `[m]`. A pixel outside the plane fails (code
+/// `tiles`), one listed twice too (code `duplicate-pixel`).
+pub fn tile_pixels(pixels: &Tensor, values: &Tensor, height: u64, width: u64, tile: u64, overlap: u64) -> Result<(Tensor, Tensor), PluginError> {
+    #[cfg(target_arch = "wasm32")]
+    {
+        let t = crate::bindings::tensorgate::plugin::ops::tile_pixels(pixels.handle(), values.handle(), height, width, tile, overlap)?;
+        Ok((Tensor::from_handle(t.input), Tensor::from_handle(t.tiles)))
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        let grid = grid(height, width, tile, overlap)?;
+        let coords = pixel_list(pixels)?;
+        if values.dtype() != Dtype::F32 || values.shape().len() != 1 {
+            return Err(PluginError::new("tiles", format!("`values` must be f32 [n] (one per pixel), got {} of shape {:?}", values.dtype().name(), values.shape())));
+        }
+        let (tiles, input) = tensorgate_ops::tiles::tile_pixels(&grid, &coords, values.data()).map_err(op_err)?;
+        let m = tiles.len() as u64;
+        let tiles: Vec<i64> = tiles.iter().map(|&t| t as i64).collect();
+        Ok((Tensor::from_parts(Dtype::F32, vec![m, 1, tile, tile], input)?, Tensor::from_slice(&[m], &tiles)?))
+    }
+}
+
+/// Stitches a model's per-pixel output `[m, C, tile, tile]` for the tiles
+/// [`tile_pixels`] returned back to f32 `[n, C]`, each pixel taking the
+/// values of the tile that owns it.
+#[allow(clippy::too_many_arguments)]
+pub fn untile_pixels(output: &Tensor, pixels: &Tensor, tiles: &Tensor, height: u64, width: u64, tile: u64, overlap: u64) -> Result<Tensor, PluginError> {
+    #[cfg(target_arch = "wasm32")]
+    {
+        let t = crate::bindings::tensorgate::plugin::ops::untile_pixels(output.handle(), pixels.handle(), tiles.handle(), height, width, tile, overlap)?;
+        Ok(Tensor::from_handle(t))
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        let grid = grid(height, width, tile, overlap)?;
+        let coords = pixel_list(pixels)?;
+        let run = indices(tiles, "untile-pixels' tiles")?;
+        if output.dtype() != Dtype::F32 {
+            return Err(PluginError::new("tiles", format!("model output is {}, expected f32", output.dtype().name())));
+        }
+        let (data, c) = tensorgate_ops::tiles::untile_pixels(&grid, output.data(), output.shape(), &coords, &run).map_err(op_err)?;
+        Tensor::from_parts(Dtype::F32, vec![coords.len() as u64 / 2, c as u64], data)
+    }
 }
 
 #[cfg(not(target_arch = "wasm32"))]

@@ -31,6 +31,18 @@ impl Payload {
         Payload { len: data.len() as u64, data }
     }
 
+    /// The host's handle (plugin builds).
+    #[cfg(target_arch = "wasm32")]
+    pub(crate) fn handle(&self) -> &crate::bindings::tensorgate::plugin::types::Payload {
+        &self.handle
+    }
+
+    /// The bytes (native builds).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub(crate) fn data(&self) -> &[u8] {
+        &self.data
+    }
+
     /// Length in bytes.
     pub fn len(&self) -> u64 {
         self.len

@@ -23,80 +23,26 @@ fn err(message: impl Into<String>) -> PluginError {
     PluginError::new("tiles", message)
 }
 
-/// Tile origins along one axis (see the module docs).
-pub fn origins(length: usize, tile: usize, overlap: usize) -> Vec<usize> {
-    if length <= tile {
-        return vec![0];
-    }
-    let n = (length - overlap).div_ceil(tile - overlap);
-    (0..n).map(|k| k * (length - tile) / (n - 1)).collect()
-}
+pub use tensorgate_ops::tiles::origins;
 
-/// The tiles covering a `height` x `width` image.
+/// The tiles covering a `height` x `width` image: the host's grid
+/// ([`tensorgate_ops::tiles::Grid`], whose methods it derefs to), so that
+/// the SDK and the host's `tile-pixels` lay tiles out identically.
 #[derive(Debug, Clone, PartialEq)]
-pub struct TileGrid {
-    /// Image height.
-    pub height: usize,
-    /// Image width.
-    pub width: usize,
-    /// Tile side.
-    pub tile: usize,
-    /// Minimum overlap between neighbouring tiles.
-    pub overlap: usize,
-    rows: Vec<usize>,
-    cols: Vec<usize>,
-    row_bounds: Vec<usize>,
-    col_bounds: Vec<usize>,
-}
+pub struct TileGrid(tensorgate_ops::tiles::Grid);
 
-fn bounds(origins: &[usize], tile: usize) -> Vec<usize> {
-    origins.windows(2).map(|w| (w[0] + w[1] + tile) / 2).collect()
+impl std::ops::Deref for TileGrid {
+    type Target = tensorgate_ops::tiles::Grid;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
 }
 
 impl TileGrid {
     /// The grid for an image; errors if the tile is 0, the overlap is not
     /// smaller than the tile, or the image is empty.
     pub fn new(height: usize, width: usize, tile: usize, overlap: usize) -> Result<TileGrid, PluginError> {
-        if tile == 0 || overlap >= tile {
-            return Err(err(format!("tile size {tile} with overlap {overlap}: need tile > 0 and overlap < tile")));
-        }
-        if height == 0 || width == 0 {
-            return Err(err(format!("image is {height}x{width}: nothing to tile")));
-        }
-        let (rows, cols) = (origins(height, tile, overlap), origins(width, tile, overlap));
-        let (row_bounds, col_bounds) = (bounds(&rows, tile), bounds(&cols, tile));
-        Ok(TileGrid { height, width, tile, overlap, rows, cols, row_bounds, col_bounds })
-    }
-
-    /// Number of tiles.
-    pub fn len(&self) -> usize {
-        self.rows.len() * self.cols.len()
-    }
-
-    /// Whether the grid has no tiles (never: an image has at least one).
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// Top-left pixel `(row, col)` of tile `index`.
-    pub fn origin(&self, index: usize) -> (usize, usize) {
-        (self.rows[index / self.cols.len()], self.cols[index % self.cols.len()])
-    }
-
-    /// The tile whose scores pixel `(row, col)` takes (the stitching rule).
-    pub fn owner(&self, row: usize, col: usize) -> usize {
-        let i = self.row_bounds.partition_point(|&b| b <= row);
-        let j = self.col_bounds.partition_point(|&b| b <= col);
-        i * self.cols.len() + j
-    }
-
-    /// Indices of the tiles that contain pixel `(row, col)`.
-    fn containing(&self, row: usize, col: usize) -> impl Iterator<Item = usize> + '_ {
-        let span = |origins: &[usize], p: usize| {
-            origins.partition_point(|&o| o + self.tile <= p)..origins.partition_point(|&o| o <= p)
-        };
-        let (ri, cj) = (span(&self.rows, row), span(&self.cols, col));
-        ri.flat_map(move |i| cj.clone().map(move |j| i * self.cols.len() + j))
+        tensorgate_ops::tiles::Grid::new(height, width, tile, overlap).map(TileGrid).map_err(|e| err(e.to_string()))
     }
 
     /// Copies tile `index` of a dense row-major image (zero-padded past the edges) into `out` (`tile * tile`).
@@ -130,16 +76,7 @@ impl TiledPixels {
     /// Lays `pixels` over a grid of `tile`-sized tiles with at least `overlap`.
     pub fn new(pixels: Pixels, tile: usize, overlap: usize) -> Result<TiledPixels, PluginError> {
         let grid = TileGrid::new(pixels.height, pixels.width, tile, overlap)?;
-        let mut used = vec![false; grid.len()];
-        for i in 0..pixels.len() {
-            for t in grid.containing(pixels.rows[i] as usize, pixels.cols[i] as usize) {
-                used[t] = true;
-            }
-        }
-        let mut tiles: Vec<u32> = (0..grid.len() as u32).filter(|&t| used[t as usize]).collect();
-        if tiles.is_empty() {
-            tiles.push(0);
-        }
+        let tiles = grid.tiles_for(&pixels.rows, &pixels.cols);
         Ok(TiledPixels { grid, pixels, tiles })
     }
 
@@ -153,16 +90,7 @@ impl TiledPixels {
             return Err(err(format!("{} pixels but values of shape {:?}", self.pixels.len(), values.shape())));
         }
         let t = self.grid.tile;
-        let slot = self.slots();
-        let (mut to, mut from) = (Vec::with_capacity(self.pixels.len()), Vec::with_capacity(self.pixels.len()));
-        for i in 0..self.pixels.len() {
-            let (r, c) = (self.pixels.rows[i] as usize, self.pixels.cols[i] as usize);
-            for tile in self.grid.containing(r, c) {
-                let (r0, c0) = self.grid.origin(tile);
-                to.push(((slot[tile] as usize * t + r - r0) * t + c - c0) as i64);
-                from.push(i as i64);
-            }
-        }
+        let (to, from) = self.grid.placements(&self.pixels.rows, &self.pixels.cols, &self.tiles).map_err(|e| err(e.to_string()))?;
         let mut out = Tensor::zeros(Dtype::F32, &[self.tiles.len() as u64, 1, t as u64, t as u64])?;
         let to = Tensor::from_slice(&[to.len() as u64], &to)?;
         if from.len() == self.pixels.len() {
@@ -199,15 +127,6 @@ impl TiledPixels {
         Ok(out)
     }
 
-    /// Batch slot of each tile of the grid (`u32::MAX`: not run).
-    fn slots(&self) -> Vec<u32> {
-        let mut slot = vec![u32::MAX; self.grid.len()];
-        for (n, &tile) in self.tiles.iter().enumerate() {
-            slot[tile as usize] = n as u32;
-        }
-        slot
-    }
-
     /// Stitches the network's per-pixel output `[tiles, C, tile, tile]` into
     /// f32 `[pixels, C]`: for each pixel, in order, the `C` values from the
     /// tile that owns it (the stitching rule in the module docs). The host
@@ -219,19 +138,8 @@ impl TiledPixels {
             return Err(err(format!("model output has shape {shape:?}, expected [{n}, C, {t}, {t}]")));
         }
         let (c, t) = (shape[1], t as usize);
-        let slot = self.slots();
-        // Each pixel's first score in its owning tile; the C scores are t*t apart.
-        let mut indices = Vec::with_capacity(self.pixels.len());
-        for i in 0..self.pixels.len() {
-            let (r, col) = (self.pixels.rows[i] as usize, self.pixels.cols[i] as usize);
-            let owner = self.grid.owner(r, col);
-            let n = slot[owner];
-            if n == u32::MAX {
-                return Err(err(format!("pixel ({r}, {col}) belongs to tile {owner}, which was not run")));
-            }
-            let (r0, c0) = self.grid.origin(owner);
-            indices.push((n as usize * c as usize * t * t + (r - r0) * t + (col - c0)) as i64);
-        }
+        let indices =
+            self.grid.score_indices(&self.pixels.rows, &self.pixels.cols, &self.tiles, c as usize).map_err(|e| err(e.to_string()))?;
         let indices = Tensor::from_slice(&[indices.len() as u64], &indices)?;
         ops::gather(output, &indices, c, (t * t) as u64).map_err(|e| err(format!("stitching: {}", e.message)))
     }
@@ -293,10 +201,10 @@ mod tests {
         assert_eq!(g.owner(628, 1007), 8);
         for p in 0..1008 {
             let i = g.owner(p, 0) / 3;
-            let centre = |k: usize| g.rows[k] as i64 + 256;
+            let centre = |k: usize| g.row_origins()[k] as i64 + 256;
             let d = (p as i64 - centre(i)).abs();
             assert!((0..3).all(|k| (p as i64 - centre(k)).abs() >= d), "pixel {p}");
-            assert!(g.rows[i] <= p && p < g.rows[i] + 512);
+            assert!(g.row_origins()[i] <= p && p < g.row_origins()[i] + 512);
         }
         assert!(TileGrid::new(10, 10, 8, 8).is_err());
     }

@@ -134,3 +134,214 @@ def copy_region(source, source_at, target, target_at, size):
             if pos[d] < size[d]:
                 break
             pos[d] = 0
+
+
+_LAYOUTS = ("keys-values", "records", "records-strict")
+if not _wit.NATIVE:
+    from .tensor import _TO_WIT
+
+    _WIT_LAYOUTS = {"keys-values": _wit.ops.JsonLayout.KEYS_VALUES, "records": _wit.ops.JsonLayout.RECORDS,
+                    "records-strict": _wit.ops.JsonLayout.RECORDS_STRICT}
+
+
+def _payload(item_or_payload):
+    return getattr(item_or_payload, "payload", item_or_payload)
+
+
+def json_rows(item, keys, layout="keys-values", dtype="f32"):
+    """The numbers of a JSON item (an `Item` or its `Payload`) by key, as an
+    `[n, len(keys)]` tensor of `dtype` (f32, f64, i64, i32), parsed by the
+    host: the Python code never walks the values. `layout`:
+    `"keys-values"` (`{"keys": [...], "values": [...]}`, one row, every key
+    exactly once), `"records"` (one `{key: number}` record or a list of
+    them, a row each; other keys ignored) or `"records-strict"` (other keys
+    refused). Errors name the key and record, with the codes
+    `malformed-json`, `length-mismatch`, `duplicate-key`, `unknown-key`,
+    `missing-key`, `not-a-number`."""
+    r = json_rows_each([item], keys, layout, dtype)[0]
+    if isinstance(r, PluginError):
+        raise r
+    return r
+
+
+def json_rows_each(items, keys, layout="keys-values", dtype="f32"):
+    """`json_rows` for each of a group's items in one host call: a list with
+    a `Tensor` or a `PluginError` per item (for `preprocess_batch`)."""
+    from .tensor import dtype_name
+
+    if layout not in _LAYOUTS:
+        raise _op(f"json_rows layout must be one of {', '.join(_LAYOUTS)}, not {layout!r}")
+    if dtype != "f32":
+        dtype = dtype_name(dtype)
+        if dtype not in ("f32", "f64", "i64", "i32"):
+            raise _op(f"json-rows makes f32, f64, i64 or i32 tensors, not {dtype}")
+    if type(keys) is not list:
+        keys = [str(k) for k in keys]
+    payloads = [_payload(i) for i in items]
+    if _wit.NATIVE:
+        out = []
+        for p in payloads:
+            try:
+                out.append(_json_rows_native(p.read(), keys, layout, dtype))
+            except PluginError as e:
+                out.append(e)
+        return out
+    results = _wit.ops.json_rows([p._handle for p in payloads], keys, _WIT_LAYOUTS[layout], _TO_WIT[dtype])
+    # One row for keys-values: the shape is known without asking the host.
+    shape = (1, len(keys)) if layout == "keys-values" else None
+    return [Tensor._from_handle(r.value, dtype, shape) if shape and isinstance(r, _wit.Ok) else
+            Tensor._from_handle(r.value) if isinstance(r, _wit.Ok) else PluginError(r.value.code, r.value.message)
+            for r in results]
+
+
+def scores_json_each(scores, labels):
+    """Each item's f32 scores (a `Tensor`, `[1, L]` or `[L]`) as its
+    `{label: score}` JSON reply (bytes) in `labels` order, written by the
+    host in one call for the group: a list with bytes or a `PluginError`
+    (code `labels`, when the count differs from the labels') per item."""
+    labels = list(labels)
+    if not _wit.NATIVE:
+        return [bytes(r.value) if isinstance(r, _wit.Ok) else PluginError(r.value.code, r.value.message)
+                for r in _wit.ops.scores_json([t._handle for t in scores], labels)]
+    import json
+
+    from . import labels as _labels
+
+    out = []
+    for t in scores:
+        try:
+            values = t.to_list()
+            _labels.check(labels, len(values))
+            out.append(json.dumps(dict(zip(labels, values)), separators=(",", ":")).encode())
+        except PluginError as e:
+            out.append(e)
+    return out
+
+
+def _json_rows_native(data, keys, layout, dtype):
+    import json
+
+    def fail(code, message):
+        raise PluginError(code, message)
+
+    want = 'want {"keys": [...], "values": [...]}'
+    try:
+        req = json.loads(bytes(data))
+    except ValueError as e:
+        fail("malformed-json", f"item is not the expected JSON: {want} ({e})" if layout == "keys-values" else f"item is not JSON: {e}")
+    cast = float if dtype in ("f32", "f64") else int
+    if layout == "keys-values":
+        if not isinstance(req, dict) or set(req) != {"keys", "values"} or not isinstance(req["keys"], list) or not isinstance(req["values"], list):
+            fail("malformed-json", f"item is not the expected JSON: {want}")
+        k, v = req["keys"], req["values"]
+        if len(k) != len(v):
+            fail("length-mismatch", f"{len(k)} keys but {len(v)} values")
+        for j in range(1, len(k)):
+            if k[j] in k[:j]:
+                fail("duplicate-key", f"key `{k[j]}` appears more than once")
+        for key in k:
+            if key not in keys:
+                fail("unknown-key", "unknown key `%s`; expected [%s]" % (key, ", ".join(json.dumps(f) for f in keys)))
+        given = dict(zip(k, v))
+        for f in keys:
+            if f not in given:
+                fail("missing-key", f"missing key `{f}`")
+        return Tensor.from_list(dtype, [1, len(keys)], [cast(given[f]) for f in keys])
+    records = [req] if isinstance(req, dict) else req
+    if not isinstance(records, list):
+        fail("malformed-json", "item is not a record or a list of records")
+    row = []
+    for i, r in enumerate(records):
+        if not isinstance(r, dict):
+            fail("malformed-json", f"record {i} is not an object")
+        if layout == "records-strict":
+            for key in r:
+                if key not in keys:
+                    fail("unknown-key", "record %d: unknown key `%s`; expected [%s]" % (i, key, ", ".join(json.dumps(f) for f in keys)))
+        for key in keys:
+            if key not in r:
+                fail("missing-key", f"record {i}: missing key `{key}`")
+            if isinstance(r[key], bool) or not isinstance(r[key], (int, float)):
+                fail("not-a-number", f"record {i}: `{key}` is not a number")
+            row.append(cast(r[key]))
+    return Tensor.from_list(dtype, [len(records), len(keys)], row)
+
+
+def pad_jagged(values, lengths, max_len):
+    """Pads `n` jagged lists stored one after another in `values` (`[total,
+    ...]`, i64 `lengths` `[n]` summing to `total`) to `max_len` elements
+    each, in the host: `(padded, mask)`, `[n, max_len, ...]` (zeros after
+    each list; a longer list keeps its first `max_len`) and `[n, max_len]`
+    (1 for an element, 0 for padding), both of the values' dtype."""
+    if not _wit.NATIVE:
+        p = host_call(_wit.ops.pad_jagged, values._handle, lengths._handle, int(max_len))
+        return Tensor._from_handle(p.values), Tensor._from_handle(p.mask)
+    lens = list(_indices(lengths, "pad-jagged's lengths"))
+    shape = list(values.shape)
+    if not shape:
+        raise _op("pad-jagged's values need a leading dimension (the lists' elements, one after another)")
+    if any(n < 0 for n in lens):
+        raise _op("pad-jagged's lengths must not be negative")
+    if sum(lens) != shape[0]:
+        raise _op(f"the sum of lengths and the values' rows differ in length: {sum(lens)} and {shape[0]}")
+    row = values.itemsize
+    for d in shape[1:]:
+        row *= d
+    src = bytes(values._data)
+    out, mask = bytearray(), []
+    at = 0
+    for n in lens:
+        keep = min(n, max_len)
+        out += src[at * row:(at + keep) * row] + bytes((max_len - keep) * row)
+        mask += [1] * keep + [0] * (max_len - keep)
+        at += n
+    return Tensor(values.dtype, [len(lens), max_len] + shape[1:], data=out), Tensor.from_list(values.dtype, [len(lens), max_len], mask)
+
+
+def tile_pixels(pixels, values, height, width, tile, overlap):
+    """Lays sparse pixels (`pixels` i32 or i64 `[n, 2]` row, col; `values`
+    f32 `[n]`) over the tiles of a `height` x `width` plane, in the host:
+    `(input, tiles)`, the f32 `[m, 1, tile, tile]` input of the tiles that
+    hold a pixel and their grid indices, i64 `[m]` (the grid and rules of
+    `tiles`). A pixel outside the plane fails (code `tiles`), one listed
+    twice too (code `duplicate-pixel`)."""
+    if not _wit.NATIVE:
+        t = host_call(_wit.ops.tile_pixels, pixels._handle, values._handle, int(height), int(width), int(tile), int(overlap))
+        return Tensor._from_handle(t.input), Tensor._from_handle(t.tiles)
+    from .sparse import Pixels
+    from .tiles import TiledPixels
+
+    px = _native_pixels(pixels, height, width)
+    i = px.first_duplicate()
+    if i is not None:
+        raise PluginError("duplicate-pixel", f"pixel {i} at ({px.rows[i]}, {px.cols[i]}) is listed twice")
+    tiled = TiledPixels(px, tile, overlap)
+    return tiled.input(values), Tensor.from_list("i64", [len(tiled.tiles)], list(tiled.tiles))
+
+
+def untile_pixels(output, pixels, tiles, height, width, tile, overlap):
+    """Stitches a model's per-pixel output `[m, C, tile, tile]` for the tiles
+    `tile_pixels` returned back to f32 `[n, C]`, in the host: each pixel of
+    `pixels`, in order, takes the values of the tile that owns it."""
+    if not _wit.NATIVE:
+        return Tensor._from_handle(host_call(_wit.ops.untile_pixels, output._handle, pixels._handle, tiles._handle,
+                                             int(height), int(width), int(tile), int(overlap)))
+    from .tiles import TiledPixels
+
+    tiled = TiledPixels(_native_pixels(pixels, height, width), tile, overlap, tiles=list(_indices(tiles, "untile-pixels' tiles")))
+    return tiled.gather(output)
+
+
+def _native_pixels(pixels, height, width):
+    from .sparse import Pixels
+
+    if len(pixels.shape) != 2 or pixels.shape[1] != 2 or pixels.dtype not in ("i32", "i64"):
+        raise PluginError("tiles", f"`pixels` must be i32 or i64 [n, 2] (row, col), got {pixels.dtype} of shape {list(pixels.shape)}")
+    flat = list(memoryview(pixels._data).cast("q" if pixels.dtype == "i64" else "i"))
+    rows, cols = flat[0::2], flat[1::2]
+    for i, (r, c) in enumerate(zip(rows, cols)):
+        if r < 0 or c < 0:
+            raise PluginError("tiles", f"`pixels` holds a negative coordinate {min(r, c)}")
+        if r >= height or c >= width:
+            raise PluginError("tiles", f"pixel {i} at ({r}, {c}) is outside the {height}x{width} plane")
+    return Pixels(height, width, rows, cols)

@@ -20,7 +20,16 @@ class Payload:
     def __init__(self, handle=None, data=None):
         """Internal: the SDK makes payloads (natively: `native_item`)."""
         self._handle, self._data = handle, data
-        self._len = len(data) if handle is None else handle.len()
+        if handle is None:
+            self._len = len(data)
+
+    def __getattr__(self, name):
+        # `_len` of a host payload, asked for when first needed (one call saved
+        # for an item handed whole to a host operation).
+        if name != "_len":
+            raise AttributeError(name)
+        self._len = self._handle.len()
+        return self._len
 
     def __len__(self):
         return self._len

@@ -132,9 +132,26 @@ class Tensor:
         return cls.from_bytes(dtype, shape, to_bytes(dtype, values))
 
     @classmethod
-    def _from_handle(cls, handle):
-        """Takes over a tensor the host handed in (a model output, a kept tensor)."""
-        return cls(_FROM_WIT[handle.dtype()], handle.shape(), handle=handle)
+    def _from_handle(cls, handle, dtype=None, shape=None):
+        """Takes over a tensor the host handed in (a model output, a kept
+        tensor, an operation's result). Its dtype and shape are asked of the
+        host when first used (two calls saved for a tensor passed on as it
+        is), unless given."""
+        t = cls.__new__(cls)
+        t._handle, t._data = handle, None
+        if dtype is not None:
+            t._dtype, t._shape = dtype, tuple(shape)
+        return t
+
+    def __getattr__(self, name):
+        # Only reached for `_dtype` / `_shape` not fetched yet (see `_from_handle`).
+        if name not in ("_dtype", "_shape"):
+            raise AttributeError(name)
+        h = self._handle
+        if h is None:
+            raise PluginError("handle", "this tensor was already handed to the host")
+        self._dtype, self._shape = _FROM_WIT[h.dtype()], tuple(h.shape())
+        return object.__getattribute__(self, name)
 
     def _take_handle(self):
         """The handle, given up to the host (a model input, a reply array)."""

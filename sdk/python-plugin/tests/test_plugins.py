@@ -68,7 +68,7 @@ def test_py_lartpc_sparse_scores_the_sample_in_input_order():
     n = x.shape[0]
     t = np.frombuffer(x.read(), np.float32).reshape(n, 512, 512)
     fake = np.arange(n * 3 * 512 * 512, dtype=np.float32)
-    out = p.postprocess([tg.Tensor.from_bytes("f32", [n, 3, 512, 512], fake.tobytes())], [], prep.context)
+    out = p.postprocess([tg.Tensor.from_bytes("f32", [n, 3, 512, 512], fake.tobytes())], prep.keep, prep.context)
     assert dict(out.metadata) == {"tiles": "6", "tiles_run": str(n)}
     scores = np.load(io.BytesIO(out.to_bytes()))["scores"]
     assert scores.shape == (len(values), 3)

@@ -1,13 +1,14 @@
 //! The plugin boundary: wasmtime component runtime, host imports, and a pool
 //! of instances per application.
 //!
-//! One `bindgen!` from `wit/tensorgate.wit` (contract 0.2), the host state in
+//! One `bindgen!` from `wit/tensorgate.wit` (contract 0.3), the host state in
 //! [`HostState`], all `Linker` wiring in [`PluginEngine::linker`]; the
 //! host-owned tensors behind the plugin's handles, and the bulk operations on
 //! them, in `tensors.rs`; the WASI a language runtime in a plugin may
 //! import (no files, no network, no environment) in `wasi.rs`.
 
 mod convert;
+mod group;
 mod pool;
 pub mod precompiled;
 mod tensors;
@@ -24,11 +25,12 @@ use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Engine, ResourceLimiter, StoreLimits, StoreLimitsBuilder};
 
-pub use pool::{CallError, PluginInstance, PluginPool};
+pub use group::Group;
+pub use pool::{CallError, PluginInstance, PluginPool, Produced, DEFAULT_MAX_ITEMS_PER_CALL};
 pub use tensors::{TensorCaps, DEFAULT_MAX_TENSORS, DEFAULT_MAX_TENSOR_BYTES};
 
 /// The plugin contract this host speaks.
-pub const CONTRACT: &str = "tensorgate:plugin@0.2.0";
+pub const CONTRACT: &str = "tensorgate:plugin@0.3.0";
 
 /// The bindings generated from `wit/tensorgate.wit`; their records are
 /// converted to the host's own types in `convert.rs` and `pool.rs` and go no
@@ -44,9 +46,9 @@ mod wit {
         },
     });
 
-    pub use tensorgate::plugin::ops::Selection;
+    pub use tensorgate::plugin::ops::{JsonLayout, Padded, Selection, Tiled};
     pub use tensorgate::plugin::types::{
-        Body, Dtype, Item, LogLevel, Manifest as PluginManifest, PluginError, PluginInfo, TensorSpec,
+        Body, Dtype, Item, LogLevel, Manifest as PluginManifest, Output, PluginError, PluginInfo, Produced, TensorSpec,
     };
 }
 
@@ -134,9 +136,9 @@ pub const MAX_LOGS_PER_CALL: u32 = 64;
 pub const MAX_LOG_BYTES: usize = 4096;
 
 impl HostState {
-    /// Resets the per-call log accounting.
-    fn begin_call(&mut self) {
-        self.tensors.clear();
+    /// Resets the per-call log accounting; the call is given `items` items.
+    fn begin_call(&mut self, items: usize) {
+        self.tensors.begin(items);
         self.logged = 0;
         self.suppressed = 0;
         self.last_error = None;
@@ -380,7 +382,8 @@ impl PluginEngine {
             log_totals: totals.clone(),
             wasi: wasi::Wasi::new(),
         });
-        Ok(PluginPool::new(self.engine.clone(), pre, new_state, call_timeout, from_cache, uses_wasi, log_totals))
+        let max_items = manifest_plugin.max_items_per_call.unwrap_or(DEFAULT_MAX_ITEMS_PER_CALL);
+        Ok(PluginPool::new(self.engine.clone(), pre, new_state, call_timeout, from_cache, uses_wasi, log_totals, max_items))
     }
 
     /// The compiled component for `bytes` and its serialized form, from the

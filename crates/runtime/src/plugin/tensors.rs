@@ -69,7 +69,36 @@ fn error(code: &str, message: impl Into<String>) -> PluginError {
 }
 
 fn op_error(e: tensorgate_ops::OpError) -> PluginError {
-    error("op", e.to_string())
+    error(e.code(), e.to_string())
+}
+
+/// A pixel list, i32 or i64 `[n, 2]` (row, col), as flat i64 values.
+fn pixel_list(t: &Tensor) -> Result<Vec<i64>, PluginError> {
+    if t.shape.len() != 2 || t.shape[1] != 2 {
+        return Err(error("tiles", format!("`pixels` must be [n, 2] (row, col), got shape {:?}", t.shape)));
+    }
+    match t.dtype {
+        Dtype::I64 => Ok(tensorgate_ops::bytes::indices(&t.data)),
+        Dtype::I32 => Ok(t.data.as_chunks::<4>().0.iter().map(|b| i32::from_le_bytes(*b) as i64).collect()),
+        other => Err(error("tiles", format!("`pixels` must be i32 or i64, got {other}"))),
+    }
+}
+
+/// The grid of a tile op's arguments.
+fn grid(height: u64, width: u64, tile: u64, overlap: u64) -> Result<tensorgate_ops::tiles::Grid, PluginError> {
+    let size = |v: u64| usize::try_from(v).map_err(|_| error("tiles", format!("{v} is too large")));
+    tensorgate_ops::tiles::Grid::new(size(height)?, size(width)?, size(tile)?, size(overlap)?).map_err(|e| error("tiles", e.to_string()))
+}
+
+/// The bytes of one element of value 1 of `dtype`.
+fn one(dtype: Dtype) -> Vec<u8> {
+    match dtype {
+        Dtype::F32 => 1f32.to_le_bytes().to_vec(),
+        Dtype::F64 => 1f64.to_le_bytes().to_vec(),
+        Dtype::I64 => 1i64.to_le_bytes().to_vec(),
+        Dtype::I32 => 1i32.to_le_bytes().to_vec(),
+        Dtype::U8 | Dtype::Bool => vec![1],
+    }
 }
 
 /// The trap for a handle that is not live where no error can be returned.
@@ -445,6 +474,139 @@ impl wit::tensorgate::plugin::ops::Host for HostState {
             }
             tensorgate_ops::bytes::scatter(&mut t.data, t.dtype.size() as usize, &at, &v.data).map_err(op_error)
         }))
+    }
+
+    fn json_rows(
+        &mut self,
+        payloads: Vec<Resource<PayloadHandle>>,
+        keys: Vec<String>,
+        layout: wit::JsonLayout,
+        dtype: wit::Dtype,
+    ) -> wasmtime::Result<Vec<Result<Resource<TensorHandle>, PluginError>>> {
+        use tensorgate_ops::rows::{json_rows, Layout};
+        let layout = match layout {
+            wit::JsonLayout::KeysValues => Layout::KeysValues,
+            wit::JsonLayout::Records => Layout::Records { strict: false },
+            wit::JsonLayout::RecordsStrict => Layout::Records { strict: true },
+        };
+        let dtype: Dtype = dtype.into();
+        let mut out = Vec::with_capacity(payloads.len());
+        for payload in payloads {
+            let made = self.tensors.payload(&payload).and_then(|bytes| {
+                let (values, n) = json_rows(bytes, &keys, layout).map_err(op_error)?;
+                let data: Vec<u8> = match dtype {
+                    Dtype::F32 => values.iter().flat_map(|&v| (v as f32).to_le_bytes()).collect(),
+                    Dtype::F64 => values.iter().flat_map(|&v| v.to_le_bytes()).collect(),
+                    Dtype::I64 => values.iter().flat_map(|&v| (v as i64).to_le_bytes()).collect(),
+                    Dtype::I32 => values.iter().flat_map(|&v| (v as i32).to_le_bytes()).collect(),
+                    other => return Err(error("op", format!("json-rows makes f32, f64, i64 or i32 tensors, not {other}"))),
+                };
+                filled(dtype, vec![n as u64, keys.len() as u64], &data)
+            });
+            out.push(made.and_then(|t| self.tensors.make(t)));
+        }
+        Ok(out)
+    }
+
+    fn scores_json(&mut self, scores: Vec<Resource<TensorHandle>>, labels: Vec<String>) -> wasmtime::Result<Vec<Result<Vec<u8>, PluginError>>> {
+        let mut out = Vec::with_capacity(scores.len());
+        for h in scores {
+            let made = self.tensors.get(&h).and_then(|t| {
+                if t.dtype != Dtype::F32 || t.shape.len() > 2 || (t.shape.len() == 2 && t.shape[0] != 1) {
+                    return Err(error("labels", format!("scores-json takes one item's f32 scores, [1, L] or [L]; got {} of shape {:?}", t.dtype, t.shape)));
+                }
+                let values: Vec<f32> = t.data.as_chunks::<4>().0.iter().map(|b| f32::from_le_bytes(*b)).collect();
+                tensorgate_ops::rows::scores_json(&labels, &values).ok_or_else(|| {
+                    error("labels", tensorgate_ops::rows::labels_mismatch(&format!("plugin `{}`", self.app), &labels, values.len()))
+                })
+            });
+            if let Ok(bytes) = &made {
+                self.tensors.crossed += bytes.len() as u64;
+            }
+            out.push(made);
+        }
+        Ok(out)
+    }
+
+    fn pad_jagged(
+        &mut self,
+        values: Resource<TensorHandle>,
+        lengths: Resource<TensorHandle>,
+        max: u64,
+    ) -> wasmtime::Result<Result<wit::Padded, PluginError>> {
+        let padded = (|| {
+            let v = self.tensors.get(&values)?;
+            let lens = indices(self.tensors.get(&lengths)?, "pad-jagged's lengths")?;
+            if v.shape.is_empty() {
+                return Err(error("op", "pad-jagged's values need a leading dimension (the lists' elements, one after another)"));
+            }
+            let max = usize::try_from(max).map_err(|_| error("op", format!("max {max} is too large")))?;
+            let row: u64 = v.shape[1..].iter().product();
+            let row_bytes = row as usize * v.dtype.size() as usize;
+            let (out, mask) = tensorgate_ops::rows::pad_jagged_bytes(&v.data, row_bytes, &lens, max, &one(v.dtype)).map_err(op_error)?;
+            let n = lens.len() as u64;
+            let mut shape = vec![n, max as u64];
+            shape.extend_from_slice(&v.shape[1..]);
+            Ok((filled(v.dtype, shape, &out)?, filled(v.dtype, vec![n, max as u64], &mask)?))
+        })();
+        Ok(padded.and_then(|(values, mask)| {
+            let values = self.tensors.make(values)?;
+            Ok(wit::Padded { values, mask: self.tensors.make(mask)? })
+        }))
+    }
+
+    fn tile_pixels(
+        &mut self,
+        pixels: Resource<TensorHandle>,
+        values: Resource<TensorHandle>,
+        height: u64,
+        width: u64,
+        tile: u64,
+        overlap: u64,
+    ) -> wasmtime::Result<Result<wit::Tiled, PluginError>> {
+        let laid = (|| {
+            let grid = grid(height, width, tile, overlap)?;
+            let coords = pixel_list(self.tensors.get(&pixels)?)?;
+            let v = self.tensors.get(&values)?;
+            if v.dtype != Dtype::F32 || v.shape.len() != 1 {
+                return Err(error("tiles", format!("`values` must be f32 [n] (one per pixel), got {} of shape {:?}", v.dtype, v.shape)));
+            }
+            let (tiles, input) = tensorgate_ops::tiles::tile_pixels(&grid, &coords, &v.data).map_err(op_error)?;
+            let t = grid.tile as u64;
+            Ok((filled(Dtype::F32, vec![tiles.len() as u64, 1, t, t], &input)?, tiles))
+        })();
+        Ok(laid.and_then(|(input, tiles)| {
+            let input = self.tensors.make(input)?;
+            let tiles: Vec<u8> = tiles.iter().flat_map(|&t| (t as i64).to_le_bytes()).collect();
+            let n = tiles.len() as u64 / 8;
+            let tiles = self.tensors.make(Tensor { dtype: Dtype::I64, shape: vec![n], data: tiles.into() })?;
+            Ok(wit::Tiled { input, tiles })
+        }))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn untile_pixels(
+        &mut self,
+        output: Resource<TensorHandle>,
+        pixels: Resource<TensorHandle>,
+        tiles: Resource<TensorHandle>,
+        height: u64,
+        width: u64,
+        tile: u64,
+        overlap: u64,
+    ) -> wasmtime::Result<Result<Resource<TensorHandle>, PluginError>> {
+        let stitched = (|| {
+            let grid = grid(height, width, tile, overlap)?;
+            let coords = pixel_list(self.tensors.get(&pixels)?)?;
+            let run = indices(self.tensors.get(&tiles)?, "untile-pixels' tiles")?;
+            let out = self.tensors.get(&output)?;
+            if out.dtype != Dtype::F32 {
+                return Err(error("tiles", format!("model output is {}, expected f32", out.dtype)));
+            }
+            let (data, c) = tensorgate_ops::tiles::untile_pixels(&grid, &out.data, &out.shape, &coords, &run).map_err(op_error)?;
+            Ok(Tensor { dtype: Dtype::F32, shape: vec![coords.len() as u64 / 2, c as u64], data: data.into() })
+        })();
+        Ok(stitched.and_then(|t| self.tensors.make(t)))
     }
 
     fn copy_region(
