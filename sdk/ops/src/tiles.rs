@@ -196,27 +196,52 @@ pub fn pixel_coords(coords: &[i64], height: usize, width: usize, unique: bool) -
     Ok((rows, cols))
 }
 
-/// `tile-pixels` on raw data: the pixel list `coords` (flat `[n, 2]` row,
-/// col) and its f32 `values` (little-endian bytes, one per pixel) laid over
-/// `grid`: the tiles run (ascending) and the f32 bytes of the
-/// `[tiles, 1, tile, tile]` input.
+/// Where `tile-pixels` puts each pixel's value: the tiles run (ascending)
+/// and, per placement, the flat element of the `[tiles, 1, tile, tile]`
+/// input and the pixel whose value goes there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Layout {
+    /// The tiles run, ascending (tile 0 alone when no tile holds a pixel).
+    pub tiles: Vec<u32>,
+    to: Vec<i64>,
+    from: Vec<i64>,
+}
+
+impl Layout {
+    /// Lays the pixel list `coords` (flat `[n, 2]` row, col) over `grid`;
+    /// `values` pixel values must come with it. Errors: a pixel outside the
+    /// plane or negative (code `tiles`), one listed twice (`duplicate-pixel`).
+    pub fn new(grid: &Grid, coords: &[i64], values: usize) -> Result<Layout, OpError> {
+        let (rows, cols) = pixel_coords(coords, grid.height, grid.width, true)?;
+        if values != rows.len() {
+            return Err(OpError::Item { code: "tiles", message: format!("`values` must be f32 [{}] (one per pixel), got {values}", rows.len()) });
+        }
+        let tiles = grid.tiles_for(&rows, &cols);
+        let (to, from) = grid.placements(&rows, &cols, &tiles)?;
+        Ok(Layout { tiles, to, from })
+    }
+
+    /// Writes each pixel's f32 value (little-endian bytes in `values`) into
+    /// the zeroed input `input` (`[tiles, 1, tile, tile]` f32 bytes).
+    pub fn fill(&self, values: &[u8], input: &mut [u8]) {
+        let (input, values) = (input.as_chunks_mut::<4>().0, values.as_chunks::<4>().0);
+        for (&to, &from) in self.to.iter().zip(&self.from) {
+            input[to as usize] = values[from as usize];
+        }
+    }
+}
+
+/// `tile-pixels` on raw data: the pixel list `coords` and its f32 `values`
+/// (little-endian bytes, one per pixel) laid over `grid`: the tiles run and
+/// the f32 bytes of the `[tiles, 1, tile, tile]` input.
 pub fn tile_pixels(grid: &Grid, coords: &[i64], values: &[u8]) -> Result<(Vec<u32>, Vec<u8>), OpError> {
-    let (rows, cols) = pixel_coords(coords, grid.height, grid.width, true)?;
-    if values.len() != rows.len() * 4 {
-        return Err(OpError::Item {
-            code: "tiles",
-            message: format!("`values` must be f32 [{}] (one per pixel), got {} bytes", rows.len(), values.len()),
-        });
+    let layout = Layout::new(grid, coords, values.len() / 4)?;
+    if values.len() % 4 != 0 {
+        return Err(OpError::Item { code: "tiles", message: format!("`values` must be f32, got {} bytes", values.len()) });
     }
-    let tiles = grid.tiles_for(&rows, &cols);
-    let (to, from) = grid.placements(&rows, &cols, &tiles)?;
-    let t = grid.tile;
-    let mut input = vec![0u8; tiles.len() * t * t * 4];
-    let (input_f, values_f) = (input.as_chunks_mut::<4>().0, values.as_chunks::<4>().0);
-    for (&to, &from) in to.iter().zip(&from) {
-        input_f[to as usize] = values_f[from as usize];
-    }
-    Ok((tiles, input))
+    let mut input = vec![0u8; layout.tiles.len() * grid.tile * grid.tile * 4];
+    layout.fill(values, &mut input);
+    Ok((layout.tiles, input))
 }
 
 /// `untile-pixels` on raw data: the f32 bytes of a model output of `shape`

@@ -571,14 +571,19 @@ impl wit::tensorgate::plugin::ops::Host for HostState {
             if v.dtype != Dtype::F32 || v.shape.len() != 1 {
                 return Err(error("tiles", format!("`values` must be f32 [n] (one per pixel), got {} of shape {:?}", v.dtype, v.shape)));
             }
-            let (tiles, input) = tensorgate_ops::tiles::tile_pixels(&grid, &coords, &v.data).map_err(op_error)?;
-            let t = grid.tile as u64;
-            Ok((filled(Dtype::F32, vec![tiles.len() as u64, 1, t, t], &input)?, tiles))
+            let layout = tensorgate_ops::tiles::Layout::new(&grid, &coords, v.shape[0] as usize).map_err(op_error)?;
+            Ok((layout, grid.tile as u64))
         })();
-        Ok(laid.and_then(|(input, tiles)| {
-            let input = self.tensors.make(input)?;
-            let tiles: Vec<u8> = tiles.iter().flat_map(|&t| (t as i64).to_le_bytes()).collect();
-            let n = tiles.len() as u64 / 8;
+        Ok(laid.and_then(|(layout, t)| {
+            // Zeroed by the allocator (libtorch's memory, handed to the model
+            // as it is), then one write per pixel and tile holding it.
+            let input = self.tensors.zeros(Dtype::F32, vec![layout.tiles.len() as u64, 1, t, t])?;
+            self.tensors.with_target(&input, &[&values], |table, target| {
+                layout.fill(&table.get(&values)?.data, &mut target.data);
+                Ok(())
+            })?;
+            let tiles: Vec<u8> = layout.tiles.iter().flat_map(|&t| (t as i64).to_le_bytes()).collect();
+            let n = layout.tiles.len() as u64;
             let tiles = self.tensors.make(Tensor { dtype: Dtype::I64, shape: vec![n], data: tiles.into() })?;
             Ok(wit::Tiled { input, tiles })
         }))
