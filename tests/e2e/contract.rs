@@ -1,4 +1,4 @@
-//! Plugin contract 0.2: the plugins run as wasm components through the
+//! Plugin contract 0.2 and on: the plugins run as wasm components through the
 //! host's plugin pool, with the host's tensors and operations, give
 //! byte-for-byte the replies the same SDK code gives compiled natively (the
 //! SDK's own implementation of every host operation). The forward pass is

@@ -1,4 +1,4 @@
-//! The bulk tensor operations of plugin contract 0.2, on flat row-major
+//! The bulk tensor operations of the plugin contract (0.2 on), on flat row-major
 //! element slices. A plugin asks the host for them so that bulk data never
 //! crosses into its linear memory: a 3.5-million-pixel wire plane is
 //! thresholded, tiled and its scores gathered by the host, and the plugin
