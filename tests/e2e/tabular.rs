@@ -236,3 +236,36 @@ async fn wrong_fingerprint_is_refused_by_the_client() {
     client.close().await;
     host.stop().await;
 }
+
+/// `tensorgate-host check` (what `plugin check` and `plugin build` run)
+/// runs the `[warmup]` item and every file under `samples/`: a bad sample
+/// fails the check (exit 1) even when a warm-up is set, naming its file.
+#[test]
+fn check_runs_the_warm_up_and_every_sample() {
+    let work = tempfile::tempdir().expect("dir");
+    let dir = work.path().join("tabular");
+    tensorgate_tests::copy_dir(&tensorgate_tests::repository().join("tabular/1"), &dir);
+    std::fs::create_dir_all(dir.join("samples")).expect("samples");
+    for f in ["jet-0.json", "jet-1.json", "bad-missing-key.json"] {
+        std::fs::copy(root().join("plugins/tabular/samples").join(f), dir.join("samples").join(f)).expect("sample");
+    }
+    let manifest = dir.join("manifest.toml");
+    let text = std::fs::read_to_string(&manifest).expect("manifest");
+    std::fs::write(&manifest, format!("{text}\n[warmup]\nfile = \"samples/jet-0.json\"\n")).expect("manifest");
+    let check = || {
+        let bin = root().join("target/release/tensorgate-host");
+        let out = std::process::Command::new(bin).arg("check").arg(&dir).env("RUST_LOG", "warn").output().expect("check runs");
+        let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).expect("a JSON line")).collect();
+        (out.status.code(), lines, String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let (code, lines, err) = check();
+    assert_eq!(code, Some(1), "{lines:?} {err}");
+    let files: Vec<&str> = lines.iter().map(|l| l["file"].as_str().expect("file")).collect();
+    assert_eq!(files, ["samples/jet-0.json", "samples/bad-missing-key.json", "samples/jet-1.json"], "the warm-up once, then each sample");
+    assert_eq!(lines[1]["ok"], false);
+    assert!(lines[1]["error"].as_str().expect("error").contains("missing key"), "{lines:?}");
+    assert!(err.contains("checked, 3 sample(s), some failed"), "{err}");
+    std::fs::remove_file(dir.join("samples/bad-missing-key.json")).expect("rm");
+    let (code, lines, err) = check();
+    assert_eq!((code, lines.len()), (Some(0), 2), "{lines:?} {err}");
+}

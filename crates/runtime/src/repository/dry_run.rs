@@ -11,8 +11,8 @@ use tensorgate_server::manifest::Manifest;
 pub type Checked = (String, Result<crate::plugin::Output, tensorgate_server::request::ItemFailure>);
 
 /// Checks the bundle in `dir` as a host would before serving it (every
-/// check above), then runs each of its samples (the `[warmup]` item, or
-/// the files under `samples/`) and returns what each gave. Errors name the
+/// check above), then runs its `[warmup]` item and each file under
+/// `samples/` (at most `check::MAX_SAMPLES`) and returns what each gave. Errors name the
 /// bundle's own files. Nothing is installed. With `precompile`, the
 /// plugin's precompiled artefact is written into the bundle (beside the
 /// plugin, `plugin.cwasm`; kept when it is valid already), so that hosts
@@ -25,15 +25,18 @@ pub fn bundle(dir: &Path, config: &crate::config::HostConfig, precompile: bool) 
     // TENSORGATE_COMPILE_CACHE set, as `tensorgate plugin build` does).
     let engine = crate::plugin::PluginEngine::new(config.compile_cache.clone())?.writing_artefacts(precompile);
     let app = super::build::prepare(dir, &home, &engine, config)?;
+    // The warm-up item (with its metadata), then every file under samples/
+    // (the warm-up's own file once).
     let mut items: Vec<(String, String, std::collections::BTreeMap<String, String>)> = Vec::new();
-    match &app.manifest.warmup {
-        Some(w) => items.push((w.file.clone(), w.content_type.clone(), w.metadata.clone())),
-        None => {
-            for path in super::check::samples(dir) {
-                let file = path.strip_prefix(dir).unwrap_or(&path).display().to_string();
-                items.push((file, tensorgate_client::content_type_for(&path).to_string(), Default::default()));
-            }
+    if let Some(w) = &app.manifest.warmup {
+        items.push((w.file.clone(), w.content_type.clone(), w.metadata.clone()));
+    }
+    for path in super::check::samples(dir) {
+        let file = path.strip_prefix(dir).unwrap_or(&path).display().to_string();
+        if items.iter().any(|(f, _, _)| Path::new(f) == Path::new(&file)) {
+            continue;
         }
+        items.push((file, tensorgate_client::content_type_for(&path).to_string(), Default::default()));
     }
     let mut out = Vec::new();
     for (file, content_type, metadata) in items {
