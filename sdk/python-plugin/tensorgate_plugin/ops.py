@@ -308,7 +308,6 @@ def tile_pixels(pixels, values, height, width, tile, overlap):
     if not _wit.NATIVE:
         t = host_call(_wit.ops.tile_pixels, pixels._handle, values._handle, int(height), int(width), int(tile), int(overlap))
         return Tensor._from_handle(t.input), Tensor._from_handle(t.tiles)
-    from .sparse import Pixels
     from .tiles import TiledPixels
 
     px = _native_pixels(pixels, height, width)

@@ -72,6 +72,18 @@ pub struct Produced {
     pub context: Vec<u8>,
 }
 
+impl Produced {
+    /// Bytes of its tensors and context.
+    pub fn bytes(&self) -> usize {
+        self.outputs.iter().chain(&self.kept).map(|t| t.data.len()).sum::<usize>() + self.context.len()
+    }
+}
+
+/// Largest group (bytes of its model outputs, kept tensors and contexts)
+/// `postprocess` gets in one call: a group's tensors are copied so that a
+/// call that dies can be run again item by item.
+pub const GROUP_COPY_MAX: usize = 1 << 20;
+
 /// One live instance with its own store.
 pub struct PluginInstance {
     store: Store<HostState>,
@@ -90,7 +102,6 @@ pub struct PluginPool {
     from_cache: bool,
     uses_wasi: bool,
     log_totals: std::sync::Arc<super::LogTotals>,
-    max_items: usize,
     /// Items waiting for a `preprocess` call, grouped.
     pre_group: Group<Item, Result<Prepared, CallError>>,
     /// Items waiting for a `postprocess` call, grouped.
@@ -123,7 +134,6 @@ impl PluginPool {
             from_cache,
             uses_wasi,
             log_totals,
-            max_items,
             pre_group: Group::new(lanes, max_items),
             post_group: Group::new(lanes, max_items),
         }
@@ -269,12 +279,17 @@ impl PluginPool {
 
     /// Calls `postprocess` once on `items` (one result per item, in order);
     /// a call that dies as a whole is retried item by item, as
-    /// [`PluginPool::preprocess_batch`] does (the tensors of a group are
-    /// copied first for that).
+    /// [`PluginPool::preprocess_batch`] does. For that a group's tensors are
+    /// copied first; a group of more than [`GROUP_COPY_MAX`] bytes is
+    /// called item by item instead (its per-call cost is small beside
+    /// its size, and the copy would not be).
     pub fn postprocess_batch(&self, items: Vec<Produced>) -> Vec<Result<Output, CallError>> {
         let n = items.len();
         if n == 0 {
             return Vec::new();
+        }
+        if n > 1 && items.iter().map(Produced::bytes).sum::<usize>() > GROUP_COPY_MAX {
+            return items.into_iter().map(|p| self.postprocess(p.outputs, p.kept, &p.context)).collect();
         }
         let spare = (n > 1).then(|| items.clone());
         let called = self.with_instance(n, move |b, s| {
@@ -332,16 +347,11 @@ impl PluginPool {
     ) -> (Result<Output, CallError>, Duration) {
         self.post_group
             .run(item, |items| {
-                let bytes = items.iter().map(|p| p.outputs.iter().chain(&p.kept).map(|t| t.data.len()).sum::<usize>() + p.context.len()).sum();
+                let bytes = items.iter().map(Produced::bytes).sum();
                 let items = std::cell::Cell::new(Some(items));
                 run(&|| self.postprocess_batch(items.take().unwrap_or_default()), bytes)
             })
             .await
-    }
-
-    /// Most items in one call (`[plugin] max_items_per_call`).
-    pub fn max_items_per_call(&self) -> usize {
-        self.max_items
     }
 
     /// Bytes that crossed the component boundary in all calls so far (see
